@@ -1,0 +1,1 @@
+"""The Concord agent: runs beside one WHMCS installation."""

@@ -1,0 +1,110 @@
+"""`concord-agent`: the agent beside one WHMCS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import date
+from pathlib import Path
+
+from asyncmy.errors import Error as MysqlError
+
+from agent.backfill import backfill
+from agent.check import check
+from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
+from agent.heartbeat import beat
+from agent.rules import RulesHolder
+from agent.service import run_agent
+from agent.settings import AgentSettings, load_agent_settings
+from agent.whmcs import queries
+from agent.whmcs.database import (
+    MysqlTarget,
+    create_agent_tables,
+    create_pool,
+    parse_mysql_url,
+    read_configuration_php,
+)
+from coordinator.logs import configure_logging
+
+
+def database_target(settings: AgentSettings) -> MysqlTarget:
+    if settings.whmcs_url:
+        return parse_mysql_url(settings.whmcs_url)
+    if settings.whmcs_config:
+        return read_configuration_php(settings.whmcs_config)
+    raise ValueError("set CONCORD_AGENT_WHMCS_URL (mysql://user:pass@host:port/db) or "
+                     "CONCORD_AGENT_WHMCS_CONFIG (path of WHMCS's configuration.php)")
+
+
+def cmd_serve(settings: AgentSettings, args: argparse.Namespace) -> int:
+    asyncio.run(run_agent(settings, database_target(settings)))
+    return 0
+
+
+def cmd_check(settings: AgentSettings, args: argparse.Namespace) -> int:
+    try:
+        target, error = database_target(settings), None
+    except (ValueError, OSError) as exc:
+        target, error = None, str(exc)
+    problems = asyncio.run(check(settings, target, error))
+    for line in problems:
+        print(line)
+    if not problems:
+        print("all checks passed")
+    return 1 if problems else 0
+
+
+def cmd_backfill(settings: AgentSettings, args: argparse.Namespace) -> int:
+    async def work() -> dict[str, int]:
+        pool = await create_pool(database_target(settings))
+        try:
+            await create_agent_tables(pool)
+            async with pool.acquire() as conn:
+                has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
+            rules = RulesHolder(settings.credit_note_rule)
+            async with CoordinatorClient(settings.coordinator_url, settings.token) as client:
+                await beat(pool, client, rules, {"timezone": settings.timezone,
+                                                 "country": settings.country})
+                return await backfill(pool, client, rules, has_invoicedata, args.since,
+                                      progress=not args.quiet)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+    totals = asyncio.run(work())
+    print(f"imported {totals['imported']}, already known {totals['already_imported']}, "
+          f"collisions {totals['collisions']} (see the coordinator's warnings)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord-agent", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="number documents, relay confirms, serve hooks")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("check", help="report problems, one per line").set_defaults(func=cmd_check)
+    fill = sub.add_parser("backfill", help="import documents numbered before Concord")
+    fill.add_argument("--since", type=date.fromisoformat, help="only documents dated from")
+    fill.add_argument("--quiet", action="store_true", help="no progress bar")
+    fill.set_defaults(func=cmd_backfill)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_agent_settings(args.config, host=getattr(args, "host", None),
+                                       port=getattr(args, "port", None))
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"concord-agent: {exc}\n")
+        return 2
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    try:
+        return args.func(settings, args)
+    except (ValueError, OSError, MysqlError, CoordinatorUnavailable, CoordinatorRefused) as exc:
+        sys.stderr.write(f"concord-agent: {exc}\n")
+        return 1

@@ -1,0 +1,118 @@
+"""The coordinator as the agent sees it: HTTP calls with patient, idempotent retries."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class CoordinatorUnavailable(Exception):
+    """No answer, or a 5xx: nothing was acknowledged; the same request may be sent again."""
+
+
+class CoordinatorRefused(Exception):
+    """A 4xx: the coordinator understood and said no."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0,
+                 patience: float = 60.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._patience = patience
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CoordinatorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=32))
+        return self._session
+
+    async def once(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """One attempt; raises CoordinatorUnavailable or CoordinatorRefused."""
+        data = None if body is None else orjson.dumps(body)
+        try:
+            async with self._client().request(method, self._base + path, data=data,
+                                              headers=self._headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CoordinatorUnavailable(f"{method} {path}: {exc!r}") from exc
+        try:
+            payload = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            payload = {}
+        if status >= 500:
+            raise CoordinatorUnavailable(f"{method} {path}: HTTP {status}")
+        if status >= 400:
+            error = payload.get("error", {}) if isinstance(payload, dict) else {}
+            raise CoordinatorRefused(status, error.get("code", "refused"),
+                                     error.get("message", raw.decode(errors="replace")))
+        return payload
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   patience: float | None = None) -> dict[str, Any]:
+        """Retry while the coordinator is unavailable, for up to ``patience`` seconds."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(CoordinatorUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(self._patience if patience is None else patience),
+            reraise=True,
+        ):
+            with attempt:
+                return await self.once(method, path, body)
+        raise AssertionError("unreachable")
+
+    async def reserve(self, doctype: str, doc_id: str, on: date) -> dict[str, Any]:
+        return await self.call("POST", "/v1/reservations",
+                               {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()})
+
+    async def confirm(self, reservation_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("POST", f"/v1/reservations/{reservation_id}/confirm",
+                               {"document": document})
+
+    async def release(self, reservation_id: str, reason: str) -> dict[str, Any]:
+        return await self.call("POST", f"/v1/reservations/{reservation_id}/release",
+                               {"reason": reason[:500]})
+
+    async def update_document(self, doctype: str, doc_id: str,
+                              document: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("PUT", f"/v1/documents/{doctype}/{doc_id}", {"document": document})
+
+    async def import_documents(self, documents: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.call("POST", "/v1/documents/import", {"documents": documents})
+
+    async def heartbeat(self, agent_version: str, settings: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("POST", "/v1/heartbeat",
+                               {"agent_version": agent_version, "settings": settings},
+                               patience=0)

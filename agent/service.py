@@ -1,0 +1,105 @@
+"""`concord-agent serve`: the loops and the HTTP server of one store's agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agent.changes import ChangeReporter
+from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
+from agent.heartbeat import beat
+from agent.numbering import Numbering
+from agent.relay import Relay
+from agent.rules import RulesHolder
+from agent.server import create_agent_app
+from agent.settings import AgentSettings
+from agent.whmcs import queries
+from agent.whmcs.database import MysqlTarget, create_agent_tables, create_pool
+
+log = structlog.get_logger("concord.agent")
+
+
+async def repeat(name: str, seconds: float, job: Callable[[], Awaitable[Any]],
+                 wakeup: asyncio.Event | None = None) -> None:
+    """Run ``job`` every ``seconds`` (sooner when woken); failures are logged and retried."""
+    while True:
+        try:
+            await job()
+        except (CoordinatorUnavailable, CoordinatorRefused, OSError) as exc:
+            log.warning("job_failed", job=name, error=str(exc))
+        except Exception:
+            log.exception("job_crashed", job=name)
+        if wakeup is None:
+            await asyncio.sleep(seconds)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), seconds)
+        wakeup.clear()
+
+
+async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
+    pool = await create_pool(target)
+    await create_agent_tables(pool)
+    async with pool.acquire() as conn:
+        has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
+    client = CoordinatorClient(settings.coordinator_url, settings.token)
+    rules = RulesHolder(settings.credit_note_rule)
+    extra = {"timezone": settings.timezone, "country": settings.country}
+    # The series settings decide what is due: wait for the first heartbeat answer.
+    while not rules.known:
+        try:
+            await beat(pool, client, rules, extra)
+        except (CoordinatorUnavailable, OSError) as exc:
+            log.warning("coordinator_unavailable", error=str(exc))
+            await asyncio.sleep(1)
+    relay_wakeup, numbering_wakeup = asyncio.Event(), asyncio.Event()
+    numbering = Numbering(pool, client, rules, settings.batch_size, relay_wakeup)
+    relay = Relay(pool, client, rules, has_invoicedata)
+    changes = ChangeReporter(pool, client, rules, has_invoicedata)
+
+    async def number_all() -> None:
+        while await numbering.round() >= settings.batch_size:
+            pass
+
+    async def confirm_all() -> None:
+        while await relay.round() > 0:
+            pass
+
+    async def reconcile() -> None:
+        await confirm_all()
+        await number_all()
+        await changes.reconcile()
+
+    health: dict[str, Any] = {"store": settings.store}
+    runner = web.AppRunner(create_agent_app(numbering, settings.hook_token, health),
+                           access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+    tasks = [
+        asyncio.create_task(repeat("relay", settings.poll_seconds, confirm_all, relay_wakeup)),
+        asyncio.create_task(repeat("numbering", settings.poll_seconds, number_all,
+                                   numbering_wakeup)),
+        asyncio.create_task(repeat("heartbeat", settings.heartbeat_seconds,
+                                   lambda: beat(pool, client, rules, extra))),
+        asyncio.create_task(repeat("changes", settings.update_scan_seconds, changes.scan)),
+        asyncio.create_task(repeat("reconcile", settings.reconcile_seconds, reconcile)),
+    ]
+    log.info("agent_serving", store=settings.store, host=settings.host, port=settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    await client.close()
+    pool.close()
+    await pool.wait_closed()

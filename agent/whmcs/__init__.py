@@ -1,0 +1,1 @@
+"""WHMCS database: schema, realistic test data and actions that mimic WHMCS."""

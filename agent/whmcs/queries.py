@@ -1,0 +1,295 @@
+"""What the agent reads from and writes to WHMCS's database."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from coordinator.events.canonical import canonical_json
+from coordinator.events.document import document
+
+# What a change of an issued document means to us: status, payment, credit and totals.
+STATE_FINGERPRINT = (
+    "MD5(CONCAT_WS('|', status, datepaid, duedate, credit, subtotal, tax, tax2, total,"
+    " taxrate, taxrate2, paymentmethod))"
+)
+_INVOICE_COLUMNS = (
+    "id, userid, invoicenum, status, date, duedate,"
+    " IF(datepaid < '1000-01-01', NULL, datepaid) AS datepaid, subtotal, credit, tax, tax2,"
+    f" taxrate, taxrate2, total, paymentmethod, {STATE_FINGERPRINT} AS fingerprint"
+)
+_CLIENT_COLUMNS = ("id, firstname, lastname, companyname, email, address1, address2, city,"
+                   " state, postcode, country, phonenumber, tax_id, currency, taxexempt")
+NUMBERING_SETTINGS = (
+    "SequentialInvoiceNumbering", "SequentialInvoiceNumberFormat",
+    "SequentialInvoiceNumberValue", "InvoiceIncrement", "TaxAutoResetPaidNumbering",
+    "TaxCustomInvoiceNumbering", "TaxCustomInvoiceNumberFormat", "TaxNextCustomInvoiceNumber",
+    "TaxAutoResetNumbering",
+)
+
+
+@dataclass(frozen=True)
+class DueRules:
+    """Which rows need a number now, from the series' ``assign_on`` and the credit-note rule."""
+
+    invoice_on: str  # creation | payment
+    creditnote_on: str
+    credit_note_rule: str  # negative_total | none
+
+    def doctype(self, total: Any) -> str:
+        negative = self.credit_note_rule == "negative_total" and float(total or 0) < 0
+        return "creditnote" if negative else "invoice"
+
+    def is_due(self, doctype: str, status: str) -> bool:
+        on = self.invoice_on if doctype == "invoice" else self.creditnote_on
+        if on == "payment":
+            return status in ("Paid", "Refunded")  # Refunded: it was paid first
+        return status != "Draft"
+
+
+@dataclass(frozen=True)
+class DueDocument:
+    invoice_id: int
+    doctype: str
+    date: date
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    invoice_id: int
+    doctype: str
+    formatted: str
+    fingerprint: str
+    document: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.document)).hexdigest()
+
+
+async def fetch(conn: Any, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    async with conn.cursor() as cur:
+        await cur.execute(sql, args)
+        return list(await cur.fetchall())
+
+
+def _in(values: Iterable[Any]) -> tuple[str, list[Any]]:
+    items = list(values)
+    return ",".join(["%s"] * len(items)) or "NULL", items
+
+
+async def due_documents(conn: Any, rules: DueRules, limit: int) -> list[DueDocument]:
+    rows = await fetch(
+        conn,
+        "SELECT id, total, status, date FROM tblinvoices"
+        " WHERE invoicenum = '' AND status <> 'Draft' ORDER BY date, id LIMIT %s",
+        (limit,),
+    )
+    due = []
+    for row in rows:
+        doctype = rules.doctype(row["total"])
+        if rules.is_due(doctype, row["status"]) and isinstance(row["date"], date):
+            due.append(DueDocument(row["id"], doctype, row["date"]))
+    return due
+
+
+async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
+                    has_invoicedata: bool) -> dict[int, Snapshot]:
+    """Build the ClientData/DocData of each invoice from its current rows."""
+    if not invoice_ids:
+        return {}
+    marks, ids = _in(invoice_ids)
+    invoices = await fetch(conn, f"SELECT {_INVOICE_COLUMNS} FROM tblinvoices WHERE id IN ({marks})",
+                           ids)
+    items: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in await fetch(
+        conn, "SELECT id, invoiceid, type, relid, description, amount, taxed FROM tblinvoiceitems"
+        f" WHERE invoiceid IN ({marks}) ORDER BY id", ids,
+    ):
+        items[row["invoiceid"]].append(row)
+    invoicedata: dict[int, dict[str, Any]] = {}
+    if has_invoicedata:
+        for row in await fetch(conn, "SELECT invoiceid, clientsdetails, customfields"
+                               f" FROM mod_invoicedata WHERE invoiceid IN ({marks})", ids):
+            invoicedata[row["invoiceid"]] = row
+    user_marks, user_ids = _in({row["userid"] for row in invoices})
+    clients = {row["id"]: row for row in await fetch(
+        conn, f"SELECT {_CLIENT_COLUMNS} FROM tblclients WHERE id IN ({user_marks})", user_ids)}
+    fields: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in await fetch(
+        conn, "SELECT v.relid, f.id, f.fieldname, v.value FROM tblcustomfields f"
+        " JOIN tblcustomfieldsvalues v ON v.fieldid = f.id"
+        f" WHERE f.type = 'client' AND f.showinvoice = 'on' AND v.relid IN ({user_marks})"
+        " ORDER BY f.id", user_ids,
+    ):
+        fields[row["relid"]].append(row)
+    out = {}
+    for inv in invoices:
+        doctype = rules.doctype(inv["total"])
+        out[inv["id"]] = Snapshot(
+            invoice_id=inv["id"], doctype=doctype, formatted=inv["invoicenum"],
+            fingerprint=inv["fingerprint"],
+            document=document(doctype, inv["invoicenum"], inv, items[inv["id"]],
+                              clients.get(inv["userid"], {}), invoicedata.get(inv["id"]),
+                              fields[inv["userid"]]),
+        )
+    return out
+
+
+async def write_number(pool: Any, invoice_id: int, reservation: dict[str, Any]) -> str:
+    """Write the number and its outbox row in one transaction.
+
+    Returns "written", "already" (this number was written before: a repeat), or the
+    number the invoice carries from someone else.
+    """
+    formatted = reservation["formatted"]
+    async with pool.acquire() as conn:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                changed = await cur.execute(
+                    "UPDATE tblinvoices SET invoicenum = %s WHERE id = %s AND invoicenum = ''",
+                    (formatted, invoice_id))
+                if changed:
+                    await cur.execute(
+                        "INSERT INTO mod_concord_outbox (reservation_id, invoice_id, doctype,"
+                        " formatted, created_at) VALUES (%s, %s, %s, %s, NOW(6))",
+                        (reservation["reservation_id"], invoice_id, reservation["doctype"],
+                         formatted))
+                    await cur.execute(
+                        "INSERT INTO mod_concord_receipts (reservation_id, invoice_id, doctype,"
+                        " series, period, number, formatted, reserved_position, reserved_hash,"
+                        " received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6))"
+                        " ON DUPLICATE KEY UPDATE received_at = received_at",
+                        (reservation["reservation_id"], invoice_id, reservation["doctype"],
+                         reservation["series"], reservation["period"], reservation["number"],
+                         formatted, reservation["receipt"]["position"],
+                         reservation["receipt"]["hash"]))
+                    current = "written"
+                else:
+                    await cur.execute("SELECT invoicenum FROM tblinvoices WHERE id = %s",
+                                      (invoice_id,))
+                    row = await cur.fetchone()
+                    current = row["invoicenum"] if row else ""
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+    return "already" if current == formatted else current
+
+
+async def pending_outbox(conn: Any, limit: int) -> list[dict[str, Any]]:
+    return await fetch(
+        conn, "SELECT reservation_id, invoice_id, doctype, formatted FROM mod_concord_outbox"
+        " WHERE confirmed_at IS NULL ORDER BY created_at LIMIT %s", (limit,))
+
+
+async def mark_confirmed(pool: Any, reservation_id: str, snap: Snapshot,
+                         receipt: dict[str, Any]) -> None:
+    async with pool.acquire() as conn:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("UPDATE mod_concord_outbox SET confirmed_at = NOW(6)"
+                                  " WHERE reservation_id = %s", (reservation_id,))
+                await cur.execute("UPDATE mod_concord_receipts SET issued_position = %s,"
+                                  " issued_hash = %s WHERE reservation_id = %s",
+                                  (receipt["position"], receipt["hash"], reservation_id))
+                await _remember_document(cur, snap, "issued")
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+
+
+async def _remember_document(cur: Any, snap: Snapshot, origin: str) -> None:
+    await cur.execute(
+        "INSERT INTO mod_concord_documents (invoice_id, doctype, formatted, origin,"
+        " state_fingerprint, snapshot_sha256, reported_at) VALUES (%s, %s, %s, %s, %s, %s, NOW(6))"
+        " ON DUPLICATE KEY UPDATE state_fingerprint = VALUES(state_fingerprint),"
+        " snapshot_sha256 = VALUES(snapshot_sha256), reported_at = VALUES(reported_at)",
+        (snap.invoice_id, snap.doctype, snap.formatted, origin, snap.fingerprint, snap.sha256))
+
+
+async def remember_documents(pool: Any, snaps: Iterable[Snapshot], origin: str) -> None:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        for snap in snaps:
+            await _remember_document(cur, snap, origin)
+
+
+async def undo_number(pool: Any, reservation_id: str, invoice_id: int, formatted: str) -> None:
+    """Take back a number whose reservation was released meanwhile (by an operator)."""
+    async with pool.acquire() as conn:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("UPDATE tblinvoices SET invoicenum = '' WHERE id = %s"
+                                  " AND invoicenum = %s", (invoice_id, formatted))
+                await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
+                                  (reservation_id,))
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+
+
+async def forget_outbox(pool: Any, reservation_id: str) -> None:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
+                          (reservation_id,))
+
+
+async def changed_documents(conn: Any, limit: int) -> list[int]:
+    """Issued documents whose status, payment, credit or totals changed since last reported."""
+    rows = await fetch(
+        conn, "SELECT i.id FROM tblinvoices i JOIN mod_concord_documents d ON d.invoice_id = i.id"
+        f" WHERE d.state_fingerprint <> {STATE_FINGERPRINT}"
+        " ORDER BY i.id LIMIT %s", (limit,))
+    return [row["id"] for row in rows]
+
+
+async def known_documents(conn: Any, after_id: int, limit: int) -> list[dict[str, Any]]:
+    return await fetch(
+        conn, "SELECT invoice_id, snapshot_sha256 FROM mod_concord_documents"
+        " WHERE invoice_id > %s ORDER BY invoice_id LIMIT %s", (after_id, limit))
+
+
+async def unknown_numbered(conn: Any, since: date | None, after_id: int,
+                           limit: int) -> list[int]:
+    """Numbered invoices the coordinator does not know: candidates for the backfill."""
+    rows = await fetch(
+        conn, "SELECT i.id FROM tblinvoices i"
+        " LEFT JOIN mod_concord_documents d ON d.invoice_id = i.id"
+        " LEFT JOIN mod_concord_outbox o ON o.invoice_id = i.id"
+        " WHERE i.invoicenum <> '' AND d.invoice_id IS NULL AND o.invoice_id IS NULL"
+        " AND i.id > %s AND (%s IS NULL OR i.date >= %s) ORDER BY i.id LIMIT %s",
+        (after_id, since, since, limit))
+    return [row["id"] for row in rows]
+
+
+async def count_unknown_numbered(conn: Any, since: date | None) -> int:
+    rows = await fetch(
+        conn, "SELECT COUNT(*) AS n FROM tblinvoices i"
+        " LEFT JOIN mod_concord_documents d ON d.invoice_id = i.id"
+        " LEFT JOIN mod_concord_outbox o ON o.invoice_id = i.id"
+        " WHERE i.invoicenum <> '' AND d.invoice_id IS NULL AND o.invoice_id IS NULL"
+        " AND (%s IS NULL OR i.date >= %s)", (since, since))
+    return int(rows[0]["n"])
+
+
+async def numbering_settings(conn: Any) -> dict[str, str]:
+    marks, names = _in(NUMBERING_SETTINGS)
+    rows = await fetch(conn, "SELECT setting, value FROM tblconfiguration"
+                       f" WHERE setting IN ({marks})", names)
+    return {row["setting"]: str(row["value"]) for row in rows}
+
+
+async def has_table(conn: Any, name: str) -> bool:
+    rows = await fetch(conn, "SELECT COUNT(*) AS n FROM information_schema.tables"
+                       " WHERE table_schema = DATABASE() AND table_name = %s", (name,))
+    return bool(rows[0]["n"])
+

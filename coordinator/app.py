@@ -1,0 +1,67 @@
+"""The aiohttp application: wiring of pool, ledger writer, routes and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+import orjson
+from aiohttp import web
+
+from coordinator.db import create_pool
+from coordinator.http.middleware import TOKENS, observe
+from coordinator.http.openapi import openapi_document
+from coordinator.http.routes import POOL, TIMEZONE, WRITER, add_routes
+from coordinator.ledger.pending import flag_overdue
+from coordinator.ledger.writer import LedgerWriter
+from coordinator.migrations import migrate
+from coordinator.peers.liveness import flag_silent
+from coordinator.peers.tokens import TokenCache
+from coordinator.periodic import run_every
+from coordinator.settings import Settings
+
+MAX_BODY = 1024 * 1024
+
+
+def create_app(settings: Settings) -> web.Application:
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url (serve starts the embedded one)")
+    app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
+    app[TIMEZONE] = settings.timezone
+    add_routes(app)
+    document = orjson.dumps(openapi_document(version("concord")))
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    app.router.add_get("/openapi.json", openapi)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url or "", size=settings.pool_size)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        writer = LedgerWriter(pool, max_batch=settings.max_batch)
+        await writer.start()
+        app[POOL] = pool
+        app[WRITER] = writer
+        app[TOKENS] = TokenCache(pool)
+        monitors = [
+            asyncio.create_task(run_every(
+                "pending_reservations", settings.pending_check_seconds,
+                lambda: flag_overdue(pool, writer, settings.pending_warning_minutes))),
+            asyncio.create_task(run_every(
+                "silent_stores", settings.heartbeat_seconds,
+                lambda: flag_silent(pool, writer, settings.heartbeat_seconds,
+                                    settings.missed_heartbeats))),
+        ]
+        yield
+        for monitor in monitors:
+            monitor.cancel()
+        # A monitor cancelled mid-query may end with a driver error: it is stopping anyway.
+        await asyncio.gather(*monitors, return_exceptions=True)
+        await writer.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,347 @@
+"""`concord`: the coordinator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import structlog
+from aiohttp import web
+
+from coordinator.db import connect, create_pool
+from coordinator.embedded import start_embedded, stop_embedded
+from coordinator.ledger import commands as c
+from coordinator.ledger import queries
+from coordinator.ledger.commands import DomainError
+from coordinator.ledger.writer import LedgerWriter
+from coordinator.logs import configure_logging
+from coordinator.migrations import migrate
+from coordinator.peers.tokens import create_api_token, new_token, token_sha256
+from coordinator.settings import Settings, load_settings
+
+log = structlog.get_logger("concord")
+
+
+class CliError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL, or the embedded one for as long as the command runs."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server, url = start_embedded(settings.data_dir)
+    try:
+        yield url
+    finally:
+        stop_embedded(server)
+
+
+def _print(payload: Any) -> None:
+    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+# -- serve -------------------------------------------------------------------------------
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    with database(settings) as url:
+        settings = settings.model_copy(update={"database_url": url})
+        token = asyncio.run(_first_operator_token(url))
+        if token is not None:
+            _save_operator_token(token, settings.data_dir)
+        # uvloop: a faster event loop for the HTTP server (stdlib asyncio where unavailable).
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(settings))
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _first_operator_token(url: str) -> str | None:
+    """Migrate, and create the first operator token when the database has none."""
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+        if await conn.fetchval("SELECT 1 FROM api_tokens WHERE role = 'operator' LIMIT 1"):
+            return None
+        return await create_api_token(conn, "operator", "first start")
+    finally:
+        await conn.close()
+
+
+def _save_operator_token(token: str, data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "operator.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    os.chmod(path, 0o600)
+    sys.stdout.write(f"Operator token (shown once, also saved to {path}):\n{token}\n")
+    sys.stdout.flush()
+
+
+async def _serve(settings: Settings) -> None:
+    from coordinator.app import create_app
+
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    log.info("serving", host=settings.host, port=settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+
+
+# -- database commands -------------------------------------------------------------------
+
+def _with_db(settings: Settings, work: Callable[[str], Awaitable[int]]) -> int:
+    with database(settings) as url:
+        return asyncio.run(work(url))
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(url: str) -> int:
+        conn = await connect(url)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
+              else "the database is up to date")
+        return 0
+
+    return _with_db(settings, work)
+
+
+async def _run_command(url: str, command: c.Command) -> dict[str, Any]:
+    pool = await create_pool(url, size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        writer = LedgerWriter(pool)
+        await writer.start()
+        try:
+            return await writer.execute(command)
+        finally:
+            await writer.stop()
+    finally:
+        await pool.close()
+
+
+def _ledger_command(settings: Settings, make: Callable[[], c.Command],
+                    show: Callable[[dict[str, Any]], None] = _print) -> int:
+    async def work(url: str) -> int:
+        try:
+            show(await _run_command(url, make()))
+        except DomainError as exc:
+            raise CliError(exc.message) from None
+        return 0
+
+    return _with_db(settings, work)
+
+
+def _read(settings: Settings, query: Callable[[Any], Awaitable[Any]]) -> int:
+    async def work(url: str) -> int:
+        conn = await connect(url)
+        try:
+            await migrate(conn)
+            _print(await query(conn))
+        finally:
+            await conn.close()
+        return 0
+
+    return _with_db(settings, work)
+
+
+def cmd_series_show(settings: Settings, args: argparse.Namespace) -> int:
+    return _read(settings, queries.series_overview)
+
+
+def cmd_series_set(settings: Settings, args: argparse.Namespace) -> int:
+    changes = {k: v for k, v in {
+        "start": args.start, "increment": args.increment, "format": args.format,
+        "reset": args.reset, "assign_on": args.assign_on, "dedicated": args.dedicated,
+    }.items() if v is not None}
+    if not changes and args.next is None:
+        raise CliError("nothing to change: give at least one of --start --next --increment "
+                       "--format --reset --assign-on --dedicated")
+    today = datetime.now(ZoneInfo(settings.timezone)).date()
+    return _ledger_command(settings, lambda: c.ConfigureSeries(
+        series=args.name, changes=changes, next=args.next, period=args.period, today=today))
+
+
+def cmd_peers_add(settings: Settings, args: argparse.Namespace) -> int:
+    token = new_token()
+
+    def show(result: dict[str, Any]) -> None:
+        _print({**result, "token": token})
+        sys.stderr.write("The token is shown once: give it to the store's agent now.\n")
+
+    return _ledger_command(settings, lambda: c.RegisterPeer(
+        name=args.name, url=args.url, token_sha256=token_sha256(token)), show)
+
+
+def cmd_peers_list(settings: Settings, args: argparse.Namespace) -> int:
+    return _read(settings, queries.peers)
+
+
+def cmd_peers_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    token = new_token()
+    return _ledger_command(
+        settings, lambda: c.RotatePeerToken(peer_id=args.id, token_sha256=token_sha256(token)),
+        lambda result: _print({**result, "token": token}))
+
+
+def cmd_peers_retire(settings: Settings, args: argparse.Namespace) -> int:
+    return _ledger_command(settings, lambda: c.RetirePeer(peer_id=args.id))
+
+
+def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(url: str) -> int:
+        conn = await connect(url)
+        try:
+            await migrate(conn)
+            token = await create_api_token(conn, args.role, args.label)
+        finally:
+            await conn.close()
+        print(token)
+        sys.stderr.write(f"A {args.role} token, shown once. Store it now.\n")
+        return 0
+
+    return _with_db(settings, work)
+
+
+# -- demo --------------------------------------------------------------------------------
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.demo import DemoError, find_operator_token, run_demo
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = args.url or f"http://{host}:{settings.port}"
+    try:
+        token = find_operator_token(args.token, os.environ, settings.data_dir)
+        return asyncio.run(run_demo(url, token, args.documents, args.seed))
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+
+
+# -- parser ------------------------------------------------------------------------------
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
+def _uuid_text(value: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a store id (a UUID)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: embedded under ./var)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the coordinator HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    series = sub.add_parser("series", help="numbering series").add_subparsers(
+        dest="series_command", required=True)
+    series.add_parser("show").set_defaults(func=cmd_series_show)
+    sset = series.add_parser("set", help="change a series' settings")
+    sset.add_argument("name", choices=["invoice", "creditnote"])
+    sset.add_argument("--start", type=int)
+    sset.add_argument("--next", type=int)
+    sset.add_argument("--period", help="period for --next (default: the current one)")
+    sset.add_argument("--increment", type=int)
+    sset.add_argument("--format")
+    sset.add_argument("--reset", choices=["never", "yearly"])
+    sset.add_argument("--assign-on", choices=["creation", "payment"])
+    sset.add_argument("--dedicated", type=_bool, help="credit notes only: true or false")
+    sset.set_defaults(func=cmd_series_set)
+
+    peers = sub.add_parser("peers", help="stores").add_subparsers(
+        dest="peers_command", required=True)
+    add = peers.add_parser("add", help="register a store and print its token once")
+    add.add_argument("name")
+    add.add_argument("--url", required=True, help="the store agent's URL")
+    add.set_defaults(func=cmd_peers_add)
+    peers.add_parser("list").set_defaults(func=cmd_peers_list)
+    rotate = peers.add_parser("rotate", help="give a store a new token")
+    rotate.add_argument("id", type=_uuid_text)
+    rotate.set_defaults(func=cmd_peers_rotate)
+    retire = peers.add_parser("retire", help="retire a store")
+    retire.add_argument("id", type=_uuid_text)
+    retire.set_defaults(func=cmd_peers_retire)
+
+    tokens = sub.add_parser("tokens", help="operator and reader tokens").add_subparsers(
+        dest="tokens_command", required=True)
+    create = tokens.add_parser("create", help="create a token and print it once")
+    create.add_argument("--role", required=True, choices=["operator", "reader"])
+    create.add_argument("--label", default="")
+    create.set_defaults(func=cmd_tokens_create)
+
+    demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
+    demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
+    demo.add_argument("--token", help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
+                      "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)")
+    demo.add_argument("--documents", type=int, default=60, help="how many documents to issue")
+    demo.add_argument("--seed", type=int, help="seed of the generated documents")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config, database_url=args.database_url,
+            host=getattr(args, "host", None), port=getattr(args, "port", None),
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"concord: {exc}\n")
+        return 2
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    try:
+        return args.func(settings, args)
+    except CliError as exc:
+        sys.stderr.write(f"concord: {exc}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"concord: cannot reach the database: {exc}\n")
+        return 1

@@ -1,0 +1,101 @@
+"""Canonical JSON and the ledger's hash chain.
+
+Canonical JSON = sorted keys, no insignificant whitespace, UTF-8, and only values that
+survive a round trip through PostgreSQL ``jsonb`` unchanged (strings, integers, booleans,
+null, lists, objects). Floats are refused: ``jsonb`` may print them differently from
+Python, which would break the chain on replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+GENESIS_HASH = bytes(32)
+
+
+class NotCanonical(ValueError):
+    """A value that cannot be stored in the ledger byte-for-byte."""
+
+
+def _check_text(text: str, path: str, what: str) -> None:
+    if "\x00" in text:
+        raise NotCanonical(f"{path}: {what} may not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotCanonical(f"{path}: {what} is not valid Unicode (lone surrogate)") from None
+
+
+def _check(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, path, "text")
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise NotCanonical(f"{path}: integer out of range")
+    elif isinstance(value, float):
+        raise NotCanonical(f"{path}: decimal numbers must be sent as strings (e.g. \"12.50\")")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonical(f"{path}: object keys must be strings")
+            _check_text(key, path, "an object key")
+            _check(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+    else:
+        raise NotCanonical(f"{path}: unsupported value of type {type(value).__name__}")
+
+
+def ensure_canonical(value: Any, path: str = "data") -> None:
+    """Raise NotCanonical, naming the offending path, if ``value`` cannot be hashed stably."""
+    _check(value, path)
+
+
+def canonical_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def format_recorded_at(moment: datetime) -> str:
+    """The one text form of an event's timestamp, as hashed and as shown."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_body(
+    position: int, event_id: str, type_: str, stream: str, data: Any, recorded_at: str
+) -> dict[str, Any]:
+    """The part of an event the chain hash covers."""
+    return {
+        "position": position,
+        "event_id": event_id,
+        "type": type_,
+        "stream": stream,
+        "data": data,
+        "recorded_at": recorded_at,
+    }
+
+
+def chain_hash(prev_hash: bytes, body: Mapping[str, Any]) -> bytes:
+    """hash = sha256(prev_hash ‖ canonical JSON of the event)."""
+    return hashlib.sha256(prev_hash + canonical_json(body)).digest()
+
+
+def canonical_event(position: int, event_id: str, type_: str, stream: str, data_json: bytes,
+                    recorded_at: str) -> bytes:
+    """``canonical_json(event_body(...))`` built around data already in canonical JSON, so
+    the writer serialises a large document once. Keys in sorted order."""
+    return b"".join((
+        b'{"data":', data_json,
+        b',"event_id":', orjson.dumps(event_id),
+        b',"position":', str(position).encode(),
+        b',"recorded_at":', orjson.dumps(recorded_at),
+        b',"stream":', orjson.dumps(stream),
+        b',"type":', orjson.dumps(type_), b"}",
+    ))

@@ -1,0 +1,18 @@
+"""Event types of the ledger. The names are part of the ledger format: never rename one."""
+
+SERIES_CONFIGURED = "SeriesConfigured"
+NUMBER_RESERVED = "NumberReserved"
+NUMBER_ISSUED = "NumberIssued"
+NUMBER_RELEASED = "NumberReleased"
+NUMBER_VOIDED = "NumberVoided"
+DOCUMENT_UPDATED = "DocumentUpdated"
+DOCUMENT_IMPORTED = "DocumentImported"
+PEER_REGISTERED = "PeerRegistered"
+PEER_TOKEN_ROTATED = "PeerTokenRotated"
+PEER_RETIRED = "PeerRetired"
+PEER_CONFIG_REPORTED = "PeerConfigReported"
+WARNING_RAISED = "WarningRaised"
+WARNING_RESOLVED = "WarningResolved"
+
+# Events that belong to one reservation: a retry carrying their event id answers with it.
+RESERVATION_EVENTS = frozenset({NUMBER_RESERVED, NUMBER_ISSUED, NUMBER_RELEASED, NUMBER_VOIDED})

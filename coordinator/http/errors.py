@@ -1,0 +1,19 @@
+"""The API's error shape: {"error": {"code", "message"}} with a 4xx status."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(body=orjson.dumps({"error": {"code": code, "message": message}}),
+                        status=status, content_type="application/json")

@@ -1,0 +1,112 @@
+"""Request id, access log, metrics, authentication and error mapping for every request."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from coordinator.http.errors import ApiError, error_response
+from coordinator.ledger.commands import DomainError
+from coordinator.peers.tokens import Principal, TokenCache
+
+log = structlog.get_logger("concord.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUESTS = Counter("concord_http_requests", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "concord_http_request_seconds", "HTTP request duration", ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+TOKENS = web.AppKey("tokens", TokenCache)
+# Nothing of the request was written when these happen: the client may send it again.
+TRANSIENT = (
+    ConnectionError, OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.AdminShutdownError,
+)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await _errors_as_json(request, handler)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        route = _route_name(request)
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(request.method, route).observe(elapsed)
+        if status >= 500 or route not in ("/metrics", "/healthz"):
+            log.debug("request", method=request.method, path=request.path, status=status,
+                      ms=round(elapsed * 1000, 2))
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except DomainError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "body_too_large", "the request body is larger than 1 MiB")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
+        raise
+    except TRANSIENT as exc:
+        log.warning("database_unavailable", error=repr(exc))
+        return error_response(503, "unavailable",
+                              "the ledger database is unavailable; retry the same request")
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return error_response(500, "internal", "internal error; the request id is logged")
+
+
+def guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:
+    """Only a bearer token of one of ``roles`` may call ``handler``."""
+
+    async def check(request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated",
+                           "send 'Authorization: Bearer <token>' with a Concord token")
+        principal = await request.app[TOKENS].resolve(token.strip())
+        if principal is None:
+            raise ApiError(401, "unauthenticated", "the token is unknown, rotated or retired")
+        if principal.role not in roles:
+            raise ApiError(403, "forbidden",
+                           f"a {principal.role} token may not do this; needs "
+                           f"{' or '.join(roles)}")
+        request[PRINCIPAL] = principal
+        return await handler(request)
+
+    check.roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI test
+    return check
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL]

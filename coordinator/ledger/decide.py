@@ -1,0 +1,381 @@
+"""The numbering decisions: given the loaded state and a command, which events happen. Pure.
+
+``emit`` appends an event to the batch and applies it to the state at once, so a later
+command of the same batch sees its effect (a number released and reused in one batch).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from coordinator.events import catalogue as ev
+from coordinator.ledger import commands as c
+from coordinator.ledger.commands import DomainError
+from coordinator.ledger.numbering import (
+    SERIES_NAMES,
+    SeriesSettings,
+    allocate,
+    counter_series,
+    period_of,
+    render,
+)
+from coordinator.ledger.state import Event, LedgerState, Reservation
+
+Emit = Callable[[str, str, dict[str, Any]], Event]
+
+
+def receipt(position: int, hash_: bytes) -> dict[str, Any]:
+    return {"position": position, "hash": hash_.hex()}
+
+
+def reservation_view(r: Reservation) -> dict[str, Any]:
+    return {
+        "reservation_id": r.id,
+        "peer_id": r.peer_id,
+        "doctype": r.doctype,
+        "doc_id": r.doc_id,
+        "series": r.series,
+        "period": r.period,
+        "number": r.number,
+        "formatted": r.formatted,
+        "date": r.doc_date.isoformat(),
+        "state": r.state,
+        "receipt": receipt(r.position, r.hash),
+    }
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _owned(state: LedgerState, reservation_id: str, peer_id: str | None) -> Reservation:
+    r = state.reservations.get(reservation_id)
+    if r is None:
+        raise DomainError(404, "reservation_not_found", f"no reservation {reservation_id}")
+    if peer_id is not None and r.peer_id != peer_id:
+        raise DomainError(403, "not_your_reservation",
+                          f"reservation {reservation_id} belongs to another store")
+    return r
+
+
+def reserve(state: LedgerState, cmd: c.Reserve, emit: Emit) -> dict[str, Any]:
+    peer = state.peers.get(cmd.peer_id)
+    if peer is None or peer.state != "active":
+        raise DomainError(403, "peer_retired", "this store is retired and cannot reserve numbers")
+    existing = state.active_reservation(cmd.peer_id, cmd.doctype, cmd.doc_id)
+    if existing is not None:
+        return {**reservation_view(existing), "created": False}
+    series = counter_series(cmd.doctype, state.settings)
+    settings = state.settings[series]
+    period = period_of(settings, cmd.date)
+    counter = state.counter(series, period)
+    number, next_number, from_pool = allocate(
+        counter.next, settings.increment, state.released(series, period)
+    )
+    formatted = render(state.settings[cmd.doctype].format, number, cmd.date, peer.name)
+    reservation_id = _new_id()
+    emit(ev.NUMBER_RESERVED, f"reservation-{reservation_id}", {
+        "reservation_id": reservation_id, "peer_id": cmd.peer_id, "doctype": cmd.doctype,
+        "doc_id": cmd.doc_id, "date": cmd.date.isoformat(), "series": series, "period": period,
+        "number": number, "formatted": formatted, "from_pool": from_pool, "next": next_number,
+    })
+    return {**reservation_view(state.reservations[reservation_id]), "created": True}
+
+
+def confirm(state: LedgerState, cmd: c.Confirm, emit: Emit) -> dict[str, Any]:
+    r = _owned(state, cmd.reservation_id, cmd.peer_id)
+    if r.state == "issued":
+        return reservation_view(r)
+    if r.state != "reserved":
+        raise DomainError(409, f"reservation_{r.state}",
+                          f"reservation {r.id} is {r.state} and can no longer be confirmed")
+    emit(ev.NUMBER_ISSUED, f"reservation-{r.id}", {
+        "reservation_id": r.id, "peer_id": r.peer_id, "doctype": r.doctype,
+        "doc_id": r.doc_id, "series": r.series, "period": r.period, "number": r.number,
+        "formatted": r.formatted, "document": cmd.document,
+    })
+    _clear_pending_warning(state, r, emit, "reservation confirmed")
+    return reservation_view(r)
+
+
+def release(state: LedgerState, cmd: c.Release, emit: Emit) -> dict[str, Any]:
+    r = _owned(state, cmd.reservation_id, cmd.peer_id)
+    if r.state == "released":
+        return reservation_view(r)
+    if r.state != "reserved":
+        hint = "; void the number instead" if r.state == "issued" else ""
+        raise DomainError(409, f"reservation_{r.state}",
+                          f"reservation {r.id} is {r.state}: only a pending reservation can be "
+                          f"released{hint}")
+    emit(ev.NUMBER_RELEASED, f"reservation-{r.id}", {
+        "reservation_id": r.id, "series": r.series, "period": r.period, "number": r.number,
+        "reason": cmd.reason, "by": cmd.peer_id or "operator",
+    })
+    _clear_pending_warning(state, r, emit, "reservation released")
+    return reservation_view(r)
+
+
+def void(state: LedgerState, cmd: c.Void, emit: Emit) -> dict[str, Any]:
+    r = state.reservation_holding(cmd.series, cmd.period, cmd.number)
+    if r is None:
+        if cmd.number in state.released(cmd.series, cmd.period):
+            raise DomainError(409, "number_released",
+                              f"{cmd.series} {cmd.period} number {cmd.number} was released and "
+                              "will be handed out again; there is nothing to void")
+        raise DomainError(404, "number_not_found",
+                          f"{cmd.series} {cmd.period} number {cmd.number} was never handed out")
+    if r.state == "void":
+        return reservation_view(r)
+    was = r.state
+    emit(ev.NUMBER_VOIDED, f"reservation-{r.id}", {
+        "reservation_id": r.id, "series": r.series, "period": r.period, "number": r.number,
+        "reason": cmd.reason, "was": was,
+    })
+    _clear_pending_warning(state, r, emit, "number voided")
+    return reservation_view(r)
+
+
+def configure_series(state: LedgerState, cmd: c.ConfigureSeries, emit: Emit) -> dict[str, Any]:
+    if cmd.series not in SERIES_NAMES:
+        raise DomainError(404, "series_not_found",
+                          f"no series {cmd.series!r}; the series are {', '.join(SERIES_NAMES)}")
+    current = state.settings[cmd.series]
+    try:
+        settings = SeriesSettings.model_validate({**current.model_dump(), **cmd.changes})
+    except ValidationError as exc:
+        raise DomainError(400, "invalid_settings", _first_error(exc)) from None
+    if cmd.series == "invoice" and "dedicated" in cmd.changes:
+        raise DomainError(400, "invalid_settings",
+                          "'dedicated' is a setting of the creditnote series only")
+    _refuse_changes_that_repeat_numbers(state, cmd.series, current, settings)
+    next_change = None
+    if cmd.next is not None:
+        next_change = _next_change(state, cmd, settings)
+    emit(ev.SERIES_CONFIGURED, f"series-{cmd.series}", {
+        "series": cmd.series, "settings": settings.model_dump(), "next": next_change,
+    })
+    return {"series": cmd.series, "settings": settings.model_dump(), "next": next_change}
+
+
+def _handed_out(state: LedgerState, series: str) -> bool:
+    return any(c.highest is not None for (s, _), c in state.counters.items() if s == series)
+
+
+def _refuse_changes_that_repeat_numbers(state: LedgerState, name: str, current: SeriesSettings,
+                                        settings: SeriesSettings) -> None:
+    """Settings under which a number already issued would be issued again are refused."""
+    if settings.reset != current.reset and _handed_out(state, name):
+        raise DomainError(409, "series_in_use",
+                          f"series {name} has handed out numbers: changing 'reset' would start "
+                          "new periods at numbers already issued")
+    if settings.dedicated != current.dedicated and (
+            _handed_out(state, "invoice") or _handed_out(state, "creditnote")):
+        raise DomainError(409, "series_in_use",
+                          "numbers have been handed out: changing 'dedicated' would make credit "
+                          "notes repeat numbers of the counter they leave or join")
+    after = {**state.settings, name: settings}
+    invoice, creditnote = after["invoice"], after["creditnote"]
+    if (not creditnote.dedicated and invoice.reset == "yearly"
+            and "{YEAR}" not in creditnote.format and "{YY}" not in creditnote.format):
+        raise DomainError(400, "invalid_settings",
+                          "credit notes draw from the yearly invoice counter: their format needs "
+                          "{YEAR} or {YY}, otherwise their numbers would repeat across years")
+
+
+def _next_change(state: LedgerState, cmd: c.ConfigureSeries,
+                 settings: SeriesSettings) -> dict[str, Any]:
+    if cmd.series == "creditnote" and not settings.dedicated:
+        raise DomainError(409, "shared_counter",
+                          "credit notes draw from the invoice counter; set 'next' on the "
+                          "invoice series")
+    period = cmd.period or period_of(settings, cmd.today)
+    if settings.reset == "never" and period != "all":
+        raise DomainError(400, "invalid_period",
+                          f"series {cmd.series} never resets: its only period is 'all'")
+    if settings.reset == "yearly" and not (period.isdigit() and len(period) == 4):
+        raise DomainError(400, "invalid_period", f"period {period!r} is not a year like 2026")
+    if cmd.next < 0:
+        raise DomainError(400, "invalid_settings", "'next' must be 0 or more")
+    highest = state.counter(cmd.series, period).highest
+    if highest is not None and cmd.next <= highest:
+        raise DomainError(409, "next_below_issued",
+                          f"'next' {cmd.next} is not above {highest}, the highest number "
+                          f"already handed out in {cmd.series} {period}")
+    return {"period": period, "number": cmd.next}
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def register_peer(state: LedgerState, cmd: c.RegisterPeer, emit: Emit) -> dict[str, Any]:
+    if state.peer_by_name(cmd.name) is not None:
+        raise DomainError(409, "peer_exists",
+                          f"a store named {cmd.name!r} exists already; names are never reused")
+    peer_id = _new_id()
+    emit(ev.PEER_REGISTERED, f"peer-{peer_id}", {
+        "peer_id": peer_id, "name": cmd.name, "url": cmd.url, "token_sha256": cmd.token_sha256,
+    })
+    return {"peer_id": peer_id, "name": cmd.name, "url": cmd.url}
+
+
+def _active_peer(state: LedgerState, peer_id: str) -> None:
+    peer = state.peers.get(peer_id)
+    if peer is None:
+        raise DomainError(404, "peer_not_found", f"no store {peer_id}")
+    if peer.state != "active":
+        raise DomainError(409, "peer_retired", f"store {peer.name} is retired")
+
+
+def rotate_peer_token(state: LedgerState, cmd: c.RotatePeerToken, emit: Emit) -> dict[str, Any]:
+    _active_peer(state, cmd.peer_id)
+    emit(ev.PEER_TOKEN_ROTATED, f"peer-{cmd.peer_id}",
+         {"peer_id": cmd.peer_id, "token_sha256": cmd.token_sha256})
+    return {"peer_id": cmd.peer_id}
+
+
+def retire_peer(state: LedgerState, cmd: c.RetirePeer, emit: Emit) -> dict[str, Any]:
+    peer = state.peers.get(cmd.peer_id)
+    if peer is None:
+        raise DomainError(404, "peer_not_found", f"no store {cmd.peer_id}")
+    if peer.state == "active":
+        emit(ev.PEER_RETIRED, f"peer-{cmd.peer_id}", {"peer_id": cmd.peer_id})
+    return {"peer_id": cmd.peer_id, "state": "retired"}
+
+
+SEQUENTIAL_ON = ("on", "1", "true", "yes")
+
+
+def report_peer_config(state: LedgerState, cmd: c.ReportPeerConfig, emit: Emit) -> dict[str, Any]:
+    peer = state.peers[cmd.peer_id]
+    if (peer.agent_version, peer.reported) != (cmd.agent_version, cmd.settings):
+        emit(ev.PEER_CONFIG_REPORTED, f"peer-{cmd.peer_id}", {
+            "peer_id": cmd.peer_id, "agent_version": cmd.agent_version, "settings": cmd.settings,
+        })
+    own = [name for name in ("SequentialInvoiceNumbering", "TaxCustomInvoiceNumbering")
+           if str(cmd.settings.get(name, "")).strip().lower() in SEQUENTIAL_ON]
+    _keep_warning(
+        state, emit, "whmcs_sequential_numbering", cmd.peer_id, bool(own),
+        f"store {peer.name}: WHMCS numbers invoices itself ({', '.join(own)} on); it has no "
+        "lock and races with Concord. Switch it off in Setup > General Settings > Invoices.",
+    )
+    _keep_warning(state, emit, "peer_silent", cmd.peer_id, False, "")
+    return {"settings": {name: s.model_dump() for name, s in state.settings.items()}}
+
+
+def raise_warning(state: LedgerState, cmd: c.RaiseWarning, emit: Emit) -> dict[str, Any]:
+    _keep_warning(state, emit, cmd.code, cmd.subject, True, cmd.message)
+    return {}
+
+
+def _keep_warning(state: LedgerState, emit: Emit, code: str, subject: str, active: bool,
+                  message: str) -> None:
+    """Open the warning (code, subject) while ``active`` holds; resolve it once it does not."""
+    open_ = state.open_warning(code, subject)
+    if active and open_ is None:
+        emit(ev.WARNING_RAISED, f"warning-{subject}", {
+            "warning_id": _new_id(), "code": code, "subject": subject, "message": message})
+    elif not active and open_ is not None:
+        emit(ev.WARNING_RESOLVED, f"warning-{subject}", {"warning_id": open_.id, "by": "fixed"})
+
+
+def update_document(state: LedgerState, cmd: c.UpdateDocument, emit: Emit) -> dict[str, Any]:
+    doc = state.document(cmd.peer_id, cmd.doctype, cmd.doc_id)
+    if doc is None:
+        raise DomainError(404, "document_not_found",
+                          f"{cmd.doctype} {cmd.doc_id} of this store was neither issued through "
+                          "Concord nor imported")
+    changed = doc.snapshot != cmd.document
+    if changed:
+        emit(ev.DOCUMENT_UPDATED, f"document-{cmd.peer_id}-{cmd.doctype}-{cmd.doc_id}", {
+            "peer_id": cmd.peer_id, "doctype": cmd.doctype, "doc_id": cmd.doc_id,
+            "document": cmd.document,
+        })
+    return {"doctype": doc.doctype, "doc_id": doc.doc_id, "formatted": doc.formatted,
+            "changed": changed, "position": doc.position}
+
+
+def import_documents(state: LedgerState, cmd: c.ImportDocuments, emit: Emit) -> dict[str, Any]:
+    """Documents numbered before Concord. A number the ledger knows already is never imported
+    twice: it raises a warning for a human instead."""
+    imported, already, collisions = 0, 0, []
+    for d in cmd.documents:
+        key = (cmd.peer_id, d.doctype, d.doc_id)
+        own = state.document(*key)
+        holder = state.document_numbered(d.formatted)
+        if own is not None and own.formatted == d.formatted:
+            already += 1
+            continue
+        if own is not None:
+            clash = f"it already carries {own.formatted}"
+        elif holder is not None:
+            clash = (f"{d.formatted} belongs to {holder[1]} {holder[2]} of store "
+                     f"{state.peers[holder[0]].name}")
+        else:
+            clash = ""
+        if clash:
+            subject = f"{cmd.peer_id}/{d.doctype}/{d.doc_id}"
+            _keep_warning(state, emit, "import_collision", subject, True,
+                          f"{d.doctype} {d.doc_id} of store {state.peers[cmd.peer_id].name} "
+                          f"was not imported with number {d.formatted}: {clash}")
+            collisions.append({"doctype": d.doctype, "doc_id": d.doc_id,
+                               "formatted": d.formatted, "reason": clash})
+            continue
+        emit(ev.DOCUMENT_IMPORTED, f"document-{cmd.peer_id}-{d.doctype}-{d.doc_id}", {
+            "peer_id": cmd.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
+            "formatted": d.formatted, "document": d.document,
+        })
+        imported += 1
+    return {"imported": imported, "already_imported": already, "collisions": collisions}
+
+
+def flag_pending(state: LedgerState, cmd: c.FlagPendingReservation, emit: Emit) -> dict[str, Any]:
+    r = state.reservations.get(cmd.reservation_id)
+    if r is None or r.state != "reserved" or r.warning_id is not None:
+        return {}
+    emit(ev.WARNING_RAISED, f"warning-{r.id}", {
+        "warning_id": _new_id(), "code": "reservation_pending", "subject": r.id,
+        "reservation_id": r.id,
+        "message": f"{r.formatted} ({r.series} {r.period} #{r.number}) has been reserved for "
+                   f"{r.doctype} {r.doc_id} for over {cmd.minutes} minutes without being "
+                   "confirmed or released",
+    })
+    return {}
+
+
+def resolve_warning(state: LedgerState, cmd: c.ResolveWarning, emit: Emit) -> dict[str, Any]:
+    w = state.warnings.get(cmd.warning_id)
+    if w is None:
+        raise DomainError(404, "warning_not_found", f"no warning {cmd.warning_id}")
+    if w.state == "open":
+        emit(ev.WARNING_RESOLVED, f"warning-{w.subject}", {"warning_id": w.id, "by": cmd.by})
+    return {"warning_id": w.id, "state": w.state}
+
+
+def _clear_pending_warning(state: LedgerState, r: Reservation, emit: Emit, why: str) -> None:
+    if r.warning_id is not None and state.warnings[r.warning_id].state == "open":
+        emit(ev.WARNING_RESOLVED, f"warning-{r.id}", {"warning_id": r.warning_id, "by": why})
+
+
+DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, Emit], dict[str, Any]]] = {
+    c.Reserve: reserve,
+    c.Confirm: confirm,
+    c.Release: release,
+    c.Void: void,
+    c.ConfigureSeries: configure_series,
+    c.RegisterPeer: register_peer,
+    c.RotatePeerToken: rotate_peer_token,
+    c.RetirePeer: retire_peer,
+    c.ReportPeerConfig: report_peer_config,
+    c.FlagPendingReservation: flag_pending,
+    c.ResolveWarning: resolve_warning,
+    c.RaiseWarning: raise_warning,
+    c.UpdateDocument: update_document,
+    c.ImportDocuments: import_documents,
+}

@@ -1,0 +1,106 @@
+"""Numbering rules: series settings, number formats, periods and allocation. Pure."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SERIES_NAMES = ("invoice", "creditnote")
+Doctype = Literal["invoice", "creditnote"]
+ALL_TIME = "all"  # the single period of a series that never resets
+
+_TOKEN = re.compile(r"\{([A-Z]+)(?::(\d+))?\}")
+_KNOWN_TOKENS = {"NUMBER", "YEAR", "YY", "MONTH", "DAY", "STORE"}
+
+
+class FormatError(ValueError):
+    pass
+
+
+def check_format(fmt: str) -> None:
+    """Refuse unknown tokens, stray braces and a format without ``{NUMBER}``."""
+    has_number = False
+    for match in _TOKEN.finditer(fmt):
+        name, width = match.group(1), match.group(2)
+        if name not in _KNOWN_TOKENS:
+            raise FormatError(
+                f"unknown token {{{name}}}; accepted: {{NUMBER}}, {{NUMBER:N}}, {{YEAR}}, "
+                "{YY}, {MONTH}, {DAY}, {STORE}"
+            )
+        if width is not None and name != "NUMBER":
+            raise FormatError(f"only {{NUMBER}} takes a width, not {{{name}:{width}}}")
+        if width is not None and not 1 <= int(width) <= 20:
+            raise FormatError(f"{{NUMBER:{width}}}: width must be between 1 and 20")
+        has_number = has_number or name == "NUMBER"
+    rest = _TOKEN.sub("", fmt)
+    if "{" in rest or "}" in rest:
+        raise FormatError(f"unbalanced or malformed braces in format {fmt!r}")
+    if not has_number:
+        raise FormatError("the format must contain {NUMBER} or {NUMBER:N}")
+    if len(fmt) > 64:
+        raise FormatError("the format may be at most 64 characters long")
+
+
+def render(fmt: str, number: int, doc_date: date, store: str) -> str:
+    def token(match: re.Match[str]) -> str:
+        name, width = match.group(1), match.group(2)
+        if name == "NUMBER":
+            return str(number).zfill(int(width)) if width else str(number)
+        return {
+            "YEAR": f"{doc_date.year:04d}",
+            "YY": f"{doc_date.year % 100:02d}",
+            "MONTH": f"{doc_date.month:02d}",
+            "DAY": f"{doc_date.day:02d}",
+            "STORE": store,
+        }[name]
+
+    return _TOKEN.sub(token, fmt)
+
+
+class SeriesSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: int = Field(default=1, ge=0, le=10**15)
+    increment: int = Field(default=1, ge=1, le=10**6)
+    format: str = "{NUMBER}"
+    reset: Literal["never", "yearly"] = "never"
+    assign_on: Literal["creation", "payment"] = "payment"
+    dedicated: bool = True
+
+    @field_validator("format")
+    @classmethod
+    def _valid_format(cls, value: str) -> str:
+        check_format(value)
+        return value
+
+    @model_validator(mode="after")
+    def _yearly_needs_year(self) -> SeriesSettings:
+        # Numbers restart every year, so without the year in the text they would repeat.
+        if self.reset == "yearly" and "{YEAR}" not in self.format and "{YY}" not in self.format:
+            raise ValueError("reset 'yearly' needs {YEAR} or {YY} in the format, "
+                             "otherwise formatted numbers would repeat across years")
+        return self
+
+
+def period_of(settings: SeriesSettings, doc_date: date) -> str:
+    return str(doc_date.year) if settings.reset == "yearly" else ALL_TIME
+
+
+def counter_series(doctype: str, settings: dict[str, SeriesSettings]) -> str:
+    """The series whose counter a document type draws from."""
+    if doctype == "creditnote" and not settings["creditnote"].dedicated:
+        return "invoice"
+    return doctype
+
+
+def allocate(next_number: int, increment: int, pool: list[int]) -> tuple[int, int, bool]:
+    """Pick a number: the lowest released one, else ``next``.
+
+    Returns (number, new next, taken_from_pool). ``pool`` must be sorted ascending.
+    """
+    if pool:
+        return pool[0], next_number, True
+    return next_number, next_number + increment, False

@@ -1,0 +1,218 @@
+"""The PostgreSQL side of the ledger (the recorder): open a batch, write a batch.
+
+Locking: every batch takes one transaction-scoped advisory lock before it reads the head
+(inside ``concord_open_batch``, migrations/0002). Appends are therefore serialised across
+all coordinator processes, a position is assigned only while its predecessor is committed,
+and a reader selecting ``position > cursor`` never sees a later position commit before an
+earlier one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from coordinator.events.canonical import GENESIS_HASH, canonical_json, format_recorded_at
+from coordinator.ledger import commands as c
+from coordinator.ledger.numbering import SeriesSettings
+from coordinator.ledger.state import (
+    Counter,
+    Document,
+    Event,
+    LedgerState,
+    Peer,
+    Reservation,
+    Warning_,
+)
+
+
+async def head(conn: asyncpg.Connection) -> tuple[int, bytes]:
+    row = await conn.fetchrow("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+    return (0, GENESIS_HASH) if row is None else (row["position"], bytes(row["hash"]))
+
+
+@dataclass
+class OpenedBatch:
+    """What ``concord_open_batch`` returned, parsed."""
+
+    position: int
+    hash: bytes
+    known: dict[str, Event]  # events already in the ledger with the batch's event ids
+    small: dict[str, Any] | None  # series, counters, pool, peers: when another process wrote
+
+
+def _bytea(text: str | None) -> bytes:
+    return bytes.fromhex(text[2:]) if text else b""  # jsonb renders bytea as "\\x…"
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def batch_request(commands: Sequence[c.Command], cached: int | None) -> dict[str, Any]:
+    """Which rows the batch's commands will look at (pure)."""
+    req: dict[str, Any] = {
+        "cached": cached, "event_ids": [], "reservation_ids": [], "reservation_keys": [],
+        "numbers": [], "warning_ids": [], "warning_keys": [], "document_keys": [],
+        "formatted": [],
+    }
+    for cmd in commands:
+        if cmd.event_id:
+            req["event_ids"].append(cmd.event_id)
+        match cmd:
+            case c.Reserve():
+                req["reservation_keys"].append([cmd.peer_id, cmd.doctype, cmd.doc_id])
+            case c.Confirm() | c.Release() | c.FlagPendingReservation():
+                req["reservation_ids"].append(cmd.reservation_id)
+            case c.Void():
+                req["numbers"].append([cmd.series, cmd.period, cmd.number])
+            case c.ResolveWarning():
+                req["warning_ids"].append(cmd.warning_id)
+            case c.RaiseWarning():
+                req["warning_keys"].append([cmd.code, cmd.subject])
+            case c.ReportPeerConfig():
+                req["warning_keys"].append(["whmcs_sequential_numbering", cmd.peer_id])
+                req["warning_keys"].append(["peer_silent", cmd.peer_id])
+            case c.UpdateDocument():
+                req["document_keys"].append([cmd.peer_id, cmd.doctype, cmd.doc_id])
+            case c.ImportDocuments():
+                for d in cmd.documents:
+                    req["document_keys"].append([cmd.peer_id, d.doctype, d.doc_id])
+                    req["formatted"].append(d.formatted)
+                    req["warning_keys"].append(
+                        ["import_collision", f"{cmd.peer_id}/{d.doctype}/{d.doc_id}"])
+    return req
+
+
+async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any]) -> OpenedBatch:
+    """Lock the ledger, read its head and load into ``state`` what ``req`` names: one round trip.
+
+    The small tables come back, and replace the cached ones, only when the head moved since
+    ``req["cached"]`` (another process wrote, or nothing is cached yet).
+    """
+    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb)", req)
+    small = got.get("small")
+    if small is not None:
+        _load_small_tables(state, small)
+    state.forget_per_batch()
+    for peer, doctype, doc_id in req["reservation_keys"]:
+        state.active_by_key[(peer, doctype, doc_id)] = None
+    for series, period, number in req["numbers"]:
+        state.active_by_number[(series, period, number)] = None
+    for code, subject in req["warning_keys"]:
+        state.open_warning_by_subject[(code, subject)] = None
+    for peer, doctype, doc_id in req["document_keys"]:
+        state.documents[(peer, doctype, doc_id)] = None
+    for text in req["formatted"]:
+        state.document_by_formatted[text] = None
+    for row in got["reservations"]:
+        state.remember_reservation(Reservation(
+            id=row["id"], peer_id=row["peer_id"], doctype=row["doctype"], doc_id=row["doc_id"],
+            series=row["series"], period=row["period"], number=row["number"],
+            formatted=row["formatted"], doc_date=date.fromisoformat(row["doc_date"]),
+            state=row["state"], reserved_at=_moment(row["reserved_at"]),  # type: ignore[arg-type]
+            position=row["position"], hash=_bytea(row["hash"]), warning_id=row["warning_id"],
+        ))
+    for row in got["warnings"]:
+        w = Warning_(id=row["id"], code=row["code"], subject=row["subject"],
+                     message=row["message"], state=row["state"],
+                     raised_at=_moment(row["raised_at"]),  # type: ignore[arg-type]
+                     resolved_at=_moment(row["resolved_at"]))
+        state.warnings[w.id] = w
+        if w.state == "open":
+            state.open_warning_by_subject[(w.code, w.subject)] = w.id
+    for row in got["documents"]:
+        state.remember_document(Document(**row))
+    known = {
+        row["event_id"]: Event(
+            position=row["position"], event_id=row["event_id"], type=row["type"],
+            stream=row["stream"], data=row["data"],
+            recorded_at=_moment(row["recorded_at"]),  # type: ignore[arg-type]
+            prev_hash=_bytea(row["prev_hash"]), hash=_bytea(row["hash"]))
+        for row in got["events"]
+    }
+    head_hash = bytes.fromhex(got["hash"]) if got["hash"] else GENESIS_HASH
+    return OpenedBatch(got["position"], head_hash, known, small)
+
+
+def _load_small_tables(state: LedgerState, small: dict[str, Any]) -> None:
+    state.clear_small_tables()
+    for name, settings in small["series"]:
+        state.settings[name] = SeriesSettings.model_validate(settings)
+    for series, period, next_number, highest in small["counters"]:
+        state.counters[(series, period)] = Counter(next_number, highest)
+    for series, period, number in small["pool"]:
+        state.pool.setdefault((series, period), []).append(number)
+    for peer_id, name, url, token, peer_state, version, reported in small["peers"]:
+        state.peers[peer_id] = Peer(id=peer_id, name=name, url=url, token_sha256=token,
+                                    state=peer_state, agent_version=version, reported=reported)
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else format_recorded_at(moment)
+
+
+def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
+    """The events and changed projection rows of a batch, as concord_write_batch takes them."""
+    ch = state.changes
+    reservations = state.reservations
+    return orjson.dumps({
+        "events": [
+            {"position": e.position, "event_id": e.event_id, "type": e.type, "stream": e.stream,
+             "data": orjson.Fragment(e.data_json or canonical_json(e.data)),
+             "recorded_at": format_recorded_at(e.recorded_at), "prev_hash": e.prev_hash.hex(),
+             "hash": e.hash.hex()}
+            for e in events
+        ],
+        "series": [{"name": n, "settings": state.settings[n].model_dump()} for n in ch.series],
+        "counters": [
+            {"series": s, "period": p, "next": state.counters[(s, p)].next,
+             "highest": state.counters[(s, p)].highest} for s, p in ch.counters
+        ],
+        "pool_removed": [list(k) for k in ch.pool_removed],
+        "pool_added": [list(k) for k in ch.pool_added],
+        "reservations_updated": [
+            {"id": r.id, "state": r.state, "position": r.position, "hash": r.hash.hex(),
+             "warning_id": r.warning_id}
+            for r in (reservations[i] for i in ch.reservations - ch.new_reservations)
+        ],
+        "reservations_created": [
+            {"id": r.id, "peer_id": r.peer_id, "doctype": r.doctype, "doc_id": r.doc_id,
+             "series": r.series, "period": r.period, "number": r.number,
+             "formatted": r.formatted, "doc_date": r.doc_date.isoformat(), "state": r.state,
+             "reserved_at": _stamp(r.reserved_at), "position": r.position,
+             "hash": r.hash.hex(), "warning_id": r.warning_id}
+            for r in (reservations[i] for i in ch.new_reservations)
+        ],
+        "documents": [
+            {"peer_id": d.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
+             "reservation_id": d.reservation_id, "series": d.series, "period": d.period,
+             "number": d.number, "formatted": d.formatted, "snapshot": d.snapshot,
+             "voided": d.voided, "imported": d.imported, "position": d.position}
+            for d in (state.documents[k] for k in ch.documents) if d is not None
+        ],
+        "voided": list(ch.voided_documents),
+        "peers": [
+            {"id": p.id, "name": p.name, "url": p.url, "token_sha256": p.token_sha256,
+             "state": p.state, "agent_version": p.agent_version, "reported": p.reported}
+            for p in (state.peers[i] for i in ch.peers)
+        ],
+        "warnings": [
+            {"id": w.id, "code": w.code, "subject": w.subject, "message": w.message,
+             "state": w.state, "raised_at": _stamp(w.raised_at),
+             "resolved_at": _stamp(w.resolved_at)}
+            for w in (state.warnings[i] for i in ch.warnings)
+        ],
+    })
+
+
+async def write_batch(conn: asyncpg.Connection, state: LedgerState, events: Sequence[Event]) -> None:
+    """Append the events and flush the changed projection rows: one round trip."""
+    if events:
+        await conn.execute("SELECT concord_write_batch($1::text::jsonb)",
+                           batch_writes(state, events).decode())

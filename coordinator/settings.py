@@ -1,0 +1,92 @@
+"""Coordinator settings: environment variables (CONCORD_*) and an optional TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from coordinator.events.zones import TimeZoneName
+
+
+def local_timezone() -> str:
+    """The machine's IANA zone name, else UTC."""
+    link = Path("/etc/localtime")
+    if link.is_symlink():
+        target = str(link.resolve())
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    tz_file = Path("/etc/timezone")
+    if tz_file.exists():
+        return tz_file.read_text().strip() or "UTC"
+    return "UTC"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONCORD_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; none = an embedded PostgreSQL under data_dir"
+    )
+    data_dir: Path = Field(default=Path("var"), description="Where the embedded PostgreSQL and "
+                           "the first operator token live")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")
+    port: int = Field(default=8700, ge=0, le=65535, description="Port of the HTTP API")
+    timezone: TimeZoneName = Field(default_factory=local_timezone,
+                          description="Zone of 'today' (current period for series set --next)")
+    pending_warning_minutes: int = Field(
+        default=10, ge=1, description="A reservation pending longer than this raises a warning"
+    )
+    pending_check_seconds: float = Field(default=30.0, gt=0,
+                                         description="How often pending reservations are checked")
+    heartbeat_seconds: float = Field(default=15.0, gt=0,
+                                     description="Interval at which agents send heartbeats")
+    missed_heartbeats: int = Field(default=3, ge=1,
+                                   description="A store silent this many intervals raises a warning")
+    max_batch: int = Field(default=512, ge=1, description="Most commands in one ledger commit")
+    pool_size: int = Field(default=10, ge=2, description="PostgreSQL connections per process")
+    log_json: bool | None = Field(default=None,
+                                  description="JSON logs; default: JSON unless stderr is a TTY")
+    log_level: str = Field(default="info", description="debug, info, warning or error")
+
+    config_file: Path | None = Field(default=None, exclude=True)
+
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlFromInit(settings_cls, init_settings)
+
+
+class _TomlFromInit(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``config_file`` (from ``--config``), lowest priority."""
+
+    def __init__(self, settings_cls: type[BaseSettings],
+                 init_settings: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._path = init_settings().get("config_file")
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._path:
+            return {}
+        return TomlConfigSettingsSource(self.settings_cls, toml_file=self._path)()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None and not config_file.exists():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    return Settings(config_file=config_file, **given)
