@@ -28,6 +28,22 @@ async def test_document_update_is_recorded_once_per_change(client, tokens) -> No
     assert updated["data"]["document"] == PAID
 
 
+async def test_repeated_confirm_brings_a_changed_snapshot_up_to_date(client, tokens) -> None:
+    """An agent that crashed before it recorded the acknowledgement confirms again, with the
+    document as it is now: the ledger must not keep the stale snapshot."""
+    store = await add_store(client, tokens.operator)
+    r = await reserve(client, store["token"], "7")
+    issued = await confirm(client, store["token"], r["reservation_id"])
+    for _ in range(2):
+        resp = await client.post(f"/v1/reservations/{r['reservation_id']}/confirm",
+                                 headers=bearer(store["token"]), json={"document": PAID})
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == issued
+    [updated] = await _events(client, tokens, "DocumentUpdated")
+    assert updated["data"]["document"] == PAID
+    assert updated["data"]["doc_id"] == "7"
+
+
 async def test_update_of_unknown_or_foreign_document_is_refused(client, tokens) -> None:
     alpha = await add_store(client, tokens.operator, "alpha")
     beta = await add_store(client, tokens.operator, "beta")

@@ -23,7 +23,7 @@ from coordinator.ledger.numbering import (
     period_of,
     render,
 )
-from coordinator.ledger.state import Event, LedgerState, Reservation
+from coordinator.ledger.state import Document, Event, LedgerState, Reservation
 
 Emit = Callable[[str, str, dict[str, Any]], Event]
 
@@ -89,6 +89,11 @@ def reserve(state: LedgerState, cmd: c.Reserve, emit: Emit) -> dict[str, Any]:
 def confirm(state: LedgerState, cmd: c.Confirm, emit: Emit) -> dict[str, Any]:
     r = _owned(state, cmd.reservation_id, cmd.peer_id)
     if r.state == "issued":
+        # A store that crashed before it saw the acknowledgement confirms again, perhaps
+        # with the document changed meanwhile: the ledger keeps the newer snapshot.
+        doc = state.document(r.peer_id, r.doctype, r.doc_id)
+        if doc is not None and doc.snapshot != cmd.document:
+            _record_update(doc, cmd.document, emit)
         return reservation_view(r)
     if r.state != "reserved":
         raise DomainError(409, f"reservation_{r.state}",
@@ -293,12 +298,16 @@ def update_document(state: LedgerState, cmd: c.UpdateDocument, emit: Emit) -> di
                           "Concord nor imported")
     changed = doc.snapshot != cmd.document
     if changed:
-        emit(ev.DOCUMENT_UPDATED, f"document-{cmd.peer_id}-{cmd.doctype}-{cmd.doc_id}", {
-            "peer_id": cmd.peer_id, "doctype": cmd.doctype, "doc_id": cmd.doc_id,
-            "document": cmd.document,
-        })
+        _record_update(doc, cmd.document, emit)
     return {"doctype": doc.doctype, "doc_id": doc.doc_id, "formatted": doc.formatted,
             "changed": changed, "position": doc.position}
+
+
+def _record_update(doc: Document, document: dict[str, Any], emit: Emit) -> None:
+    emit(ev.DOCUMENT_UPDATED, f"document-{doc.peer_id}-{doc.doctype}-{doc.doc_id}", {
+        "peer_id": doc.peer_id, "doctype": doc.doctype, "doc_id": doc.doc_id,
+        "document": document,
+    })
 
 
 def import_documents(state: LedgerState, cmd: c.ImportDocuments, emit: Emit) -> dict[str, Any]:

@@ -79,6 +79,9 @@ BEGIN
                 LATERAL (SELECT * FROM documents d WHERE d.peer_id = (k->>0)::uuid
                          AND d.doctype = k->>1 AND d.doc_id = k->>2 LIMIT 1) d
             UNION
+            -- A repeated confirm compares its snapshot with the document's (decide.confirm).
+            SELECT d.* FROM documents d WHERE d.reservation_id = ANY(reservation_ids)
+            UNION
             SELECT d.* FROM jsonb_array_elements_text(req->'formatted') f,
                 LATERAL (SELECT * FROM documents d WHERE d.formatted = f OFFSET 0) d) d));
 END $$;
