@@ -19,7 +19,7 @@ from eventsourcing.domain import Aggregate
 
 from bench.cpu import CpuMeter
 from bench.load import DOCUMENT
-from bench.postgres import url_parts
+from bench.postgres import MAX_CONNECTIONS, url_parts
 
 
 class IssuedNumber(Aggregate):
@@ -47,7 +47,7 @@ def _env(url: str, connections: int) -> dict[str, str]:
 
 
 def run(url: str, *, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    app = Numbers(env=_env(url, concurrency))
+    app = Numbers(env=_env(url, min(concurrency, MAX_CONNECTIONS)))
     count = errors = 0
     lock = threading.Lock()
     meter = CpuMeter(database=url_parts(url).dbname)

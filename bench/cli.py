@@ -27,6 +27,7 @@ from bench.coordinator import (
 from bench.cpu import wait_for_quiet
 from bench.drive import DriveError, run_clients
 from bench.postgres import (
+    MAX_CONNECTIONS,
     admin_url,
     analyze,
     checkpoint,
@@ -194,7 +195,8 @@ def run(plan: Plan) -> Results:
         res = Results(machine=_machine(server_facts(admin), where), plan=asdict(plan))
         bench.say(f"PostgreSQL: {where}")
         # One connection per client is the obvious set-up; a few connections are its best.
-        for connections in sorted({baseline_counter.CONNECTIONS, plan.concurrency}):
+        for connections in sorted({baseline_counter.CONNECTIONS,
+                                   min(plan.concurrency, MAX_CONNECTIONS)}):
             row = bench.least_disturbed(partial(bench.counter, connections), _row_cores)
             res.counters.append(row)
             bench.say(f"{row.system}: {row.rate:,.0f} numbers/s")

@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import asyncpg
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# A baseline opens at most this many connections: PostgreSQL's default max_connections is 100.
+MAX_CONNECTIONS = 64
 
 
 def _answers(host: str, port: int) -> bool:

@@ -1,10 +1,13 @@
 """The PostgreSQL side of the ledger (the recorder): open a batch, write a batch.
 
-Locking: every batch takes one transaction-scoped advisory lock before it reads the head
-(inside ``concord_open_batch``, migrations/0002). Appends are therefore serialised across
-all coordinator processes, a position is assigned only while its predecessor is committed,
-and a reader selecting ``position > cursor`` never sees a later position commit before an
-earlier one.
+Locking: every batch holds the ledger's advisory lock from before it reads the head
+(inside ``concord_open_batch``, migrations/0002) until after its ``concord_write_batch``
+statement committed. Appends are therefore serialised across all coordinator processes, a
+position is assigned only while its predecessor is committed, and a reader selecting
+``position > cursor`` never sees a later position commit before an earlier one. The lock is
+session-level so that a batch needs no BEGIN and no COMMIT round trip: the writer releases
+it (``release_ledger``) when it has nothing more to write, or hands it over to a waiting
+replica at its next ``open_batch``.
 """
 
 from __future__ import annotations
@@ -89,13 +92,16 @@ def batch_request(commands: Sequence[c.Command], cached: int | None) -> dict[str
     return req
 
 
-async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any]) -> OpenedBatch:
+async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any], *,
+                     holding: bool) -> OpenedBatch:
     """Lock the ledger, read its head and load into ``state`` what ``req`` names: one round trip.
 
-    The small tables come back, and replace the cached ones, only when the head moved since
-    ``req["cached"]`` (another process wrote, or nothing is cached yet).
+    ``holding``: this connection holds the lock from its previous batch, and first lets a
+    waiting replica have it. The small tables come back, and replace the cached ones, only
+    when the head moved since ``req["cached"]`` (another process wrote, or nothing is cached
+    yet).
     """
-    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb)", req)
+    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2)", req, holding)
     small = got.get("small")
     if small is not None:
         _load_small_tables(state, small)
@@ -212,7 +218,15 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
 
 
 async def write_batch(conn: asyncpg.Connection, state: LedgerState, events: Sequence[Event]) -> None:
-    """Append the events and flush the changed projection rows: one round trip."""
+    """Append the events and flush the changed projection rows: one round trip, one statement
+    outside any transaction block, so it commits (durably) before it returns."""
     if events:
         await conn.execute("SELECT concord_write_batch($1::text::jsonb)",
                            batch_writes(state, events).decode())
+
+
+async def release_ledger(conn: asyncpg.Connection) -> None:
+    """Give up the ledger lock. ``unlock_all``, because a failed statement leaves unknown
+    whether (and how often) it took the session-level lock; the writer's connection holds no
+    other advisory lock."""
+    await conn.execute("SELECT pg_advisory_unlock_all()")

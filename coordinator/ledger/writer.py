@@ -2,10 +2,11 @@
 
 Concurrent requests wait in a queue; the writer takes everything waiting (up to
 ``max_batch``), decides each command against the loaded state, appends all events and
-flushes the projections in one transaction, then answers every caller. A reply is only
-sent after COMMIT returned, and ``synchronous_commit`` is on, so an acknowledged number is
-durable. If the transaction fails, every caller of the batch gets the error and nothing of
-the batch was written; retries are idempotent.
+flushes the projections in one transaction (one ``concord_write_batch`` statement), then
+answers every caller. A reply is only sent after that statement committed, and
+``synchronous_commit`` is on, so an acknowledged number is durable. If the transaction
+fails, every caller of the batch gets the error and nothing of the batch was written;
+retries are idempotent.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ BATCH_SIZE = Histogram(
 )
 EVENTS = Counter("concord_ledger_events", "Events appended by this process", ["type"])
 BATCH_SECONDS = Histogram(
-    "concord_ledger_batch_seconds", "Duration of one ledger transaction, lock to commit",
+    "concord_ledger_batch_seconds", "Duration of one ledger batch, open to commit",
 )
 
 
@@ -94,6 +95,7 @@ class LedgerWriter:
         self._state_at: int | None = None  # ledger position the cached small tables reflect
         # Kept for the writer's life: no pool hand-over and reset query per batch.
         self._conn: asyncpg.Connection | None = None
+        self._holding = False  # the connection holds the ledger lock (store.open_batch)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
@@ -116,6 +118,7 @@ class LedgerWriter:
         return self._conn
 
     async def _drop_connection(self) -> None:
+        self._holding = False  # a session's advisory locks end with it
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):
@@ -133,14 +136,13 @@ class LedgerWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 results = await self._write(batch)
-            except Exception as exc:  # the whole transaction failed: nothing was written
+            except Exception as exc:  # the whole batch failed: nothing was written
                 self._state_at = None
-                if self._conn is not None and self._conn.is_closed():
-                    await self._drop_connection()
                 log.warning("ledger_batch_failed", commands=len(batch), error=repr(exc))
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
+                await self._release()
                 continue
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
@@ -149,19 +151,33 @@ class LedgerWriter:
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
+            if self._queue.empty():  # nothing more to write: let other replicas append
+                await self._release()
+
+    async def _release(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            await self._drop_connection()
+            return
+        try:
+            await store.release_ledger(self._conn)
+            self._holding = False
+        except Exception as exc:  # the connection is unusable; closing it frees the lock
+            log.warning("ledger_lock_release_failed", error=repr(exc))
+            self._conn.terminate()
+            await self._drop_connection()
 
     async def _write(self, batch: list[_Pending]) -> list[dict[str, Any] | DomainError]:
         started = time.perf_counter()
         commands = [p.command for p in batch]
         conn = await self._connection()
-        async with conn.transaction():
-            request = store.batch_request(commands, self._state_at)
-            self._state_at = None  # until this batch commits
-            state = self._state
-            opened = await store.open_batch(conn, state, request)
-            out = _Batch(state, opened.position, opened.hash)
-            results = [self._decide(state, cmd, opened.known, out) for cmd in commands]
-            await store.write_batch(conn, state, out.events)
+        request = store.batch_request(commands, self._state_at)
+        self._state_at = None  # until this batch commits
+        state = self._state
+        opened = await store.open_batch(conn, state, request, holding=self._holding)
+        self._holding = True
+        out = _Batch(state, opened.position, opened.hash)
+        results = [self._decide(state, cmd, opened.known, out) for cmd in commands]
+        await store.write_batch(conn, state, out.events)
         self._state_at = out.position
         for event in out.events:
             EVENTS.labels(event.type).inc()

@@ -1,10 +1,17 @@
 -- The ledger's SQL core: one call opens a batch, one call writes it. Each is a single round
--- trip, so the ledger lock is held for BEGIN, open, write and COMMIT only.
+-- trip and runs as its own statement (no BEGIN, no COMMIT: concord_write_batch is one
+-- atomic, durable statement), so a batch costs the writer two round trips.
+--
+-- The ledger lock is a session-level advisory lock, taken by concord_open_batch and held
+-- until the writer's batch is committed: the writer releases it once its queue is empty, or
+-- hands it over at its next concord_open_batch (unlock then lock: PostgreSQL grants the lock
+-- to a waiting replica first, so busy replicas alternate).
 
 -- Takes the ledger lock, then reads the head and everything the batch's commands name.
 -- Statements inside a function each take a fresh snapshot (READ COMMITTED), so the head
 -- read after the lock sees the commit the lock waited for.
-CREATE FUNCTION concord_open_batch(req jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE FUNCTION concord_open_batch(req jsonb, holding boolean) RETURNS jsonb
+LANGUAGE plpgsql AS $$
 DECLARE
     head_position bigint;
     head_hash bytea;
@@ -14,7 +21,10 @@ DECLARE
     warning_ids uuid[];
     result jsonb;
 BEGIN
-    PERFORM pg_advisory_xact_lock(4859223896306639872);  -- "Concord" + 0
+    IF holding THEN
+        PERFORM pg_advisory_unlock(4859223896306639872);
+    END IF;
+    PERFORM pg_advisory_lock(4859223896306639872);  -- "Concord" + 0
     SELECT position, hash INTO head_position, head_hash
         FROM events ORDER BY position DESC LIMIT 1;
     result := jsonb_build_object('position', coalesce(head_position, 0),
