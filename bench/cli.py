@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="short smoke run (2 s per measurement); writes no docs by default")
     parser.add_argument("--duration", type=float, help="seconds per throughput measurement")
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--concurrency", type=int, default=256, help="concurrent clients")
     parser.add_argument("--clients", type=int, default=1,
                         help="load-generator processes for the HTTP throughput runs")
     parser.add_argument("--http", choices=["raw", "aiohttp"], default="raw",

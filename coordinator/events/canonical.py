@@ -8,6 +8,7 @@ Python, which would break the chain on replay.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+@functools.lru_cache(maxsize=256)  # every event and row of a batch shares one moment
 def format_recorded_at(moment: datetime) -> str:
     """The one text form of an event's timestamp, as hashed and as shown."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
