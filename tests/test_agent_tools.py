@@ -58,8 +58,9 @@ from agent.whmcs.generator import StoreGenerator
 from coordinator.events.document import document
 from tests.agent_process import AgentProcess
 from tests.conftest import Tokens, bearer
-from tests.coordinator_process import CoordinatorProcess, free_port
+from tests.coordinator_process import CoordinatorProcess
 from tests.mysql_fixtures import REQUIRE_VARIABLE, WhmcsDatabaseFactory
+from tests.service_process import free_port
 
 HOOK_FILE = Path(__file__).resolve().parent.parent / "agent" / "whmcs" / "hooks" / "concord.php"
 HOOK_TOKEN = "hook-secret-for-tests"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from coordinator.migrations import migration_files
+from tests.service_process import free_port
 
 
 def concord(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -25,7 +27,9 @@ def concord(database_url: str, *args: str, check: bool = True) -> subprocess.Com
 
 
 def test_migrate_is_repeatable(database_url: str) -> None:
-    assert "applied 2 migration(s)" in concord(database_url, "migrate").stdout
+    names = [name for name, _ in migration_files()]
+    assert f"applied {len(names)} migration(s): {', '.join(names)}" in concord(
+        database_url, "migrate").stdout
     assert "up to date" in concord(database_url, "migrate").stdout
 
 
@@ -80,14 +84,8 @@ def test_tokens_create_prints_a_working_token(database_url: str) -> None:
     assert asyncio.run(role()) == "reader"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_without_url_runs_embedded_postgres_and_stops_cleanly(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "CONCORD_DATABASE_URL")}
     env.update(CONCORD_DATA_DIR=str(tmp_path / "var"), CONCORD_PORT=str(port),
