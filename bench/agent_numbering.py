@@ -56,6 +56,7 @@ from agent.whmcs.fixture import (
 from agent.whmcs.generator import StoreGenerator
 from bench.cpu import cpu_seconds, machine_busy_seconds, wait_for_quiet
 from bench.postgres import admin_url, with_database
+from coordinator.scratch_postgres import run_sql
 
 STORES = ("alpha", "bravo", "charlie")
 PROFILED_AGENT = STORES[0]
@@ -312,14 +313,6 @@ class Result:
         return self.invoices / self.wall
 
 
-async def _pg(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _cli(database_url: str, env: dict[str, str], *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "coordinator", "--database-url", database_url, *args, env=env,
@@ -505,17 +498,17 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
     machine = {**machine_facts(), **await _server_versions(pg_admin, mysql_admin)}
     async with cleanup() as undo:
         # -- set up (not timed) ------------------------------------------------------------
-        await _pg(pg_admin, f'CREATE DATABASE "{pg_name}"')
+        await run_sql(pg_admin, f'CREATE DATABASE "{pg_name}"')
         # The ledger's SQL functions report their time in pg_stat_user_functions (superuser only).
         with contextlib.suppress(asyncpg.PostgresError):
-            await _pg(pg_admin, f'ALTER DATABASE "{pg_name}" SET track_functions = pl')
+            await run_sql(pg_admin, f'ALTER DATABASE "{pg_name}" SET track_functions = pl')
         for setting in pg_settings or []:
             name, _, value = setting.partition("=")
             if not re.fullmatch(r"[a-z_]+", name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
                 raise BenchError(f"--pg-set {setting!r}: expected name=value")
-            await _pg(pg_admin, f'ALTER DATABASE "{pg_name}" SET {name} = {value}')
+            await run_sql(pg_admin, f'ALTER DATABASE "{pg_name}" SET {name} = {value}')
         undo.push("drop PostgreSQL database",
-                  lambda: _pg(pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+                  lambda: run_sql(pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
         env = {**base_env(), "CONCORD_DATA_DIR": str(workdir), "CONCORD_LOG_LEVEL": "warning",
                "CONCORD_LOG_JSON": "true"}
         operator = await _cli(pg_url, env, "tokens", "create", "--role", "operator")
@@ -545,7 +538,7 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                     peer = await resp.json()
                 store.peer_id, store.token = peer["peer_id"], peer["token"]
         with contextlib.suppress(asyncpg.PostgresError):
-            await _pg(pg_url, "CHECKPOINT")  # no run pays for the setup's dirty pages
+            await run_sql(pg_url, "CHECKPOINT")  # no run pays for the setup's dirty pages
 
         # -- the run -----------------------------------------------------------------------
         meter = CpuMeter({

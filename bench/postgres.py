@@ -4,57 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import tempfile
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from coordinator import scratch_postgres
+from coordinator.scratch_postgres import admin_url, run_sql, with_database
+
+__all__ = ["admin_url", "analyze", "checkpoint", "fresh_database", "server_facts", "url_parts",
+           "with_database"]
+
 # A baseline opens at most this many connections: PostgreSQL's default max_connections is 100.
 MAX_CONNECTIONS = 64
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def admin_url() -> Iterator[tuple[str, str]]:
-    """(URL, where from): DATABASE_URL, else the local PostgreSQL on 5432, else pgserver."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"], "DATABASE_URL"
-        return
-    if _answers("127.0.0.1", 5432):
-        yield LOCAL_URL, "local server on 127.0.0.1:5432"
-        return
-    from coordinator.embedded import start_embedded, stop_embedded
-
-    # pgserver keeps a lock file in XDG_RUNTIME_DIR and touches it again at exit; left to
-    # default to the temporary directory below, it would be re-created after its removal.
-    runtime = Path(tempfile.gettempdir()) / "concord-bench-runtime"
-    runtime.mkdir(exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    with tempfile.TemporaryDirectory(prefix="concord-bench-pg-") as tmp:
-        server, _ = start_embedded(Path(tmp))
-        try:
-            yield server.get_uri("postgres"), "embedded pgserver"  # type: ignore[attr-defined]
-        finally:
-            stop_embedded(server)
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -80,28 +42,14 @@ def url_parts(url: str) -> Parts:
     )
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def fresh_database(admin: str, label: str) -> Iterator[str]:
+def fresh_database(admin: str, label: str) -> contextlib.AbstractContextManager[str]:
     """A new empty database ``concord_bench_<label>_<random>``, dropped afterwards."""
-    name = f"concord_bench_{label}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(admin, name)
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return scratch_postgres.fresh_database(admin, f"concord_bench_{label}")
 
 
 async def _checkpoint(url: str) -> None:
     with contextlib.suppress(asyncpg.PostgresError):  # needs superuser or pg_checkpoint
-        await _admin(url, "CHECKPOINT")
+        await run_sql(url, "CHECKPOINT")
 
 
 def checkpoint(url: str) -> None:
@@ -111,7 +59,7 @@ def checkpoint(url: str) -> None:
 
 def analyze(url: str) -> None:
     """Refresh the planner's statistics (and so the plans cached on open connections)."""
-    asyncio.run(_admin(url, "ANALYZE"))
+    asyncio.run(run_sql(url, "ANALYZE"))
 
 
 async def _server_facts(url: str) -> dict[str, str]:
