@@ -1,0 +1,294 @@
+"""One KashFlow sync run: read the ledger, then post due paid invoices, at most ``limit``.
+
+For each invoice, in the order it was paid in the ledger: the customer (known digest → no
+call; else look up by code, then update or insert), the invoice (unless already recorded),
+then its payment. Before an insert an intent is committed; after it, the id. An intent
+without an id means the insert may have happened: the invoice is looked up by its customer
+reference, the payment among the invoice's payments by its note, before anything is
+inserted again. Customers need no intent: their code is looked up before every insert.
+
+Failures of one document are logged with KashFlow's StatusDetail, raised as a warning and
+retried next run; the run goes on. A document KashFlow cannot take as it is (currency not
+mapped or not in KashFlow, gateway not mapped) is held without a call and does not count
+against the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from coordinator.accounting import posting
+from coordinator.accounting import queue as q
+from coordinator.accounting.kashflow import (
+    Currency,
+    KashFlowClient,
+    KashFlowError,
+    KashFlowUnavailable,
+)
+from coordinator.accounting.options import GatewayMapping, SyncMapping
+from coordinator.ledger import commands as c
+from coordinator.ledger.writer import LedgerWriter
+
+log = structlog.get_logger(__name__)
+
+# Session advisory lock: one sync run at a time across replicas and CLI runs. "Concord"
+# in the high bytes like the ledger (…00) and migration (…01) locks, then "k" for
+# KashFlow: well away from the small sequence other locks of this family take.
+SYNC_LOCK = 0x436F6E636F7264_6B
+# After this many documents in a row got no answer, KashFlow is taken as down for this run.
+MAX_UNANSWERED = 3
+
+
+class Progress(Protocol):
+    """What a run reports its progress to (a tqdm bar fits)."""
+
+    def reset(self, total: float | None = None) -> None: ...
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+
+class SyncBusy(Exception):
+    """Another process holds the sync lock."""
+
+
+@dataclass
+class RunReport:
+    posted: int = 0        # invoice and payment now in KashFlow
+    failed: int = 0        # retried next run
+    held: int = 0          # waiting for a currency or gateway mapping
+    remaining: int = 0     # still due after this run
+
+    def as_dict(self) -> dict[str, int]:
+        return {"posted": self.posted, "failed": self.failed, "held": self.held,
+                "remaining": self.remaining}
+
+
+@contextlib.asynccontextmanager
+async def sync_lock(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Held on one connection for the run; a crashed process loses it with its connection."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SYNC_LOCK):
+            raise SyncBusy("a KashFlow sync is already running (another replica or CLI run)")
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", SYNC_LOCK)
+
+
+async def run_sync(pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowClient,
+                   mapping: SyncMapping, limit: int, progress: Progress | None = None) -> RunReport:
+    """``progress`` is reset to the most documents the run will try, then updated after each
+    one tried."""
+    async with sync_lock(pool):
+        return await _Run(pool, writer, kashflow, mapping, limit, progress).go()
+
+
+class _Run:
+    def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowClient,
+                 mapping: SyncMapping, limit: int, progress: Progress | None) -> None:
+        self.pool, self.writer, self.kashflow = pool, writer, kashflow
+        self.mapping, self.limit, self.progress = mapping, limit, progress
+        self.report = RunReport()
+        # (warning code, subject) -> (message, documents held): raised once per run.
+        self.holds: dict[tuple[str, str], tuple[str, int]] = {}
+        self.prefixes: dict[str, str] = {}  # store -> customer-code prefix
+
+    async def go(self) -> RunReport:
+        await q.catch_up(self.pool)
+        await self._report_changes_after_posting()
+        if self.progress is not None:
+            self.progress.reset(total=min(self.limit, await q.count_due(self.pool)))
+        try:
+            currencies = await self.kashflow.currencies()
+        except KashFlowError as exc:
+            await self._warn("kashflow_unavailable", "sync",
+                             f"KashFlow sync could not start: {exc.detail}")
+            raise
+        tried = unanswered = 0
+        async for doc in q.due(self.pool):
+            if tried >= self.limit or unanswered >= MAX_UNANSWERED:
+                break
+            work = await self._prepare(doc, currencies)
+            if work is None:
+                continue
+            tried += 1
+            try:
+                await self._post(doc, *work)
+                unanswered = 0
+            except KashFlowError as exc:
+                unanswered = unanswered + 1 if isinstance(exc, KashFlowUnavailable) else 0
+                await self._failed(doc, exc)
+            if self.progress is not None:
+                self.progress.update(1)
+        await self._raise_holds()
+        await self._resolve_fixed_mappings(currencies)
+        if unanswered >= MAX_UNANSWERED:
+            await self._warn("kashflow_unavailable", "sync",
+                             f"KashFlow did not answer {MAX_UNANSWERED} documents in a row; the "
+                             "run stopped early and goes on at the next run")
+        else:
+            await self._resolve("kashflow_unavailable", "sync", "a later run got through")
+        self.report.remaining = await q.count_due(self.pool)
+        log.info("kashflow_sync_run", **self.report.as_dict())
+        return self.report
+
+    async def _prepare(self, doc: q.Due, currencies: dict[str, Currency]
+                       ) -> tuple[str, Currency, GatewayMapping | None] | None:
+        """(customer code, currency, gateway mapping) when the document can be sent; None
+        when it is not paid any more or waits for a mapping (no call made)."""
+        client, data = doc.snapshot.get("ClientData") or {}, doc.snapshot.get("DocData") or {}
+        if doc.voided or data.get("Status") != "Paid":
+            return None
+        whmcs_currency = str(client.get("Currency", ""))
+        iso = self.mapping.currencies.get(doc.store, {}).get(whmcs_currency)
+        if iso is None:
+            self._hold(doc, "kashflow_currency_unmapped", f"{doc.store}/{whmcs_currency}",
+                             f"store {doc.store}: WHMCS currency id {whmcs_currency} has no ISO "
+                             f"code in kashflow_currencies.{doc.store}; its invoices are not "
+                             "posted to KashFlow")
+            return None
+        currency = currencies.get(iso)
+        if currency is None:
+            self._hold(doc, "kashflow_currency_missing", iso,
+                             f"KashFlow has no currency {iso}: invoices in {iso} are not posted "
+                             "until it is added in KashFlow")
+            return None
+        gateway = self.mapping.gateways.get(str(data.get("PaymentMethod") or ""))
+        if (doc.invoice_number is not None and doc.payment_id is None and gateway is None
+                and posting.payment_amount(data) > 0):
+            self._hold_payment(doc, data)
+            return None
+        if doc.peer_id not in self.prefixes:
+            self.prefixes[doc.peer_id] = await q.prefix_of(self.pool, doc.peer_id, doc.store)
+        code = posting.customer_code(self.prefixes[doc.peer_id], int(client.get("UserID") or 0))
+        return code, currency, gateway
+
+    async def _post(self, doc: q.Due, code: str, currency: Currency,
+                    gateway: GatewayMapping | None) -> None:
+        client, data = doc.snapshot["ClientData"], doc.snapshot["DocData"]
+        customer_id = await self._customer(code, posting.customer_details(client, code,
+                                                                          currency.id))
+        number = doc.invoice_number
+        if number is None:
+            number = await self._invoice(doc, customer_id, data, client, currency)
+        amount = posting.payment_amount(data)
+        if amount > 0 and doc.payment_id is None:
+            if gateway is None:
+                self._hold_payment(doc, data)
+                return
+            await self._payment(doc, number, data, gateway)
+        await q.record_posted(self.pool, doc)
+        if doc.failed_before:
+            await self._resolve("kashflow_document_failed", doc.subject, "posted by a later run")
+        self.report.posted += 1
+
+    async def _customer(self, code: str, details: dict[str, Any]) -> int:
+        digest = q.details_digest(details)
+        known = await q.known_customer(self.pool, code)
+        if known is not None and known["details_sha256"] == digest:
+            return known["customer_id"]
+        now = datetime.now(UTC)
+        customer_id = known["customer_id"] if known else await self.kashflow.customer_id(code)
+        if customer_id is None:
+            customer_id = await self.kashflow.insert_customer(
+                posting.customer_record(details, 0, now))
+        else:
+            await self.kashflow.update_customer(posting.customer_record(details, customer_id, now))
+        await q.remember_customer(self.pool, code, customer_id, digest)
+        return customer_id
+
+    async def _invoice(self, doc: q.Due, customer_id: int, data: dict[str, Any],
+                       client: dict[str, Any], currency: Currency) -> int:
+        number = None
+        if doc.invoice_intent:
+            number = (await self.kashflow.invoice_numbers_for_customer(customer_id)).get(
+                doc.formatted)
+        if number is None:
+            await q.intend(self.pool, doc, "invoice")
+            number = await self.kashflow.insert_invoice(
+                posting.invoice_header(data, doc.formatted, customer_id, currency.code,
+                                       currency.exchange_rate),
+                posting.invoice_lines(data, client))
+        await q.record_invoice(self.pool, doc, number)
+        doc.invoice_number = number
+        return number
+
+    async def _payment(self, doc: q.Due, number: int, data: dict[str, Any],
+                       gateway: GatewayMapping) -> None:
+        payment_id = None
+        if doc.payment_intent:
+            note = posting.payment_note(doc.formatted, str(data.get("PaymentMethod") or ""))
+            payment_id = next((p["PayID"] for p in await self.kashflow.payments(number)
+                               if p.get("PayNote") == note), None)
+        if payment_id is None:
+            await q.intend(self.pool, doc, "payment")
+            payment_id = await self.kashflow.insert_payment(posting.payment(
+                data, doc.formatted, number, gateway.method, gateway.account))
+        await q.record_payment(self.pool, doc, payment_id)
+
+    def _hold_payment(self, doc: q.Due, data: dict[str, Any]) -> None:
+        gateway = str(data.get("PaymentMethod") or "")
+        self._hold(doc, "kashflow_gateway_unmapped", gateway,
+                   f"WHMCS gateway {gateway!r} has no KashFlow payment method and bank account "
+                   f"in kashflow_gateways; payments made through it (first: {doc.formatted}) "
+                   "are not posted")
+
+    def _hold(self, doc: q.Due, code: str, subject: str, message: str) -> None:
+        self.report.held += 1
+        first, count = self.holds.get((code, subject), (message, 0))
+        self.holds[(code, subject)] = (first, count + 1)
+
+    async def _raise_holds(self) -> None:
+        for (code, subject), (message, count) in self.holds.items():
+            log.warning("kashflow_documents_held", reason=code, subject=subject, documents=count)
+            await self._warn(code, subject, message)
+
+    async def _resolve_fixed_mappings(self, currencies: dict[str, Currency]) -> None:
+        """Mapping warnings whose cause is gone resolve themselves."""
+        fixed = {
+            "kashflow_gateway_unmapped": list(self.mapping.gateways),
+            "kashflow_currency_unmapped": [f"{store}/{whmcs}" for store, ids
+                                           in self.mapping.currencies.items() for whmcs in ids],
+            "kashflow_currency_missing": list(currencies),
+        }
+        for code, subjects in fixed.items():
+            for subject in subjects:
+                await self._resolve(code, subject, "mapping added")
+
+    async def _failed(self, doc: q.Due, exc: KashFlowError) -> None:
+        self.report.failed += 1
+        log.warning("kashflow_document_failed", document=doc.formatted, store=doc.store,
+                    operation=exc.operation, status_detail=exc.detail)
+        await q.record_failure(self.pool, doc, str(exc))
+        await self._warn("kashflow_document_failed", doc.subject,
+                         f"invoice {doc.formatted} of store {doc.store} was not posted to "
+                         f"KashFlow: {exc}. It is retried at the next run.")
+
+    async def _report_changes_after_posting(self) -> None:
+        """KashFlow keeps what was posted: a refund or cancellation in WHMCS afterwards is
+        for the accountant to record there, and is raised as a warning."""
+        for row in await q.changed_after_posting(self.pool):
+            await self._warn(
+                "kashflow_changed_after_posting", f"{row['peer_id']}/invoice/{row['doc_id']}",
+                f"invoice {row['formatted']} is {row['changed_status']} in WHMCS but was posted "
+                f"to KashFlow (invoice {row['invoice_number']}); the sync does not change posted "
+                "invoices: record it in KashFlow")
+            await q.reported(self.pool, row["peer_id"], row["doc_id"], row["changed_status"])
+
+    async def _warn(self, code: str, subject: str, message: str) -> None:
+        await self.writer.execute(c.RaiseWarning(code=code, subject=subject, message=message))
+
+    async def _resolve(self, code: str, subject: str, by: str) -> None:
+        warning_id = await self.pool.fetchval(
+            "SELECT id::text FROM warnings WHERE code = $1 AND subject = $2 AND state = 'open'",
+            code, subject)
+        if warning_id is not None:
+            await self.writer.execute(c.ResolveWarning(warning_id=warning_id,
+                                                       by=f"kashflow sync: {by}"))
