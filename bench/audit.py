@@ -1,0 +1,390 @@
+"""Audit and offline verify of a large ledger: events/s and peak memory, against the bare
+SHA-256 of the same bytes measured in the same run (the physical limit of any verifier).
+
+    python -m bench.audit [--events 1000000] [--no-docs]
+
+1. Builds a ledger of N valid events in this process with the real canonical form and hash
+   (coordinator/events/canonical.py) — three stores reserving and confirming invoices and
+   credit notes with realistic document snapshots, some numbers released and reused, some
+   documents updated, some numbers voided — and COPYs it into a fresh database.
+2. `concord audit --rebuild` once: builds the projections from the events (timed as well).
+3. `concord audit`, `concord export FILE`, `concord verify FILE` (and `verify` of a file of
+   a tenth of the events, to show memory does not grow with the ledger), each a separate
+   process, timed, peak RSS from wait4().
+4. The baseline: sha256(prev ‖ event) over the same event bytes, already in memory, in a
+   tight loop.
+
+Writes its block in docs/benchmarks.md between the bench:audit markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.postgres import admin_url, checkpoint, fresh_database, server_facts
+from coordinator.events.canonical import (
+    GENESIS_HASH,
+    canonical_event,
+    canonical_json,
+    format_recorded_at,
+)
+from coordinator.events.document import document
+from coordinator.ledger.numbering import SeriesSettings, render
+from coordinator.migrations import migrate
+
+BEGIN = "<!-- bench:audit:begin (written by `python -m bench.audit`; edit outside) -->"
+END = "<!-- bench:audit:end -->"
+TITLE = "## Audit, export and offline verify"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+TARGET_VERIFY_RATE = 100_000
+TARGET_VS_SHA = 0.30
+TARGET_AUDIT_SECONDS = 60.0
+BASELINE_SAMPLE = 100_000  # events hashed in memory for the baseline
+STORES = ("north", "south", "west")
+INVOICE = SeriesSettings(format="INV-{YEAR}-{NUMBER:6}", reset="yearly", assign_on="payment")
+
+
+# -- a realistic ledger -----------------------------------------------------------------------
+
+def _templates(rng: random.Random) -> list[dict[str, Any]]:
+    """Document snapshots built by the real snapshot code from WHMCS-like rows."""
+    out = []
+    for n in range(40):
+        items = [{"id": 9000 + n * 10 + i, "type": rng.choice(("Hosting", "Domain", "Addon", "")),
+                  "relid": rng.randrange(1, 5000),
+                  "description": rng.choice(("Shared hosting - Starter", "Domain renewal -"
+                                             " example.com - 1 Year/s", "VPS M (monthly)",
+                                             "SSL certificate")) + f" #{i}",
+                  "amount": f"{rng.randrange(100, 20000) / 100:.2f}", "taxed": rng.randrange(2)}
+                 for i in range(rng.randrange(1, 6))]
+        client = {"firstname": rng.choice(("Ada", "Jan", "Marie", "Luc")),
+                  "lastname": rng.choice(("Lovelace", "de Vries", "Curie", "Dupont")),
+                  "companyname": rng.choice(("", "Analytical Engines Ltd", "Radium BV")),
+                  "email": f"client{n}@example.com", "address1": f"{n} Main Street",
+                  "address2": "", "city": rng.choice(("Amsterdam", "Lyon", "London")),
+                  "state": "", "postcode": "1011 AB", "country": rng.choice(("NL", "FR", "GB")),
+                  "phonenumber": "+31.201234567", "tax_id": "NL123456789B01", "currency": 1,
+                  "taxexempt": 0}
+        invoice = {"id": 1, "userid": 100 + n, "status": "Paid", "date": date(2026, 1, 1),
+                   "duedate": date(2026, 1, 15), "datepaid": datetime(2026, 1, 2, 10, 11, 12),
+                   "subtotal": "100.00", "credit": "0.00", "tax": "21.00", "tax2": "0.00",
+                   "taxrate": "21.00", "taxrate2": "0.00", "total": "121.00",
+                   "paymentmethod": rng.choice(("stripe", "paypal", "banktransfer"))}
+        out.append(document("invoice", "", invoice, items, client, None,
+                            [{"id": 3, "fieldname": "VAT Number", "value": "NL123456789B01"}]))
+    return out
+
+
+class LedgerBuilder:
+    """Valid events, chained as the writer chains them, as COPY records."""
+
+    def __init__(self, seed: int = 5) -> None:
+        self.rng = random.Random(seed)
+        self.position = 0
+        self.hash = GENESIS_HASH
+        self.moment = datetime(2025, 1, 1, 8, tzinfo=UTC)
+        self.bodies_kept: list[bytes] = []
+
+    def event(self, type_: str, stream: str, data: dict[str, Any]) -> tuple[Any, ...]:
+        self.position += 1
+        self.moment += timedelta(microseconds=self.rng.randrange(200, 40_000))
+        event_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        data_json = canonical_json(data)
+        body = canonical_event(self.position, event_id, type_, stream, data_json,
+                               format_recorded_at(self.moment))
+        prev, self.hash = self.hash, hashlib.sha256(self.hash + body).digest()
+        return (self.position, event_id, type_, stream, data_json.decode(), self.moment, prev,
+                self.hash)
+
+    def ledger(self, count: int) -> Any:
+        """Yields ``count`` events."""
+        rng = self.rng
+        templates = _templates(rng)
+        peers = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in STORES]
+        for peer, name in zip(peers, STORES, strict=True):
+            yield self.event("PeerRegistered", f"peer-{peer}", {
+                "peer_id": peer, "name": name, "url": f"http://{name}.example:8701",
+                "token_sha256": hashlib.sha256(name.encode()).hexdigest()})
+        yield self.event("SeriesConfigured", "series-invoice", {
+            "series": "invoice", "settings": INVOICE.model_dump(), "next": None})
+        settings = {"invoice": INVOICE, "creditnote": SeriesSettings()}
+        counters: dict[tuple[str, str], int] = {}
+        pools: dict[tuple[str, str], list[int]] = {}
+        pending: deque[dict[str, Any]] = deque()
+        issued: deque[dict[str, Any]] = deque(maxlen=5000)
+        doc_ids = [0] * len(STORES)
+        day = date(2025, 1, 1)
+        emitted = 4
+        while emitted < count:
+            store = rng.randrange(len(STORES))
+            doctype = "creditnote" if rng.random() < 0.05 else "invoice"
+            if emitted % 1500 == 0 and day < date(2026, 12, 31):
+                day += timedelta(days=1)
+            series_settings = settings[doctype]
+            period = str(day.year) if series_settings.reset == "yearly" else "all"
+            key = (doctype, period)
+            pool = pools.setdefault(key, [])
+            if pool:
+                number, from_pool = pool.pop(0), True
+                next_number = counters.get(key, series_settings.start)
+            else:
+                number, from_pool = counters.get(key, series_settings.start), False
+                next_number = number + series_settings.increment
+            counters[key] = next_number
+            doc_ids[store] += 1
+            rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            r = {"reservation_id": rid, "peer_id": peers[store], "doctype": doctype,
+                 "doc_id": str(doc_ids[store]), "series": doctype, "period": period,
+                 "number": number,
+                 "formatted": render(series_settings.format, number, day, STORES[store])}
+            yield self.event("NumberReserved", f"reservation-{rid}", {
+                **r, "date": day.isoformat(), "from_pool": from_pool, "next": next_number})
+            pending.append(r)
+            emitted += 1
+            while len(pending) > rng.randrange(0, 4) and emitted < count:
+                done = pending.popleft()
+                rid = done["reservation_id"]
+                if rng.random() < 0.01:  # the WHMCS write failed: the number goes back
+                    yield self.event("NumberReleased", f"reservation-{rid}", {
+                        "reservation_id": rid, "series": done["series"], "period": done["period"],
+                        "number": done["number"], "reason": "write failed",
+                        "by": done["peer_id"]})
+                    pools[(done["series"], done["period"])].append(done["number"])
+                    pools[(done["series"], done["period"])].sort()
+                else:
+                    snapshot = templates[rng.randrange(len(templates))]
+                    doc = {"ClientData": snapshot["ClientData"],
+                           "DocData": {**snapshot["DocData"], "ID": int(done["doc_id"]),
+                                       "Num": done["formatted"], "Date": day.isoformat(),
+                                       "Type": "CreditNote" if done["doctype"] == "creditnote"
+                                       else "Invoice"}}
+                    yield self.event("NumberIssued", f"reservation-{rid}", {**done,
+                                                                           "document": doc})
+                    issued.append({**done, "document": doc})
+                emitted += 1
+            if issued and emitted < count and rng.random() < 0.01:
+                doc = issued[rng.randrange(len(issued))]
+                changed = {**doc["document"], "DocData": {**doc["document"]["DocData"],
+                                                          "Status": "Refunded"}}
+                yield self.event("DocumentUpdated",
+                                 f"document-{doc['peer_id']}-{doc['doctype']}-{doc['doc_id']}",
+                                 {"peer_id": doc["peer_id"], "doctype": doc["doctype"],
+                                  "doc_id": doc["doc_id"], "document": changed})
+                emitted += 1
+            if issued and emitted < count and rng.random() < 0.002:
+                doc = issued.popleft()
+                yield self.event("NumberVoided", f"reservation-{doc['reservation_id']}", {
+                    "reservation_id": doc["reservation_id"], "series": doc["series"],
+                    "period": doc["period"], "number": doc["number"], "reason": "cancelled",
+                    "was": "issued"})
+                emitted += 1
+
+
+async def load_ledger(url: str, count: int) -> float:
+    """Build and COPY ``count`` events; returns the seconds it took."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        # Setup only: the events are read, never written, by what is measured.
+        await conn.execute("ALTER TABLE events SET UNLOGGED")
+        builder = LedgerBuilder()
+        batch: list[tuple[Any, ...]] = []
+        columns = ["position", "event_id", "type", "stream", "data", "recorded_at", "prev_hash",
+                   "hash"]
+        for record in builder.ledger(count):
+            batch.append(record)
+            if len(batch) == 20_000:
+                await conn.copy_records_to_table("events", records=batch, columns=columns)
+                batch.clear()
+        if batch:
+            await conn.copy_records_to_table("events", records=batch, columns=columns)
+        await conn.execute("ANALYZE events")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+def run_measured(args: list[str]) -> dict[str, Any]:
+    """Run a `concord` command; wall seconds, peak RSS (MiB) and its output."""
+    env = {**os.environ, "CONCORD_LOG_LEVEL": "warning"}
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "coordinator", *args], stdout=out,
+                                stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "code": proc.returncode,
+            "cpu": usage.ru_utime + usage.ru_stime, "stdout": stdout, "stderr": stderr}
+
+
+def bare_sha256(path: Path, sample: int) -> tuple[float, float]:
+    """Events/s and MB/s of sha256(prev ‖ event) over the file's first ``sample`` events,
+    already in memory: no reading, no parsing — the limit of any verifier in Python."""
+    bodies = []
+    with path.open("rb") as lines:
+        lines.readline()
+        for line in lines:
+            bodies.append(line[9:-76])
+            if len(bodies) == sample:
+                break
+    size = sum(map(len, bodies)) + 32 * len(bodies)
+    best = 0.0
+    for _ in range(3):
+        prev = GENESIS_HASH
+        sha = hashlib.sha256
+        started = time.perf_counter()
+        for body in bodies:
+            prev = sha(prev + body).digest()
+        best = max(best, len(bodies) / (time.perf_counter() - started))
+    return best, best * size / len(bodies) / 1e6
+
+
+def prefix_file(path: Path, events: int, target: Path) -> None:
+    with path.open("rb") as src, target.open("wb") as out:
+        for index, line in enumerate(src):
+            if index > events:
+                break
+            out.write(line)
+
+
+def measure(count: int, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"events": count}
+    with admin_url() as (admin, source), fresh_database(admin, "audit") as url:
+        results["postgres"] = server_facts(url)
+        results["source"] = source
+        print(f"building {count:,} events …", flush=True)
+        results["load_seconds"] = asyncio.run(load_ledger(url, count))
+        print(f"  {results['load_seconds']:.1f} s", flush=True)
+        checkpoint(url)
+        for name, args in (("rebuild", ["audit", "--rebuild", "--json"]),
+                           ("audit", ["audit", "--json"])):
+            print(f"concord {' '.join(args)} …", flush=True)
+            got = run_measured(["--database-url", url, *args])
+            report = json.loads(got["stdout"] or "{}")
+            got["ok"] = bool(report.get("ok")) and got["code"] == 0
+            got["report"] = {k: report.get(k) for k in ("checks", "rows", "rebuilt")}
+            if not got["ok"]:
+                print(got["stdout"][:3000], got["stderr"][-3000:], file=sys.stderr)
+            results[name] = got
+            print(f"  {got['seconds']:.1f} s, {got['rss_mib']:.0f} MiB, ok={got['ok']}",
+                  flush=True)
+            checkpoint(url)
+        export = workdir / "ledger.jsonl"
+        print("concord export …", flush=True)
+        results["export"] = run_measured(["--database-url", url, "export", str(export)])
+        results["export"]["bytes"] = export.stat().st_size
+    print("concord verify …", flush=True)
+    verify = run_measured(["verify", str(export), "--json"])
+    verify["ok"] = verify["code"] == 0 and json.loads(verify["stdout"])["ok"]
+    results["verify"] = verify
+    small = workdir / "tenth.jsonl"
+    prefix_file(export, count // 10, small)
+    results["verify_tenth"] = run_measured(["verify", str(small), "--json"])
+    results["sha_rate"], results["sha_mb_s"] = bare_sha256(export, BASELINE_SAMPLE)
+    return results
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+def block(r: dict[str, Any], commit: str) -> list[str]:
+    n = r["events"]
+    sha = r["sha_rate"]
+    rate = {k: n / r[k]["seconds"] for k in ("audit", "rebuild", "export", "verify")}
+    mib = r["export"]["bytes"] / 2**20
+    pg = r["postgres"]
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured {when} at commit {commit} on {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+        f"PostgreSQL {pg.get('server_version')} ({r['source']}).",
+        "",
+        f"Ledger: {n:,} events ({mib:,.0f} MiB exported, {mib * 2**20 / n:,.0f} bytes per event "
+        f"on average), built and loaded in {r['load_seconds']:.0f} s.",
+        "",
+        "| run | seconds | events/s | vs bare SHA-256 | peak RSS | CPU s | all checks hold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (("verify", "`concord verify FILE` (offline)"),
+                       ("audit", "`concord audit`"),
+                       ("rebuild", "`concord audit --rebuild` (first run: builds the projections)"),
+                       ("export", "`concord export FILE`")):
+        got = r[key]
+        ok = {"export": "—"}.get(key, "yes" if got.get("ok") else "**no**")
+        lines.append(f"| {label} | {got['seconds']:.1f} | {rate[key]:,.0f} | "
+                     f"{rate[key] / sha:.0%} | {got['rss_mib']:.0f} MiB | {got['cpu']:.1f} | {ok} |")
+    lines.append(f"| bare sha256(prev ‖ event), in memory, tight loop | — | {sha:,.0f} | 100% | — "
+                 f"| — | — |")
+    tenth = r["verify_tenth"]
+    lines += [
+        "",
+        f"Memory: `concord verify` of the first {n // 10:,} events peaked at "
+        f"{tenth['rss_mib']:.0f} MiB, of all {n:,} at {r['verify']['rss_mib']:.0f} MiB.",
+        "",
+        "| target | measured | holds |",
+        "|---|---|---|",
+    ]
+    targets = [
+        (f"verify ≥ {TARGET_VERIFY_RATE:,} events/s", f"{rate['verify']:,.0f}",
+         rate["verify"] >= TARGET_VERIFY_RATE),
+        (f"verify ≥ {TARGET_VS_SHA:.0%} of bare SHA-256", f"{rate['verify'] / sha:.0%}",
+         rate["verify"] / sha >= TARGET_VS_SHA),
+        (f"audit of {n:,} events ≤ {TARGET_AUDIT_SECONDS:.0f} s", f"{r['audit']['seconds']:.1f} s",
+         r["audit"]["seconds"] <= TARGET_AUDIT_SECONDS),
+    ]
+    lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
+    return lines
+
+
+def write_docs(lines: list[str]) -> None:
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    body = "\n".join([BEGIN, *lines, END])
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin != -1 and end != -1:
+        text = text[:begin] + body + text[end + len(END):]
+    else:
+        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{body}\n"
+    DOCS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--no-docs", action="store_true", help="print only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="concord-bench-audit-") as tmp:
+        results = measure(args.events, Path(tmp))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or "?"
+    lines = block(results, commit)
+    print("\n".join(lines))
+    if not args.no_docs:
+        write_docs(lines)
+
+
+if __name__ == "__main__":
+    main()

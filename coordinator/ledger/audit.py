@@ -1,0 +1,395 @@
+"""`concord audit`: replay the ledger, prove it untampered, optionally rebuild the projections.
+
+One pass over the events of a consistent snapshot (REPEATABLE READ, no lock: the writers
+keep writing meanwhile) feeds four checks:
+
+- the hash chain (chain.py): every hash recomputed from the genesis, positions gapless;
+- the numbering invariants of DESIGN §2 (invariants.py);
+- the stores' receipts, when given (receipts.py);
+- the replay: every event applied by the live code (``LedgerState.apply``) and flushed by
+  the live write path (``concord_write_batch``) into a scratch schema
+  ``concord_audit_<random>`` whose tables are unlogged copies (``LIKE … INCLUDING ALL``) of
+  the live projections. The scratch schema is dropped afterwards.
+
+The replay runs in a transaction that imports the reading snapshot (``SET TRANSACTION
+SNAPSHOT``), so it sees the live projections exactly as of the last event read, next to its
+own scratch rows: each projection is then compared with its replay row by row by
+PostgreSQL (a full join on the key), each difference named by table, key and column.
+``peer_liveness`` (heartbeat times) and ``api_tokens`` (operator and reader credentials) are
+not ledger facts and are not compared.
+
+``rebuild``: only when chain, invariants, receipts and replay all hold, the live
+projections are replaced by the replayed ones in one transaction that holds the ledger's
+advisory lock — no batch is written meanwhile — after replaying the events committed since
+the snapshot. The rebuild is then recorded in the ledger as a warning, which also moves the
+head, so every coordinator process reloads its cached series, counters and pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from tqdm import tqdm
+
+from coordinator.db import connect, create_pool
+from coordinator.events import catalogue as ev
+from coordinator.ledger import commands as c
+from coordinator.ledger import store
+from coordinator.ledger.chain import ChainVerifier, stored_body
+from coordinator.ledger.export import stored_events
+from coordinator.ledger.findings import Findings
+from coordinator.ledger.invariants import Invariants
+from coordinator.ledger.receipts import Receipt, ReceiptCheck
+from coordinator.ledger.state import Event, LedgerState
+from coordinator.ledger.writer import LedgerWriter
+
+# The projections and their keys.
+PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "series": ("name",),
+    "counters": ("series", "period"),
+    "released_numbers": ("series", "period", "number"),
+    "reservations": ("id",),
+    "documents": ("peer_id", "doctype", "doc_id"),
+    "peers": ("id",),
+    "warnings": ("id",),
+}
+LEDGER_LOCK = 0x436F6E636F7264_00  # "Concord" + 0: the lock concord_open_batch takes
+DETAILS_PER_TABLE = 50
+# Events per chunk: small, so the replay's next statement goes out soon after the last one
+# returned and the database keeps working while this process checks events.
+CHUNK = 500
+
+
+class ReplayFailed(Exception):
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+@dataclass
+class AuditResult:
+    findings: Findings
+    position: int
+    hash: bytes
+    series: list[dict[str, Any]]
+    rows: dict[str, int] = field(default_factory=dict)  # live rows compared per table
+    differing: int = 0  # projection rows that differ from the replay
+    receipts: int = 0
+    rebuilt: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {"position": self.position, "hash": self.hash.hex(), "series": self.series,
+                "rows": self.rows, "receipts": self.receipts, "rebuilt": self.rebuilt}
+
+
+class Replay:
+    """Projections rebuilt from the events alone, through the live code, in a scratch schema.
+
+    Chunk by chunk: the rows a chunk's events touch are loaded (``concord_open_batch``), the
+    events applied (``LedgerState.apply``), the changed rows written (``concord_write_batch``).
+    The caller's checks run while the database loads, and the write runs while the caller
+    reads the next chunk: this process and the database work at the same time.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.schema = f"concord_audit_{secrets.token_hex(6)}"
+        self.state = LedgerState()
+        self.failed: ReplayFailed | None = None
+        self._write: asyncio.Future[Any] | None = None
+        self._write_from = 0  # first position of the chunk being written
+        self._replayed = 0
+        self._analyze_at = 1000
+
+    async def create(self) -> None:
+        tables = "; ".join(f"CREATE UNLOGGED TABLE {self.schema}.{t} (LIKE public.{t} INCLUDING ALL)"
+                           for t in (*PROJECTIONS, "events"))
+        await self.conn.execute(f"CREATE SCHEMA {self.schema}; {tables}")
+        # concord_open_batch / concord_write_batch name their tables unqualified: here they
+        # resolve to the scratch copies (the empty scratch "events" included). No JIT: its
+        # compile time (hundreds of ms) dwarfs these small statements.
+        await self.conn.execute(f"SET search_path = {self.schema}, public; SET jit = off")
+
+    async def drop(self) -> None:
+        if self._write is not None:
+            await asyncio.gather(self._write, return_exceptions=True)
+        if self.conn.is_in_transaction():
+            await self.conn.execute("ROLLBACK")
+        await self.conn.execute("SET search_path = public")
+        await self.conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+    async def step(self, events: list[Event], meanwhile: Callable[[], object]) -> None:
+        """Replay one chunk of events; call ``meanwhile`` while the database loads its rows."""
+        await self.finish()
+        if self.failed is not None or not events:
+            meanwhile()
+            return
+        self._replayed += len(events)
+        if self._replayed >= self._analyze_at:
+            # The scratch tables grow from nothing within one transaction, where autovacuum
+            # cannot see them: without fresh statistics the functions' cached plans, made
+            # when the tables were tiny, would scan them whole for every chunk.
+            self._analyze_at *= 4
+            await self.conn.execute(f"ANALYZE {', '.join(f'{self.schema}.{t}' for t in PROJECTIONS)}")
+        # concord_open_batch takes the ledger lock as for a live batch; the scratch replay
+        # needs none of it, so it is given back at once.
+        load = asyncio.ensure_future(
+            store.open_batch(self.conn, self.state, _request(events), holding=False))
+        await asyncio.sleep(0)  # the request goes out before the caller's work
+        meanwhile()
+        try:
+            await load
+            await store.release_ledger(self.conn)
+        except asyncpg.PostgresError as exc:
+            self.failed = ReplayFailed(events[0].position, f"loading rows failed: {exc}")
+            return
+        for event in events:
+            try:
+                self.state.apply(event)
+            except Exception as exc:  # a changed or forged event the live code cannot apply
+                self.failed = ReplayFailed(event.position, f"{event.type} cannot be applied: "
+                                                           f"{exc!r}")
+                return
+        self._write_from = events[0].position
+        self._write = asyncio.ensure_future(self.conn.execute(
+            "SELECT concord_write_batch($1::text::jsonb)",
+            store.batch_writes(self.state, []).decode()))
+        await asyncio.sleep(0)
+
+    async def finish(self) -> None:
+        """Wait for the write in flight."""
+        if self._write is None:
+            return
+        write, self._write = self._write, None
+        try:
+            await write
+        except asyncpg.PostgresError as exc:
+            self.failed = ReplayFailed(self._write_from, "writing the projections of the "
+                                       f"events from here failed: {exc}")
+
+
+# Events that act on a reservation an earlier event made.
+_NAMES_RESERVATION = (ev.RESERVATION_EVENTS - {ev.NUMBER_RESERVED}) | {ev.WARNING_RAISED}
+
+
+def _request(events: list[Event]) -> dict[str, Any]:
+    """What concord_open_batch must load for these events: rows made by earlier chunks."""
+    reservation_ids: set[str] = set()
+    warning_ids: set[str] = set()
+    document_keys: set[tuple[str, str, str]] = set()
+    reserved_here: set[str] = set()
+    for e in events:
+        d = e.data if isinstance(e.data, dict) else {}  # a malformed event fails in apply
+        rid = d.get("reservation_id")
+        if e.type == ev.NUMBER_RESERVED:
+            reserved_here.add(rid)
+        elif e.type in _NAMES_RESERVATION and rid and rid not in reserved_here:
+            reservation_ids.add(rid)
+        elif e.type == ev.WARNING_RESOLVED and d.get("warning_id"):
+            warning_ids.add(d["warning_id"])
+        elif e.type == ev.DOCUMENT_UPDATED and {"peer_id", "doctype", "doc_id"} <= d.keys():
+            document_keys.add((d["peer_id"], d["doctype"], d["doc_id"]))
+    return {"cached": None, "event_ids": [], "reservation_ids": list(reservation_ids),
+            "reservation_keys": [], "numbers": [], "warning_ids": list(warning_ids),
+            "warning_keys": [], "document_keys": [list(k) for k in document_keys], "formatted": []}
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(row["position"], row["event_id"], row["type"], row["stream"], row["data"],
+                 datetime.fromisoformat(row["stamp"]), bytes(row["prev_hash"]),
+                 bytes(row["hash"]))
+
+
+class _Checks:
+    """The checks every event goes through, in the main pass and in the rebuild's catch-up."""
+
+    def __init__(self, findings: Findings, receipts: list[Receipt] | None) -> None:
+        self.findings = findings
+        self.chain = ChainVerifier(findings)
+        self.invariants = Invariants(findings)
+        self.receipts = ReceiptCheck(findings, receipts or [])
+
+    def check(self, rows: list[asyncpg.Record], events: list[Event]) -> None:
+        for row, event in zip(rows, events, strict=True):
+            self.chain.feed(event.position, stored_body(row), event.hash, event.prev_hash)
+            self.invariants.feed(event.position, event.type, event.data)
+            self.receipts.feed(event.position, event.hash, event.type, event.data)
+
+    async def replay(self, replay: Replay, chunks: AsyncIterator[list[asyncpg.Record]],
+                     progress: Any = None) -> None:
+        async for rows in chunks:
+            events = [_event(row) for row in rows]
+            await replay.step(events, lambda rows=rows, events=events: self.check(rows, events))
+            if progress is not None:
+                progress.update(len(rows))
+        await replay.finish()
+
+
+async def audit(url: str, *, receipts: list[Receipt] | None = None, rebuild: bool = False,
+                progress: bool | None = None) -> AuditResult:
+    findings = Findings()
+    findings.ran.update(("chain", "positions", "invariants", "replay", "projections"))
+    if receipts is not None:
+        findings.ran.add("receipts")
+    checks = _Checks(findings, receipts)
+    reader, scratch = await connect(url), await connect(url)
+    replay = Replay(scratch)
+    try:
+        await replay.create()
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await reader.fetchval("SELECT pg_export_snapshot()")
+            head, head_hash = await store.head(reader)
+            await scratch.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            await scratch.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            with tqdm(total=head, unit="ev", unit_scale=True, desc="audit",
+                      disable=None if progress is None else not progress) as bar:
+                await checks.replay(replay, stored_events(reader, 0, head, size=CHUNK), bar)
+            checks.receipts.finish(head)
+            result = AuditResult(findings, head, head_hash, checks.invariants.summary(),
+                                 receipts=checks.receipts.count)
+            if replay.failed is not None:
+                findings("replay", str(replay.failed), position=replay.failed.position)
+                findings.ran.discard("projections")
+                await _duplicate_event_ids(reader, findings)
+            else:  # two connections, two queries at once
+                await asyncio.gather(_duplicate_event_ids(reader, findings),
+                                     _compare(replay, result))
+        await scratch.execute("COMMIT")
+        if rebuild:
+            await _rebuild(url, reader, replay, checks, result)
+        return result
+    finally:
+        try:
+            await replay.drop()
+        finally:
+            await reader.close()
+            await scratch.close()
+
+
+async def _duplicate_event_ids(conn: asyncpg.Connection, findings: Findings) -> None:
+    # The UNIQUE constraint guarantees it, unless someone with the rights dropped it.
+    for row in await conn.fetch(
+            "SELECT event_id::text, array_agg(position ORDER BY position) AS positions"
+            " FROM events GROUP BY event_id HAVING count(*) > 1 ORDER BY min(position) LIMIT 200"):
+        findings("positions", f"event id {row['event_id']} occurs at positions "
+                 f"{', '.join(map(str, row['positions']))}", position=row["positions"][1])
+
+
+# -- comparison ------------------------------------------------------------------------------
+
+async def _compare(replay: Replay, result: AuditResult) -> None:
+    """Row by row, in the replay's transaction: the live tables as of the snapshot, the
+    scratch ones as replayed. One full join per table; a second, for the details, only
+    where rows differ."""
+    conn, schema = replay.conn, replay.schema
+    await conn.execute("SET LOCAL work_mem = '64MB'")  # large joins: fewer passes over disk
+    for table, keys in PROJECTIONS.items():
+        await conn.execute(f"ANALYZE {schema}.{table}")  # so the join is planned on real sizes
+        joined = (f"FROM public.{table} l FULL JOIN {schema}.{table} r ON "
+                  + " AND ".join(f"l.{k} = r.{k}" for k in keys) + " WHERE l IS DISTINCT FROM r")
+        live, differing = await conn.fetchrow(
+            f"SELECT (SELECT count(*) FROM public.{table}), count(*) {joined}")
+        result.rows[table] = live
+        result.differing += differing
+        if not differing:
+            continue
+        for row in await conn.fetch(
+                f"SELECT to_jsonb(l) AS live, to_jsonb(r) AS replayed {joined} ORDER BY "
+                + ", ".join(f"coalesce(l.{k}, r.{k})" for k in keys)
+                + f" LIMIT {DETAILS_PER_TABLE}"):
+            _name_difference(table, keys, row["live"], row["replayed"], result.findings)
+        if differing > DETAILS_PER_TABLE:
+            result.findings("projections", f"… and {differing - DETAILS_PER_TABLE} more rows "
+                            "differ from the replay", table=table)
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def _key_text(key: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(str(k) for k in key) + ")"
+
+
+def _name_difference(table: str, keys: tuple[str, ...], live: dict[str, Any] | None,
+                     rebuilt: dict[str, Any] | None, findings: Findings) -> None:
+    row = live or rebuilt or {}
+    where = {"table": table, "key": _key_text(tuple(row.get(k) for k in keys)),
+             "position": row.get("position"), "series": row.get("series"),
+             "period": row.get("period"), "number": row.get("number")}
+    if live is None:
+        findings("projections", f"row missing from the live table; the events produce "
+                 f"{_short(rebuilt)}", **where)
+    elif rebuilt is None:
+        findings("projections", f"row in the live table that no event produces: {_short(live)}",
+                 **where)
+    else:
+        for column in live:
+            if live[column] != rebuilt.get(column):
+                findings("projections", f"column {column}: live {_short(live[column])}, "
+                         f"replayed {_short(rebuilt.get(column))}", **where)
+
+
+# -- rebuild ---------------------------------------------------------------------------------
+
+_BLOCKING = ("chain", "positions", "invariants", "receipts", "replay")
+
+
+async def _rebuild(url: str, snapshot: asyncpg.Connection, replay: Replay, checks: _Checks,
+                   result: AuditResult) -> None:
+    findings = result.findings
+    failed = [check for check in _BLOCKING if findings.counts[check]]
+    if failed:
+        findings("replay", f"not rebuilt: {', '.join(failed)} failed; the projections are only "
+                 "rebuilt from a ledger that passes every check")
+        return
+    conn = replay.conn
+    async with conn.transaction():
+        # Held until COMMIT: no batch is written meanwhile, so nothing is lost between the
+        # catch-up below and the replacement.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
+        latest = await snapshot.fetchval("SELECT max(position) FROM events")
+        if latest is not None and latest > result.position:
+            async with snapshot.transaction(readonly=True):
+                await checks.replay(replay, stored_events(snapshot, result.position, latest,
+                                                          size=CHUNK))
+        if replay.failed is not None:
+            findings("replay", str(replay.failed), position=replay.failed.position)
+        failed = [check for check in _BLOCKING if findings.counts[check]]
+        if failed:
+            findings("replay", f"not rebuilt: the events written during the audit failed "
+                     f"{', '.join(failed)}")
+            return
+        for table in PROJECTIONS:
+            await conn.execute(f"DELETE FROM public.{table}")
+            await conn.execute(f"INSERT INTO public.{table} SELECT * FROM {replay.schema}.{table}")
+    result.rebuilt = True
+    if result.differing:
+        # The live tables are now the replayed ones: those differences are repaired.
+        findings.kept = [f for f in findings.kept if f.check != "projections"]
+        findings.counts.pop("projections", None)
+        await _record_rebuild(url, result)
+
+
+async def _record_rebuild(url: str, result: AuditResult) -> None:
+    pool = await create_pool(url, size=2)
+    try:
+        writer = LedgerWriter(pool)
+        await writer.start()
+        try:
+            await writer.execute(c.RaiseWarning(
+                code="projections_rebuilt", subject=f"audit at position {result.position}",
+                message=f"`concord audit --rebuild` replaced the projections with the ones "
+                        f"replayed from the ledger; {result.differing} row(s) had differed"))
+        finally:
+            await writer.stop()
+    finally:
+        await pool.close()
