@@ -21,6 +21,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.agent_numbering
+	$(BIN)/python -m bench.webservice
+	$(BIN)/python -m bench.audit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from agent.backfill import backfill
 from agent.check import check
 from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
 from agent.heartbeat import beat
+from agent.receipts import export_receipts
 from agent.rules import RulesHolder
 from agent.service import run_agent
 from agent.settings import AgentSettings, load_agent_settings
@@ -38,8 +40,18 @@ def database_target(settings: AgentSettings) -> MysqlTarget:
 
 
 def cmd_serve(settings: AgentSettings, args: argparse.Namespace) -> int:
-    asyncio.run(run_agent(settings, database_target(settings)))
+    # uvloop, as `concord serve` uses: about 12% less CPU for a large Get answer.
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run_agent(settings, database_target(settings)))
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # stdlib asyncio where uvloop is not available (Windows)
+        return None
+    return uvloop.new_event_loop
 
 
 def cmd_check(settings: AgentSettings, args: argparse.Namespace) -> int:
@@ -78,6 +90,22 @@ def cmd_backfill(settings: AgentSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_receipts_export(settings: AgentSettings, args: argparse.Namespace) -> int:
+    async def work() -> tuple[Path, int]:
+        pool = await create_pool(database_target(settings))
+        try:
+            await create_agent_tables(pool)
+            return await export_receipts(pool, args.directory, settings.store)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+    args.directory.mkdir(parents=True, exist_ok=True)
+    path, count = asyncio.run(work())
+    print(f"exported {count} receipt(s) to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord-agent", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML settings file")
@@ -91,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--since", type=date.fromisoformat, help="only documents dated from")
     fill.add_argument("--quiet", action="store_true", help="no progress bar")
     fill.set_defaults(func=cmd_backfill)
+    receipts = sub.add_parser("receipts", help="the coordinator's receipts for this store's "
+                              "numbers").add_subparsers(dest="receipts_command", required=True)
+    export = receipts.add_parser("export", help="write them to a new JSON-lines file in DIR, for "
+                                 "`concord audit --receipts DIR`")
+    export.add_argument("directory", type=Path, metavar="DIR")
+    export.set_defaults(func=cmd_receipts_export)
     return parser
 
 

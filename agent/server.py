@@ -1,4 +1,4 @@
-"""The agent's HTTP server: health and the PHP hook's "number this invoice now"."""
+"""The agent's HTTP server: health, the PHP hook's "number this invoice now", the Get feed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.client import CoordinatorUnavailable
 from agent.numbering import Numbering
+from agent.webservice import AgentFeed, add_webservice_routes
 
 NUMBERING = web.AppKey("numbering", Numbering)
 HOOK_TOKEN = web.AppKey("hook_token", str)
@@ -65,8 +66,11 @@ async def hook_number(request: web.Request) -> web.Response:
     return _json({"invoiceid": int(raw), "invoicenum": number})
 
 
-def create_agent_app(numbering: Numbering, hook_token: str, health: dict[str, Any]) -> web.Application:
+def create_agent_app(numbering: Numbering, hook_token: str, health: dict[str, Any],
+                     feed: AgentFeed | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
+    if feed is not None:
+        add_webservice_routes(app, feed)
     app[NUMBERING] = numbering
     app[HOOK_TOKEN] = hook_token
     app[HEALTH] = health

@@ -14,9 +14,10 @@ from pydantic_settings import (
 )
 
 from coordinator.events.zones import TimeZoneName
+from getfeed.settings import ViesOptions
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(BaseSettings, ViesOptions):
     model_config = SettingsConfigDict(env_prefix="CONCORD_AGENT_", extra="ignore")
 
     whmcs_url: str | None = Field(default=None, description="mysql://user:pass@host:port/db")
@@ -27,7 +28,8 @@ class AgentSettings(BaseSettings):
     token: str = Field(default="", description="This store's peer token", repr=False)
     store: str = Field(default="", description="This store's name (as registered)")
     timezone: TimeZoneName = Field(default="UTC", description="WHMCS's time zone: dates and 'today'")
-    country: str = Field(default="", description="The store's own country (ISO 3166 alpha-2)")
+    country: str = Field(default="", pattern=r"^([A-Za-z]{2})?$",
+                         description="The store's own country (ISO 3166 alpha-2), for MOSS")
     host: str = Field(default="127.0.0.1", description="Address of the agent's HTTP server")
     port: int = Field(default=8701, ge=0, le=65535, description="Port of the agent's HTTP server")
     webservice_token: str = Field(default="", description="Token of the WebService Get feed",

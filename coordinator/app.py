@@ -9,10 +9,12 @@ from importlib.metadata import version
 import orjson
 from aiohttp import web
 
+from coordinator.accounting.schedule import run_daily as run_kashflow_daily
 from coordinator.db import create_pool
 from coordinator.http.middleware import TOKENS, observe
 from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import POOL, TIMEZONE, WRITER, add_routes
+from coordinator.ledger.chain_watch import CHAIN_WATCH, ChainWatch
 from coordinator.ledger.pending import flag_overdue
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate
@@ -20,6 +22,7 @@ from coordinator.peers.liveness import flag_silent
 from coordinator.peers.tokens import TokenCache
 from coordinator.periodic import run_every
 from coordinator.settings import Settings
+from coordinator.webservice.feed import VIES_SETTINGS
 
 MAX_BODY = 1024 * 1024
 
@@ -29,6 +32,7 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError("create_app needs settings.database_url (serve starts the embedded one)")
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[TIMEZONE] = settings.timezone
+    app[VIES_SETTINGS] = settings.vies()
     add_routes(app)
     document = orjson.dumps(openapi_document(version("concord")))
 
@@ -46,7 +50,9 @@ def create_app(settings: Settings) -> web.Application:
         app[POOL] = pool
         app[WRITER] = writer
         app[TOKENS] = TokenCache(pool)
+        app[CHAIN_WATCH] = watch = ChainWatch(pool, writer)
         monitors = [
+            asyncio.create_task(run_every("chain_check", ChainWatch.CHECK_SECONDS, watch.check)),
             asyncio.create_task(run_every(
                 "pending_reservations", settings.pending_check_seconds,
                 lambda: flag_overdue(pool, writer, settings.pending_warning_minutes))),
@@ -55,6 +61,8 @@ def create_app(settings: Settings) -> web.Application:
                 lambda: flag_silent(pool, writer, settings.heartbeat_seconds,
                                     settings.missed_heartbeats))),
         ]
+        if settings.kashflow_username:  # every replica schedules; the sync lock lets one run
+            monitors.append(asyncio.create_task(run_kashflow_daily(pool, writer, settings)))
         yield
         for monitor in monitors:
             monitor.cancel()

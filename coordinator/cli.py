@@ -18,12 +18,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from coordinator.db import connect, create_pool
+from coordinator.db import connect
 from coordinator.embedded import start_embedded, stop_embedded
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.commands import DomainError
-from coordinator.ledger.writer import LedgerWriter
+from coordinator.ledger.writer import open_ledger
 from coordinator.logs import configure_logging
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token, new_token, token_sha256
@@ -137,18 +137,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_command(url: str, command: c.Command) -> dict[str, Any]:
-    pool = await create_pool(url, size=2)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        writer = LedgerWriter(pool)
-        await writer.start()
-        try:
-            return await writer.execute(command)
-        finally:
-            await writer.stop()
-    finally:
-        await pool.close()
+    async with open_ledger(url, pool_size=2) as (_, writer):
+        return await writer.execute(command)
 
 
 def _ledger_command(settings: Settings, make: Callable[[], c.Command],
@@ -234,6 +224,55 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     return _with_db(settings, work)
 
 
+# -- audit, export, verify ---------------------------------------------------------------
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.ledger.audit_cli import read_receipts, run_audit
+
+    try:
+        receipts = read_receipts(args.receipts)
+        return _with_db(settings, lambda url: run_audit(url, receipts, args.rebuild, args.json))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.ledger.audit_cli import run_export
+
+    return _with_db(settings, lambda url: run_export(url, args.file))
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Offline: reads the file (and receipts) only, never a database."""
+    from coordinator.ledger.audit_cli import read_receipts, run_verify
+
+    try:
+        return run_verify(args.file, read_receipts(args.receipts), args.json)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# -- sync kashflow -----------------------------------------------------------------------
+
+def cmd_sync_kashflow(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.accounting.cli import show_options, sync_daily, sync_once
+    from coordinator.accounting.kashflow import KashFlowError
+    from coordinator.accounting.sync import SyncBusy
+
+    if not settings.kashflow_username:
+        raise CliError("KashFlow is not configured: set CONCORD_KASHFLOW_USERNAME and "
+                       "CONCORD_KASHFLOW_PASSWORD (or kashflow_username / kashflow_password in "
+                       "the settings file)")
+    try:
+        if args.show_options:
+            return asyncio.run(show_options(settings))
+        if args.once:
+            return _with_db(settings, lambda url: sync_once(url, settings, args.limit))
+        return _with_db(settings, lambda url: sync_daily(url, settings))
+    except (KashFlowError, SyncBusy) as exc:
+        raise CliError(str(exc)) from None
+
+
 # -- demo --------------------------------------------------------------------------------
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,6 +296,12 @@ def _bool(value: str) -> bool:
     if lowered in ("false", "no", "0", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return int(value)
 
 
 def _uuid_text(value: str) -> str:
@@ -316,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--label", default="")
     create.set_defaults(func=cmd_tokens_create)
 
+    sync = sub.add_parser("sync", help="accounting sync").add_subparsers(
+        dest="sync_command", required=True)
+    kashflow = sync.add_parser("kashflow", help="post paid invoices to KashFlow (default: on the "
+                               "daily schedule, in the foreground)")
+    kashflow.add_argument("--once", action="store_true", help="one run now, with progress")
+    kashflow.add_argument("--limit", type=_positive, help="most invoices this run "
+                          "(default CONCORD_KASHFLOW_LIMIT, 200)")
+    kashflow.add_argument("--show-options", action="store_true", help="list KashFlow's payment "
+                          "methods, bank accounts and currencies for the mapping, and exit")
+    kashflow.set_defaults(func=cmd_sync_kashflow)
+
     demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
     demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
     demo.add_argument("--token", help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
@@ -323,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--documents", type=int, default=60, help="how many documents to issue")
     demo.add_argument("--seed", type=int, help="seed of the generated documents")
     demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="replay the ledger and check chain, invariants, "
+                           "projections (and receipts); exit 0 only when every check holds")
+    audit.add_argument("--receipts", type=Path, metavar="DIR",
+                       help="receipts exported by the stores (concord-agent receipts export)")
+    audit.add_argument("--rebuild", action="store_true",
+                       help="after a successful check, replace the projections by the replay")
+    audit.add_argument("--json", action="store_true", help="the report as JSON")
+    audit.set_defaults(func=cmd_audit)
+    export = sub.add_parser("export", help="write the ledger to a JSON-lines file")
+    export.add_argument("file", type=Path, metavar="FILE.jsonl")
+    export.set_defaults(func=cmd_export)
+    verify = sub.add_parser("verify", help="verify an exported ledger offline: chain, invariants "
+                            "(and receipts); needs no database")
+    verify.add_argument("file", type=Path, metavar="FILE.jsonl")
+    verify.add_argument("--receipts", type=Path, metavar="DIR", help="receipts to check as well")
+    verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -13,7 +14,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from coordinator.accounting.options import KASHFLOW_ENDPOINT, CurrencyMap, GatewayMapping
 from coordinator.events.zones import TimeZoneName
+from getfeed.settings import ViesOptions
 
 
 def local_timezone() -> str:
@@ -29,7 +32,7 @@ def local_timezone() -> str:
     return "UTC"
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ViesOptions):
     model_config = SettingsConfigDict(env_prefix="CONCORD_", extra="ignore")
 
     database_url: str | None = Field(
@@ -55,6 +58,19 @@ class Settings(BaseSettings):
     log_json: bool | None = Field(default=None,
                                   description="JSON logs; default: JSON unless stderr is a TTY")
     log_level: str = Field(default="info", description="debug, info, warning or error")
+    kashflow_url: str = Field(default=KASHFLOW_ENDPOINT, description="KashFlow SOAP endpoint")
+    kashflow_username: str = Field(default="", description="KashFlow user; empty = no sync")
+    kashflow_password: SecretStr = Field(default=SecretStr(""),
+                                         description="KashFlow (separate API) password")
+    kashflow_limit: int = Field(default=200, ge=1, description="Most invoices posted per run")
+    kashflow_daily_at: time = Field(default=time(2, 0),
+                                    description="Time of the daily sync in CONCORD_TIMEZONE")
+    kashflow_timeout_seconds: float = Field(default=60.0, gt=0,
+                                            description="Timeout of one KashFlow call")
+    kashflow_gateways: dict[str, GatewayMapping] = Field(
+        default_factory=dict, description="WHMCS gateway -> KashFlow payment method and account")
+    kashflow_currencies: CurrencyMap = Field(
+        default_factory=dict, description="store -> WHMCS currency id -> ISO code")
 
     config_file: Path | None = Field(default=None, exclude=True)
 

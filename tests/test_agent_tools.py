@@ -531,7 +531,7 @@ async def test_check_passes_on_a_healthy_setup(
     # It created the agent's own tables, as serve does.
     async with connection(whmcs_url) as conn:
         tables = await fetch_all(conn, "SHOW TABLES LIKE 'mod_concord_%'")
-    assert len(tables) == 3
+    assert len(tables) == 4  # outbox, receipts, documents, vies
 
 
 async def test_check_names_each_database_problem_on_one_line(

@@ -37,4 +37,13 @@ CREATE TABLE IF NOT EXISTS mod_concord_documents (
   state_fingerprint CHAR(32) NOT NULL,
   snapshot_sha256 CHAR(64) NOT NULL,
   reported_at DATETIME(6) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- VIES verdicts on client VAT numbers, so the Get feed asks VIES once per number and period.
+CREATE TABLE IF NOT EXISTS mod_concord_vies (
+  country CHAR(2) NOT NULL,
+  number VARCHAR(16) NOT NULL,
+  valid TINYINT(1) NOT NULL,
+  checked_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (country, number)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4

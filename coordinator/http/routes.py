@@ -20,15 +20,18 @@ from pydantic import (
 )
 
 from coordinator.events.canonical import NotCanonical, ensure_canonical
+from coordinator.events.get_query import BILLING_EXTENSION_PATH
 from coordinator.http.errors import ApiError
 from coordinator.http.json import json_response, read_body
 from coordinator.http.middleware import TOKENS, guarded, principal_of
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
+from coordinator.ledger.chain_watch import CHAIN_WATCH
 from coordinator.ledger.numbering import SERIES_NAMES
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.peers.liveness import record_heartbeat
 from coordinator.peers.tokens import new_token, token_sha256
+from coordinator.webservice import feed
 
 WRITER = web.AppKey("writer", LedgerWriter)
 POOL = web.AppKey("pool", object)
@@ -165,7 +168,9 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 async def healthz(request: web.Request) -> web.Response:
     async with _pool(request).acquire() as conn:
         ledger = await queries.ledger_head(conn)
-    return json_response({"status": "ok", "ledger": ledger})
+    watch = request.app.get(CHAIN_WATCH)
+    chain = watch.health() if watch is not None else None  # background chain check (app.py)
+    return json_response({"status": "ok", "ledger": ledger, "chain": chain})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -358,6 +363,16 @@ async def list_events(request: web.Request) -> web.Response:
         return json_response({"events": await queries.events(conn, after, limit)})
 
 
+# -- the WebService Get feed (its own token check: the contract sends the token in the body) --
+
+async def webservice(request: web.Request) -> web.StreamResponse:
+    return await feed.serve(request, _pool(request), request.app[TIMEZONE])
+
+
+async def webservice_alias(request: web.Request) -> web.StreamResponse:
+    return await feed.serve(request, _pool(request), request.app[TIMEZONE], alias=True)
+
+
 OPERATOR = ("operator",)
 READ = ("operator", "reader")
 ANYONE = ("operator", "reader", "peer")
@@ -408,6 +423,11 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/warnings/{id}/resolve", resolve_warning, OPERATOR, "Resolve a warning"),
     Route("GET", "/v1/events", list_events, READ, "The ledger in order",
           query=("after", "limit")),
+    Route("POST", "/v1/webservice", webservice, None,
+          "The WebService Get feed of every store (reader or operator token, in the `token` "
+          "field or as Bearer; docs/api.md)"),
+    Route("POST", BILLING_EXTENSION_PATH, webservice_alias, None,
+          "The Get feed under the Billing Extension path (ws=einvoice)"),
 ]
 
 

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram
 
+from coordinator.db import create_pool
 from coordinator.events import catalogue as ev
 from coordinator.events.canonical import canonical_event, canonical_json, format_recorded_at
 from coordinator.ledger import commands as c
@@ -31,6 +33,7 @@ from coordinator.ledger import store
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.decide import DECIDERS, receipt, reservation_view
 from coordinator.ledger.state import Event, LedgerState
+from coordinator.migrations import migrate
 
 log = structlog.get_logger(__name__)
 
@@ -203,3 +206,21 @@ def _answer_again(state: LedgerState, event: Event) -> dict[str, Any]:
         view = reservation_view(state.reservations[event.data["reservation_id"]])
         return {**view, "receipt": receipt(event.position, event.hash)}
     return {"receipt": receipt(event.position, event.hash), "data": event.data}
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(url: str, *, pool_size: int) -> AsyncIterator[tuple[asyncpg.Pool, LedgerWriter]]:
+    """A pool on a migrated database and a running writer, for CLI commands (serve has its
+    own lifecycle in app.py). ``pool_size`` counts the writer's connection."""
+    pool = await create_pool(url, size=pool_size)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        writer = LedgerWriter(pool)
+        await writer.start()
+        try:
+            yield pool, writer
+        finally:
+            await writer.stop()
+    finally:
+        await pool.close()

@@ -1,0 +1,168 @@
+"""The EU reference table behind the Get feed's ``Europe`` block, and the MOSS rule. Pure.
+
+A client's place (country, state, postcode) maps to a ``Territory``: the member state it
+belongs to, its region ("Europe", or another continent for the outermost regions) and
+whether it lies inside the EU VAT area. Places outside the EU (including the overseas
+countries and territories, which are not part of the EU) have no territory: their
+``Europe`` block is null.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+MEMBER_STATES = frozenset((
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE",
+    "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+))
+# The day each member state adopted the euro: MonetaryUnion holds from then on.
+EURO_SINCE = {
+    **dict.fromkeys(("AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"),
+                    date(1999, 1, 1)),
+    "GR": date(2001, 1, 1), "SI": date(2007, 1, 1), "CY": date(2008, 1, 1),
+    "MT": date(2008, 1, 1), "SK": date(2009, 1, 1), "EE": date(2011, 1, 1),
+    "LV": date(2014, 1, 1), "LT": date(2015, 1, 1), "HR": date(2023, 1, 1),
+    "BG": date(2026, 1, 1),
+}
+# VIES names Greece EL; Northern Ireland's traders use XI.
+VIES_CODES = {**{code: code for code in MEMBER_STATES}, "GR": "EL"}
+_VIES_PREFIXES = frozenset(VIES_CODES.values()) | {"XI"}
+
+
+@dataclass(frozen=True)
+class Territory:
+    name: str
+    member_state: str
+    region: str = "Europe"
+    vat_area: bool = True
+
+
+_MAINLAND = {code: Territory(code, code) for code in MEMBER_STATES}
+# Outermost regions and special territories under their own ISO 3166 code (IC and EA are
+# the reserved codes some systems use for the Canary Islands and Ceuta/Melilla).
+_BY_CODE = {
+    "GP": Territory("Guadeloupe", "FR", "North-America", vat_area=False),
+    "MQ": Territory("Martinique", "FR", "North-America", vat_area=False),
+    "MF": Territory("Saint-Martin", "FR", "North-America", vat_area=False),
+    "GF": Territory("French Guiana", "FR", "South-America", vat_area=False),
+    "RE": Territory("Réunion", "FR", "Africa", vat_area=False),
+    "YT": Territory("Mayotte", "FR", "Africa", vat_area=False),
+    "IC": Territory("Canary Islands", "ES", "Africa", vat_area=False),
+    "EA": Territory("Ceuta and Melilla", "ES", "Africa", vat_area=False),
+    "AX": Territory("Åland", "FI", vat_area=False),
+    # Monaco is not in the EU but inside its VAT area, as part of France.
+    "MC": Territory("Monaco", "FR"),
+    "EL": _MAINLAND["GR"],
+}
+# The same places under their member state's code, told apart by postcode prefix (the
+# longest prefix wins). None: an overseas country or territory, outside the EU.
+_BY_POSTCODE: dict[str, dict[str, Territory | None]] = {
+    "ES": {"35": _BY_CODE["IC"], "38": _BY_CODE["IC"],
+           "51": Territory("Ceuta", "ES", "Africa", vat_area=False),
+           "52": Territory("Melilla", "ES", "Africa", vat_area=False)},
+    "PT": {**dict.fromkeys(("90", "91", "92", "93"), Territory("Madeira", "PT", "Africa")),
+           **dict.fromkeys(("95", "96", "97", "98", "99"), Territory("Azores", "PT"))},
+    "FR": {"971": _BY_CODE["GP"], "97150": _BY_CODE["MF"], "97133": None, "972": _BY_CODE["MQ"],
+           "973": _BY_CODE["GF"], "974": _BY_CODE["RE"], "975": None, "976": _BY_CODE["YT"],
+           "98": None, "980": _BY_CODE["MC"]},
+    "GR": {"63086": Territory("Mount Athos", "GR", vat_area=False)},
+    "DE": {"78266": Territory("Büsingen am Hochrhein", "DE", vat_area=False),
+           "27498": Territory("Heligoland", "DE", vat_area=False)},
+    "IT": {"23041": Territory("Livigno", "IT", vat_area=False),
+           "22061": Territory("Campione d'Italia", "IT", vat_area=False)},
+    "FI": {"22": _BY_CODE["AX"]},
+}
+_MOUNT_ATHOS_STATES = frozenset(("mount athos", "agion oros", "agio oros", "athos"))
+_VAT_FIELD = re.compile(r"\b(vat|tva|iva|btw|ust|mwst|moms|tax ?id)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)  # called for every document of a feed answer
+def territory(country: str, state: str = "", postcode: str = "") -> Territory | None:
+    code = country.strip().upper()
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    if code not in MEMBER_STATES:
+        return None
+    if code == "GR" and state.strip().lower() in _MOUNT_ATHOS_STATES:
+        return _BY_POSTCODE["GR"]["63086"]
+    prefixes = _BY_POSTCODE.get(code)
+    if prefixes:
+        digits = postcode.replace(" ", "").replace("-", "")
+        for length in range(min(len(digits), 5), 0, -1):
+            if digits[:length] in prefixes:
+                return prefixes[digits[:length]]
+    return _MAINLAND[code]
+
+
+def home_member_state(country: str) -> str:
+    """The member state of the store's own country ("" when it is not in the EU)."""
+    place = territory(country)
+    return place.member_state if place else ""
+
+
+def in_monetary_union(member_state: str, on: date) -> bool:
+    since = EURO_SINCE.get(member_state)
+    return since is not None and on >= since
+
+
+def vat_number(client: Mapping[str, Any]) -> str:
+    """The client's VAT number: WHMCS 8's tax_id (``TaxID``), else a custom field named
+    like one ("VAT Number", "Partita IVA", "USt-IdNr", "BTW-nummer", "Tax ID" …)."""
+    number = str(client.get("TaxID") or "").strip()
+    if number:
+        return number
+    for field in client.get("CustomFields") or ():
+        if isinstance(field, dict) and _names_vat(str(field.get("fieldname", ""))):
+            value = str(field.get("value") or "").strip()
+            if value:
+                return value
+    return ""
+
+
+@functools.lru_cache(maxsize=256)  # a store has a handful of custom field names
+def _names_vat(fieldname: str) -> bool:
+    return _VAT_FIELD.search(fieldname) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def vies_key(number: str, member_state: str) -> tuple[str, str] | None:
+    """(VIES country code, number without prefix) to look up, None when VIES cannot know it.
+
+    A number without a country prefix is taken as one of the client's member state.
+    """
+    compact = re.sub(r"[\s.\-/]", "", number).upper()
+    prefix = compact[:2]
+    if prefix in _VIES_PREFIXES:
+        country, rest = prefix, compact[2:]
+    elif member_state:
+        country, rest = VIES_CODES[member_state], compact
+    else:
+        return None
+    if not re.fullmatch(r"[0-9A-Z+*]{2,12}", rest):
+        return None
+    return country, rest
+
+
+def europe_block(place: Territory | None, *, vies: bool, home: str, on: date
+                 ) -> dict[str, Any] | None:
+    """The contract's ``Europe`` block. MOSS: a consumer (no VIES-confirmed VAT number) in a
+    member state other than the store's own, inside the EU VAT area."""
+    if place is None:
+        return None
+    return {
+        "MemberState": place.member_state,
+        "Region": place.region,
+        "MonetaryUnion": in_monetary_union(place.member_state, on),
+        "VIES": vies,
+        "MOSS": not vies and place.vat_area and place.member_state != home,
+    }
+
+
+def client_territory(client: Mapping[str, Any]) -> Territory | None:
+    return territory(str(client.get("Country") or ""), str(client.get("State") or ""),
+                     str(client.get("PostCode") or ""))

@@ -1,0 +1,40 @@
+"""The Get feed's answer, encoded piece by piece so that it streams. Pure.
+
+The answer is one JSON object keyed by document ID; it is produced page by page, each
+page's documents completed with their ``Europe`` block, so memory holds one page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import orjson
+
+from coordinator.events.vies import ViesLookup, add_europe
+
+# (key in the answer, {"ClientData", "DocData"…}, member state of the store's own country)
+FeedItem = tuple[str, dict[str, Any], str]
+
+
+async def prepend(first: list[FeedItem], rest: AsyncIterator[list[FeedItem]]
+                  ) -> AsyncIterator[list[FeedItem]]:
+    yield first
+    async for page in rest:
+        yield page
+
+
+async def answer_chunks(pages: AsyncIterator[list[FeedItem]], lookup: ViesLookup,
+                        today: date) -> AsyncIterator[bytes]:
+    yield b"{"
+    first = True
+    async for page in pages:
+        if not page:
+            continue
+        await add_europe([doc for _, doc, _ in page], [home for *_, home in page], lookup, today)
+        # One dumps per page: the members of a JSON object, without its braces.
+        body = orjson.dumps({key: doc for key, doc, _ in page})[1:-1]
+        yield body if first else b"," + body
+        first = False
+    yield b"}"

@@ -1,0 +1,177 @@
+"""The WebService ``Get`` request: its parameters, the date keywords, and the errors. Pure.
+
+Parameter names and values follow the contract (seeds/webservice-get.txt): values are
+case-insensitive, ``start`` takes a date, an integer N (today-N … today) or a keyword of
+the contract's table, and every error names the parameter, the value received and what
+is accepted. "Today" is passed in: it is the store's (or the coordinator's) local date.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from calendar import monthrange
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import orjson
+
+# The Billing Extension's URL path (with ws=einvoice): existing scripts only change the host.
+BILLING_EXTENSION_PATH = ("/modules/addons/BillingExtension/core/BillingExtension_Admin/resources/"
+                          "einvoice/einvoice.php")
+DOCTYPES = {"invoice": "invoice", "invoices": "invoice",
+            "creditnote": "creditnote", "creditnotes": "creditnote"}
+BOTH_DOCTYPES = frozenset(("invoice", "creditnote"))
+KEYWORDS = ("Today", "Yesterday", "Last 7 days", "Last week", "Week to date", "Month to date",
+            "Previous month", "Year to date", "Last year", "All")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class GetQueryError(ValueError):
+    """A request the feed refuses: ``message`` says what is wrong and what is accepted."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GetQuery:
+    """What a Get request selects: a date range (None = open), or one document."""
+
+    start: date | None = None
+    end: date | None = None
+    invoicenum: str | None = None
+    invoiceid: int | None = None
+    doctypes: frozenset[str] = BOTH_DOCTYPES
+    store: str | None = None
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def keyword_range(keyword: str, today: date) -> tuple[date | None, date | None] | None:
+    """The range of a date keyword as the contract's table gives it, None for an unknown one.
+
+    Monday starts the week. "Last week" is the table's Monday-to-Sunday week holding today
+    (2019-06-10 … 2019-06-16 for Saturday 2019-06-15); "Year to date" ends today.
+    """
+    monday = today - timedelta(days=today.weekday())
+    previous_month_end = _month_start(today) - timedelta(days=1)
+    ranges: dict[str, tuple[date | None, date | None]] = {
+        "today": (today, today),
+        "yesterday": (today - timedelta(days=1), today - timedelta(days=1)),
+        "last 7 days": (today - timedelta(days=7), today),
+        "last week": (monday, monday + timedelta(days=6)),
+        "week to date": (monday, today),
+        "month to date": (_month_start(today), today),
+        "previous month": (_month_start(previous_month_end), previous_month_end),
+        "year to date": (date(today.year, 1, 1), today),
+        "last year": (date(today.year - 1, 1, 1), date(today.year - 1, 12, 31)),
+        "all": (None, None),
+    }
+    return ranges.get(" ".join(keyword.lower().replace("_", " ").split()))
+
+
+def _whole_number(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit()
+
+
+def _iso_date(name: str, raw: str) -> date:
+    if not _ISO_DATE.fullmatch(raw):
+        raise GetQueryError(f"{name} {raw!r} is not a date: use YYYY-MM-DD (e.g. 2019-06-01)")
+    year, month, day = (int(part) for part in raw.split("-"))
+    if not (1 <= month <= 12 and 1 <= day <= monthrange(max(year, 1), month)[1]) or year < 1:
+        raise GetQueryError(f"{name} {raw!r} is not a calendar date: use YYYY-MM-DD")
+    return date(year, month, day)
+
+
+def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]:
+    """(start, end, is_date) for the ``start`` value."""
+    if raw == "":
+        return None, None, False
+    if _whole_number(raw):
+        try:
+            return today - timedelta(days=int(raw)), today, False
+        except OverflowError:
+            raise GetQueryError(f"start {raw!r} reaches before year 1: use a smaller number of "
+                                "days") from None
+    keyword = keyword_range(raw, today)
+    if keyword is not None:
+        return keyword[0], keyword[1], False
+    if _ISO_DATE.fullmatch(raw):
+        return _iso_date("start", raw), today, True
+    raise GetQueryError(
+        f"start {raw!r} is not accepted: use a date YYYY-MM-DD, a number of days (5 = the last "
+        f"5 days up to today) or one of {', '.join(KEYWORDS)}; leave it empty for all")
+
+
+def _text(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise GetQueryError(f"{name} must be a string, received {json.dumps(value)}")
+    return str(value).strip()
+
+
+def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = False) -> GetQuery:
+    """Validate a Get request's fields (the token is checked before, by the caller)."""
+    action = _text(fields, "action")
+    if action.lower() != "get":
+        what = f"action {action!r} is not supported" if action else "action is missing"
+        raise GetQueryError(f"{what}: send action=Get")
+    raw_type = _text(fields, "doctype")
+    doctypes = BOTH_DOCTYPES
+    if raw_type:
+        doctype = DOCTYPES.get(raw_type.lower())
+        if doctype is None:
+            raise GetQueryError(f"doctype {raw_type!r} is not accepted: use Invoice or "
+                                "CreditNote (Invoices, CreditNotes), or leave it empty for both")
+        doctypes = frozenset((doctype,))
+    store = (_text(fields, "store") or None) if with_store else None
+    invoicenum, raw_id = _text(fields, "invoicenum"), _text(fields, "invoiceid")
+    if invoicenum and raw_id:
+        raise GetQueryError(f"invoicenum {invoicenum!r} and invoiceid {raw_id!r} exclude each "
+                            "other: send only one of them")
+    if raw_id:
+        if not _whole_number(raw_id) or int(raw_id) > 2**63 - 1:
+            raise GetQueryError(f"invoiceid {raw_id!r} is not accepted: it must be a whole "
+                                "number, the document ID (tblinvoices.id)")
+        return GetQuery(invoiceid=int(raw_id), doctypes=doctypes, store=store)
+    if invoicenum:
+        return GetQuery(invoicenum=invoicenum, doctypes=doctypes, store=store)
+    raw_start, raw_end = _text(fields, "start"), _text(fields, "end")
+    start, end, is_date = _start_range(raw_start, today)
+    if raw_end:
+        if not is_date:
+            got = f"start {raw_start!r}" if raw_start else "no start"
+            raise GetQueryError(f"end {raw_end!r} needs a start date in YYYY-MM-DD, received "
+                                f"{got}: end only works with a date start")
+        end = _iso_date("end", raw_end)
+        if start is not None and end < start:
+            raise GetQueryError(f"end {raw_end!r} is before start {raw_start!r}: end must be "
+                                "on or after start")
+    return GetQuery(start=start, end=end, doctypes=doctypes, store=store)
+
+
+def json_fields(body: bytes) -> dict[str, Any]:
+    """The fields of a JSON request body (form bodies are read by the web framework)."""
+    try:
+        fields = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        raise GetQueryError("the request body is not valid JSON: send a JSON object or "
+                            "form fields (action=Get&token=…)") from None
+    if not isinstance(fields, dict):
+        raise GetQueryError("the JSON body must be an object of parameters such as "
+                            '{"action": "Get", "token": "…"}')
+    return fields
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"result": "error", "message": message})
+

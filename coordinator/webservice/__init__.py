@@ -1,0 +1,1 @@
+"""The WebService Get feed of the coordinator: every store's issued documents."""

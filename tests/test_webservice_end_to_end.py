@@ -1,0 +1,76 @@
+"""One store, end to end: a real agent numbers its WHMCS documents through a real coordinator,
+and both feeds then answer the same documents."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent.whmcs.fixture import connection, fetch_all, load_store
+from agent.whmcs.generator import StoreGenerator
+from tests.agent_process import AgentProcess
+from tests.conftest import Tokens, bearer
+from tests.coordinator_process import CoordinatorProcess
+from tests.mysql_fixtures import WhmcsDatabaseFactory
+
+TOKEN = "agent-feed-token"
+
+
+async def _post(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
+    async with http.post(url, **kwargs) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_agent_and_coordinator_answer_the_same_documents(
+        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
+        tmp_path: Path) -> None:
+    generator = StoreGenerator(5, "alpha", clients=12, invoices=60, today=date(2025, 1, 15))
+    whmcs_url = whmcs_database_factory()
+    async with connection(whmcs_url) as conn:
+        await load_store(conn, generator)
+    coordinator = CoordinatorProcess(database_url, tmp_path, "coordinator",
+                                     env={"CONCORD_VIES_URL": ""})
+    agent: AgentProcess | None = None
+    try:
+        await coordinator.start()
+        async with aiohttp.ClientSession() as http:
+            status, peer = await _post(http, f"{coordinator.url}/v1/peers",
+                                       headers=bearer(tokens.operator),
+                                       json={"name": "alpha", "url": "http://127.0.0.1:8701"})
+            assert status == 201
+            agent = AgentProcess("alpha", whmcs_url, coordinator.url, peer["token"], tmp_path, env={
+                "CONCORD_AGENT_WEBSERVICE_TOKEN": TOKEN, "CONCORD_AGENT_COUNTRY": "NL",
+                "CONCORD_AGENT_VIES_URL": ""})
+            await agent.start(60)
+            # Wait until every paid document is numbered and confirmed.
+            deadline = time.monotonic() + 30
+            while True:
+                async with connection(whmcs_url) as conn:
+                    waiting = await fetch_all(
+                        conn, "SELECT (SELECT COUNT(*) FROM tblinvoices WHERE invoicenum = ''"
+                        " AND status IN ('Paid', 'Refunded')) + (SELECT COUNT(*) FROM"
+                        " mod_concord_outbox WHERE confirmed_at IS NULL) AS n")
+                if waiting[0]["n"] == 0:
+                    break
+                assert time.monotonic() < deadline, agent.log_tail()
+                await asyncio.sleep(0.3)
+            status, local = await _post(http, f"{agent.url}/webservice",
+                                        data={"action": "Get", "token": TOKEN})
+            assert status == 200
+            assert len(local) > 20
+            status, central = await _post(http, f"{coordinator.url}/v1/webservice",
+                                          data={"action": "Get", "token": tokens.reader,
+                                                "store": "alpha"})
+            assert status == 200
+    finally:
+        if agent is not None:
+            agent.stop()
+        coordinator.stop()
+    assert list(central) == [f"alpha/{key}" for key in local]
+    for key, document in local.items():
+        assert central[f"alpha/{key}"] == {"Store": "alpha", **document}
