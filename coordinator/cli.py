@@ -16,14 +16,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import structlog
-from aiohttp import web
 
 from coordinator.db import connect
 from coordinator.embedded import start_embedded, stop_embedded
 from coordinator.ledger import commands as c
-from coordinator.ledger import queries
 from coordinator.ledger.commands import DomainError
-from coordinator.ledger.writer import open_ledger
 from coordinator.logs import configure_logging
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token, new_token, token_sha256
@@ -99,6 +96,8 @@ def _save_operator_token(token: str, data_dir: Path) -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
     from coordinator.app import create_app
 
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
@@ -137,6 +136,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_command(url: str, command: c.Command) -> dict[str, Any]:
+    from coordinator.ledger.writer import open_ledger
+
     async with open_ledger(url, pool_size=2) as (_, writer):
         return await writer.execute(command)
 
@@ -167,7 +168,9 @@ def _read(settings: Settings, query: Callable[[Any], Awaitable[Any]]) -> int:
 
 
 def cmd_series_show(settings: Settings, args: argparse.Namespace) -> int:
-    return _read(settings, queries.series_overview)
+    from coordinator.ledger.queries import series_overview
+
+    return _read(settings, series_overview)
 
 
 def cmd_series_set(settings: Settings, args: argparse.Namespace) -> int:
@@ -195,7 +198,9 @@ def cmd_peers_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_peers_list(settings: Settings, args: argparse.Namespace) -> int:
-    return _read(settings, queries.peers)
+    from coordinator.ledger.queries import peers
+
+    return _read(settings, peers)
 
 
 def cmd_peers_rotate(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,16 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import asyncpg
 import orjson
 
-from coordinator.db import connect
-from coordinator.ledger.audit import audit
-from coordinator.ledger.export import export_ledger
 from coordinator.ledger.findings import render_json, render_text
 from coordinator.ledger.receipts import Receipt, load_receipts
 from coordinator.ledger.verify import verify_file
-from coordinator.migrations import migrate
 
 
 def read_receipts(directory: Path | None) -> list[Receipt] | None:
@@ -42,6 +37,13 @@ def _emit(text: str, payload: dict[str, object], as_json: bool) -> None:
 
 
 async def run_audit(url: str, receipts: list[Receipt] | None, rebuild: bool, as_json: bool) -> int:
+    # Database modules load only in the commands that use one: verify starts fast.
+    import asyncpg
+
+    from coordinator.db import connect
+    from coordinator.ledger.audit import audit
+    from coordinator.migrations import migrate
+
     conn = await connect(url)
     try:
         await migrate(conn)
@@ -65,6 +67,10 @@ async def run_audit(url: str, receipts: list[Receipt] | None, rebuild: bool, as_
 
 
 async def run_export(url: str, path: Path) -> int:
+    from coordinator.db import connect
+    from coordinator.ledger.export import export_ledger
+    from coordinator.migrations import migrate
+
     conn = await connect(url)
     try:
         await migrate(conn)

@@ -1,18 +1,7 @@
-"""`concord export FILE.jsonl`: the whole ledger as a file anyone can verify offline.
+"""`concord export FILE.jsonl`: streams the ledger into the file format of export_format.py.
 
-Format (JSON lines, UTF-8):
-
-- line 1, the header: ``{"format":"concord-ledger-export/1","hash":"<head hash>","position":N}``
-  in canonical JSON;
-- then one line per event, in position order: ``{"event":<canonical event>,"hash":"<hex>"}``
-  where ``<canonical event>`` is byte for byte what was hashed
-  (``hash = sha256(previous hash ‖ canonical event)``, the first previous hash being 32 zero
-  bytes).
-
-So a verifier recomputes each hash from the bytes of the line without re-serialising
-anything, and every byte of the file is either hashed or checked literally: a one-byte
-change anywhere is detected. The export reads one consistent snapshot through a
-server-side cursor: memory stays flat however long the ledger is.
+The export reads one consistent snapshot through a server-side cursor: memory stays flat
+however long the ledger is.
 """
 
 from __future__ import annotations
@@ -25,24 +14,11 @@ from pathlib import Path
 import asyncpg
 from tqdm import tqdm
 
-from coordinator.events.canonical import canonical_json
 from coordinator.ledger import store
 from coordinator.ledger.chain import EVENT_COLUMNS, stored_body
+from coordinator.ledger.export_format import event_line, header_line
 
-FORMAT = "concord-ledger-export/1"
-LINE_PREFIX = b'{"event":'
-HASH_KEY = b',"hash":"'
-LINE_END = b'"}\n'
-SUFFIX_LENGTH = len(HASH_KEY) + 64 + len(LINE_END)
 FETCH = 2000
-
-
-def header_line(position: int, hash_: bytes) -> bytes:
-    return canonical_json({"format": FORMAT, "hash": hash_.hex(), "position": position}) + b"\n"
-
-
-def event_line(body: bytes, hash_: bytes) -> bytes:
-    return b"".join((LINE_PREFIX, body, HASH_KEY, hash_.hex().encode(), LINE_END))
 
 
 async def cursor_chunks(conn: asyncpg.Connection, query: str, *args: object,
