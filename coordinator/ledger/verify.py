@@ -52,6 +52,7 @@ _POSITION_KEY = b',"position":'
 _TYPE_KEY = b',"type":"'
 _PREFIX = len(LINE_PREFIX)
 _HASH_AT, _HASH_END = -SUFFIX_LENGTH + len(HASH_KEY), -len(LINE_END)
+READ_BUFFER = 1 << 20  # iterating lines from 1 MiB reads takes half the time of 8 KiB ones
 PARALLEL_BYTES = 32 << 20  # from this size on, the two passes run in two processes
 
 
@@ -90,9 +91,9 @@ def _chain_pass(path: Path, progress: bool | None
     chain = ChainVerifier(findings)
     ids = EventIds()
     sha256, loads, add_id = hashlib.sha256, orjson.loads, ids.add
-    with path.open("rb") as lines, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                        desc="verify", disable=None if progress is None
-                                        else not progress) as bar:
+    with path.open("rb", buffering=READ_BUFFER) as lines, tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc="verify",
+            disable=None if progress is None else not progress) as bar:
         header = _header(lines.readline(), findings)
         read = 0
         for number, line in enumerate(lines, 2):
@@ -138,17 +139,18 @@ def _chain_pass(path: Path, progress: bool | None
     return findings, chain.position, chain.hash, header
 
 
-def _data(type_: str, data: bytes) -> Any:
+def _data(type_: str, line: bytes, end: int) -> Any:
+    """The event's data, ``line[_DATA_START:end]``, parsed without copying it first."""
     if type_ == ev.NUMBER_ISSUED:
         # Sorted keys put the snapshot before "formatted"; a `,"` cannot occur inside a JSON
         # string, so the last `,"formatted":"` is data's own key. Parse what follows it.
-        cut = data.rfind(_ISSUED_TAIL)
+        cut = line.rfind(_ISSUED_TAIL, _DATA_START, end)
         if cut > 0:
             try:
-                return orjson.loads(b"{" + data[cut + 1:])
+                return orjson.loads(b"{" + line[cut + 1:end])
             except orjson.JSONDecodeError:
                 pass
-    return orjson.loads(data)
+    return orjson.loads(memoryview(line)[_DATA_START:end])
 
 
 def _invariants_pass(path: Path, receipts: list[Receipt] | None
@@ -163,7 +165,7 @@ def _invariants_pass(path: Path, receipts: list[Receipt] | None
     checked, feed = CHECKED_TYPES, invariants.feed
     last = 0
     end = -SUFFIX_LENGTH
-    with path.open("rb") as lines:
+    with path.open("rb", buffering=READ_BUFFER) as lines:
         lines.readline()
         for line in lines:
             if not (line.startswith(LINE_PREFIX) and line.endswith(LINE_END)):
@@ -184,7 +186,7 @@ def _invariants_pass(path: Path, receipts: list[Receipt] | None
             data: Any = {}
             if type_ in checked:
                 try:
-                    data = _data(type_, line[_DATA_START:cut])
+                    data = _data(type_, line, cut)
                 except orjson.JSONDecodeError:
                     findings("invariants", f"{type_} data is not JSON", position=last)
                     continue
