@@ -298,6 +298,7 @@ def measure(count: int, workdir: Path) -> dict[str, Any]:
         print("concord export …", flush=True)
         results["export"] = run_measured(["--database-url", url, "export", str(export)])
         results["export"]["bytes"] = export.stat().st_size
+    os.sync()  # the export's dirty pages are written back now, not during the measured verify
     print("concord verify …", flush=True)
     verify = run_measured(["verify", str(export), "--json"])
     verify["ok"] = verify["code"] == 0 and json.loads(verify["stdout"])["ok"]
