@@ -20,6 +20,7 @@ import structlog
 from coordinator.db import connect
 from coordinator.embedded import start_embedded, stop_embedded
 from coordinator.ledger import commands as c
+from coordinator.ledger.audit_cli import VERIFY_HELP, add_verify_arguments
 from coordinator.ledger.commands import DomainError
 from coordinator.logs import configure_logging
 from coordinator.migrations import migrate
@@ -249,12 +250,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Offline: reads the file (and receipts) only, never a database."""
-    from coordinator.ledger.audit_cli import read_receipts, run_verify
+    from coordinator.ledger.audit_cli import verify_command
 
-    try:
-        return run_verify(args.file, read_receipts(args.receipts), args.json)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    return verify_command(args)
 
 
 # -- sync kashflow -----------------------------------------------------------------------
@@ -396,11 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the ledger to a JSON-lines file")
     export.add_argument("file", type=Path, metavar="FILE.jsonl")
     export.set_defaults(func=cmd_export)
-    verify = sub.add_parser("verify", help="verify an exported ledger offline: chain, invariants "
-                            "(and receipts); needs no database")
-    verify.add_argument("file", type=Path, metavar="FILE.jsonl")
-    verify.add_argument("--receipts", type=Path, metavar="DIR", help="receipts to check as well")
-    verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify = sub.add_parser("verify", help=VERIFY_HELP)
+    add_verify_arguments(verify)
     verify.set_defaults(func=cmd_verify)
     return parser
 

@@ -12,7 +12,13 @@ import asyncpg
 import orjson
 
 from coordinator.db import connect
-from coordinator.events.canonical import canonical_event, canonical_json, format_recorded_at
+from coordinator.events.canonical import (
+    GENESIS_HASH,
+    canonical_event,
+    canonical_json,
+    format_recorded_at,
+)
+from coordinator.ledger.export_format import event_line, header_line
 from tests.api_helpers import add_store, confirm, reserve
 from tests.conftest import bearer
 
@@ -110,3 +116,16 @@ async def rewrite_tail(database_url: str, keep: int,
             await conn.execute("ALTER TABLE events ENABLE TRIGGER ALL")
     finally:
         await conn.close()
+
+
+def rechain_export(path: Path, forge: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Rewrite an export file with ``forge`` applied to its events and every hash and the
+    header recomputed: a file whose chain holds, as a forger would write it."""
+    events = [orjson.loads(line)["event"] for line in path.read_bytes().splitlines()[1:]]
+    forge(events)
+    prev, lines = GENESIS_HASH, []
+    for event in events:
+        body = canonical_json(event)
+        prev = hashlib.sha256(prev + body).digest()
+        lines.append(event_line(body, prev))
+    path.write_bytes(header_line(len(events), prev) + b"".join(lines))

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from coordinator.db import connect
+from coordinator.ledger import verify_chain, verify_records
 from coordinator.ledger.export import export_ledger
 from coordinator.ledger.receipts import load_receipts
 from coordinator.ledger.verify import verify_file
-from tests.ledger_tamper import populate, rewrite_tail, write_receipts
+from tests.ledger_tamper import populate, rechain_export, rewrite_tail, write_receipts
 
 
 def concord(*args: str, database_url: str | None = None,
@@ -122,3 +125,68 @@ def test_verify_refuses_what_is_not_a_file(tmp_path) -> None:
     (tmp_path / "x.jsonl").write_text("")
     bad = concord("verify", str(tmp_path / "x.jsonl"), "--receipts", str(tmp_path / "r"))
     assert bad.returncode == 1 and "bad.jsonl:1" in bad.stderr
+
+
+async def test_verify_reads_window_by_window_in_one_or_two_processes(
+        client, tokens, database_url, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large file is read a window at a time (here: a few lines each); a change in any
+    window is named at its own position, whichever process reads it."""
+    await populate(client, tokens.operator)
+    path = tmp_path / "ledger.jsonl"
+    await _export(database_url, path)
+    for module in (verify_chain, verify_records):
+        monkeypatch.setattr(module, "WINDOW", 1500)
+    original = path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    assert len(lines) > 8 and len(original) > 6 * 1500
+    for parallel in (False, True):
+        verified = verify_file(path, progress=False, parallel=parallel)
+        assert verified.findings.ok, verified.findings.kept
+        assert verified.position == len(lines) - 1
+    for position in (2, len(lines) // 2, len(lines) - 2):
+        changed = list(lines)
+        changed[position] = changed[position].replace(b'"stream":"', b'"stream":"x', 1)
+        path.write_bytes(b"".join(changed))
+        for parallel in (False, True):
+            found = verify_file(path, progress=False, parallel=parallel).findings
+            assert [(f.check, f.position) for f in found.kept] == [("chain", position)], \
+                found.kept
+
+
+async def test_verify_names_what_a_rechained_file_breaks(client, tokens, database_url,
+                                                        tmp_path) -> None:
+    """A forger who recomputes every hash keeps the chain whole; positions, event ids and the
+    data of the numbering events still have to hold, and each break is named."""
+    await populate(client, tokens.operator)
+    path = tmp_path / "ledger.jsonl"
+    await _export(database_url, path)
+    original = path.read_bytes()
+
+    def forged(forge) -> list[tuple[str, int | None, str]]:
+        path.write_bytes(original)
+        rechain_export(path, forge)
+        findings = verify_file(path, progress=False).findings
+        assert findings.held("chain")
+        return [(f.check, f.position, f.message) for f in findings.kept]
+
+    def reserved(events: list[dict]) -> dict:
+        return next(e for e in events if e["type"] == "NumberReserved")
+
+    def same_id(events: list[dict]) -> None:
+        events[-1]["event_id"] = events[0]["event_id"]
+
+    ((check, position, message),) = forged(same_id)
+    assert check == "positions" and position > 1 and "occurs at positions 1, " in message
+
+    def number_as_text(events: list[dict]) -> None:
+        reserved(events)["data"]["number"] = "1"
+
+    found = forged(number_as_text)
+    assert any(check == "invariants" and "NumberReserved data is malformed" in message
+               and "number" in message for check, _, message in found), found
+
+    def skipped(events: list[dict]) -> None:
+        for event in events[3:]:
+            event["position"] += 1
+
+    assert ("positions", 5, "expected position 4, found 5 (events missing)") in forged(skipped)

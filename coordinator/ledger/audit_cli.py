@@ -1,9 +1,11 @@
 """`concord audit | export | verify`: run them and print their reports (coordinator/cli.py
-parses the arguments). Exit status 0 only when every check holds, 1 otherwise.
+parses the arguments; `concord verify` starts here directly, see coordinator/main.py). Exit
+status 0 only when every check holds, 1 otherwise.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -79,6 +81,30 @@ async def run_export(url: str, path: Path) -> int:
         await conn.close()
     sys.stdout.write(f"exported {position} events to {path}; head hash {hash_.hex()}\n")
     return 0
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, metavar="FILE.jsonl")
+    parser.add_argument("--receipts", type=Path, metavar="DIR", help="receipts to check as well")
+    parser.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+VERIFY_HELP = "verify an exported ledger offline: chain, invariants (and receipts); needs no database"
+
+
+def verify_main(argv: list[str]) -> int:
+    """`concord verify …` with nothing else loaded: it needs no settings and no database."""
+    parser = argparse.ArgumentParser(prog="concord verify", description=VERIFY_HELP)
+    add_verify_arguments(parser)
+    return verify_command(parser.parse_args(argv))
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    try:
+        return run_verify(args.file, read_receipts(args.receipts), args.json)
+    except ValueError as exc:
+        sys.stderr.write(f"concord: {exc}\n")
+        return 1
 
 
 def run_verify(path: Path, receipts: list[Receipt] | None, as_json: bool) -> int:

@@ -8,16 +8,17 @@ breaking every later one; positions must run 1, 2, 3… without a gap.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import itertools
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from coordinator.events.canonical import GENESIS_HASH, canonical_event, canonical_json
 from coordinator.ledger.findings import Findings
 
-_MASK64 = (1 << 64) - 1
+SEAL_BROKEN = "the event does not match its hash: it was changed after it was written"
 
 
 class ChainVerifier:
@@ -41,8 +42,7 @@ class ChainVerifier:
                           position=position)
         if hashlib.sha256(self.hash + body).digest() != hash_:
             ok = False
-            self.findings("chain", "the event does not match its hash: it was changed after "
-                          "it was written", position=position)
+            self.findings("chain", SEAL_BROKEN, position=position)
         if not ok and self.broken_at is None:
             self.broken_at = position
         self.position, self.hash = position, hash_
@@ -50,21 +50,29 @@ class ChainVerifier:
 
 
 class EventIds:
-    """Event-id uniqueness in 8 bytes per event: 64-bit hashes, sorted in 256 buckets at the
-    end. Equal hashes are only *suspects*; ``confirm`` re-reads the ids to name true repeats."""
+    """Event-id uniqueness in 8 bytes per event: the ``hash()`` of each id, kept in 64 buckets
+    by value. Ids come a window at a time, so hashing, sorting and bucketing run in C; equal
+    hashes are only *suspects*, which ``confirm`` turns into true repeats by reading the ids
+    again."""
+
+    _BOUNDS = tuple(-(1 << 63) + (k << 58) for k in range(1, 64))  # hash(): signed 64 bits
 
     def __init__(self) -> None:
-        self._buckets = [array("Q") for _ in range(256)]
+        self.buckets = [array("q") for _ in range(64)]
 
-    def add(self, event_id: bytes) -> None:
-        h = hash(event_id) & _MASK64
-        self._buckets[h & 255].append(h)
+    def add_window(self, event_ids: list[bytes]) -> None:
+        run, start = sorted(map(hash, event_ids)), 0
+        for bucket, bound in zip(self.buckets, self._BOUNDS, strict=False):
+            stop = bisect.bisect_left(run, bound, start)
+            bucket.extend(run[start:stop])
+            start = stop
+        self.buckets[-1].extend(run[start:])
 
     def suspects(self) -> set[int]:
         found: set[int] = set()
-        for bucket in self._buckets:
-            ordered = sorted(bucket)
-            found.update(a for a, b in itertools.pairwise(ordered) if a == b)
+        for bucket in self.buckets:
+            if len(set(bucket)) != len(bucket):
+                found.update(h for h, count in Counter(bucket).items() if count > 1)
         return found
 
     @staticmethod
@@ -72,7 +80,7 @@ class EventIds:
         """The event ids among (position, event_id) pairs that occur more than once."""
         seen: dict[bytes, list[int]] = {}
         for position, event_id in ids:
-            if hash(event_id) & _MASK64 in suspects:
+            if hash(event_id) in suspects:
                 seen.setdefault(event_id, []).append(position)
         return {eid: positions for eid, positions in seen.items() if len(positions) > 1}
 

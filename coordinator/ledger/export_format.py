@@ -23,6 +23,12 @@ LINE_PREFIX = b'{"event":'
 HASH_KEY = b',"hash":"'
 LINE_END = b'"}\n'
 SUFFIX_LENGTH = len(HASH_KEY) + 64 + len(LINE_END)
+HEX_AT = SUFFIX_LENGTH - len(HASH_KEY)  # a line's hash: line[-HEX_AT:-len(LINE_END)]
+
+
+def stored_hash(line: bytes) -> bytes:
+    """The hash an event line (or the suffix of one) carries; ValueError if it is not hex."""
+    return bytes.fromhex(line[-HEX_AT:-len(LINE_END)].decode())
 
 
 def header_line(position: int, hash_: bytes) -> bytes:

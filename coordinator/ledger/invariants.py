@@ -16,17 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator.events import catalogue as ev
+from coordinator.ledger import event_records as rec
+from coordinator.ledger import series_defaults
 from coordinator.ledger.findings import Findings
-from coordinator.ledger.numbering import SERIES_NAMES, SeriesSettings
 
 FREE, RESERVED, ISSUED, RELEASED, VOID = range(5)
 STATE_NAMES = ("never handed out", "reserved", "issued", "released", "void")
 
 # Event types whose data the checker reads; the others it skips without parsing them.
-CHECKED_TYPES = frozenset({ev.SERIES_CONFIGURED, ev.NUMBER_RESERVED, ev.NUMBER_ISSUED,
-                           ev.NUMBER_RELEASED, ev.NUMBER_VOIDED})
+CHECKED_TYPES = frozenset(rec.DATA_OF)
 
-_DEFAULT = SeriesSettings()
+_DEFAULT = (series_defaults.START, series_defaults.INCREMENT)  # (start, increment)
 Key = tuple[str, str]
 
 
@@ -34,11 +34,12 @@ class _Period:
     """One series and period: its counter, its pool of released numbers, and one byte per
     number (in pages of 4096 allocated on use) saying what became of it."""
 
-    __slots__ = ("handed_out", "highest", "key", "next", "pages", "pool")
+    __slots__ = ("handed_out", "highest", "increment", "key", "next", "pages", "pool")
 
-    def __init__(self, key: Key, start: int) -> None:
+    def __init__(self, key: Key, start: int, increment: int) -> None:
         self.key = key
         self.next = start
+        self.increment = increment  # the series' (SeriesConfigured keeps it current)
         self.highest: int | None = None
         self.pool: list[int] = []
         self.pages: dict[int, bytearray] = {}
@@ -55,36 +56,35 @@ class _Period:
         page[number & 4095] = state
 
 
-def _doc_id(text: str) -> int | str:
-    """Decimal ids (WHMCS invoice ids) are kept as ints: a third of the memory of a str."""
-    if text.isdigit() and text.isascii() and (text[0] != "0" or text == "0"):
-        return int(text)
-    return text
-
-
 class Invariants:
     def __init__(self, findings: Findings) -> None:
         self.findings = findings
-        self.settings: dict[str, tuple[int, int]] = {
-            name: (_DEFAULT.start, _DEFAULT.increment) for name in SERIES_NAMES}
+        self.settings: dict[str, tuple[int, int]] = {}  # series -> (start, increment)
         self.periods: dict[Key, _Period] = {}
         # reservation id -> (its period, number, (store, doctype), doc id)
-        self.pending: dict[str, tuple[_Period, int, tuple[str, str], int | str]] = {}
-        self.holding: dict[tuple[str, str], set[int | str]] = {}  # (store, doctype) -> doc ids
-        self._handlers: dict[str, Callable[[int, dict[str, Any]], None]] = {
+        self.pending: dict[str, tuple[_Period, int, tuple[str, str], str]] = {}
+        self.holding: dict[tuple[str, str], set[str]] = {}  # (store, doctype) -> doc ids
+        # Per checked event type: its check, fed the event's typed record (event_records.py).
+        self.checks: dict[str, Callable[[int, Any], None]] = {
             ev.SERIES_CONFIGURED: self._configured, ev.NUMBER_RESERVED: self._reserved,
             ev.NUMBER_ISSUED: self._issued, ev.NUMBER_RELEASED: self._released,
             ev.NUMBER_VOIDED: self._voided,
         }
 
     def feed(self, position: int, type_: str, data: Any) -> None:
-        handler = self._handlers.get(type_)
-        if handler is None:
+        """One event whose data is already parsed (a dict)."""
+        check = self.checks.get(type_)
+        if check is None:
             return
         try:
-            handler(position, data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.findings("invariants", f"{type_} data is malformed ({exc!r})", position=position)
+            record = rec.record(type_, data)
+        except rec.RecordError as exc:
+            self.malformed(position, type_, exc)
+            return
+        check(position, record)
+
+    def malformed(self, position: int, type_: str, error: Exception) -> None:
+        self.findings("invariants", f"{type_} data is malformed ({error})", position=position)
 
     def _fail(self, message: str, position: int, key: Key, number: int | None) -> None:
         self.findings("invariants", message, position=position, series=key[0], period=key[1],
@@ -93,33 +93,36 @@ class Invariants:
     def _period(self, key: Key) -> _Period:
         found = self.periods.get(key)
         if found is None:
-            start = self.settings.get(key[0], (_DEFAULT.start, _DEFAULT.increment))[0]
-            found = self.periods[key] = _Period(key, start)
+            start, increment = self.settings.get(key[0], _DEFAULT)
+            found = self.periods[key] = _Period(key, start, increment)
         return found
 
-    def _configured(self, position: int, d: dict[str, Any]) -> None:
-        name, settings = d["series"], d["settings"]
-        self.settings[name] = (settings["start"], settings["increment"])
-        change = d.get("next")
+    def _configured(self, position: int, d: rec.SeriesConfigured) -> None:
+        name, settings = d.series, d.settings
+        self.settings[name] = (settings.start, settings.increment)
+        for key, period in self.periods.items():
+            if key[0] == name:
+                period.increment = settings.increment
+        change = d.next
         if change is None:
             return
-        period = self._period((name, change["period"]))
-        if period.highest is not None and change["number"] <= period.highest:
-            self._fail(f"'next' set to {change['number']}, not above {period.highest} already "
-                       "handed out: numbers would repeat", position, period.key, change["number"])
-        period.next = change["number"]
+        period = self._period((name, change.period))
+        if period.highest is not None and change.number <= period.highest:
+            self._fail(f"'next' set to {change.number}, not above {period.highest} already "
+                       "handed out: numbers would repeat", position, period.key, change.number)
+        period.next = change.number
 
-    def _reserved(self, position: int, d: dict[str, Any]) -> None:
+    def _reserved(self, position: int, d: rec.NumberReserved) -> None:
         # The hottest path of an audit: plain lookups, findings only off the straight path.
-        key: Key = (d["series"], d["period"])
-        number, rid = d["number"], d["reservation_id"]
+        key: Key = (d.series, d.period)
+        number, rid = d.number, d.reservation_id
         period = self.periods.get(key) or self._period(key)
-        store_doctype, doc_id = (d["peer_id"], d["doctype"]), _doc_id(d["doc_id"])
+        store_doctype, doc_id = (d.peer_id, d.doctype), d.doc_id
         held = self.holding.get(store_doctype)
         if held is None:
             held = self.holding[store_doctype] = set()
         if doc_id in held:
-            self._fail(f"{d['doctype']} {d['doc_id']} of store {d['peer_id']} already holds a "
+            self._fail(f"{d.doctype} {d.doc_id} of store {d.peer_id} already holds a "
                        "number: a document gets one number", position, key, number)
         if rid in self.pending:
             self._fail(f"reservation id {rid} reserved twice", position, key, number)
@@ -127,14 +130,12 @@ class Invariants:
         if page is None:
             page = period.pages[number >> 12] = bytearray(4096)
         state = page[number & 4095]
-        if d["from_pool"]:
+        if d.from_pool:
             self._from_pool(position, d, period, number, state)
-        else:
-            increment = self.settings.get(key[0], (_DEFAULT.start, _DEFAULT.increment))[1]
-            if state != FREE or number != period.next or period.pool \
-                    or d["next"] != number + increment:
-                self._from_counter_failed(position, d, period, number, state, increment)
-        period.next = d["next"]
+        elif state != FREE or number != period.next or period.pool \
+                or d.next != number + period.increment:
+            self._from_counter_failed(position, d, period, number, state)
+        period.next = d.next
         if period.highest is None or number > period.highest:
             period.highest = number
         page[number & 4095] = RESERVED
@@ -142,7 +143,7 @@ class Invariants:
         held.add(doc_id)
         self.pending[rid] = (period, number, store_doctype, doc_id)
 
-    def _from_pool(self, position: int, d: dict[str, Any], period: _Period, number: int,
+    def _from_pool(self, position: int, d: rec.NumberReserved, period: _Period, number: int,
                    state: int) -> None:
         pool, key = period.pool, period.key
         index = bisect.bisect_left(pool, number)
@@ -154,13 +155,13 @@ class Invariants:
                 self._fail(f"taken from the pool before the lower released number {pool[0]}",
                            position, key, number)
             del pool[index]
-        if d["next"] != period.next:
+        if d.next != period.next:
             self._fail(f"reusing a released number moved the counter from {period.next} to "
-                       f"{d['next']}", position, key, number)
+                       f"{d.next}", position, key, number)
 
-    def _from_counter_failed(self, position: int, d: dict[str, Any], period: _Period,
-                             number: int, state: int, increment: int) -> None:
-        key, expected = period.key, period.next
+    def _from_counter_failed(self, position: int, d: rec.NumberReserved, period: _Period,
+                             number: int, state: int) -> None:
+        key, expected, increment = period.key, period.next, period.increment
         if state != FREE:
             self._fail(f"handed out twice: it was {STATE_NAMES[state]} already", position, key,
                        number)
@@ -174,29 +175,29 @@ class Invariants:
         if period.pool:
             self._fail(f"taken from the counter while released {period.pool[0]} waited in the "
                        "pool", position, key, number)
-        if d["next"] != number + increment:
-            self._fail(f"the counter advanced to {d['next']} instead of {number + increment}",
+        if d.next != number + increment:
+            self._fail(f"the counter advanced to {d.next} instead of {number + increment}",
                        position, key, number)
 
-    def _take_pending(self, position: int, d: dict[str, Any], what: str) -> tuple[Any, ...] | None:
-        found = self.pending.pop(d["reservation_id"], None)
-        key: Key = (d["series"], d["period"])
+    def _take_pending(self, position: int, d: rec.ReservationEnded, what: str) -> tuple[Any, ...] | None:
+        found = self.pending.pop(d.reservation_id, None)
+        key: Key = (d.series, d.period)
         if found is None:
-            self._fail(f"{what} reservation {d['reservation_id']}, which is not pending "
-                       "(unknown, or already issued, released or void)", position, key, d["number"])
+            self._fail(f"{what} reservation {d.reservation_id}, which is not pending "
+                       "(unknown, or already issued, released or void)", position, key, d.number)
             return None
-        if found[0].key != key or found[1] != d["number"]:
-            self._fail(f"{what} reservation {d['reservation_id']} as {key[0]} {key[1]} "
-                       f"#{d['number']}, but it holds {found[0].key[0]} {found[0].key[1]} "
+        if found[0].key != key or found[1] != d.number:
+            self._fail(f"{what} reservation {d.reservation_id} as {key[0]} {key[1]} "
+                       f"#{d.number}, but it holds {found[0].key[0]} {found[0].key[1]} "
                        f"#{found[1]}", position, found[0].key, found[1])
         return found
 
-    def _issued(self, position: int, d: dict[str, Any]) -> None:
+    def _issued(self, position: int, d: rec.ReservationEnded) -> None:
         found = self._take_pending(position, d, "issued")
         if found is not None:
             found[0].set(found[1], ISSUED)
 
-    def _released(self, position: int, d: dict[str, Any]) -> None:
+    def _released(self, position: int, d: rec.ReservationEnded) -> None:
         found = self._take_pending(position, d, "released")
         if found is not None:
             period, number, store_doctype, doc_id = found
@@ -204,18 +205,18 @@ class Invariants:
             bisect.insort(period.pool, number)
             self.holding[store_doctype].discard(doc_id)
 
-    def _voided(self, position: int, d: dict[str, Any]) -> None:
-        if d["was"] == "reserved":
+    def _voided(self, position: int, d: rec.NumberVoided) -> None:
+        if d.was == "reserved":
             found = self._take_pending(position, d, "voided")
             if found is not None:
                 found[0].set(found[1], VOID)
             return
-        period = self._period((d["series"], d["period"]))
-        state = period.state(d["number"])
+        period = self._period((d.series, d.period))
+        state = period.state(d.number)
         if state != ISSUED:
             self._fail(f"voided as issued, but the number is {STATE_NAMES[state]}", position,
-                       period.key, d["number"])
-        period.set(d["number"], VOID)
+                       period.key, d.number)
+        period.set(d.number, VOID)
 
     def summary(self) -> list[dict[str, Any]]:
         """Per series and period: how many numbers, the highest, the released ones."""

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coordinator.ledger import series_defaults
+
 SERIES_NAMES = ("invoice", "creditnote")
 Doctype = Literal["invoice", "creditnote"]
 ALL_TIME = "all"  # the single period of a series that never resets
@@ -63,8 +65,8 @@ def render(fmt: str, number: int, doc_date: date, store: str) -> str:
 class SeriesSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    start: int = Field(default=1, ge=0, le=10**15)
-    increment: int = Field(default=1, ge=1, le=10**6)
+    start: int = Field(default=series_defaults.START, ge=0, le=10**15)
+    increment: int = Field(default=series_defaults.INCREMENT, ge=1, le=10**6)
     format: str = "{NUMBER}"
     reset: Literal["never", "yearly"] = "never"
     assign_on: Literal["creation", "payment"] = "payment"

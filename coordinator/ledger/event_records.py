@@ -1,0 +1,110 @@
+"""The data of the events the numbering checks read, as typed records. Pure.
+
+msgspec decodes an event straight into these records: every field a check relies on is
+validated in C (a missing or mistyped one is a clear error naming it), and everything else —
+above all the document snapshot — is skipped without being built. Records are immutable and
+not tracked by the garbage collector: an audit creates a million of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from coordinator.events import catalogue as ev
+
+
+class _Record(msgspec.Struct, frozen=True, gc=False):
+    pass
+
+
+class Settings(_Record):
+    start: int
+    increment: int
+
+
+class NextNumber(_Record):
+    period: str
+    number: int
+
+
+class SeriesConfigured(_Record):
+    series: str
+    settings: Settings
+    next: NextNumber | None = None
+
+
+class NumberReserved(_Record):
+    reservation_id: str
+    peer_id: str
+    doctype: str
+    doc_id: str
+    series: str
+    period: str
+    number: int
+    from_pool: bool
+    next: int
+
+
+class ReservationEnded(_Record):
+    """``NumberIssued`` and ``NumberReleased``: which reservation, and the number it held."""
+
+    reservation_id: str
+    series: str
+    period: str
+    number: int
+
+
+class NumberVoided(ReservationEnded, frozen=True, gc=False):
+    was: str  # "reserved" or "issued"
+
+
+DATA_OF: dict[str, type[_Record]] = {
+    ev.SERIES_CONFIGURED: SeriesConfigured,
+    ev.NUMBER_RESERVED: NumberReserved,
+    ev.NUMBER_ISSUED: ReservationEnded,
+    ev.NUMBER_RELEASED: ReservationEnded,
+    ev.NUMBER_VOIDED: NumberVoided,
+}
+
+RecordError = msgspec.ValidationError
+
+
+def record(type_: str, data: Any) -> Any:
+    """The record of already parsed data (a dict from the database); RecordError names what
+    is missing or mistyped."""
+    return msgspec.convert(data, DATA_OF[type_])
+
+
+# -- export lines: ``{"event":{"data":…,"event_id":…,"position":…,…,"type":…},"hash":…}`` ------
+
+
+class Event(msgspec.Struct, gc=False):
+    """What every event has: its id and position (and a type, checked by each line decoder)."""
+
+    event_id: str
+    position: int
+
+
+class _Line(msgspec.Struct, gc=False):
+    event: Any
+
+
+def _line_decoder(type_: str | None) -> msgspec.json.Decoder[Any]:
+    """The decoder of an export line whose event is of ``type_`` (its data as a record), or,
+    for None, of any event's id and position."""
+    if type_ is None:
+        event: type = Event
+    else:
+        # A tagged struct: a line of another type fails to decode instead of passing for one.
+        event = msgspec.defstruct(type_, [("data", DATA_OF[type_])], bases=(Event,), gc=False,
+                                  tag_field="type", tag=type_)
+    line = msgspec.defstruct(f"{event.__name__}Line", [("event", event)], bases=(_Line,),
+                             gc=False)
+    return msgspec.json.Decoder(line)
+
+
+LINE_DECODERS = {type_: _line_decoder(type_) for type_ in DATA_OF}
+ANY_LINE = _line_decoder(None)
+DecodeError = msgspec.DecodeError  # ValidationError is one too
