@@ -8,11 +8,8 @@ breaking every later one; positions must run 1, 2, 3… without a gap.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-from array import array
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from coordinator.events.canonical import GENESIS_HASH, canonical_event, canonical_json
@@ -47,42 +44,6 @@ class ChainVerifier:
             self.broken_at = position
         self.position, self.hash = position, hash_
         return ok
-
-
-class EventIds:
-    """Event-id uniqueness in 8 bytes per event: the ``hash()`` of each id, kept in 64 buckets
-    by value. Ids come a window at a time, so hashing, sorting and bucketing run in C; equal
-    hashes are only *suspects*, which ``confirm`` turns into true repeats by reading the ids
-    again."""
-
-    _BOUNDS = tuple(-(1 << 63) + (k << 58) for k in range(1, 64))  # hash(): signed 64 bits
-
-    def __init__(self) -> None:
-        self.buckets = [array("q") for _ in range(64)]
-
-    def add_window(self, event_ids: list[bytes]) -> None:
-        run, start = sorted(map(hash, event_ids)), 0
-        for bucket, bound in zip(self.buckets, self._BOUNDS, strict=False):
-            stop = bisect.bisect_left(run, bound, start)
-            bucket.extend(run[start:stop])
-            start = stop
-        self.buckets[-1].extend(run[start:])
-
-    def suspects(self) -> set[int]:
-        found: set[int] = set()
-        for bucket in self.buckets:
-            if len(set(bucket)) != len(bucket):
-                found.update(h for h, count in Counter(bucket).items() if count > 1)
-        return found
-
-    @staticmethod
-    def confirm(suspects: set[int], ids: Iterable[tuple[int, bytes]]) -> dict[bytes, list[int]]:
-        """The event ids among (position, event_id) pairs that occur more than once."""
-        seen: dict[bytes, list[int]] = {}
-        for position, event_id in ids:
-            if hash(event_id) in suspects:
-                seen.setdefault(event_id, []).append(position)
-        return {eid: positions for eid, positions in seen.items() if len(positions) > 1}
 
 
 def stored_body(row: Mapping[str, Any]) -> bytes:

@@ -77,34 +77,24 @@ def record(type_: str, data: Any) -> Any:
     return msgspec.convert(data, DATA_OF[type_])
 
 
-# -- export lines: ``{"event":{"data":…,"event_id":…,"position":…,…,"type":…},"hash":…}`` ------
+# -- events as exported: ``{"data":…,"event_id":…,"position":…,…,"type":…}`` ----------------
 
 
 class Event(msgspec.Struct, gc=False):
-    """What every event has: its id and position (and a type, checked by each line decoder)."""
+    """What every event has that the checks read: its position (and a type, checked by each
+    decoder)."""
 
-    event_id: str
     position: int
 
 
-class _Line(msgspec.Struct, gc=False):
-    event: Any
+def _event_decoder(type_: str) -> msgspec.json.Decoder[Any]:
+    """The decoder of an event of ``type_``, its data as a record. A tagged struct: an event of
+    another type fails to decode instead of passing for one."""
+    event = msgspec.defstruct(type_, [("data", DATA_OF[type_])], bases=(Event,), gc=False,
+                              tag_field="type", tag=type_)
+    return msgspec.json.Decoder(event)
 
 
-def _line_decoder(type_: str | None) -> msgspec.json.Decoder[Any]:
-    """The decoder of an export line whose event is of ``type_`` (its data as a record), or,
-    for None, of any event's id and position."""
-    if type_ is None:
-        event: type = Event
-    else:
-        # A tagged struct: a line of another type fails to decode instead of passing for one.
-        event = msgspec.defstruct(type_, [("data", DATA_OF[type_])], bases=(Event,), gc=False,
-                                  tag_field="type", tag=type_)
-    line = msgspec.defstruct(f"{event.__name__}Line", [("event", event)], bases=(_Line,),
-                             gc=False)
-    return msgspec.json.Decoder(line)
-
-
-LINE_DECODERS = {type_: _line_decoder(type_) for type_ in DATA_OF}
-ANY_LINE = _line_decoder(None)
+EVENT_DECODERS = {type_: _event_decoder(type_) for type_ in DATA_OF}
+ANY_EVENT = msgspec.json.Decoder(Event)  # any event's position
 DecodeError = msgspec.DecodeError  # ValidationError is one too

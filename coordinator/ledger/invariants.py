@@ -40,7 +40,7 @@ class _Period:
         self.key = key
         self.next = start
         self.increment = increment  # the series' (SeriesConfigured keeps it current)
-        self.highest: int | None = None
+        self.highest = -1  # none handed out yet (numbers are never negative)
         self.pool: list[int] = []
         self.pages: dict[int, bytearray] = {}
         self.handed_out = 0
@@ -61,9 +61,9 @@ class Invariants:
         self.findings = findings
         self.settings: dict[str, tuple[int, int]] = {}  # series -> (start, increment)
         self.periods: dict[Key, _Period] = {}
-        # reservation id -> (its period, number, (store, doctype), doc id)
-        self.pending: dict[str, tuple[_Period, int, tuple[str, str], str]] = {}
-        self.holding: dict[tuple[str, str], set[str]] = {}  # (store, doctype) -> doc ids
+        # reservation id -> (its period, number, (store, doctype, doc id))
+        self.pending: dict[str, tuple[_Period, int, tuple[str, str, str]]] = {}
+        self.holding: set[tuple[str, str, str]] = set()  # (store, doctype, doc id)
         # Per checked event type: its check, fed the event's typed record (event_records.py).
         self.checks: dict[str, Callable[[int, Any], None]] = {
             ev.SERIES_CONFIGURED: self._configured, ev.NUMBER_RESERVED: self._reserved,
@@ -107,7 +107,7 @@ class Invariants:
         if change is None:
             return
         period = self._period((name, change.period))
-        if period.highest is not None and change.number <= period.highest:
+        if change.number <= period.highest:
             self._fail(f"'next' set to {change.number}, not above {period.highest} already "
                        "handed out: numbers would repeat", position, period.key, change.number)
         period.next = change.number
@@ -115,16 +115,13 @@ class Invariants:
     def _reserved(self, position: int, d: rec.NumberReserved) -> None:
         # The hottest path of an audit: plain lookups, findings only off the straight path.
         key: Key = (d.series, d.period)
-        number, rid = d.number, d.reservation_id
+        number, rid, pending, holding = d.number, d.reservation_id, self.pending, self.holding
         period = self.periods.get(key) or self._period(key)
-        store_doctype, doc_id = (d.peer_id, d.doctype), d.doc_id
-        held = self.holding.get(store_doctype)
-        if held is None:
-            held = self.holding[store_doctype] = set()
-        if doc_id in held:
+        document = (d.peer_id, d.doctype, d.doc_id)
+        if document in holding:
             self._fail(f"{d.doctype} {d.doc_id} of store {d.peer_id} already holds a "
                        "number: a document gets one number", position, key, number)
-        if rid in self.pending:
+        if rid in pending:
             self._fail(f"reservation id {rid} reserved twice", position, key, number)
         page = period.pages.get(number >> 12)
         if page is None:
@@ -136,12 +133,12 @@ class Invariants:
                 or d.next != number + period.increment:
             self._from_counter_failed(position, d, period, number, state)
         period.next = d.next
-        if period.highest is None or number > period.highest:
+        if number > period.highest:
             period.highest = number
         page[number & 4095] = RESERVED
         period.handed_out += 1
-        held.add(doc_id)
-        self.pending[rid] = (period, number, store_doctype, doc_id)
+        holding.add(document)
+        pending[rid] = (period, number, document)
 
     def _from_pool(self, position: int, d: rec.NumberReserved, period: _Period, number: int,
                    state: int) -> None:
@@ -200,10 +197,10 @@ class Invariants:
     def _released(self, position: int, d: rec.ReservationEnded) -> None:
         found = self._take_pending(position, d, "released")
         if found is not None:
-            period, number, store_doctype, doc_id = found
+            period, number, document = found
             period.set(number, RELEASED)
             bisect.insort(period.pool, number)
-            self.holding[store_doctype].discard(doc_id)
+            self.holding.discard(document)
 
     def _voided(self, position: int, d: rec.NumberVoided) -> None:
         if d.was == "reserved":
@@ -224,7 +221,8 @@ class Invariants:
         for found in self.pending.values():
             pending[found[0].key] = pending.get(found[0].key, 0) + 1
         return [
-            {"series": key[0], "period": key[1], "handed_out": p.handed_out, "highest": p.highest,
+            {"series": key[0], "period": key[1], "handed_out": p.handed_out,
+             "highest": p.highest if p.handed_out else None,
              "next": p.next, "released": p.pool[:50], "pending": pending.get(key, 0)}
             for key, p in sorted(self.periods.items())
         ]
