@@ -61,9 +61,10 @@ class Invariants:
         self.findings = findings
         self.settings: dict[str, tuple[int, int]] = {}  # series -> (start, increment)
         self.periods: dict[Key, _Period] = {}
-        # reservation id -> (its period, number, (store, doctype, doc id))
-        self.pending: dict[str, tuple[_Period, int, tuple[str, str, str]]] = {}
-        self.holding: set[tuple[str, str, str]] = set()  # (store, doctype, doc id)
+        # reservation id -> (its period, number, the set holding its document, the doc id)
+        self.pending: dict[str, tuple[_Period, int, set[int | str], int | str]] = {}
+        # (store, doctype) -> ids of its documents holding a number
+        self.holding: dict[tuple[str, str], set[int | str]] = {}
         # Per checked event type: its check, fed the event's typed record (event_records.py).
         self.checks: dict[str, Callable[[int, Any], None]] = {
             ev.SERIES_CONFIGURED: self._configured, ev.NUMBER_RESERVED: self._reserved,
@@ -117,8 +118,13 @@ class Invariants:
         key: Key = (d.series, d.period)
         number, rid, pending, holding = d.number, d.reservation_id, self.pending, self.holding
         period = self.periods.get(key) or self._period(key)
-        document = (d.peer_id, d.doctype, d.doc_id)
-        if document in holding:
+        doc_id = d.doc_id
+        if doc_id.isdigit() and doc_id.isascii() and doc_id[0] != "0":
+            doc_id = int(doc_id)  # a WHMCS invoice id: a third of the memory of its text
+        held = holding.get((d.peer_id, d.doctype))
+        if held is None:
+            held = holding[d.peer_id, d.doctype] = set()
+        if doc_id in held:
             self._fail(f"{d.doctype} {d.doc_id} of store {d.peer_id} already holds a "
                        "number: a document gets one number", position, key, number)
         if rid in pending:
@@ -137,8 +143,8 @@ class Invariants:
             period.highest = number
         page[number & 4095] = RESERVED
         period.handed_out += 1
-        holding.add(document)
-        pending[rid] = (period, number, document)
+        held.add(doc_id)
+        pending[rid] = (period, number, held, doc_id)
 
     def _from_pool(self, position: int, d: rec.NumberReserved, period: _Period, number: int,
                    state: int) -> None:
@@ -197,10 +203,10 @@ class Invariants:
     def _released(self, position: int, d: rec.ReservationEnded) -> None:
         found = self._take_pending(position, d, "released")
         if found is not None:
-            period, number, document = found
+            period, number, held, doc_id = found
             period.set(number, RELEASED)
             bisect.insort(period.pool, number)
-            self.holding.discard(document)
+            held.discard(doc_id)
 
     def _voided(self, position: int, d: rec.NumberVoided) -> None:
         if d.was == "reserved":
