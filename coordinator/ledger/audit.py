@@ -94,8 +94,9 @@ class Replay:
 
     Chunk by chunk: the rows a chunk's events touch are loaded (``concord_open_batch``), the
     events applied (``LedgerState.apply``), the changed rows written (``concord_write_batch``).
-    The caller's checks run while the database loads, and the write runs while the caller
-    reads the next chunk: this process and the database work at the same time.
+    A chunk's rows are written in the same round trip that loads the next chunk's rows
+    (``replay_chunk``), and the caller checks that next chunk meanwhile: the database writes
+    while this process checks.
     """
 
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -103,31 +104,71 @@ class Replay:
         self.schema = f"concord_audit_{secrets.token_hex(6)}"
         self.state = LedgerState()
         self.failed: ReplayFailed | None = None
-        self._write: asyncio.Future[Any] | None = None
-        self._write_from = 0  # first position of the chunk being written
+        self._writes: str | None = None  # the last chunk's changed rows, not yet sent
+        self._writes_from = 0  # that chunk's first position
         self._replayed = 0
         self._analyze_at = 1000
+        # The ledger's head as the batch functions last saw it: while it stays, they need
+        # not send the small tables back (this state has them, applied here).
+        self._head: int | None = None
 
     async def create(self) -> None:
-        tables = "; ".join(f"CREATE UNLOGGED TABLE {self.schema}.{t} (LIKE public.{t} INCLUDING ALL)"
-                           for t in (*PROJECTIONS, "events"))
-        await self.conn.execute(f"CREATE SCHEMA {self.schema}; {tables}")
+        s = self.schema
+        tables = "; ".join(f"CREATE UNLOGGED TABLE {s}.{t} (LIKE public.{t} INCLUDING ALL)"
+                           for t in PROJECTIONS)
+        # The batch functions read documents' snapshots from the ledger (by position): the
+        # scratch "events" shows them the ledger itself, and refuses any write to it.
+        # concord_open_batch takes the ledger lock as for a live batch; the replay writes no
+        # ledger, so replay_chunk gives it back at once (a session lock: the rebuild's
+        # transaction lock stays).
+        await self.conn.execute(f"""
+            CREATE SCHEMA {s}; {tables};
+            CREATE VIEW {s}.events AS SELECT * FROM public.events;
+            CREATE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON {s}.events
+                FOR EACH ROW EXECUTE FUNCTION public.concord_refuse_change();
+            CREATE FUNCTION {s}.replay_chunk(writes text, req jsonb) RETURNS jsonb
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                loaded jsonb;
+            BEGIN
+                IF writes IS NOT NULL THEN
+                    PERFORM concord_write_batch(writes::jsonb);
+                END IF;
+                loaded := concord_open_batch(req, false);
+                PERFORM pg_advisory_unlock_all();
+                RETURN loaded;
+            END $$""")
+        # Only the indexes of the keys, which the loads go through: the others serve reads
+        # the replay never makes (the feed's order, the pending sweep) or enforce uniqueness
+        # (one active reservation per number, per document) that the invariants check
+        # themselves, naming the event.
+        for (drop,) in await self.conn.fetch(
+                "SELECT format('DROP INDEX %I.%I', $1::text, c.relname) FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = $1::regnamespace"
+                " AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+                s):
+            await self.conn.execute(drop)
         # concord_open_batch / concord_write_batch name their tables unqualified: here they
-        # resolve to the scratch copies (the empty scratch "events" included). No JIT: its
-        # compile time (hundreds of ms) dwarfs these small statements.
-        await self.conn.execute(f"SET search_path = {self.schema}, public; SET jit = off")
+        # resolve to the scratch copies. No JIT: its compile time (hundreds of ms) dwarfs
+        # these small statements.
+        await self.conn.execute(f"SET search_path = {s}, public; SET jit = off")
 
     async def drop(self) -> None:
-        if self._write is not None:
-            await asyncio.gather(self._write, return_exceptions=True)
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
         await self.conn.execute("SET search_path = public")
         await self.conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
 
+    def analyze(self, *tables: str) -> str:
+        """ANALYZE of the scratch tables (all by default), on their keys only: the plans need
+        sizes and key statistics, and sorting a sample of documents' snapshots would cost
+        more than the rest of ANALYZE together."""
+        return "ANALYZE " + ", ".join(f"{self.schema}.{t} ({', '.join(PROJECTIONS[t])})"
+                                      for t in tables or PROJECTIONS)
+
     async def step(self, events: list[Event], meanwhile: Callable[[], object]) -> None:
-        """Replay one chunk of events; call ``meanwhile`` while the database loads its rows."""
-        await self.finish()
+        """Replay one chunk of events; call ``meanwhile`` while the database writes the last
+        chunk's rows and loads this one's."""
         if self.failed is not None or not events:
             meanwhile()
             return
@@ -137,19 +178,18 @@ class Replay:
             # cannot see them: without fresh statistics the functions' cached plans, made
             # when the tables were tiny, would scan them whole for every chunk.
             self._analyze_at *= 4
-            await self.conn.execute(f"ANALYZE {', '.join(f'{self.schema}.{t}' for t in PROJECTIONS)}")
-        # concord_open_batch takes the ledger lock as for a live batch; the scratch replay
-        # needs none of it, so it is given back at once.
-        load = asyncio.ensure_future(
-            store.open_batch(self.conn, self.state, _request(events), holding=False))
+            await self.conn.execute(self.analyze())
+        req = _request(events, self._head)
+        load = asyncio.ensure_future(self.conn.fetchval(
+            f"SELECT {self.schema}.replay_chunk($1, $2::jsonb)", self._writes, req))
         await asyncio.sleep(0)  # the request goes out before the caller's work
         meanwhile()
         try:
-            await load
-            await store.release_ledger(self.conn)
+            got = await load
         except asyncpg.PostgresError as exc:
-            self.failed = ReplayFailed(events[0].position, f"loading rows failed: {exc}")
+            self._fail(events[0].position, exc)
             return
+        self._head = store.load_opened(self.state, req, got).position
         for event in events:
             try:
                 self.state.apply(event)
@@ -157,29 +197,36 @@ class Replay:
                 self.failed = ReplayFailed(event.position, f"{event.type} cannot be applied: "
                                                            f"{exc!r}")
                 return
-        self._write_from = events[0].position
-        self._write = asyncio.ensure_future(self.conn.execute(
-            "SELECT concord_write_batch($1::text::jsonb)",
-            store.batch_writes(self.state, []).decode()))
-        await asyncio.sleep(0)
+        self._writes_from = events[0].position
+        self._writes = store.batch_writes(self.state, []).decode()
 
     async def finish(self) -> None:
-        """Wait for the write in flight."""
-        if self._write is None:
+        """Write the last chunk's rows."""
+        if self._writes is None or self.failed is not None:
             return
-        write, self._write = self._write, None
         try:
-            await write
+            await self.conn.execute("SELECT concord_write_batch($1::text::jsonb)", self._writes)
         except asyncpg.PostgresError as exc:
-            self.failed = ReplayFailed(self._write_from, "writing the projections of the "
-                                       f"events from here failed: {exc}")
+            self._fail(None, exc)
+        self._writes = None
+
+    def _fail(self, loading: int | None, exc: asyncpg.PostgresError) -> None:
+        """Name what failed: the last chunk's writes and/or the loads for the chunk from
+        position ``loading``."""
+        if self._writes is None:
+            self.failed = ReplayFailed(loading or 0, f"loading rows failed: {exc}")
+        else:
+            also = "" if loading is None else f", or loading rows for position {loading} on,"
+            self.failed = ReplayFailed(self._writes_from, "writing the projections of the "
+                                       f"events from here{also} failed: {exc}")
+        self._writes = None
 
 
 # Events that act on a reservation an earlier event made.
 _NAMES_RESERVATION = (ev.RESERVATION_EVENTS - {ev.NUMBER_RESERVED}) | {ev.WARNING_RAISED}
 
 
-def _request(events: list[Event]) -> dict[str, Any]:
+def _request(events: list[Event], head: int | None) -> dict[str, Any]:
     """What concord_open_batch must load for these events: rows made by earlier chunks."""
     reservation_ids: set[str] = set()
     warning_ids: set[str] = set()
@@ -196,7 +243,7 @@ def _request(events: list[Event]) -> dict[str, Any]:
             warning_ids.add(d["warning_id"])
         elif e.type == ev.DOCUMENT_UPDATED and {"peer_id", "doctype", "doc_id"} <= d.keys():
             document_keys.add((d["peer_id"], d["doctype"], d["doc_id"]))
-    return {"cached": None, "event_ids": [], "reservation_ids": list(reservation_ids),
+    return {"cached": head, "event_ids": [], "reservation_ids": list(reservation_ids),
             "reservation_keys": [], "numbers": [], "warning_ids": list(warning_ids),
             "warning_keys": [], "document_keys": [list(k) for k in document_keys], "formatted": []}
 
@@ -291,17 +338,19 @@ async def _compare(replay: Replay, result: AuditResult) -> None:
     conn, schema = replay.conn, replay.schema
     await conn.execute("SET LOCAL work_mem = '64MB'")  # large joins: fewer passes over disk
     for table, keys in PROJECTIONS.items():
-        await conn.execute(f"ANALYZE {schema}.{table}")  # so the join is planned on real sizes
+        await conn.execute(replay.analyze(table))  # so the join is planned on real sizes
         joined = (f"FROM public.{table} l FULL JOIN {schema}.{table} r ON "
-                  + " AND ".join(f"l.{k} = r.{k}" for k in keys) + " WHERE l IS DISTINCT FROM r")
+                  + " AND ".join(f"l.{k} = r.{k}" for k in keys))
+        # One pass: the live rows are those with a key on the live side.
         live, differing = await conn.fetchrow(
-            f"SELECT (SELECT count(*) FROM public.{table}), count(*) {joined}")
+            f"SELECT count(l.{keys[0]}), count(*) FILTER (WHERE l IS DISTINCT FROM r) {joined}")
         result.rows[table] = live
         result.differing += differing
         if not differing:
             continue
         for row in await conn.fetch(
-                f"SELECT to_jsonb(l) AS live, to_jsonb(r) AS replayed {joined} ORDER BY "
+                f"SELECT to_jsonb(l) AS live, to_jsonb(r) AS replayed {joined}"
+                " WHERE l IS DISTINCT FROM r ORDER BY "
                 + ", ".join(f"coalesce(l.{k}, r.{k})" for k in keys)
                 + f" LIMIT {DETAILS_PER_TABLE}"):
             _name_difference(table, keys, row["live"], row["replayed"], result.findings)

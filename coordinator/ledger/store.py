@@ -102,6 +102,11 @@ async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str
     yet).
     """
     got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2)", req, holding)
+    return load_opened(state, req, got)
+
+
+def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) -> OpenedBatch:
+    """Load into ``state`` what ``concord_open_batch`` returned for ``req``."""
     small = got.get("small")
     if small is not None:
         _load_small_tables(state, small)
@@ -159,12 +164,12 @@ def _load_small_tables(state: LedgerState, small: dict[str, Any]) -> None:
                                     state=peer_state, agent_version=version, reported=reported)
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else format_recorded_at(moment)
-
-
 def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
-    """The events and changed projection rows of a batch, as concord_write_batch takes them."""
+    """The events and changed projection rows of a batch, as concord_write_batch takes them.
+
+    Projection timestamps go as orjson writes datetimes (RFC 3339, with their offset), much
+    cheaper than strftime; an event's own timestamp goes in its one hashed form.
+    """
     ch = state.changes
     reservations = state.reservations
     return orjson.dumps({
@@ -191,15 +196,15 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
             {"id": r.id, "peer_id": r.peer_id, "doctype": r.doctype, "doc_id": r.doc_id,
              "series": r.series, "period": r.period, "number": r.number,
              "formatted": r.formatted, "doc_date": r.doc_date.isoformat(), "state": r.state,
-             "reserved_at": _stamp(r.reserved_at), "position": r.position,
+             "reserved_at": r.reserved_at, "position": r.position,
              "hash": r.hash.hex(), "warning_id": r.warning_id}
             for r in (reservations[i] for i in ch.new_reservations)
         ],
         "documents": [
             {"peer_id": d.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
              "reservation_id": d.reservation_id, "series": d.series, "period": d.period,
-             "number": d.number, "formatted": d.formatted, "snapshot": d.snapshot,
-             "voided": d.voided, "imported": d.imported, "position": d.position}
+             "number": d.number, "formatted": d.formatted, "voided": d.voided,
+             "imported": d.imported, "position": d.position}  # snapshot: from the ledger
             for d in (state.documents[k] for k in ch.documents) if d is not None
         ],
         "voided": list(ch.voided_documents),
@@ -210,8 +215,8 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
         ],
         "warnings": [
             {"id": w.id, "code": w.code, "subject": w.subject, "message": w.message,
-             "state": w.state, "raised_at": _stamp(w.raised_at),
-             "resolved_at": _stamp(w.resolved_at)}
+             "state": w.state, "raised_at": w.raised_at,
+             "resolved_at": w.resolved_at}
             for w in (state.warnings[i] for i in ch.warnings)
         ],
     })
