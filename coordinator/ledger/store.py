@@ -168,7 +168,8 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
     """The events and changed projection rows of a batch, as concord_write_batch takes them.
 
     Projection timestamps go as orjson writes datetimes (RFC 3339, with their offset), much
-    cheaper than strftime; an event's own timestamp goes in its one hashed form.
+    cheaper than strftime; an event's own timestamp goes in its one hashed form. Bytes go
+    as hex.
     """
     ch = state.changes
     reservations = state.reservations
@@ -192,14 +193,8 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
              "warning_id": r.warning_id}
             for r in (reservations[i] for i in ch.reservations - ch.new_reservations)
         ],
-        "reservations_created": [
-            {"id": r.id, "peer_id": r.peer_id, "doctype": r.doctype, "doc_id": r.doc_id,
-             "series": r.series, "period": r.period, "number": r.number,
-             "formatted": r.formatted, "doc_date": r.doc_date.isoformat(), "state": r.state,
-             "reserved_at": r.reserved_at, "position": r.position,
-             "hash": r.hash.hex(), "warning_id": r.warning_id}
-            for r in (reservations[i] for i in ch.new_reservations)
-        ],
+        # Every field of a new reservation is a column: orjson writes the dataclass itself.
+        "reservations_created": [reservations[i] for i in ch.new_reservations],
         "documents": [
             {"peer_id": d.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
              "reservation_id": d.reservation_id, "series": d.series, "period": d.period,
@@ -219,7 +214,13 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
              "resolved_at": w.resolved_at}
             for w in (state.warnings[i] for i in ch.warnings)
         ],
-    })
+    }, default=_hex)
+
+
+def _hex(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not a batch value")
 
 
 async def write_batch(conn: asyncpg.Connection, state: LedgerState, events: Sequence[Event]) -> None:
