@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
-from coordinator.ledger.audit import audit
+from coordinator.db import connect
+from coordinator.ledger.audit import Replay, audit
 from coordinator.ledger.findings import Finding
 from coordinator.ledger.receipts import load_receipts
 from tests.ledger_tamper import populate, rewrite_tail, superuser, write_receipts
@@ -134,3 +136,23 @@ async def _position_of(database_url: str, type_: str, nth: int) -> int:
         await conn.close()
 
 
+
+
+async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens,
+                                                               database_url) -> None:
+    await populate(client, tokens.operator)
+    conn = await connect(database_url)
+    replay = Replay(conn)
+    try:
+        head = await conn.fetchval("SELECT max(position) FROM public.events")
+        await replay.create()
+        # Unqualified, "events" is the scratch view the batch functions see: the ledger itself.
+        assert await conn.fetchval("SELECT max(position) FROM events") == head > 10
+        with pytest.raises(asyncpg.PostgresError, match="refused"):
+            await conn.execute("INSERT INTO events SELECT position + 1, gen_random_uuid(), type,"
+                               " stream, data, recorded_at, hash, hash FROM events"
+                               " ORDER BY position DESC LIMIT 1")
+        assert await conn.fetchval("SELECT max(position) FROM public.events") == head
+    finally:
+        await replay.drop()
+        await conn.close()
