@@ -8,13 +8,14 @@ keep writing meanwhile) feeds four checks:
 - the stores' receipts, when given (receipts.py);
 - the replay: every event applied by the live code (``LedgerState.apply``) and flushed by
   the live write path (``concord_write_batch``) into a scratch schema
-  ``concord_audit_<random>`` whose tables are unlogged copies (``LIKE … INCLUDING ALL``) of
-  the live projections. The scratch schema is dropped afterwards.
+  ``concord_audit_<random>``: unlogged copies (``LIKE … INCLUDING ALL``) of the live
+  projection tables, keeping the indexes of their keys only, and a read-only view of the
+  ledger. The scratch schema is dropped afterwards.
 
 The replay runs in a transaction that imports the reading snapshot (``SET TRANSACTION
 SNAPSHOT``), so it sees the live projections exactly as of the last event read, next to its
 own scratch rows: each projection is then compared with its replay row by row by
-PostgreSQL (a full join on the key), each difference named by table, key and column.
+PostgreSQL (counts, and a join on the key), each difference named by table, key and column.
 ``peer_liveness`` (heartbeat times) and ``api_tokens`` (operator and reader credentials) are
 not ledger facts and are not compared.
 
