@@ -156,3 +156,21 @@ async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens,
     finally:
         await replay.drop()
         await conn.close()
+
+
+async def test_a_failure_mid_replay_surfaces_and_leaves_no_scratch_schema(
+        client, tokens, database_url, monkeypatch) -> None:
+    await populate(client, tokens.operator)
+
+    def failing_check(self: object, rows: object, events: object) -> None:
+        raise RuntimeError("check failed while the database was writing")
+
+    # The checks run while the chunk's round trip is in flight: the error must come out as
+    # itself, after that statement has finished, and the scratch schema still be dropped.
+    monkeypatch.setattr("coordinator.ledger.audit._Checks.check", failing_check)
+    with pytest.raises(RuntimeError, match="while the database was writing"):
+        await audit(database_url, progress=False)
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        left = await pool.fetchval("SELECT count(*) FROM pg_namespace"
+                                   " WHERE nspname LIKE 'concord_audit_%'")
+    assert left == 0

@@ -114,6 +114,7 @@ class Replay:
         # The ledger's head as the batch functions last saw it: while it stays, they need
         # not send the small tables back (this state has them, applied here).
         self._head: int | None = None
+        self._in_flight: asyncio.Future[Any] | None = None
 
     async def create(self) -> None:
         s = self.schema
@@ -158,6 +159,8 @@ class Replay:
                                 " SET default_statistics_target = 10")
 
     async def drop(self) -> None:
+        if self._in_flight is not None:  # the caller's checks failed while it ran
+            await asyncio.gather(self._in_flight, return_exceptions=True)
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
         await self.conn.execute("SET search_path = public")
@@ -186,7 +189,7 @@ class Replay:
             self._analyze_at *= 4
             await self.conn.execute(self.analyze())
         req = _request(rows, self._head)
-        load = asyncio.ensure_future(self.conn.fetchval(
+        load = self._in_flight = asyncio.ensure_future(self.conn.fetchval(
             f"SELECT {self.schema}.replay_chunk($1, $2::jsonb)", self._writes, req))
         await asyncio.sleep(0)  # the request goes out before this process's work
         self.state.forget_per_batch()  # the last chunk's rows are written: free them now
@@ -197,6 +200,8 @@ class Replay:
         except asyncpg.PostgresError as exc:
             self._fail(events[0].position, exc)
             return
+        finally:
+            self._in_flight = None
         self._head = store.load_opened(self.state, req, got).position
         for event in events:
             try:
