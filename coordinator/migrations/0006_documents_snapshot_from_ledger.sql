@@ -50,16 +50,19 @@ BEGIN
 
     -- A document's snapshot is the document of the event that last set it, the one at its
     -- position (appended above, or already in the ledger): it is read from there rather
-    -- than sent a second time. LEFT JOIN: a position with no event leaves the snapshot NULL,
-    -- which the table refuses, failing the batch instead of dropping the row.
+    -- than sent a second time. A scalar subquery, so each is one primary-key lookup (a join
+    -- could be planned, on a young ledger, as a hash join over the whole table); a position
+    -- with no event leaves the snapshot NULL, which the table refuses, failing the batch
+    -- instead of dropping the row.
     INSERT INTO documents (peer_id, doctype, doc_id, reservation_id, series, period, number,
                            formatted, snapshot, voided, imported, position)
         SELECT x.peer_id, x.doctype, x.doc_id, x.reservation_id, x.series, x.period, x.number,
-               x.formatted, e.data->'document', x.voided, x.imported, x.position
+               x.formatted,
+               (SELECT e.data->'document' FROM events e WHERE e.position = x.position),
+               x.voided, x.imported, x.position
         FROM jsonb_to_recordset(b->'documents') AS x(peer_id uuid, doctype text,
              doc_id text, reservation_id uuid, series text, period text, number bigint,
              formatted text, voided boolean, imported boolean, position bigint)
-        LEFT JOIN events e ON e.position = x.position
         ON CONFLICT (peer_id, doctype, doc_id) DO UPDATE SET
             reservation_id = EXCLUDED.reservation_id, series = EXCLUDED.series,
             period = EXCLUDED.period, number = EXCLUDED.number, formatted = EXCLUDED.formatted,
