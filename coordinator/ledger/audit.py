@@ -361,8 +361,8 @@ async def _duplicate_event_ids(conn: asyncpg.Connection, findings: Findings) -> 
 
 async def _compare(replay: Replay, result: AuditResult) -> None:
     """Row by row, in the replay's transaction: the live tables as of the snapshot, the
-    scratch ones as replayed. One full join per table; a second, for the details, only
-    where rows differ."""
+    scratch ones as replayed. Per table, counts and an inner join on the key tell how many
+    rows differ; a full join, for the details, runs only where some do."""
     conn, schema = replay.conn, replay.schema
     await conn.execute("SET LOCAL work_mem = '64MB'")  # large joins: fewer passes over disk
     for table, keys in PROJECTIONS.items():
