@@ -3,10 +3,11 @@ SHA-256 of the same bytes measured in the same run (the physical limit of any ve
 
     python -m bench.audit [--events 1000000] [--no-docs]
 
-1. Builds a ledger of N valid events in this process with the real canonical form and hash
-   (coordinator/events/canonical.py) — three stores reserving and confirming invoices and
-   credit notes with realistic document snapshots, some numbers released and reused, some
-   documents updated, some numbers voided — and COPYs it into a fresh database.
+1. Builds a ledger of N valid events in this process (bench/ledger_fixture.py) with the
+   real canonical form and hash (coordinator/events/canonical.py) — three stores reserving
+   and confirming invoices and credit notes with realistic document snapshots, some numbers
+   released and reused, some documents updated, some numbers voided — and COPYs it into a
+   fresh database.
 2. `concord audit --rebuild` once: builds the projections from the events (timed as well).
    Before it and after it, untimed, the database is vacuumed and analyzed, as autovacuum
    would have done in service (bulk-written tables otherwise make the next runs share the
@@ -29,28 +30,19 @@ import hashlib
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections import deque
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from bench.ledger_fixture import LedgerBuilder, copy_events
 from bench.postgres import admin_url, checkpoint, fresh_database, server_facts
-from coordinator.events.canonical import (
-    GENESIS_HASH,
-    canonical_event,
-    canonical_json,
-    format_recorded_at,
-)
-from coordinator.events.document import document
-from coordinator.ledger.numbering import SeriesSettings, render
+from coordinator.events.canonical import GENESIS_HASH
 from coordinator.migrations import migrate
 from coordinator.scratch_postgres import run_sql
 
@@ -66,165 +58,19 @@ BASELINE_SAMPLE = 100_000  # events hashed in memory for the baseline
 # Audit and verify run this many times; the median is reported (timings on a shared machine
 # swing by a fifth from one minute to the next).
 RUNS = 3
-STORES = ("north", "south", "west")
-INVOICE = SeriesSettings(format="INV-{YEAR}-{NUMBER:6}", reset="yearly", assign_on="payment")
 
 
-# -- a realistic ledger -----------------------------------------------------------------------
-
-def _templates(rng: random.Random) -> list[dict[str, Any]]:
-    """Document snapshots built by the real snapshot code from WHMCS-like rows."""
-    out = []
-    for n in range(40):
-        items = [{"id": 9000 + n * 10 + i, "type": rng.choice(("Hosting", "Domain", "Addon", "")),
-                  "relid": rng.randrange(1, 5000),
-                  "description": rng.choice(("Shared hosting - Starter", "Domain renewal -"
-                                             " example.com - 1 Year/s", "VPS M (monthly)",
-                                             "SSL certificate")) + f" #{i}",
-                  "amount": f"{rng.randrange(100, 20000) / 100:.2f}", "taxed": rng.randrange(2)}
-                 for i in range(rng.randrange(1, 6))]
-        client = {"firstname": rng.choice(("Ada", "Jan", "Marie", "Luc")),
-                  "lastname": rng.choice(("Lovelace", "de Vries", "Curie", "Dupont")),
-                  "companyname": rng.choice(("", "Analytical Engines Ltd", "Radium BV")),
-                  "email": f"client{n}@example.com", "address1": f"{n} Main Street",
-                  "address2": "", "city": rng.choice(("Amsterdam", "Lyon", "London")),
-                  "state": "", "postcode": "1011 AB", "country": rng.choice(("NL", "FR", "GB")),
-                  "phonenumber": "+31.201234567", "tax_id": "NL123456789B01", "currency": 1,
-                  "taxexempt": 0}
-        invoice = {"id": 1, "userid": 100 + n, "status": "Paid", "date": date(2026, 1, 1),
-                   "duedate": date(2026, 1, 15), "datepaid": datetime(2026, 1, 2, 10, 11, 12),
-                   "subtotal": "100.00", "credit": "0.00", "tax": "21.00", "tax2": "0.00",
-                   "taxrate": "21.00", "taxrate2": "0.00", "total": "121.00",
-                   "paymentmethod": rng.choice(("stripe", "paypal", "banktransfer"))}
-        out.append(document("invoice", "", invoice, items, client, None,
-                            [{"id": 3, "fieldname": "VAT Number", "value": "NL123456789B01"}]))
-    return out
-
-
-class LedgerBuilder:
-    """Valid events, chained as the writer chains them, as COPY records."""
-
-    def __init__(self, seed: int = 5) -> None:
-        self.rng = random.Random(seed)
-        self.position = 0
-        self.hash = GENESIS_HASH
-        self.moment = datetime(2025, 1, 1, 8, tzinfo=UTC)
-        self.bodies_kept: list[bytes] = []
-
-    def event(self, type_: str, stream: str, data: dict[str, Any]) -> tuple[Any, ...]:
-        self.position += 1
-        self.moment += timedelta(microseconds=self.rng.randrange(200, 40_000))
-        event_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        data_json = canonical_json(data)
-        body = canonical_event(self.position, event_id, type_, stream, data_json,
-                               format_recorded_at(self.moment))
-        prev, self.hash = self.hash, hashlib.sha256(self.hash + body).digest()
-        return (self.position, event_id, type_, stream, data_json.decode(), self.moment, prev,
-                self.hash)
-
-    def ledger(self, count: int) -> Any:
-        """Yields ``count`` events."""
-        rng = self.rng
-        templates = _templates(rng)
-        peers = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in STORES]
-        for peer, name in zip(peers, STORES, strict=True):
-            yield self.event("PeerRegistered", f"peer-{peer}", {
-                "peer_id": peer, "name": name, "url": f"http://{name}.example:8701",
-                "token_sha256": hashlib.sha256(name.encode()).hexdigest()})
-        yield self.event("SeriesConfigured", "series-invoice", {
-            "series": "invoice", "settings": INVOICE.model_dump(), "next": None})
-        settings = {"invoice": INVOICE, "creditnote": SeriesSettings()}
-        counters: dict[tuple[str, str], int] = {}
-        pools: dict[tuple[str, str], list[int]] = {}
-        pending: deque[dict[str, Any]] = deque()
-        issued: deque[dict[str, Any]] = deque(maxlen=5000)
-        doc_ids = [0] * len(STORES)
-        day = date(2025, 1, 1)
-        emitted = 4
-        while emitted < count:
-            store = rng.randrange(len(STORES))
-            doctype = "creditnote" if rng.random() < 0.05 else "invoice"
-            if emitted % 1500 == 0 and day < date(2026, 12, 31):
-                day += timedelta(days=1)
-            series_settings = settings[doctype]
-            period = str(day.year) if series_settings.reset == "yearly" else "all"
-            key = (doctype, period)
-            pool = pools.setdefault(key, [])
-            if pool:
-                number, from_pool = pool.pop(0), True
-                next_number = counters.get(key, series_settings.start)
-            else:
-                number, from_pool = counters.get(key, series_settings.start), False
-                next_number = number + series_settings.increment
-            counters[key] = next_number
-            doc_ids[store] += 1
-            rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            r = {"reservation_id": rid, "peer_id": peers[store], "doctype": doctype,
-                 "doc_id": str(doc_ids[store]), "series": doctype, "period": period,
-                 "number": number,
-                 "formatted": render(series_settings.format, number, day, STORES[store])}
-            yield self.event("NumberReserved", f"reservation-{rid}", {
-                **r, "date": day.isoformat(), "from_pool": from_pool, "next": next_number})
-            pending.append(r)
-            emitted += 1
-            while len(pending) > rng.randrange(0, 4) and emitted < count:
-                done = pending.popleft()
-                rid = done["reservation_id"]
-                if rng.random() < 0.01:  # the WHMCS write failed: the number goes back
-                    yield self.event("NumberReleased", f"reservation-{rid}", {
-                        "reservation_id": rid, "series": done["series"], "period": done["period"],
-                        "number": done["number"], "reason": "write failed",
-                        "by": done["peer_id"]})
-                    pools[(done["series"], done["period"])].append(done["number"])
-                    pools[(done["series"], done["period"])].sort()
-                else:
-                    snapshot = templates[rng.randrange(len(templates))]
-                    doc = {"ClientData": snapshot["ClientData"],
-                           "DocData": {**snapshot["DocData"], "ID": int(done["doc_id"]),
-                                       "Num": done["formatted"], "Date": day.isoformat(),
-                                       "Type": "CreditNote" if done["doctype"] == "creditnote"
-                                       else "Invoice"}}
-                    yield self.event("NumberIssued", f"reservation-{rid}", {**done,
-                                                                           "document": doc})
-                    issued.append({**done, "document": doc})
-                emitted += 1
-            if issued and emitted < count and rng.random() < 0.01:
-                doc = issued[rng.randrange(len(issued))]
-                changed = {**doc["document"], "DocData": {**doc["document"]["DocData"],
-                                                          "Status": "Refunded"}}
-                yield self.event("DocumentUpdated",
-                                 f"document-{doc['peer_id']}-{doc['doctype']}-{doc['doc_id']}",
-                                 {"peer_id": doc["peer_id"], "doctype": doc["doctype"],
-                                  "doc_id": doc["doc_id"], "document": changed})
-                emitted += 1
-            if issued and emitted < count and rng.random() < 0.002:
-                doc = issued.popleft()
-                yield self.event("NumberVoided", f"reservation-{doc['reservation_id']}", {
-                    "reservation_id": doc["reservation_id"], "series": doc["series"],
-                    "period": doc["period"], "number": doc["number"], "reason": "cancelled",
-                    "was": "issued"})
-                emitted += 1
-
+# -- the ledger --------------------------------------------------------------------------------
 
 async def load_ledger(url: str, count: int) -> float:
-    """Build and COPY ``count`` events; returns the seconds it took."""
+    """Build and COPY ``count`` events (bench/ledger_fixture.py); returns the seconds it took."""
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
         # Setup only: the events are read, never written, by what is measured.
         await conn.execute("ALTER TABLE events SET UNLOGGED")
-        builder = LedgerBuilder()
-        batch: list[tuple[Any, ...]] = []
-        columns = ["position", "event_id", "type", "stream", "data", "recorded_at", "prev_hash",
-                   "hash"]
-        for record in builder.ledger(count):
-            batch.append(record)
-            if len(batch) == 20_000:
-                await conn.copy_records_to_table("events", records=batch, columns=columns)
-                batch.clear()
-        if batch:
-            await conn.copy_records_to_table("events", records=batch, columns=columns)
+        await copy_events(conn, LedgerBuilder().ledger(count))
         await conn.execute("ANALYZE events")
     finally:
         await conn.close()
