@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# A production install works: the project installed into a clean venv WITHOUT the dev
+# extras, each console command's --help, and one real `concord sync kashflow --once`
+# against the fake KashFlow (tests/install_check.py, run by the development venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/concord-install.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+# pip builds in the source tree (build/, *.egg-info): build from a copy of the tracked files.
+mkdir "$scratch/src"
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$scratch/src"
+venv="$scratch/venv"
+"$python" -m venv "$venv"
+"$venv/bin/pip" install --quiet --upgrade pip
+"$venv/bin/pip" install --quiet "$scratch/src"
+make --quiet .venv/.installed
+exec .venv/bin/python -m tests.install_check "$venv"
