@@ -9,8 +9,11 @@ are rendered in WSDL order too, and invoices carry the three CIS fields newer ve
 State: customers, invoices, payments, with KashFlow's rules (unique letters-and-digits
 customer code, known customer, currency, payment method and bank account). Failures are
 injected per operation: ``status_no``, ``zero`` (Status OK with 0 for the new id),
-``http_500``, ``timeout`` (the write is applied, the answer comes too late) and
-``applied_500`` (the write is applied, the answer is lost).
+``http_500``, ``timeout`` (the write is applied, the answer comes too late),
+``applied_500`` (the write is applied, the answer is lost) and what a proxy in front of
+KashFlow answers instead of SOAP: ``text_500`` (a plain-text 500), ``empty_500`` (a 500
+without a body) and ``html_502`` (the write is applied, then the proxy gives up with an
+HTML error page).
 """
 
 from __future__ import annotations
@@ -163,7 +166,8 @@ class FakeKashFlow:
     _next_invoice: Any = field(default_factory=lambda: itertools.count(1001))
 
     def fail(self, operation: str, kind: str, times: int = 1) -> None:
-        assert kind in ("status_no", "zero", "http_500", "timeout", "applied_500")
+        assert kind in ("status_no", "zero", "http_500", "timeout", "applied_500", "text_500",
+                        "empty_500", "html_502")
         self._failures.setdefault(operation, []).extend([kind] * times)
 
     def count(self, operation: str) -> int:
@@ -193,6 +197,10 @@ class FakeKashFlow:
         failure = queue.pop(0) if queue else None
         if failure == "http_500":
             return _fault("Server was unable to process request. Object reference not set.")
+        if failure == "text_500":
+            return web.Response(status=500, text="Internal Server Error")
+        if failure == "empty_500":
+            return web.Response(status=500)
         if failure in ("status_no", "zero"):
             result = 0 if failure == "zero" else None
             status = "OK" if failure == "zero" else "NO"
@@ -209,6 +217,10 @@ class FakeKashFlow:
             await asyncio.sleep(self.timeout_delay)
         if failure == "applied_500":
             return _fault("Server was unable to process request. Timeout expired.")
+        if failure == "html_502":
+            return web.Response(status=502, content_type="text/html", text=(
+                "<html><head><title>502 Bad Gateway</title></head><body><center>"
+                "<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"))
         return _answer(operation, result, status, detail)
 
     # -- operations ------------------------------------------------------------------------

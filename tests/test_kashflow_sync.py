@@ -205,7 +205,8 @@ async def test_unmapped_gateway_skips_only_that_payment_until_it_is_mapped(
     assert await ledger.warnings("kashflow_gateway_unmapped") == []
 
 
-@pytest.mark.parametrize("kind", ["status_no", "zero", "http_500", "timeout", "applied_500"])
+@pytest.mark.parametrize("kind", ["status_no", "zero", "http_500", "timeout", "applied_500",
+                                  "text_500", "empty_500", "html_502"])
 async def test_a_failed_document_is_warned_about_and_retried_while_the_run_goes_on(
         ledger: Ledger, fake: FakeKashFlow, url: str, kind: str) -> None:
     alpha = await ledger.add_store("alpha")

@@ -9,7 +9,8 @@ Every answer carries ``Status`` (``OK``/``NO``) and ``StatusDetail``; a ``NO`` a
 with HTTP 200. Failures become two exceptions: ``KashFlowRefused`` (KashFlow answered and
 said no, or returned 0 for an id, or zeep found the request invalid and did not send it)
 and ``KashFlowUnavailable`` (no usable answer: HTTP error, SOAP fault, timeout, connection
-error), after which a write may or may not have happened.
+error, or a body that is not a SOAP envelope, as proxies in front of KashFlow send: plain
+text, HTML, nothing), after which a write may or may not have happened.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import httpx
 import zeep
+from lxml import etree
 from lxml.etree import XMLSyntaxError
 from zeep.exceptions import Error as ZeepError
-from zeep.exceptions import ValidationError
+from zeep.exceptions import TransportError, ValidationError
 from zeep.helpers import serialize_object
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
@@ -68,6 +70,29 @@ def _wsdl() -> Document:
 _SETTINGS = zeep.Settings(strict=False)
 
 
+# No entities, no network: the answer is only looked at, never trusted to fetch anything.
+_ANSWER_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+_ENVELOPE = "{http://schemas.xmlsoap.org/soap/envelope/}Envelope"
+
+
+class _SoapOnlyTransport(AsyncTransport):
+    """Lets through only answers that are a SOAP 1.1 envelope. zeep reads a plain-text body
+    as an XML document of None and fails with an AttributeError, and an HTML page as an
+    unknown fault; either way it is no answer from KashFlow."""
+
+    async def post(self, address: str, message: bytes, headers: dict[str, str]) -> httpx.Response:
+        response = await super().post(address, message, headers)
+        try:
+            root = etree.fromstring(response.content, parser=_ANSWER_PARSER)
+        except XMLSyntaxError:
+            root = None
+        if root is None or root.tag != _ENVELOPE:
+            raise TransportError(
+                f"HTTP {response.status_code} with a body that is not a SOAP answer: "
+                f"{response.content[:80]!r}", status_code=response.status_code)
+        return response
+
+
 class KashFlowClient:
     """One account's API. ``http`` may be given (tests hook into it); it is then not closed."""
 
@@ -76,7 +101,7 @@ class KashFlowClient:
         self._credentials = {"UserName": username, "Password": password}
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
-        transport = AsyncTransport(client=self._http, wsdl_client=httpx.Client())
+        transport = _SoapOnlyTransport(client=self._http, wsdl_client=httpx.Client())
         client = zeep.AsyncClient(wsdl=_wsdl(), transport=transport, settings=_SETTINGS)
         self._types = client.type_factory("ns0")
         self._service = AsyncServiceProxy(client, _wsdl().bindings[BINDING], address=url)
