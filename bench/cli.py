@@ -173,7 +173,7 @@ def _commit() -> str:
     return head + (" + uncommitted changes" if git("status", "--porcelain", "coordinator") else "")
 
 
-def _machine(facts: dict[str, str], where: str) -> dict[str, str]:
+def machine_facts(facts: dict[str, str], where: str) -> dict[str, str]:
     model = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -192,7 +192,7 @@ def _row_cores(row: Row) -> dict[str, float]:
 def run(plan: Plan) -> Results:
     with admin_url() as (admin, where):
         bench = Bench(admin, plan)
-        res = Results(machine=_machine(server_facts(admin), where), plan=asdict(plan))
+        res = Results(machine=machine_facts(server_facts(admin), where), plan=asdict(plan))
         bench.say(f"PostgreSQL: {where}")
         # One connection per client is the obvious set-up; a few connections are its best.
         for connections in sorted({baseline_counter.CONNECTIONS,

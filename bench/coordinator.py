@@ -157,18 +157,30 @@ async def _ledger_check(url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         row = await conn.fetchrow(
-            "SELECT count(*) AS handed_out, count(*) FILTER (WHERE state = 'issued') AS issued,"
-            " coalesce(min(number), 1) AS lowest, coalesce(max(number), 0) AS highest"
-            " FROM reservations WHERE series = 'invoice'"
+            "SELECT count(*) AS handed_out, count(*) FILTER (WHERE state = 'issued') AS issued"
+            " FROM reservations WHERE series = 'invoice' AND state <> 'released'"
+        )
+        # Per series and period, the numbers held and the released ones waiting in the pool
+        # together are exactly 1..highest, each held once (start and increment 1 throughout).
+        holes = await conn.fetchval(
+            "SELECT count(*) FROM ("
+            " SELECT series, period, count(*) AS held, count(DISTINCT number) AS distinct_held,"
+            "  min(number) AS lowest, max(number) AS highest"
+            " FROM reservations WHERE state <> 'released' GROUP BY series, period) h"
+            " LEFT JOIN LATERAL (SELECT count(*) AS pooled FROM released_numbers p"
+            "  WHERE p.series = h.series AND p.period = h.period) p ON true"
+            " WHERE h.held <> h.distinct_held OR h.held + p.pooled <> h.highest"
+            "  OR least(h.lowest, (SELECT min(number) FROM released_numbers q"
+            "   WHERE q.series = h.series AND q.period = h.period)) <> 1"
         )
         events = await conn.fetchval("SELECT count(*) FROM events")
     finally:
         await conn.close()
-    gapless = row["lowest"] == 1 and row["highest"] == row["handed_out"]
     return {"issued": row["issued"], "handed_out": row["handed_out"], "events": events,
-            "gapless": gapless}
+            "gapless": holes == 0}
 
 
 def ledger_check(url: str) -> dict[str, Any]:
-    """After a run: how many numbers were issued, and whether 1..highest has no hole."""
+    """After a run: how many invoice numbers are held (issued), and whether every series and
+    period holds exactly 1..highest (released numbers waiting for reuse included)."""
     return asyncio.run(_ledger_check(url))

@@ -174,3 +174,17 @@ def write_markdown(path: Path, block: list[str], template: str) -> None:
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     new = "\n".join([BEGIN, *block, END])
     path.write_text(pattern.sub(lambda _: new, text, count=1))
+
+
+def write_section(path: Path, title: str, begin: str, end: str, block: list[str],
+                  intro: list[str] | None = None) -> None:
+    """Replace the block between ``begin`` and ``end`` in ``path``; when the markers are not
+    there yet, append a new section ``title`` (with ``intro``) holding them."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    body = "\n".join([begin, *block, end])
+    first, last = text.find(begin), text.find(end)
+    if first != -1 and last != -1:
+        text = text[:first] + body + text[last + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join([title, "", *(intro or []), body]) + "\n"
+    path.write_text(text)
