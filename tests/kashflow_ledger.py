@@ -68,7 +68,8 @@ def snapshot(doc_id: int, formatted: str, *, doctype: str = "invoice", user_id: 
              status: str = "Paid", gateway: str = "paypal", currency: int = 1,
              items: tuple[tuple[str, str, bool], ...] = (("Web hosting", "100.00", True),),
              tax_rate: str = "20.00", credit: str = "0.00", tax_exempt: bool = False,
-             address: str = "1 High Street") -> dict[str, Any]:
+             address: str = "1 High Street", country: str = "GB", state: str = "",
+             postcode: str = "N1 9GU") -> dict[str, Any]:
     subtotal = sum((float(amount) for _, amount, _ in items), 0.0)
     tax = sum(float(amount) for _, amount, taxed in items if taxed) * float(tax_rate) / 100
     tax = 0.0 if tax_exempt else round(tax, 2)
@@ -83,7 +84,7 @@ def snapshot(doc_id: int, formatted: str, *, doctype: str = "invoice", user_id: 
              "amount": amount, "taxed": int(taxed)} for n, (text, amount, taxed) in enumerate(items)]
     client = {"firstname": "Ada", "lastname": f"Client{user_id}", "companyname": "",
               "email": f"client{user_id}@example.test", "address1": address, "address2": "",
-              "city": "London", "state": "", "postcode": "N1 9GU", "country": "GB",
+              "city": "London", "state": state, "postcode": postcode, "country": country,
               "phonenumber": "+44.2071234567", "currency": currency,
               "taxexempt": int(tax_exempt)}
     return document(doctype, formatted, invoice, rows, client, None, [])

@@ -110,6 +110,28 @@ async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
     assert_no_duplicates(fake)
 
 
+async def test_customers_carry_kashflow_ec_flags_from_the_eu_table(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    places = {  # user id: (country, postcode, EC, OutsideEC)
+        1: ("GB", "N1 9GU", "0", "0"), 2: ("DE", "10115", "1", "0"),
+        3: ("ES", "28001", "1", "0"), 4: ("ES", "35001", "0", "1"),  # Canary Islands
+        5: ("MC", "98000", "1", "0"), 6: ("US", "10001", "0", "1"), 7: ("", "", "0", "0"),
+        8: ("CH", "8001", "0", "1"), 9: ("IM", "IM1 1AA", "0", "0"),
+    }
+    for user, (country, postcode, _, _) in places.items():
+        await ledger.issue(alpha, user, user_id=user, country=country, postcode=postcode)
+    assert (await sync(ledger, url)).posted == len(places)
+    flags = {int(c["Code"].rpartition("C")[2]): (c["EC"], c["OutsideEC"])
+             for c in fake.customers.values()}
+    assert flags == {user: (ec, outside) for user, (_, _, ec, outside) in places.items()}
+
+    # A client who moves from Germany to Switzerland is updated.
+    await ledger.issue(alpha, 10, user_id=2, country="CH", postcode="8001")
+    await sync(ledger, url)
+    assert (fake.customer_by_code("ALPHAC2") or {}).get("OutsideEC") == "1"
+
+
 async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants(
         ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
     alpha = await ledger.add_store("alpha")

@@ -13,13 +13,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from coordinator.events.europe import client_territory
+
 EXEMPT = Decimal(-1)  # KashFlow's VAT rate of an exempt line
 CENT = Decimal("0.01")
 _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
 
 # Required elements of Customer that the sync has nothing to say about.
 _CUSTOMER_DEFAULTS: dict[str, Any] = {
-    "EC": 0, "OutsideEC": 0, "Source": 0, "Discount": 0, "ShowDiscount": False,
+    "Source": 0, "Discount": 0, "ShowDiscount": False,
     "PaymentTerms": 0, **{f"CheckBox{n}": 0 for n in range(1, 21)},
 }
 
@@ -41,6 +43,21 @@ def customer_code(prefix: str, user_id: int) -> str:
     return f"{prefix}C{user_id}"
 
 
+# KashFlow keeps UK books: its home is the UK VAT area (the Isle of Man belongs to it).
+_KASHFLOW_HOME = frozenset(("GB", "UK", "IM"))
+
+
+def ec_flags(client: Mapping[str, Any]) -> dict[str, int]:
+    """KashFlow's ``EC`` (inside the EU VAT area) and ``OutsideEC`` (neither there nor at
+    home), from the EU table behind the Get feed: an outermost region such as the Canary
+    Islands is outside the VAT area, Monaco inside it. No country: neither flag."""
+    country = str(client.get("Country") or "").strip().upper()
+    place = client_territory(client)
+    inside = place is not None and place.vat_area
+    outside = bool(country) and not inside and country not in _KASHFLOW_HOME
+    return {"EC": int(inside), "OutsideEC": int(outside)}
+
+
 def customer_details(client: Mapping[str, Any], code: str, currency_id: int) -> dict[str, Any]:
     """The customer fields the sync owns; a change of any of them is sent as an update."""
     person = str(client.get("ClientName") or "")
@@ -60,6 +77,7 @@ def customer_details(client: Mapping[str, Any], code: str, currency_id: int) -> 
         "ContactFirstName": str(client.get("Firstname") or ""),
         "ContactLastName": str(client.get("Lastname") or ""),
         "VATNumber": str(client.get("TaxID") or ""),
+        **ec_flags(client),
     }
 
 
