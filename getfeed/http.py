@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from coordinator.events.feed import FeedItem, answer_chunks, prepend
-from coordinator.events.get_query import json_fields
+from coordinator.events.get_query import GetQueryError, check_fields, json_fields
 from coordinator.events.vies import (
     Ask,
     VatKey,
@@ -29,10 +29,21 @@ log = structlog.get_logger("concord.vies")
 
 
 async def request_fields(request: web.Request) -> dict[str, Any]:
+    """The request's fields, checked by ``check_fields``; GetQueryError for a body that
+    cannot be read."""
     if request.content_type == "application/json":
-        return json_fields(await request.read())
-    # Form fields, url-encoded or multipart (PHP's curl given an array sends multipart).
-    return dict(await request.post())
+        fields = json_fields(await request.read())
+    else:
+        # Form fields, url-encoded or multipart (PHP's curl given an array sends multipart).
+        # aiohttp raises for multipart without its boundary, an unknown charset or transfer
+        # encoding.
+        try:
+            fields = dict(await request.post())
+        except (ValueError, LookupError, RuntimeError) as exc:
+            raise GetQueryError(f"the form body cannot be read ({exc}): send url-encoded or "
+                                "multipart form fields, or a JSON object") from None
+    check_fields(fields)
+    return fields
 
 
 def vies_asker(session: aiohttp.ClientSession, url: str) -> Ask:

@@ -23,7 +23,13 @@ class NotCanonical(ValueError):
     """A value that cannot be stored in the ledger byte-for-byte."""
 
 
-def _check_text(text: str, path: str, what: str) -> None:
+# Deeper values are refused before anything walks or serialises them (orjson stops at 255).
+MAX_DEPTH = 32
+BIGINT = 2**63  # PostgreSQL's bigint holds -BIGINT … BIGINT - 1
+
+
+def check_text(text: str, path: str, what: str = "text") -> None:
+    """Raise NotCanonical for text PostgreSQL cannot store: NUL or a lone surrogate."""
     if "\x00" in text:
         raise NotCanonical(f"{path}: {what} may not contain NUL characters")
     try:
@@ -32,32 +38,38 @@ def _check_text(text: str, path: str, what: str) -> None:
         raise NotCanonical(f"{path}: {what} is not valid Unicode (lone surrogate)") from None
 
 
-def _check(value: Any, path: str) -> None:
+def _check(value: Any, path: str, depth: int) -> None:
     if isinstance(value, str):
-        _check_text(value, path, "text")
+        check_text(value, path)
     elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise NotCanonical(f"{path}: integer out of range")
+        if not -BIGINT <= value < BIGINT:
+            raise NotCanonical(f"{path}: integer out of range (at most 19 digits, "
+                               f"{-BIGINT} … {BIGINT - 1})")
     elif isinstance(value, float):
-        raise NotCanonical(f"{path}: decimal numbers must be sent as strings (e.g. \"12.50\")")
+        raise NotCanonical(f"{path}: numbers must be whole and at most 19 digits; decimal "
+                           "numbers must be sent as strings (e.g. \"12.50\")")
+    elif depth >= MAX_DEPTH:
+        raise NotCanonical(f"{path}: nested deeper than {MAX_DEPTH} levels")
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotCanonical(f"{path}: object keys must be strings")
-            _check_text(key, path, "an object key")
-            _check(item, f"{path}.{key}")
+            check_text(key, path, "an object key")
+            _check(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]")
+            _check(item, f"{path}[{index}]", depth + 1)
     else:
         raise NotCanonical(f"{path}: unsupported value of type {type(value).__name__}")
 
 
 def ensure_canonical(value: Any, path: str = "data") -> None:
-    """Raise NotCanonical, naming the offending path, if ``value`` cannot be hashed stably."""
-    _check(value, path)
+    """Raise NotCanonical, naming the offending path, if ``value`` cannot be hashed stably:
+    text with NUL or a lone surrogate, an integer outside bigint, a float, or objects and
+    lists nested more than MAX_DEPTH levels (``value`` itself is the first level)."""
+    _check(value, path, 0)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -4,6 +4,9 @@ Parameter names and values follow the contract (seeds/webservice-get.txt): value
 case-insensitive, ``start`` takes a date, an integer N (today-N … today) or a keyword of
 the contract's table, and every error names the parameter, the value received and what
 is accepted. "Today" is passed in: it is the store's (or the coordinator's) local date.
+Numbers and dates are read from ASCII digits only (Python's int() and ``\\d`` also take
+other scripts' digits), and every field is checked for NUL, lone surrogates and length
+before anything reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from coordinator.events.canonical import BIGINT, NotCanonical, check_text
+
 # The Billing Extension's URL path (with ws=einvoice): existing scripts only change the host.
 BILLING_EXTENSION_PATH = ("/modules/addons/BillingExtension/core/BillingExtension_Admin/resources/"
                           "einvoice/einvoice.php")
@@ -26,7 +31,12 @@ DOCTYPES = {"invoice": "invoice", "invoices": "invoice",
 BOTH_DOCTYPES = frozenset(("invoice", "creditnote"))
 KEYWORDS = ("Today", "Yesterday", "Last 7 days", "Last week", "Week to date", "Month to date",
             "Previous month", "Year to date", "Last year", "All")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]+")
+MAX_FIELD_LENGTH = 200
+# More days than reach back to year 1, and the most digits of a bigint document ID.
+_MAX_DAYS_DIGITS = 7
+_MAX_ID_DIGITS = 19
 
 
 class GetQueryError(ValueError):
@@ -78,11 +88,11 @@ def keyword_range(keyword: str, today: date) -> tuple[date | None, date | None] 
 
 
 def _whole_number(raw: str) -> bool:
-    return raw.isascii() and raw.isdigit()
+    return _DIGITS.fullmatch(raw) is not None
 
 
 def _iso_date(name: str, raw: str) -> date:
-    if not _ISO_DATE.fullmatch(raw):
+    if not ISO_DATE.fullmatch(raw):
         raise GetQueryError(f"{name} {raw!r} is not a date: use YYYY-MM-DD (e.g. 2019-06-01)")
     year, month, day = (int(part) for part in raw.split("-"))
     if not (1 <= month <= 12 and 1 <= day <= monthrange(max(year, 1), month)[1]) or year < 1:
@@ -95,6 +105,9 @@ def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]
     if raw == "":
         return None, None, False
     if _whole_number(raw):
+        if len(raw) > _MAX_DAYS_DIGITS:
+            raise GetQueryError(f"start {raw!r} reaches before year 1: use a smaller number of "
+                                "days")
         try:
             return today - timedelta(days=int(raw)), today, False
         except OverflowError:
@@ -103,7 +116,7 @@ def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]
     keyword = keyword_range(raw, today)
     if keyword is not None:
         return keyword[0], keyword[1], False
-    if _ISO_DATE.fullmatch(raw):
+    if ISO_DATE.fullmatch(raw):
         return _iso_date("start", raw), today, True
     raise GetQueryError(
         f"start {raw!r} is not accepted: use a date YYYY-MM-DD, a number of days (5 = the last "
@@ -117,6 +130,26 @@ def _text(fields: Mapping[str, Any], name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise GetQueryError(f"{name} must be a string, received {json.dumps(value)}")
     return str(value).strip()
+
+
+def check_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse what no field may hold, read or not: NUL, lone surrogates, names or text
+    longer than MAX_FIELD_LENGTH, and form parts that are uploaded files. (A JSON field
+    that is not text is refused where it is read, by ``_text``.)"""
+    for name, value in fields.items():
+        shown = name[:40]
+        if not isinstance(value, str | int | float | bool | dict | list | None):
+            raise GetQueryError(f"field {shown!r}: send form fields as text, not as a file")
+        for what, text in (("name", name), ("value", value)):
+            if not isinstance(text, str):
+                continue
+            try:
+                check_text(text, f"field {shown!r}", what)
+            except NotCanonical as exc:
+                raise GetQueryError(str(exc)) from None
+            if len(text) > MAX_FIELD_LENGTH:
+                raise GetQueryError(f"field {shown!r}: the {what} is longer than "
+                                    f"{MAX_FIELD_LENGTH} characters")
 
 
 def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = False) -> GetQuery:
@@ -139,7 +172,7 @@ def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = Fals
         raise GetQueryError(f"invoicenum {invoicenum!r} and invoiceid {raw_id!r} exclude each "
                             "other: send only one of them")
     if raw_id:
-        if not _whole_number(raw_id) or int(raw_id) > 2**63 - 1:
+        if not _whole_number(raw_id) or len(raw_id) > _MAX_ID_DIGITS or int(raw_id) >= BIGINT:
             raise GetQueryError(f"invoiceid {raw_id!r} is not accepted: it must be a whole "
                                 "number, the document ID (tblinvoices.id)")
         return GetQuery(invoiceid=int(raw_id), doctypes=doctypes, store=store)

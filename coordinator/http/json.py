@@ -1,4 +1,10 @@
-"""Fast JSON responses and request bodies validated by pydantic models."""
+"""Fast JSON responses and request bodies validated by pydantic models.
+
+Every body is first checked as a whole (coordinator.events.canonical): no NUL or lone
+surrogate in any text or key, integers within PostgreSQL's bigint, no floats, at most
+MAX_DEPTH levels of nesting. So no value a handler passes on can fail inside PostgreSQL or
+in serialising the ledger, where it would fail the other requests of its batch too.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from coordinator.events.canonical import NotCanonical, ensure_canonical
 from coordinator.http.errors import ApiError
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -34,6 +41,10 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the request body must be a JSON object")
+    try:
+        ensure_canonical(data, "body")
+    except NotCanonical as exc:
+        raise ApiError(400, "invalid_body", str(exc)) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -13,21 +14,22 @@ from aiohttp import web
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
 )
 
-from coordinator.events.canonical import NotCanonical, ensure_canonical
-from coordinator.events.get_query import BILLING_EXTENSION_PATH
+from coordinator.events.canonical import BIGINT, NotCanonical, check_text
+from coordinator.events.get_query import BILLING_EXTENSION_PATH, ISO_DATE
+from coordinator.http import answers
 from coordinator.http.errors import ApiError
 from coordinator.http.json import json_response, read_body
 from coordinator.http.middleware import TOKENS, guarded, principal_of
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.chain_watch import CHAIN_WATCH
-from coordinator.ledger.numbering import SERIES_NAMES
+from coordinator.ledger.numbering import MAX_INCREMENT, MAX_START, SERIES_NAMES
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.peers.liveness import record_heartbeat
 from coordinator.peers.tokens import new_token, token_sha256
@@ -37,39 +39,51 @@ WRITER = web.AppKey("writer", LedgerWriter)
 POOL = web.AppKey("pool", object)
 TIMEZONE = web.AppKey("timezone", str)
 
+# Every body has passed read_body's check (no NUL or lone surrogate, integers within bigint,
+# nesting bounded) before these models see it; they add types, lengths and ranges.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-DocId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+DOC_ID_MAX = 64
+DocId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                         max_length=DOC_ID_MAX)]
+PERIOD = re.compile(r"all|[0-9]{4}")
+Period = Annotated[str, StringConstraints(pattern=f"^({PERIOD.pattern})$")]
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def _iso_date(value: Any) -> date:
+    # Only the text YYYY-MM-DD in ASCII digits: no Unix timestamp, no other script's digits.
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD (e.g. 2026-03-01)")
+    return date.fromisoformat(value)
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as declared, no "12" for 12, no 1 for true.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Idempotent(_Body):
     event_id: uuid.UUID | None = Field(
-        default=None, description="Chosen by the client; a retry with it gets the same answer"
+        default=None, strict=False,  # a UUID arrives as text
+        description="Chosen by the client; a retry with it gets the same answer"
     )
 
 
 class ReserveBody(_Idempotent):
     doctype: Literal["invoice", "creditnote"]
     doc_id: DocId
-    date: date
-
-
-def _storable(value: Any, path: str) -> Any:
-    try:
-        ensure_canonical(value, path)
-    except NotCanonical as exc:
-        raise ValueError(str(exc)) from None
-    return value
+    date: IsoDate
 
 
 def _snapshot_checked(value: dict[str, Any]) -> dict[str, Any]:
     for part in ("ClientData", "DocData"):
         if not isinstance(value.get(part), dict):
             raise ValueError(f"must hold the objects ClientData and DocData ({part} missing)")
-    return _storable(value, "document")
+    return value
 
 
 # A document snapshot {"ClientData": {…}, "DocData": {…}} that the ledger can hash stably.
@@ -96,14 +110,14 @@ class ReasonBody(_Idempotent):
 
 
 class SeriesBody(_Body):
-    start: int | None = None
-    increment: int | None = None
-    format: str | None = None
+    start: int | None = Field(default=None, ge=0, le=MAX_START)
+    increment: int | None = Field(default=None, ge=1, le=MAX_INCREMENT)
+    format: Annotated[str, StringConstraints(max_length=64)] | None = None
     reset: Literal["never", "yearly"] | None = None
     assign_on: Literal["creation", "payment"] | None = None
     dedicated: bool | None = None
-    next: int | None = Field(default=None, ge=0)
-    period: str | None = None
+    next: int | None = Field(default=None, ge=0, le=MAX_START)
+    period: Period | None = None
 
 
 class PeerBody(_Body):
@@ -115,11 +129,6 @@ class HeartbeatBody(_Body):
     agent_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     settings: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("settings")
-    @classmethod
-    def _settings_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _storable(value, "settings")
-
 
 def _writer(request: web.Request) -> LedgerWriter:
     return request.app[WRITER]
@@ -129,12 +138,36 @@ def _pool(request: web.Request) -> Any:
     return request.app[POOL]
 
 
+def _shown(raw: str) -> str:
+    """A client's value as an error message quotes it: bounded, whatever was sent."""
+    return repr(raw if len(raw) <= 80 else raw[:80] + "…")
+
+
 def _uuid_param(request: web.Request, name: str, what: str) -> str:
     raw = request.match_info[name]
+    if not _UUID.fullmatch(raw):
+        raise ApiError(404, f"{what}_not_found", f"no {what} {_shown(raw)}")
+    return raw.lower()
+
+
+def _series_param(request: web.Request, name: str) -> str:
+    series = request.match_info[name]
+    if series not in SERIES_NAMES:
+        raise ApiError(404, "series_not_found",
+                       f"no series {_shown(series)}; the series are {', '.join(SERIES_NAMES)}")
+    return series
+
+
+def _text_param(request: web.Request, name: str, max_length: int) -> str:
+    raw = request.match_info[name]
     try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise ApiError(404, f"{what}_not_found", f"no {what} {raw!r}") from None
+        check_text(raw, name)
+    except NotCanonical as exc:
+        raise ApiError(400, "invalid_path", str(exc)) from None
+    if len(raw) > max_length:
+        raise ApiError(400, "invalid_path", f"{name} {_shown(raw)} is longer than {max_length} "
+                                            "characters")
+    return raw
 
 
 def _event_id(body: _Idempotent) -> str | None:
@@ -143,21 +176,22 @@ def _event_id(body: _Idempotent) -> str | None:
 
 def _query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
     value = request.query.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
     if value not in allowed:
-        raise ApiError(400, "invalid_query", f"{name}={value!r}: accepted {', '.join(allowed)}")
+        raise ApiError(400, "invalid_query",
+                       f"{name}={_shown(value)}: accepted {', '.join(allowed)}")
     return value
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_query", f"{name}={raw!r} is not an integer") from None
+    if not _NUMBER.fullmatch(raw):
+        raise ApiError(400, "invalid_query", f"{name}={_shown(raw)} is not a whole number "
+                                             "written in the digits 0-9")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(400, "invalid_query", f"{name}={value} must be between {low} and {high}")
     return value
@@ -187,10 +221,7 @@ async def list_series(request: web.Request) -> web.Response:
 
 async def set_series(request: web.Request) -> web.Response:
     body = await read_body(request, SeriesBody)
-    name = request.match_info["name"]
-    if name not in SERIES_NAMES:
-        raise ApiError(404, "series_not_found",
-                       f"no series {name!r}; the series are {', '.join(SERIES_NAMES)}")
+    name = _series_param(request, "name")
     changes = body.model_dump(exclude_none=True, exclude={"next", "period"})
     if not changes and body.next is None:
         raise ApiError(400, "invalid_body", "nothing to change: send at least one setting")
@@ -239,25 +270,25 @@ async def release_reservation(request: web.Request) -> web.Response:
 async def list_reservations(request: web.Request) -> web.Response:
     state = _query_choice(request, "state", ("reserved", "issued", "released", "void"))
     limit = _query_int(request, "limit", 100, 1, 1000)
-    after = request.query.get("after") or None
+    after = request.query.get("after")
     if after is not None:
-        try:
-            after = str(uuid.UUID(after))
-        except ValueError:
-            raise ApiError(400, "invalid_query", f"after={after!r} is not a reservation id") from None
+        if not _UUID.fullmatch(after):
+            raise ApiError(400, "invalid_query", f"after={_shown(after)} is not a reservation id")
+        after = after.lower()
     async with _pool(request).acquire() as conn:
         rows = await queries.reservations(conn, state, limit, after)
     return json_response({"reservations": rows})
 
 
 async def void_number(request: web.Request) -> web.Response:
-    series, period = request.match_info["series"], request.match_info["period"]
-    if series not in SERIES_NAMES:
-        raise ApiError(404, "series_not_found",
-                       f"no series {series!r}; the series are {', '.join(SERIES_NAMES)}")
+    series, period = _series_param(request, "series"), request.match_info["period"]
+    if not PERIOD.fullmatch(period):
+        raise ApiError(400, "invalid_period",
+                       f"period {_shown(period)} is not 'all' or a year like 2026")
     raw = request.match_info["number"]
-    if not raw.isdigit():
-        raise ApiError(400, "invalid_number", f"number {raw!r} is not a whole number")
+    if not _NUMBER.fullmatch(raw) or int(raw) >= BIGINT:
+        raise ApiError(400, "invalid_number", f"number {_shown(raw)} is not a whole number "
+                                              "written in the digits 0-9 (at most 19)")
     body = await read_body(request, ReasonBody)
     result = await _writer(request).execute(c.Void(
         series=series, period=period, number=int(raw), reason=body.reason,
@@ -272,11 +303,12 @@ async def update_document(request: web.Request) -> web.Response:
     doctype = request.match_info["doctype"]
     if doctype not in SERIES_NAMES:
         raise ApiError(404, "doctype_not_found",
-                       f"no document type {doctype!r}; accepted: {', '.join(SERIES_NAMES)}")
+                       f"no document type {_shown(doctype)}; accepted: {', '.join(SERIES_NAMES)}")
+    doc_id = _text_param(request, "doc_id", DOC_ID_MAX)
     body = await read_body(request, DocumentBody)
     result = await _writer(request).execute(c.UpdateDocument(
         peer_id=principal_of(request).peer_id or "", doctype=doctype,
-        doc_id=request.match_info["doc_id"], document=body.document, event_id=_event_id(body),
+        doc_id=doc_id, document=body.document, event_id=_event_id(body),
     ))
     return json_response(result)
 
@@ -378,6 +410,18 @@ READ = ("operator", "reader")
 ANYONE = ("operator", "reader", "peer")
 PEER = ("peer",)
 
+# JSON Schemas of the path parameters, by name (the same name means the same thing).
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "id": {"type": "string", "format": "uuid", "pattern": f"^{_UUID.pattern}$"},
+    "name": {"type": "string", "enum": list(SERIES_NAMES)},
+    "series": {"type": "string", "enum": list(SERIES_NAMES)},
+    "doctype": {"type": "string", "enum": list(SERIES_NAMES)},
+    "period": {"type": "string", "pattern": f"^({PERIOD.pattern})$"},
+    "number": {"type": "integer", "minimum": 0, "maximum": BIGINT - 1},
+    "doc_id": {"type": "string", "minLength": 1, "maxLength": DOC_ID_MAX},
+}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -387,48 +431,66 @@ class Route:
     roles: tuple[str, ...] | None  # None: no authentication
     summary: str
     body: type[BaseModel] | None = None
-    query: tuple[str, ...] = ()
+    answer: type[BaseModel] | None = None  # the success answer's shape, for OpenAPI
+    statuses: tuple[int, ...] = (200,)  # the success statuses
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: JSON Schema
+    writes: bool = False  # goes through the ledger writer: may be refused with 503
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/healthz", healthz, None, "Liveness and the ledger head"),
+    Route("GET", "/healthz", healthz, None, "Liveness and the ledger head", answer=answers.Health),
     Route("GET", "/metrics", metrics, None, "Prometheus metrics"),
-    Route("GET", "/v1/series", list_series, ANYONE, "Series settings and each period's next number"),
-    Route("PUT", "/v1/series/{name}", set_series, OPERATOR, "Change a series' settings", SeriesBody),
+    Route("GET", "/v1/series", list_series, ANYONE, "Series settings and each period's next number",
+          answer=answers.SeriesList),
+    Route("PUT", "/v1/series/{name}", set_series, OPERATOR, "Change a series' settings",
+          SeriesBody, answers.SeriesChanged, writes=True),
     Route("POST", "/v1/reservations", create_reservation, PEER,
-          "Reserve a number for a document (201; 200 when repeated)", ReserveBody),
+          "Reserve a number for a document (201; 200 when repeated)", ReserveBody,
+          answers.Reservation, (201, 200), writes=True),
     Route("GET", "/v1/reservations", list_reservations, OPERATOR, "List reservations",
-          query=("state", "limit", "after")),
+          answer=answers.Reservations,
+          query={"state": {"type": "string", "enum": ["reserved", "issued", "released", "void"]},
+                 "limit": _LIMIT, "after": PATH_PARAMETERS["id"]}),
     Route("POST", "/v1/reservations/{id}/confirm", confirm_reservation, PEER,
-          "Confirm a reservation with the issued document", DocumentBody),
+          "Confirm a reservation with the issued document", DocumentBody, answers.Reservation,
+          writes=True),
     Route("POST", "/v1/reservations/{id}/release", release_reservation, ("operator", "peer"),
-          "Return an unconfirmed number to the pool", ReasonBody),
+          "Return an unconfirmed number to the pool", ReasonBody, answers.Reservation,
+          writes=True),
     Route("POST", "/v1/numbers/{series}/{period}/{number}/void", void_number, OPERATOR,
-          "Void a handed-out number; it stays used", ReasonBody),
+          "Void a handed-out number; it stays used", ReasonBody, answers.Reservation,
+          writes=True),
     Route("PUT", "/v1/documents/{doctype}/{doc_id}", update_document, PEER,
-          "Report the current snapshot of an issued document", DocumentBody),
+          "Report the current snapshot of an issued document", DocumentBody,
+          answers.DocumentUpdated, writes=True),
     Route("POST", "/v1/documents/import", import_documents, PEER,
           "Import documents numbered before Concord; a known number raises a warning instead",
-          ImportBody),
+          ImportBody, answers.Imported, writes=True),
     Route("POST", "/v1/peers", add_peer, OPERATOR, "Register a store; its token is shown once",
-          PeerBody),
-    Route("GET", "/v1/peers", list_peers, READ, "List stores"),
+          PeerBody, answers.PeerRegistered, (201,), writes=True),
+    Route("GET", "/v1/peers", list_peers, READ, "List stores", answer=answers.Peers),
     Route("POST", "/v1/peers/{id}/rotate-token", rotate_peer_token, OPERATOR,
-          "Give a store a new token; the old one stops working"),
-    Route("DELETE", "/v1/peers/{id}", retire_peer, OPERATOR, "Retire a store"),
+          "Give a store a new token; the old one stops working", answer=answers.TokenRotated,
+          writes=True),
+    Route("DELETE", "/v1/peers/{id}", retire_peer, OPERATOR, "Retire a store",
+          answer=answers.PeerRetired, writes=True),
     Route("POST", "/v1/heartbeat", heartbeat, PEER,
           "Report the agent's version and WHMCS settings; returns the series settings",
-          HeartbeatBody),
-    Route("GET", "/v1/warnings", list_warnings, READ, "List warnings", query=("state",)),
-    Route("POST", "/v1/warnings/{id}/resolve", resolve_warning, OPERATOR, "Resolve a warning"),
-    Route("GET", "/v1/events", list_events, READ, "The ledger in order",
-          query=("after", "limit")),
+          HeartbeatBody, answers.HeartbeatAnswer, writes=True),
+    Route("GET", "/v1/warnings", list_warnings, READ, "List warnings", answer=answers.Warnings,
+          query={"state": {"type": "string", "enum": ["open", "resolved"]}}),
+    Route("POST", "/v1/warnings/{id}/resolve", resolve_warning, OPERATOR, "Resolve a warning",
+          answer=answers.WarningResolved, writes=True),
+    Route("GET", "/v1/events", list_events, READ, "The ledger in order", answer=answers.Events,
+          query={"after": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+                 "limit": _LIMIT}),
     Route("POST", "/v1/webservice", webservice, None,
           "The WebService Get feed of every store (reader or operator token, in the `token` "
           "field or as Bearer; docs/api.md)"),
     Route("POST", BILLING_EXTENSION_PATH, webservice_alias, None,
           "The Get feed under the Billing Extension path (ws=einvoice)"),
 ]
+FEED_PATHS = ("/v1/webservice", BILLING_EXTENSION_PATH)
 
 
 def add_routes(app: web.Application) -> None:

@@ -13,6 +13,10 @@ from coordinator.ledger import series_defaults
 SERIES_NAMES = ("invoice", "creditnote")
 Doctype = Literal["invoice", "creditnote"]
 ALL_TIME = "all"  # the single period of a series that never resets
+# Ceilings of a series' start (or next) and increment: a counter then stays far below
+# PostgreSQL's bigint (2**63) for more numbers than any business issues.
+MAX_START = 10**15
+MAX_INCREMENT = 10**6
 
 _TOKEN = re.compile(r"\{([A-Z]+)(?::(\d+))?\}")
 _KNOWN_TOKENS = {"NUMBER", "YEAR", "YY", "MONTH", "DAY", "STORE"}
@@ -65,8 +69,8 @@ def render(fmt: str, number: int, doc_date: date, store: str) -> str:
 class SeriesSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    start: int = Field(default=series_defaults.START, ge=0, le=10**15)
-    increment: int = Field(default=series_defaults.INCREMENT, ge=1, le=10**6)
+    start: int = Field(default=series_defaults.START, ge=0, le=MAX_START)
+    increment: int = Field(default=series_defaults.INCREMENT, ge=1, le=MAX_INCREMENT)
     format: str = "{NUMBER}"
     reset: Literal["never", "yearly"] = "never"
     assign_on: Literal["creation", "payment"] = "payment"
