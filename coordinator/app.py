@@ -25,6 +25,7 @@ from coordinator.settings import Settings
 from coordinator.webservice.feed import VIES_SETTINGS
 
 MAX_BODY = 1024 * 1024
+POOL_CLOSE_SECONDS = 2.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -42,10 +43,13 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url or "", size=settings.pool_size)
+        pool = await create_pool(settings.database_url or "", size=settings.pool_size,
+                                 limit_seconds=settings.database_timeout_seconds)
         async with pool.acquire() as conn:
             await migrate(conn)
-        writer = LedgerWriter(pool, max_batch=settings.max_batch)
+        writer = LedgerWriter(pool, max_batch=settings.max_batch, queue_limit=settings.queue_limit,
+                              answer_timeout=settings.answer_timeout_seconds,
+                              acquire_timeout=settings.database_timeout_seconds)
         await writer.start()
         app[POOL] = pool
         app[WRITER] = writer
@@ -69,7 +73,10 @@ def create_app(settings: Settings) -> web.Application:
         # A monitor cancelled mid-query may end with a driver error: it is stopping anyway.
         await asyncio.gather(*monitors, return_exceptions=True)
         await writer.stop()
-        await pool.close()
+        try:  # close waits for every connection to come back: not beyond a few seconds
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            pool.terminate()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -96,12 +96,19 @@ def _save_operator_token(token: str, data_dir: Path) -> None:
     sys.stdout.flush()
 
 
+SHUTDOWN_SECONDS = 2.0  # for requests in flight at SIGTERM
+STOP_SECONDS = 3.0  # for the writer, the monitors and the pool
+
+
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
     from coordinator.app import create_app
 
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    # Requests in flight get SHUTDOWN_SECONDS to finish; the ledger answers each within
+    # answer_timeout anyway, and whatever it had not written is refused with 503.
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
@@ -112,7 +119,10 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
-    await runner.cleanup()
+    try:
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_SECONDS + STOP_SECONDS)
+    except TimeoutError:  # a stuck cleanup never keeps the process alive
+        log.error("stop_timed_out", seconds=SHUTDOWN_SECONDS + STOP_SECONDS)
 
 
 # -- database commands -------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import orjson
 
@@ -14,13 +16,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(url: str, *, size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str, *, size: int = 10,
+                      limit_seconds: float | None = None) -> asyncpg.Pool:
+    """``limit_seconds`` (the service's pool): the longest a connection attempt, a statement or a
+    lock wait (the ledger lock included) may take, so that no request waits without limit on
+    a database that is away or stuck. The client-side limit, a little longer, also ends a
+    wait on a connection whose server vanished without closing it. None: no limits (the
+    CLI's audit and export run long statements on purpose)."""
     # synchronous_commit is on (PostgreSQL's default) and asserted: a reply means durable.
     # jit off: the ledger's SQL functions look costly to the planner on a long ledger and were
     # JIT-compiled at ~400 ms a call, for statements that run in a few milliseconds.
+    server_settings = {"synchronous_commit": "on", "jit": "off", "application_name": "concord"}
+    limits: dict[str, Any] = {}
+    if limit_seconds is not None:
+        milliseconds = str(round(limit_seconds * 1000))
+        server_settings |= {"statement_timeout": milliseconds, "lock_timeout": milliseconds}
+        limits = {"timeout": limit_seconds, "command_timeout": limit_seconds + 2}
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=_init_connection,
-        server_settings={"synchronous_commit": "on", "jit": "off", "application_name": "concord"},
+        url, min_size=1, max_size=size, init=_init_connection, server_settings=server_settings,
+        **limits,
     )
     assert pool is not None
     return pool

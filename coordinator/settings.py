@@ -54,6 +54,14 @@ class Settings(BaseSettings, ViesOptions):
     missed_heartbeats: int = Field(default=3, ge=1,
                                    description="A store silent this many intervals raises a warning")
     max_batch: int = Field(default=512, ge=1, description="Most commands in one ledger commit")
+    answer_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest a request waits for the ledger; then 503 with "
+        "Retry-After")
+    database_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest a database connection attempt, statement or "
+        "lock wait (the ledger lock included) may take")
+    queue_limit: int = Field(default=10_000, ge=1,
+                             description="Most commands waiting for the ledger; beyond, 503")
     pool_size: int = Field(default=10, ge=2, description="PostgreSQL connections per process")
     log_json: bool | None = Field(default=None,
                                   description="JSON logs; default: JSON unless stderr is a TTY")

@@ -14,5 +14,5 @@ PEER_CONFIG_REPORTED = "PeerConfigReported"
 WARNING_RAISED = "WarningRaised"
 WARNING_RESOLVED = "WarningResolved"
 
-# Events that belong to one reservation: a retry carrying their event id answers with it.
+# Events that belong to one reservation (a retry carrying one's event id gets its receipt).
 RESERVATION_EVENTS = frozenset({NUMBER_RESERVED, NUMBER_ISSUED, NUMBER_RELEASED, NUMBER_VOIDED})

@@ -14,6 +14,7 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps({"error": {"code": code, "message": message}}),
-                        status=status, content_type="application/json")
+                        status=status, content_type="application/json", headers=headers)

@@ -7,13 +7,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from coordinator.http.errors import ApiError, error_response
 from coordinator.ledger.commands import DomainError
+from coordinator.ledger.writer import DATABASE_AWAY, CommandFailed, LedgerUnavailable
 from coordinator.peers.tokens import Principal, TokenCache
 
 log = structlog.get_logger("concord.http")
@@ -27,12 +27,6 @@ LATENCY = Histogram(
 )
 
 TOKENS = web.AppKey("tokens", TokenCache)
-# Nothing of the request was written when these happen: the client may send it again.
-TRANSIENT = (
-    ConnectionError, OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.AdminShutdownError,
-)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
@@ -86,13 +80,37 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
             return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
         raise
-    except TRANSIENT as exc:
+    except LedgerUnavailable as exc:
+        return _unavailable(exc.reason, exc.outcome_unknown)
+    except CommandFailed as exc:
+        if exc.invalid_value:
+            return error_response(400, "invalid_value", f"the database refused a value of "
+                                  f"this request, which was not written: {exc.detail}")
+        return error_response(500, "internal", "internal error; the request was not written "
+                              "and the request id is logged")
+    except DATABASE_AWAY as exc:  # a read or a token lookup: the database is away
         log.warning("database_unavailable", error=repr(exc))
-        return error_response(503, "unavailable",
-                              "the ledger database is unavailable; retry the same request")
+        return _unavailable("the database is unavailable", outcome_unknown=False)
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error; the request id is logged")
+
+
+RETRY_AFTER_SECONDS = 1
+
+
+def _unavailable(reason: str, outcome_unknown: bool) -> web.Response:
+    """503 + Retry-After. Every write that can end here is safe to send again as it was,
+    except registering a store, whose retry is refused once the first one was written."""
+    if outcome_unknown:
+        code, then = "outcome_unknown", (
+            "the request may have been written; sending the same request again is safe (a "
+            "store registration that was written is refused then: list the stores and rotate "
+            "its token)")
+    else:
+        code, then = "unavailable", "nothing was written; send the same request again"
+    return error_response(503, code, f"{reason}: {then}",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:

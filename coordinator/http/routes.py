@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from coordinator.events.get_query import BILLING_EXTENSION_PATH, ISO_DATE
 from coordinator.http import answers
 from coordinator.http.errors import ApiError
 from coordinator.http.json import json_response, read_body
-from coordinator.http.middleware import TOKENS, guarded, principal_of
+from coordinator.http.middleware import RETRY_AFTER_SECONDS, TOKENS, guarded, principal_of
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.chain_watch import CHAIN_WATCH
@@ -38,6 +39,7 @@ from coordinator.webservice import feed
 WRITER = web.AppKey("writer", LedgerWriter)
 POOL = web.AppKey("pool", object)
 TIMEZONE = web.AppKey("timezone", str)
+HEALTH_SECONDS = 2.0  # a health check answers within this, whatever the database does
 
 # Every body has passed read_body's check (no NUL or lone surrogate, integers within bigint,
 # nesting bounded) before these models see it; they add types, lengths and ranges.
@@ -200,10 +202,20 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 # -- system ------------------------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.Response:
-    async with _pool(request).acquire() as conn:
-        ledger = await queries.ledger_head(conn)
+    """200 while the ledger can be written; 503 with the reason while it cannot."""
     watch = request.app.get(CHAIN_WATCH)
     chain = watch.health() if watch is not None else None  # background chain check (app.py)
+    problem = _writer(request).problem()
+    ledger = None
+    try:
+        async with asyncio.timeout(HEALTH_SECONDS), _pool(request).acquire() as conn:
+            ledger = await queries.ledger_head(conn)
+    except Exception as exc:  # any failure to read is the answer, not an error
+        problem = problem or f"the database does not answer ({type(exc).__name__})"
+    if problem is not None:
+        return json_response({"status": "unavailable", "reason": problem, "ledger": ledger,
+                              "chain": chain}, status=503,
+                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return json_response({"status": "ok", "ledger": ledger, "chain": chain})
 
 

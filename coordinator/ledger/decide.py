@@ -372,6 +372,71 @@ def _clear_pending_warning(state: LedgerState, r: Reservation, emit: Emit, why: 
         emit(ev.WARNING_RESOLVED, f"warning-{r.id}", {"warning_id": r.warning_id, "by": why})
 
 
+def answer_again(state: LedgerState, cmd: c.Command, event: Event) -> dict[str, Any] | None:
+    """The answer to ``cmd`` whose event id is already in the ledger, as ``event``.
+
+    An event id names one request: only the same request from the same principal (a retry)
+    gets the first answer again. The same id on another store's request, on another kind of
+    command or for another document is refused, so nobody reads or blocks another's answer.
+    ``None``: an import, which is idempotent by itself and runs again (without the id).
+    """
+    d = event.data
+    match cmd:
+        case c.Reserve() if event.type == ev.NUMBER_RESERVED and (
+                d["peer_id"], d["doctype"], d["doc_id"]) == (cmd.peer_id, cmd.doctype, cmd.doc_id):
+            return _view_at(state.reservations[d["reservation_id"]], event)
+        case c.Confirm() if _confirmed_by(state, cmd, event):
+            return _view_at(state.reservations[cmd.reservation_id], event)
+        case c.Release() if event.type == ev.NUMBER_RELEASED and (
+                d["reservation_id"], d["by"]) == (cmd.reservation_id, cmd.peer_id or "operator"):
+            return _view_at(state.reservations[cmd.reservation_id], event)
+        case c.Void() if event.type == ev.NUMBER_VOIDED and (
+                d["series"], d["period"], d["number"]) == (cmd.series, cmd.period, cmd.number):
+            return _view_at(state.reservations[d["reservation_id"]], event)
+        case c.UpdateDocument() if event.type == ev.DOCUMENT_UPDATED and (
+                d["peer_id"], d["doctype"], d["doc_id"]) == (cmd.peer_id, cmd.doctype, cmd.doc_id):
+            doc = state.document(cmd.peer_id, cmd.doctype, cmd.doc_id)
+            assert doc is not None, "an updated document is in the projection"
+            return {"doctype": doc.doctype, "doc_id": doc.doc_id, "formatted": doc.formatted,
+                    "changed": True, "position": event.position}
+        case c.ImportDocuments() if _imported_by(cmd, event):
+            return None
+    raise DomainError(409, "event_id_reused",
+                      f"event id {event.event_id} names another request ({event.type} at "
+                      f"position {event.position}); a new request needs a new event id")
+
+
+def _view_at(r: Reservation, event: Event) -> dict[str, Any]:
+    """The reservation as it is, with the receipt its first answer carried: that of the
+    reservation's own event (a repeated confirm's DocumentUpdated left the receipt alone)."""
+    view = reservation_view(r)
+    if event.type in ev.RESERVATION_EVENTS:
+        view["receipt"] = receipt(event.position, event.hash)
+    return view
+
+
+def _confirmed_by(state: LedgerState, cmd: c.Confirm, event: Event) -> bool:
+    """``event`` is this store's confirm of this reservation: its NumberIssued, or the
+    DocumentUpdated of a repeated confirm that brought a changed document."""
+    r = state.reservations.get(cmd.reservation_id)
+    if r is None or r.peer_id != cmd.peer_id:
+        return False
+    d = event.data
+    if event.type == ev.NUMBER_ISSUED:
+        return d["reservation_id"] == r.id
+    return event.type == ev.DOCUMENT_UPDATED and (
+        d["peer_id"], d["doctype"], d["doc_id"]) == (r.peer_id, r.doctype, r.doc_id)
+
+
+def _imported_by(cmd: c.ImportDocuments, event: Event) -> bool:
+    """``event`` is the first event of an import by this store: a DocumentImported, or the
+    warning of a collision (its subject starts with the store's id)."""
+    if event.type == ev.DOCUMENT_IMPORTED:
+        return event.data["peer_id"] == cmd.peer_id
+    return (event.type == ev.WARNING_RAISED and event.data["code"] == "import_collision"
+            and event.data["subject"].startswith(f"{cmd.peer_id}/"))
+
+
 DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, Emit], dict[str, Any]]] = {
     c.Reserve: reserve,
     c.Confirm: confirm,

@@ -1,12 +1,29 @@
 """Group commit: one writer per process turns queued commands into one transaction per batch.
 
-Concurrent requests wait in a queue; the writer takes everything waiting (up to
+Concurrent requests wait in a bounded queue; the writer takes everything waiting (up to
 ``max_batch``), decides each command against the loaded state, appends all events and
 flushes the projections in one transaction (one ``concord_write_batch`` statement), then
 answers every caller. A reply is only sent after that statement committed, and
-``synchronous_commit`` is on, so an acknowledged number is durable. If the transaction
-fails, every caller of the batch gets the error and nothing of the batch was written;
-retries are idempotent.
+``synchronous_commit`` is on, so an acknowledged number is durable.
+
+Faults, and why each answer is safe:
+
+- **The database away** (connection lost, restart, failover, a timeout): every caller of the
+  batch gets ``LedgerUnavailable`` (503 + Retry-After). The cached state is discarded, the
+  connection closed (its session-level ledger lock ends with it), and ``problem()`` says
+  why until a batch, or the probe that retries every ``probe_seconds``, reaches a writable
+  database again. A batch that failed before its write statement was sent wrote nothing and
+  is tried once more on a new connection; after that the outcome is unknown, and the caller
+  is told so (reserve, confirm, release, void, update and import are idempotent: a retry
+  gets the same answer).
+- **One command failing** inside the database or in Python, where no domain rule refused it
+  (a value the boundary let through, a bug): the batch's transaction wrote nothing, so the
+  batch is split in halves and each half written on its own, down to the one command that
+  fails. It alone gets ``CommandFailed``; the others are written and answered as usual.
+- **No answer in time:** a caller waits at most ``answer_timeout`` seconds. A command still
+  queued then is dropped unwritten; one already in a batch may have been written.
+- **A full queue** (``queue_limit`` commands waiting) refuses new commands at once.
+- **A bug in the loop itself** ends the loop's run, not the writer: it is started again.
 """
 
 from __future__ import annotations
@@ -16,22 +33,21 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from coordinator.db import create_pool
-from coordinator.events import catalogue as ev
 from coordinator.events.canonical import canonical_event, canonical_json, format_recorded_at
 from coordinator.ledger import commands as c
 from coordinator.ledger import store
 from coordinator.ledger.commands import DomainError
-from coordinator.ledger.decide import DECIDERS, receipt, reservation_view
+from coordinator.ledger.decide import DECIDERS, answer_again
 from coordinator.ledger.state import Event, LedgerState
 from coordinator.migrations import migrate
 
@@ -45,12 +61,60 @@ EVENTS = Counter("concord_ledger_events", "Events appended by this process", ["t
 BATCH_SECONDS = Histogram(
     "concord_ledger_batch_seconds", "Duration of one ledger batch, open to commit",
 )
+FAULTS = Counter("concord_ledger_faults", "Ledger batches that failed, by kind",
+                 ["kind"])  # database_away | command_failed | writer_crashed
+WRITABLE = Gauge("concord_ledger_writable", "1 while this process can write the ledger")
+
+# Errors that say nothing about the commands: the database is away, restarting, read-only,
+# out of resources, or did not answer in time. Everything else is a command's own failure.
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionError included
+    TimeoutError,
+    asyncpg.InterfaceError,  # ConnectionDoesNotExistError: the connection was closed
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, statement timeout
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.LockNotAvailableError,  # lock_timeout on the ledger lock
+    asyncpg.ReadOnlySQLTransactionError,  # a standby after a failover
+    asyncpg.TransactionRollbackError,  # serialization failure, deadlock
+)
 
 
-@dataclass
+class LedgerUnavailable(Exception):
+    """The ledger cannot be written right now (503 + Retry-After).
+
+    ``outcome_unknown``: the command was in a write whose commit was not confirmed, so it
+    may have been written.
+    """
+
+    def __init__(self, reason: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outcome_unknown = outcome_unknown
+
+
+class CommandFailed(Exception):
+    """One command failed where no domain rule refused it; nothing of it was written.
+    ``invalid_value``: PostgreSQL refused one of its values (SQLSTATE class 22)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.invalid_value = isinstance(error, asyncpg.DataError)
+        self.detail = str(error)
+
+
+class _DatabaseAway(Exception):
+    def __init__(self, error: BaseException, *, written: bool) -> None:
+        super().__init__(repr(error))
+        self.error = error
+        self.written = written
+
+
+@dataclass(slots=True)
 class _Pending:
     command: c.Command
     future: asyncio.Future[dict[str, Any]]
+    sent: bool = False  # in a write statement: it may have been written
 
 
 @dataclass
@@ -89,85 +153,139 @@ class _Batch:
 
 
 class LedgerWriter:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 512) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 512, queue_limit: int = 10_000,
+                 answer_timeout: float = 10.0, acquire_timeout: float = 5.0,
+                 probe_seconds: float = 1.0) -> None:
         self._pool = pool
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._answer_timeout = answer_timeout
+        self._acquire_timeout = acquire_timeout
+        self._probe_seconds = probe_seconds
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._state = LedgerState()
         self._state_at: int | None = None  # ledger position the cached small tables reflect
         # Kept for the writer's life: no pool hand-over and reset query per batch.
         self._conn: asyncpg.Connection | None = None
         self._holding = False  # the connection holds the ledger lock (store.open_batch)
+        self._problem: str | None = None  # why the ledger cannot be written; None: it can
+        self._down = asyncio.Event()  # set while there is a problem: the probe runs
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        WRITABLE.set(1)
+        self._tasks = [asyncio.create_task(self._supervise(), name="ledger-writer"),
+                       asyncio.create_task(self._probe(), name="ledger-probe")]
+
+    def problem(self) -> str | None:
+        """Why the ledger cannot be written right now, or None when it can."""
+        return self._problem
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
-                pending.future.set_exception(ConnectionError("the coordinator is stopping"))
+                pending.future.set_exception(LedgerUnavailable("the coordinator is stopping"))
         await self._drop_connection()
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            await self._drop_connection()
-            self._conn = await self._pool.acquire()
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        self._holding = False  # a session's advisory locks end with it
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn, timeout=5)
-
     async def execute(self, command: c.Command) -> dict[str, Any]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, future))
-        return await future
+        """Decide and write ``command``; its answer once durable. Raises ``DomainError``
+        (refused), ``LedgerUnavailable`` (503) or ``CommandFailed``."""
+        if self._stopping:
+            raise LedgerUnavailable("the coordinator is stopping")
+        pending = _Pending(command, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            raise LedgerUnavailable(
+                f"the ledger is busy: {self._queue.maxsize} commands are waiting") from None
+        try:
+            return await asyncio.wait_for(pending.future, self._answer_timeout)
+        except TimeoutError:
+            # wait_for cancelled the future: a command still queued is skipped unwritten.
+            raise LedgerUnavailable(
+                f"the ledger did not answer within {self._answer_timeout:g} s",
+                outcome_unknown=pending.sent) from None
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except Exception:
+                FAULTS.labels("writer_crashed").inc()
+                log.exception("ledger_writer_crashed")
+                self._discard_state()
+                await self._drop_connection()
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._take()
             try:
-                results = await self._write(batch)
-            except Exception as exc:  # the whole batch failed: nothing was written
-                self._state_at = None
-                log.warning("ledger_batch_failed", commands=len(batch), error=repr(exc))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                await self._release()
-                continue
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(result, DomainError):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+                await self._write_isolating(batch)
+            except asyncio.CancelledError:  # stopping: nobody will answer them later
+                self._answer(batch, LedgerUnavailable(
+                    "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)))
+                raise
             if self._queue.empty():  # nothing more to write: let other replicas append
                 await self._release()
 
-    async def _release(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            await self._drop_connection()
-            return
+    async def _take(self) -> list[_Pending]:
+        """The next commands whose callers still wait (a caller that timed out is skipped)."""
+        batch: list[_Pending] = []
+        while not batch:
+            first = await self._queue.get()
+            if not first.future.done():
+                batch.append(first)
+        while len(batch) < self._max_batch and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                batch.append(pending)
+        return batch
+
+    async def _write_isolating(self, batch: list[_Pending]) -> None:
+        """Write ``batch``; if a command fails it, write the rest without it (by halves)."""
         try:
-            await store.release_ledger(self._conn)
-            self._holding = False
-        except Exception as exc:  # the connection is unusable; closing it frees the lock
-            log.warning("ledger_lock_release_failed", error=repr(exc))
-            self._conn.terminate()
-            await self._drop_connection()
+            results = await self._write_retrying(batch)
+        except _DatabaseAway as away:
+            FAULTS.labels("database_away").inc()
+            self._answer(batch, LedgerUnavailable(_reason(away.error),
+                                                  outcome_unknown=away.written))
+            return
+        except Exception as exc:
+            FAULTS.labels("command_failed").inc()
+            for pending in batch:
+                pending.sent = False  # the failed statement committed nothing
+            self._discard_state()
+            await self._release()
+            if len(batch) == 1:
+                log.error("ledger_command_failed", command=type(batch[0].command).__name__,
+                          error=repr(exc))
+                self._answer(batch, CommandFailed(exc))
+                return
+            half = len(batch) // 2
+            await self._write_isolating(batch[:half])
+            await self._write_isolating(batch[half:])
+            return
+        for pending, result in zip(batch, results, strict=True):
+            self._answer([pending], result)
+
+    async def _write_retrying(self, batch: list[_Pending]) -> list[dict[str, Any] | DomainError]:
+        """``_write``, once more on a new connection when the database failed it before its
+        write statement was sent (a connection closed while idle: nothing was written)."""
+        for attempt in (1, 2):
+            try:
+                return await self._write(batch)
+            except DATABASE_AWAY as exc:
+                written = any(p.sent for p in batch)
+                self._lost_database(exc)
+                if attempt == 2 or written:
+                    raise _DatabaseAway(exc, written=written) from exc
+        raise AssertionError("unreachable")
 
     async def _write(self, batch: list[_Pending]) -> list[dict[str, Any] | DomainError]:
         started = time.perf_counter()
@@ -180,8 +298,11 @@ class LedgerWriter:
         self._holding = True
         out = _Batch(state, opened.position, opened.hash)
         results = [self._decide(state, cmd, opened.known, out) for cmd in commands]
+        for pending in batch:
+            pending.sent = True
         await store.write_batch(conn, state, out.events)
         self._state_at = out.position
+        self._writable()
         for event in out.events:
             EVENTS.labels(event.type).inc()
         BATCH_SIZE.observe(len(batch))
@@ -192,20 +313,116 @@ class LedgerWriter:
     def _decide(state: LedgerState, cmd: c.Command, known: dict[str, Event],
                 batch: _Batch) -> dict[str, Any] | DomainError:
         seen = known.get(cmd.event_id or "") or batch.by_id.get(cmd.event_id or "")
+        event_id = cmd.event_id
         try:
             if seen is not None:
-                return _answer_again(state, seen)
-            return DECIDERS[type(cmd)](state, cmd, batch.emitter(cmd.event_id))
+                again = answer_again(state, cmd, seen)
+                if again is not None:
+                    return again
+                event_id = None  # an import runs again; its id is taken already
+            return DECIDERS[type(cmd)](state, cmd, batch.emitter(event_id))
         except DomainError as refused:
             return refused
 
+    @staticmethod
+    def _answer(batch: Sequence[_Pending], result: dict[str, Any] | Exception) -> None:
+        for pending in batch:
+            if pending.future.done():  # its caller stopped waiting
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
 
-def _answer_again(state: LedgerState, event: Event) -> dict[str, Any]:
-    """A retry of a request whose event is already in the ledger gets the same answer."""
-    if event.type in ev.RESERVATION_EVENTS:
-        view = reservation_view(state.reservations[event.data["reservation_id"]])
-        return {**view, "receipt": receipt(event.position, event.hash)}
-    return {"receipt": receipt(event.position, event.hash), "data": event.data}
+    # -- the connection and the database's health --------------------------------------------
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or _closed(self._conn):
+            await self._drop_connection()
+            self._conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        self._holding = False  # a session's advisory locks end with it
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            if not _closed(conn):
+                conn.terminate()
+
+    async def _release(self) -> None:
+        """Give up the ledger lock (unlock_all: after a failed statement it is unknown whether,
+        and how often, the session took it); a connection that cannot is closed instead."""
+        if self._conn is None or _closed(self._conn):
+            await self._drop_connection()
+            return
+        try:
+            await store.release_ledger(self._conn)
+            self._holding = False
+        except Exception as exc:
+            log.warning("ledger_lock_release_failed", error=repr(exc))
+            await self._drop_connection()
+
+    def _discard_state(self) -> None:
+        """After any failed batch: the cached state may hold its undone effects."""
+        self._state = LedgerState()
+        self._state_at = None
+
+    def _lost_database(self, exc: BaseException) -> None:
+        self._discard_state()
+        self._holding = False
+        if self._conn is not None and not _closed(self._conn):
+            self._conn.terminate()  # _connection() replaces it
+        reason = _reason(exc)
+        if self._problem is None:
+            log.warning("ledger_unwritable", reason=reason)
+        self._problem = reason
+        WRITABLE.set(0)
+        self._down.set()
+
+    def _writable(self) -> None:
+        if self._problem is not None:
+            log.info("ledger_writable_again", was=self._problem)
+        self._problem = None
+        WRITABLE.set(1)
+        self._down.clear()
+
+    async def _probe(self) -> None:
+        """While the ledger cannot be written, ask the database every ``probe_seconds`` whether
+        it can be, so health turns good again without waiting for a request."""
+        while True:
+            await self._down.wait()
+            await asyncio.sleep(self._probe_seconds)
+            try:
+                async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                    standby = await conn.fetchval("SELECT pg_is_in_recovery()",
+                                                  timeout=self._acquire_timeout)
+            except Exception as exc:
+                if self._problem is not None:
+                    self._problem = _reason(exc)
+                continue
+            if standby:
+                self._problem = "the database is a read-only standby"
+            elif self._down.is_set():
+                self._writable()
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """A pool connection that closed (the server ended it, or a cancelled statement left it
+    unusable) has gone back to the pool by itself, and its proxy refuses every call."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+        return "the database did not answer in time"
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return "the ledger lock was not granted in time (another replica holds it)"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "the database is a read-only standby"
+    detail = str(exc).strip() or type(exc).__name__
+    return f"the database is unavailable ({detail})"
 
 
 @contextlib.asynccontextmanager
