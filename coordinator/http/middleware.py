@@ -81,7 +81,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
         raise
     except LedgerUnavailable as exc:
-        return _unavailable(exc.reason, exc.outcome_unknown)
+        return _unavailable(exc.reason, exc.outcome_unknown, exc.busy)
     except CommandFailed as exc:
         if exc.invalid_value:
             return error_response(400, "invalid_value", f"the database refused a value of "
@@ -90,7 +90,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
                               "and the request id is logged")
     except DATABASE_AWAY as exc:  # a read or a token lookup: the database is away
         log.warning("database_unavailable", error=repr(exc))
-        return _unavailable("the database is unavailable", outcome_unknown=False)
+        return _unavailable("the database is unavailable")
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error; the request id is logged")
@@ -99,10 +99,12 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 RETRY_AFTER_SECONDS = 1
 
 
-def _unavailable(reason: str, outcome_unknown: bool) -> web.Response:
+def _unavailable(reason: str, outcome_unknown: bool = False, busy: bool = False) -> web.Response:
     """503 + Retry-After. Every write that can end here is safe to send again as it was,
     except registering a store, whose retry is refused once the first one was written."""
-    if outcome_unknown:
+    if busy:
+        code, then = "busy", "nothing was written; send the same request again"
+    elif outcome_unknown:
         code, then = "outcome_unknown", (
             "the request may have been written; sending the same request again is safe (a "
             "store registration that was written is refused then: list the stores and rotate "

@@ -84,13 +84,14 @@ class LedgerUnavailable(Exception):
     """The ledger cannot be written right now (503 + Retry-After).
 
     ``outcome_unknown``: the command was in a write whose commit was not confirmed, so it
-    may have been written.
+    may have been written. ``busy``: refused at once, the queue being full.
     """
 
-    def __init__(self, reason: str, *, outcome_unknown: bool = False) -> None:
+    def __init__(self, reason: str, *, outcome_unknown: bool = False, busy: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.outcome_unknown = outcome_unknown
+        self.busy = busy
 
 
 class CommandFailed(Exception):
@@ -202,7 +203,8 @@ class LedgerWriter:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise LedgerUnavailable(
-                f"the ledger is busy: {self._queue.maxsize} commands are waiting") from None
+                f"the ledger is busy: {self._queue.maxsize} commands are waiting",
+                busy=True) from None
         try:
             return await asyncio.wait_for(pending.future, self._answer_timeout)
         except TimeoutError:
@@ -271,10 +273,10 @@ class LedgerWriter:
             await self._write_isolating(batch[:half])
             await self._write_isolating(batch[half:])
             return
-        for pending, result in zip(batch, results, strict=True):
+        for pending, result in results:
             self._answer([pending], result)
 
-    async def _write_retrying(self, batch: list[_Pending]) -> list[dict[str, Any] | DomainError]:
+    async def _write_retrying(self, batch: list[_Pending]) -> list[tuple[_Pending, Any]]:
         """``_write``, once more on a new connection when the database failed it before its
         write statement was sent (a connection closed while idle: nothing was written)."""
         for attempt in (1, 2):
@@ -287,25 +289,29 @@ class LedgerWriter:
                     raise _DatabaseAway(exc, written=written) from exc
         raise AssertionError("unreachable")
 
-    async def _write(self, batch: list[_Pending]) -> list[dict[str, Any] | DomainError]:
+    async def _write(self, batch: list[_Pending]) -> list[tuple[_Pending, Any]]:
+        """Each command of ``batch`` whose caller still waits, with its answer (a result or
+        a DomainError), once written."""
         started = time.perf_counter()
-        commands = [p.command for p in batch]
         conn = await self._connection()
-        request = store.batch_request(commands, self._state_at)
+        request = store.batch_request([p.command for p in batch], self._state_at)
         self._state_at = None  # until this batch commits
         state = self._state
         opened = await store.open_batch(conn, state, request, holding=self._holding)
         self._holding = True
+        # A caller that gave up while the ledger lock was awaited was told nothing was written:
+        # so it is not. From here to the write statement nothing awaits, so none can give up.
+        live = [p for p in batch if not p.future.done()]
         out = _Batch(state, opened.position, opened.hash)
-        results = [self._decide(state, cmd, opened.known, out) for cmd in commands]
-        for pending in batch:
+        results = [(p, self._decide(state, p.command, opened.known, out)) for p in live]
+        for pending in live:
             pending.sent = True
         await store.write_batch(conn, state, out.events)
         self._state_at = out.position
         self._writable()
         for event in out.events:
             EVENTS.labels(event.type).inc()
-        BATCH_SIZE.observe(len(batch))
+        BATCH_SIZE.observe(len(live))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return results
 
