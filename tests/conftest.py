@@ -6,6 +6,7 @@ server from pgserver, started once per test session (coordinator/scratch_postgre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from coordinator.scratch_postgres import admin_url, fresh_database
 from coordinator.settings import Settings
+from tests.coordinator_process import CoordinatorProcess
 
 pytest_plugins = ["tests.mysql_fixtures"]
 
@@ -68,3 +70,16 @@ async def client(aiohttp_client, settings: Settings, tokens: Tokens) -> AsyncIte
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def replicas(database_url: str, tokens: Tokens,
+                   tmp_path: Path) -> AsyncIterator[list[CoordinatorProcess]]:
+    """Two coordinator processes serving the same fresh database."""
+    procs = [CoordinatorProcess(database_url, tmp_path, f"coordinator-{n}") for n in "ab"]
+    try:
+        await asyncio.gather(*(p.start() for p in procs))
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()

@@ -19,14 +19,13 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from coordinator.events.canonical import event_body, format_recorded_at
 from tests.conftest import Tokens, bearer
@@ -112,6 +111,8 @@ class Stats:
     races_checked: int = 0
     released: int = 0
     confirmed: int = 0
+    unavailable: int = 0  # 503 answers (each must carry Retry-After)
+    slowest: float = 0.0  # seconds of the longest request: none may hang
 
 
 @dataclass
@@ -169,9 +170,11 @@ class Load:
             self.stats.requests += 1
             request_id = uuid.uuid4().hex
             headers = {**bearer(token), "X-Request-Id": request_id}
+            sent_at = time.monotonic()
             try:
                 async with session.post(url + path, json=body, headers=headers) as resp:
                     status, raw = resp.status, await resp.read()
+                    retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
                     self.stats.broken += 1
@@ -184,7 +187,11 @@ class Load:
             except ValueError:
                 raise AssertionError(f"POST {path} {body} -> {status}: not JSON: {raw[:300]!r}") \
                     from None
+            self.stats.slowest = max(self.stats.slowest, time.monotonic() - sent_at)
             if status == 503:
+                self.stats.unavailable += 1
+                if retry_after is None:
+                    self.problem(f"POST {path}: 503 without Retry-After: {payload}")
                 self.stats.resent += 1
                 resent = True
                 await asyncio.sleep(0.02 + 0.05 * rng.random())
@@ -363,19 +370,6 @@ class Load:
 
 
 # -- set-up ------------------------------------------------------------------------------
-
-@pytest.fixture
-async def replicas(database_url: str, tokens: Tokens,
-                   tmp_path: Path) -> AsyncIterator[list[CoordinatorProcess]]:
-    """Two coordinator processes serving the same fresh database."""
-    procs = [CoordinatorProcess(database_url, tmp_path, f"coordinator-{n}") for n in "ab"]
-    try:
-        await asyncio.gather(*(p.start() for p in procs))
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
 
 async def _operator(url: str, method: str, path: str, token: str,
                     body: dict[str, Any]) -> dict[str, Any]:

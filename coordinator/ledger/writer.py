@@ -71,6 +71,9 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionError included
     TimeoutError,
     asyncpg.InterfaceError,  # ConnectionDoesNotExistError: the connection was closed
+    # A pooled connection the server ended while idle may fail its next statement with
+    # this ("another operation is in progress"): its protocol state is broken, not the command.
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, statement timeout
     asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full
@@ -428,6 +431,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
         return "the database is a read-only standby"
     detail = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError):
+        return f"the database does not accept connections ({detail})"
     return f"the database is unavailable ({detail})"
 
 
