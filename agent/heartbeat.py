@@ -15,6 +15,8 @@ AGENT_VERSION = version("concord")
 async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder,
                extra: dict[str, str]) -> None:
     async with pool.acquire() as conn:
-        settings = await queries.numbering_settings(conn)
+        settings: dict[str, Any] = await queries.numbering_settings(conn)
+        # The KashFlow sync matches a document's currency id to KashFlow's by this code.
+        settings["Currencies"] = await queries.currencies(conn)
     reply = await client.heartbeat(AGENT_VERSION, {**settings, **extra})
     rules.update(reply["settings"])

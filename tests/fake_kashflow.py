@@ -7,7 +7,8 @@ A malformed request gets HTTP 500 with a SOAP fault, as the real service answers
 are rendered in WSDL order too, and invoices carry the three CIS fields newer versions add.
 
 State: customers, invoices, payments, with KashFlow's rules (unique letters-and-digits
-customer code, known customer, currency, payment method and bank account). Failures are
+customer code, known customer, currency, payment method and bank account; a payment is not
+zero, and a negative one, a refund, never takes more than the invoice's payments). Failures are
 injected per operation: ``status_no``, ``zero`` (Status OK with 0 for the new id),
 ``http_500``, ``timeout`` (the write is applied, the answer comes too late),
 ``applied_500`` (the write is applied, the answer is lost) and what a proxy in front of
@@ -289,8 +290,13 @@ class FakeKashFlow:
             raise BadRequest("Invalid payment method")
         if int(payment["PayAccount"]) not in {a["AccountID"] for a in self.bank_accounts}:
             raise BadRequest("Invalid bank account")
-        if Decimal(payment["PayAmount"]) <= 0:
-            raise BadRequest("Payment amount must be positive")
+        amount = Decimal(payment["PayAmount"])
+        if amount == 0:
+            raise BadRequest("Payment amount must not be zero")
+        paid = sum((Decimal(p["PayAmount"]) for p in self.payments_of(int(payment["PayInvoice"]))),
+                   Decimal(0))
+        if paid + amount < 0:  # a refund (negative payment) of more than was paid
+            raise BadRequest("Refund exceeds the payments of the invoice")
         new_id = next(self._ids)
         self.payments[new_id] = {**payment, "PayID": str(new_id)}
         return new_id

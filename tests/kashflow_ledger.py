@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 from aiohttp import web
 
+from agent.whmcs.queries import TRANSACTIONS, transaction
 from coordinator.accounting.kashflow import KashFlowClient
 from coordinator.accounting.options import GatewayMapping, SyncMapping
 from coordinator.accounting.sync import RunReport, run_sync
@@ -69,7 +70,11 @@ def snapshot(doc_id: int, formatted: str, *, doctype: str = "invoice", user_id: 
              items: tuple[tuple[str, str, bool], ...] = (("Web hosting", "100.00", True),),
              tax_rate: str = "20.00", credit: str = "0.00", tax_exempt: bool = False,
              address: str = "1 High Street", country: str = "GB", state: str = "",
-             postcode: str = "N1 9GU") -> dict[str, Any]:
+             postcode: str = "N1 9GU", transactions: list[dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """A snapshot as the agent sends it. ``transactions``: tblaccounts rows (id, amountin,
+    amountout, fees, gateway, date, transid); by default a paid invoice has one payment of
+    its total, and a refunded one also its refund."""
     subtotal = sum((float(amount) for _, amount, _ in items), 0.0)
     tax = sum(float(amount) for _, amount, taxed in items if taxed) * float(tax_rate) / 100
     tax = 0.0 if tax_exempt else round(tax, 2)
@@ -87,7 +92,21 @@ def snapshot(doc_id: int, formatted: str, *, doctype: str = "invoice", user_id: 
               "city": "London", "state": state, "postcode": postcode, "country": country,
               "phonenumber": "+44.2071234567", "currency": currency,
               "taxexempt": int(tax_exempt)}
-    return document(doctype, formatted, invoice, rows, client, None, [])
+    if transactions is None:
+        transactions = [tblaccounts(doc_id * 10, invoice["total"], gateway=gateway)
+                        ] if status in ("Paid", "Refunded") and invoice["total"] > 0 else []
+        if status == "Refunded" and transactions:
+            transactions.append(tblaccounts(doc_id * 10 + 1, 0, out=invoice["total"],
+                                            gateway=gateway, refund_of=doc_id * 10))
+    return {**document(doctype, formatted, invoice, rows, client, None, []),
+            TRANSACTIONS: [transaction(row) for row in transactions]}
+
+
+def tblaccounts(row_id: int, amount_in: float | str, *, out: float | str = 0, fees: str = "0",
+                gateway: str = "paypal", when: str = "2026-03-02 10:11:12", transid: str = "",
+                refund_of: int = 0) -> dict[str, Any]:
+    return {"id": row_id, "date": when, "gateway": gateway, "amountin": amount_in,
+            "amountout": out, "fees": fees, "transid": transid, "refundid": refund_of}
 
 
 @contextlib.asynccontextmanager

@@ -60,7 +60,8 @@ async def test_sync_once_with_limit_shows_progress_and_options(
     async with serve_fake(fake) as url:
         code, out, err = await concord(database_url, config, url, "--once", "--limit", "3")
         assert code == 0, err
-        assert json.loads(out) == {"posted": 3, "failed": 0, "held": 0, "remaining": 2}
+        assert json.loads(out) == {"posted": 3, "failed": 0, "held": 0, "dropped": 0,
+                                   "payments": 3, "refunds": 0, "remaining": 2}
         assert "KashFlow" in err and "3/3" in err  # the progress bar
         code, out, _ = await concord(database_url, config, url, "--once")
         assert json.loads(out)["posted"] == 2

@@ -11,8 +11,17 @@ import httpx
 import pytest
 
 from coordinator.accounting.sync import SYNC_LOCK, SyncBusy
+from coordinator.ledger import commands
 from tests.fake_kashflow import FakeKashFlow
-from tests.kashflow_ledger import Ledger, issue_many, mapping, open_ledger, serve_fake, sync
+from tests.kashflow_ledger import (
+    Ledger,
+    issue_many,
+    mapping,
+    open_ledger,
+    serve_fake,
+    sync,
+    tblaccounts,
+)
 
 
 @pytest.fixture
@@ -35,7 +44,7 @@ async def url(fake: FakeKashFlow) -> AsyncIterator[str]:
 def assert_no_duplicates(fake: FakeKashFlow) -> None:
     codes = Counter(c["Code"] for c in fake.customers.values())
     references = Counter(i["CustomerReference"] for i in fake.invoices.values())
-    paid = Counter(p["PayInvoice"] for p in fake.payments.values())
+    paid = Counter((p["PayInvoice"], p["PayNote"]) for p in fake.payments.values())
     assert [k for k, n in codes.items() if n > 1] == []
     assert [k for k, n in references.items() if n > 1] == []
     assert [k for k, n in paid.items() if n > 1] == []
@@ -69,16 +78,51 @@ async def test_unpaid_draft_credit_notes_and_voided_are_never_posted(
     await ledger.issue(alpha, 2, status="Draft")
     await ledger.issue(alpha, 3, doctype="creditnote", items=(("Refund", "-100.00", True),))
     later = await ledger.issue(alpha, 4, status="Unpaid")
-    paid_then_reopened = await ledger.issue(alpha, 5)
-    await ledger.update(alpha, 5, paid_then_reopened, status="Unpaid")
 
     assert (await sync(ledger, url)).posted == 0
     assert fake.invoices == {}
 
     await ledger.update(alpha, 4, later, status="Paid")  # paid after issue: now it goes
     report = await sync(ledger, url)
-    assert (report.posted, report.remaining) == (1, 1)  # 5 waits until it is paid again
+    assert (report.posted, report.remaining) == (1, 0)
     assert [i["CustomerReference"] for i in fake.invoices.values()] == [later]
+
+
+async def test_paid_then_reopened_or_cancelled_before_the_run_is_dropped_with_a_warning(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    reopened = await ledger.issue(alpha, 1)
+    await ledger.update(alpha, 1, reopened, status="Unpaid", transactions=[])
+    cancelled = await ledger.issue(alpha, 2, user_id=2)
+    await ledger.update(alpha, 2, cancelled, status="Cancelled", transactions=[])
+
+    report = await sync(ledger, url)
+    assert (report.posted, report.dropped, report.remaining) == (0, 2, 0)
+    assert fake.invoices == {} and fake.calls == ["GetCurrencies"]
+    dropped = {w["subject"]: w["message"] for w in await ledger.warnings("kashflow_document_dropped")}
+    assert len(dropped) == 2
+    assert any(reopened in m and "Unpaid" in m for m in dropped.values())
+    assert any(cancelled in m and "Cancelled" in m for m in dropped.values())
+    assert (await sync(ledger, url)).dropped == 0  # an outcome, not queued forever
+
+    await ledger.update(alpha, 1, reopened, status="Paid")  # paid again: posted after all
+    report = await sync(ledger, url)
+    assert (report.posted, report.dropped, report.remaining) == (1, 0, 0)
+    assert [i["CustomerReference"] for i in fake.invoices.values()] == [reopened]
+
+
+async def test_paid_then_refunded_before_the_run_is_posted_with_its_refund(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    refunded = await ledger.issue(alpha, 1)
+    await ledger.update(alpha, 1, refunded, status="Refunded")
+
+    report = await sync(ledger, url)
+    assert (report.posted, report.payments, report.refunds, report.remaining) == (1, 1, 1, 0)
+    [invoice] = fake.invoice_by_reference(refunded)
+    amounts = [Decimal(p["PayAmount"]) for p in fake.payments_of(int(invoice["InvoiceNumber"]))]
+    assert amounts == [Decimal("120.00"), Decimal("-120.00")]
+    assert await ledger.warnings("kashflow_document_dropped") == []
 
 
 async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
@@ -159,7 +203,7 @@ async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants
     [pay] = fake.payments_of(int(invoice["InvoiceNumber"]))
     assert (pay["PayDate"], Decimal(pay["PayAmount"]), pay["PayMethod"], pay["PayAccount"]) == (
         "2026-03-02T10:11:12", Decimal("115.00"), "21", "11")
-    assert pay["PayNote"] == f"{mixed} paid via stripe"
+    assert pay["PayNote"] == f"{mixed} WHMCS payment 10 via stripe"
 
     [exempt_invoice] = fake.invoice_by_reference(exempt)
     assert {Decimal(line["VatRate"]) for line in exempt_invoice["Lines"]} == {Decimal(-1)}
@@ -170,6 +214,66 @@ async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants
     actions = [r.headers["SOAPAction"] for r in seen]
     assert '"KashFlow/InsertInvoice"' in actions and '"KashFlow/GetCurrencies"' in actions
     assert {r.headers["Content-Type"].split(";")[0] for r in seen} == {"text/xml"}
+
+
+async def test_each_whmcs_transaction_becomes_one_kashflow_payment_and_refunds_negative_ones(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    # 120.00 paid in two parts through two gateways, with fees and gateway ids.
+    number = await ledger.issue(alpha, 1, transactions=[
+        tblaccounts(501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1",
+                    fees="0.88"),
+        tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
+    ])
+    report = await sync(ledger, url)
+    assert (report.posted, report.payments, report.refunds) == (1, 2, 0)
+    [invoice] = fake.invoice_by_reference(number)
+    payments = fake.payments_of(int(invoice["InvoiceNumber"]))
+    assert [(p["PayDate"], Decimal(p["PayAmount"]), p["PayMethod"], p["PayAccount"], p["PayNote"])
+            for p in payments] == [
+        ("2026-03-01T09:00:00", Decimal("20.00"), "21", "11",
+         f"{number} WHMCS payment 501 via stripe, gateway transaction ch_1, gateway fees 0.88"),
+        ("2026-03-02T10:11:12", Decimal("100.00"), "22", "12",
+         f"{number} WHMCS payment 502 via paypal, gateway transaction PP-9, gateway fees 3.20"),
+    ]
+
+    # A partial refund later: the invoice stays Paid in WHMCS, one negative payment follows.
+    refund = tblaccounts(503, "0", out="30.00", when="2026-03-05 08:00:00", refund_of=502)
+    await ledger.update(alpha, 1, number, transactions=[
+        tblaccounts(501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1",
+                    fees="0.88"),
+        tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
+        refund])
+    report = await sync(ledger, url)
+    assert (report.posted, report.payments, report.refunds) == (1, 0, 1)
+    last = fake.payments_of(int(invoice["InvoiceNumber"]))[-1]
+    assert (last["PayDate"], Decimal(last["PayAmount"]), last["PayNote"]) == (
+        "2026-03-05T08:00:00", Decimal("-30.00"), f"{number} WHMCS refund 503 via paypal")
+    assert len(fake.invoices) == 1 and len(fake.payments) == 3
+    assert await ledger.warnings("kashflow_changed_after_posting") == []  # still Paid
+
+
+async def test_a_snapshot_without_transactions_pays_its_total_once_and_later_refunds_follow(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    """Snapshots of an older agent carry no transactions: one payment of the total, as the
+    sync did before; once the agent reports transactions, only what is new is posted."""
+    alpha = await ledger.add_store("alpha")
+    number = await ledger.issue(alpha, 1)
+    without = {k: v for k, v in (await ledger.pool.fetchval(
+        "SELECT snapshot FROM documents WHERE doc_id = '1'")).items() if k != "Transactions"}
+    await ledger.writer.execute(commands.UpdateDocument(peer_id=alpha, doctype="invoice", doc_id="1",
+                                                 document=without))
+    report = await sync(ledger, url)
+    assert (report.posted, report.payments) == (1, 1)
+    [pay] = fake.payments.values()
+    assert (Decimal(pay["PayAmount"]), pay["PayNote"]) == (Decimal("120.00"),
+                                                           f"{number} paid via paypal")
+
+    await ledger.update(alpha, 1, number, status="Refunded")  # now with transactions
+    report = await sync(ledger, url)
+    assert (report.payments, report.refunds) == (0, 1)
+    assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
+        Decimal("-120.00"), Decimal("120.00")]
 
 
 async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a_warning(
@@ -196,6 +300,35 @@ async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a
     assert fake.invoice_by_reference(dollars)[0]["CurrencyCode"] == "USD"
     assert fake.invoice_by_reference(unmapped)[0]["CurrencyCode"] == "EUR"
     assert await ledger.warnings("kashflow_currency_missing") == []
+    assert await ledger.warnings("kashflow_currency_unmapped") == []
+
+
+async def test_currencies_match_by_the_code_each_agent_reports_and_the_setting_overrides(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    await ledger.writer.execute(commands.ReportPeerConfig(
+        peer_id=alpha, agent_version="0.1.0",
+        settings={"Currencies": {"1": "GBP", "2": "EUR", "3": "USD"}}))  # as the heartbeat
+    pounds = await ledger.issue(alpha, 1, currency=1)
+    euros = await ledger.issue(alpha, 2, user_id=2, currency=2)
+    dollars = await ledger.issue(alpha, 3, user_id=3, currency=3)
+    unknown = await ledger.issue(alpha, 4, user_id=4, currency=4)
+
+    report = await sync(ledger, url, mapping(currencies={}))  # no kashflow_currencies at all
+    assert (report.posted, report.held) == (2, 2)
+    assert [fake.invoice_by_reference(n)[0]["CurrencyCode"] for n in (pounds, euros)] == [
+        "GBP", "EUR"]
+    assert fake.customer_by_code("ALPHAC2")["CurrencyID"] == "2"  # type: ignore[index]
+    [missing] = await ledger.warnings("kashflow_currency_missing")
+    assert missing["subject"] == "USD"  # reported by the store, not set up in KashFlow
+    [unmapped] = await ledger.warnings("kashflow_currency_unmapped")
+    assert unmapped["subject"] == "alpha/4" and "heartbeat" in unmapped["message"]
+
+    # The setting overrides one entry of what the store reports and adds another.
+    report = await sync(ledger, url, mapping(currencies={"alpha": {"3": "EUR", "4": "GBP"}}))
+    assert (report.posted, report.held) == (2, 0)
+    assert fake.invoice_by_reference(dollars)[0]["CurrencyCode"] == "EUR"
+    assert fake.invoice_by_reference(unknown)[0]["CurrencyCode"] == "GBP"
     assert await ledger.warnings("kashflow_currency_unmapped") == []
 
 
@@ -275,18 +408,24 @@ async def test_refused_credentials_stop_the_run_with_a_warning(
     assert "Incorrect username or password" in warning["message"]
 
 
-async def test_refund_after_posting_is_reported_not_changed(
+async def test_refund_after_posting_is_posted_and_the_status_change_reported(
         ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
     alpha = await ledger.add_store("alpha")
     number = await ledger.issue(alpha, 1)
     await sync(ledger, url)
     await ledger.update(alpha, 1, number, status="Refunded")
     calls = len(fake.calls)
-    await sync(ledger, url)
-    assert fake.calls[calls:] == ["GetCurrencies"]
+    report = await sync(ledger, url)
+    assert (report.posted, report.refunds) == (1, 1)
+    assert fake.calls[calls:] == ["GetCurrencies", "InsertInvoicePayment"]
     [warning] = await ledger.warnings("kashflow_changed_after_posting")
     assert number in warning["message"] and "Refunded" in warning["message"]
-    assert len(fake.invoices) == 1 and len(fake.payments) == 1
+    assert len(fake.invoices) == 1
+    assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
+        Decimal("-120.00"), Decimal("120.00")]
+    calls = len(fake.calls)
+    assert (await sync(ledger, url)).refunds == 0  # each once
+    assert fake.calls[calls:] == ["GetCurrencies"]
 
 
 async def test_one_run_at_a_time(ledger: Ledger, url: str) -> None:
@@ -308,7 +447,9 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
     its id not recorded), then run again: everything is posted exactly once."""
     alpha = await ledger.add_store("alpha")
     await issue_many(ledger, alpha, 2, clients=1)  # the second invoice reuses the customer
-    await ledger.issue(alpha, 3, user_id=9, gateway="stripe")
+    await ledger.issue(alpha, 3, user_id=9, gateway="stripe", transactions=[
+        tblaccounts(31, "20.00", gateway="stripe"), tblaccounts(32, "100.00", gateway="stripe"),
+        tblaccounts(33, "0", out="50.00", gateway="stripe")])
 
     async def run_with_crash(when: str, at: int) -> bool:
         count = 0
@@ -329,17 +470,17 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
     async def fresh_state() -> None:
         fake.customers.clear(), fake.invoices.clear(), fake.payments.clear(), fake.calls.clear()
         await ledger.pool.execute(
-            "TRUNCATE kashflow_invoices, kashflow_customers, kashflow_stores;"
+            "TRUNCATE kashflow_invoices, kashflow_transactions, kashflow_customers, kashflow_stores;"
             " UPDATE kashflow_checkpoint SET position = 0")
 
     await sync(ledger, url)
     calls = len(fake.calls)
-    assert calls >= 10 and len(fake.payments) == 3
+    assert calls >= 12 and len(fake.payments) == 5
     for when in ("request", "response"):
         for at in range(1, calls + 1):
             await fresh_state()
             assert await run_with_crash(when, at)
             await sync(ledger, url)
             assert_no_duplicates(fake)
-            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 3, 3), (
+            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 3, 5), (
                 when, at)

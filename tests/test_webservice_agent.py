@@ -103,7 +103,8 @@ async def test_every_field_of_an_invoice_and_a_credit_note(aiohttp_client, store
         assert status == 200
         assert list(answer) == [str(row["id"])]
         document = answer[str(row["id"])]
-        assert set(document) == {"ClientData", "DocData"}
+        # Transactions: the extension the KashFlow sync reads (WHMCS's tblaccounts rows).
+        assert set(document) == {"ClientData", "DocData", "Transactions"}
         client_data, doc = document["ClientData"], document["DocData"]
         assert set(client_data) == CLIENT_FIELDS | EXTRA_FIELDS["ClientData"]
         assert set(doc) == DOC_FIELDS | EXTRA_FIELDS["DocData"]

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from coordinator.events.canonical import canonical_json
-from coordinator.events.document import document
+from coordinator.events.document import amount, document, moment, text
 
-# What a change of an issued document means to us: status, payment, credit and totals.
+# What a change of an issued document means to us: status, payment, credit, totals and its
+# transactions (a partial payment or refund leaves the invoice's row as it was). Used in
+# queries that name the invoices table ``tblinvoices``, without an alias.
 STATE_FINGERPRINT = (
     "MD5(CONCAT_WS('|', status, datepaid, duedate, credit, subtotal, tax, tax2, total,"
-    " taxrate, taxrate2, paymentmethod))"
+    " taxrate, taxrate2, paymentmethod, (SELECT CONCAT_WS(':', COUNT(*), MAX(a.id),"
+    " SUM(a.amountin), SUM(a.amountout), SUM(a.fees)) FROM tblaccounts a"
+    " WHERE a.invoiceid = tblinvoices.id)))"
 )
+_TRANSACTION_COLUMNS = "id, invoiceid, date, gateway, amountin, fees, amountout, transid, refundid"
 _INVOICE_COLUMNS = (
     "id, userid, invoicenum, status, date, duedate,"
     " IF(datepaid < '1000-01-01', NULL, datepaid) AS datepaid, subtotal, credit, tax, tax2,"
@@ -97,6 +102,19 @@ async def due_documents(conn: Any, rules: DueRules, limit: int) -> list[DueDocum
     return due
 
 
+# The snapshot's extension beside ClientData and DocData (not a field of the Get contract):
+# the document's WHMCS transactions, which the KashFlow sync mirrors.
+TRANSACTIONS = "Transactions"
+
+
+def transaction(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``tblaccounts`` row as the snapshot reports it, in the contract's formats."""
+    return {"ID": int(row["id"]), "Date": moment(row.get("date")), "Gateway": text(row.get("gateway")),
+            "AmountIn": amount(row.get("amountin")), "Fees": amount(row.get("fees")),
+            "AmountOut": amount(row.get("amountout")), "TransID": text(row.get("transid")),
+            "RefundID": int(row.get("refundid") or 0)}
+
+
 async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
                     has_invoicedata: bool) -> dict[int, Snapshot]:
     """Build the ClientData/DocData of each invoice from its current rows."""
@@ -119,6 +137,10 @@ async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
     user_marks, user_ids = _in({row["userid"] for row in invoices})
     clients = {row["id"]: row for row in await fetch(
         conn, f"SELECT {_CLIENT_COLUMNS} FROM tblclients WHERE id IN ({user_marks})", user_ids)}
+    transactions: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in await fetch(conn, f"SELECT {_TRANSACTION_COLUMNS} FROM tblaccounts"
+                           f" WHERE invoiceid IN ({marks}) ORDER BY id", ids):
+        transactions[row["invoiceid"]].append(transaction(row))
     fields: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in await fetch(
         conn, "SELECT v.relid, f.id, f.fieldname, v.value FROM tblcustomfields f"
@@ -133,9 +155,10 @@ async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
         out[inv["id"]] = Snapshot(
             invoice_id=inv["id"], doctype=doctype, formatted=inv["invoicenum"],
             fingerprint=inv["fingerprint"],
-            document=document(doctype, inv["invoicenum"], inv, items[inv["id"]],
-                              clients.get(inv["userid"], {}), invoicedata.get(inv["id"]),
-                              fields[inv["userid"]]),
+            document={**document(doctype, inv["invoicenum"], inv, items[inv["id"]],
+                                 clients.get(inv["userid"], {}), invoicedata.get(inv["id"]),
+                                 fields[inv["userid"]]),
+                      TRANSACTIONS: transactions[inv["id"]]},
         )
     return out
 
@@ -246,9 +269,10 @@ async def forget_outbox(pool: Any, reservation_id: str) -> None:
 async def changed_documents(conn: Any, limit: int) -> list[int]:
     """Issued documents whose status, payment, credit or totals changed since last reported."""
     rows = await fetch(
-        conn, "SELECT i.id FROM tblinvoices i JOIN mod_concord_documents d ON d.invoice_id = i.id"
+        conn, "SELECT tblinvoices.id FROM tblinvoices"
+        " JOIN mod_concord_documents d ON d.invoice_id = tblinvoices.id"
         f" WHERE d.state_fingerprint <> {STATE_FINGERPRINT}"
-        " ORDER BY i.id LIMIT %s", (limit,))
+        " ORDER BY tblinvoices.id LIMIT %s", (limit,))
     return [row["id"] for row in rows]
 
 
@@ -286,6 +310,13 @@ async def numbering_settings(conn: Any) -> dict[str, str]:
     rows = await fetch(conn, "SELECT setting, value FROM tblconfiguration"
                        f" WHERE setting IN ({marks})", names)
     return {row["setting"]: str(row["value"]) for row in rows}
+
+
+async def currencies(conn: Any) -> dict[str, str]:
+    """The store's currencies, id (as text) -> ISO code, as WHMCS's Currencies page lists
+    them: the coordinator matches them by code to what KashFlow knows."""
+    rows = await fetch(conn, "SELECT id, code FROM tblcurrencies ORDER BY id")
+    return {str(row["id"]): str(row["code"]).strip().upper() for row in rows}
 
 
 async def has_table(conn: Any, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,8 +23,17 @@ class GatewayMapping(BaseModel):
 
 
 # Store name -> WHMCS currency id (tblcurrencies.id, as text) -> ISO 4217 code. The document
-# snapshot carries the client's currency id only; ids are per WHMCS installation.
+# snapshot carries the client's currency id only; ids are per WHMCS installation. Each
+# agent reports its store's map in the heartbeat; the setting only overrides entries of it.
 CurrencyMap = dict[str, dict[str, IsoCurrency]]
+_ISO = re.compile(r"^[A-Z]{3}$")
+
+
+def currency_codes(reported: CurrencyMap, override: CurrencyMap) -> CurrencyMap:
+    """The reported codes (well-formed ones only), each overridden by the setting's entry."""
+    stores = reported.keys() | override.keys()
+    return {store: {**{whmcs: code for whmcs, code in reported.get(store, {}).items()
+                       if _ISO.match(code)}, **override.get(store, {})} for store in stores}
 
 
 @dataclass(frozen=True)
@@ -31,4 +41,4 @@ class SyncMapping:
     """What a sync run maps WHMCS's gateways and currency ids to (from the settings)."""
 
     gateways: dict[str, GatewayMapping]
-    currencies: CurrencyMap
+    currencies: CurrencyMap  # kashflow_currencies: overrides of what the agents report

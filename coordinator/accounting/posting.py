@@ -1,4 +1,5 @@
-"""What a paid invoice of the ledger becomes in KashFlow: customer, invoice, payment. Pure.
+"""What a paid invoice of the ledger becomes in KashFlow: customer, invoice, one payment per
+WHMCS transaction (a refund as a negative payment). Pure.
 
 Input is the document snapshot the ledger keeps (ClientData / DocData, see
 coordinator/events/document.py); output is the fields of KashFlow's ``Customer``,
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from coordinator.events.europe import client_territory
 
@@ -131,25 +133,76 @@ def invoice_header(doc: Mapping[str, Any], formatted: str, customer_id: int, cur
     }
 
 
-def payment_amount(doc: Mapping[str, Any]) -> Decimal:
-    """What the gateway took: WHMCS's total is after credit. 0 when credit paid it all."""
-    return Decimal(doc.get("Total") or 0)
+@dataclass(frozen=True)
+class Movement:
+    """Money in (a payment) or out (a refund) of one WHMCS transaction: one KashFlow payment."""
+
+    transaction_id: int  # tblaccounts.id; 0: the total of a snapshot without transactions
+    direction: Literal["in", "out"]
+    amount: Decimal  # what KashFlow's PayAmount gets: a refund is negative
+    date: str  # xsd:dateTime
+    gateway: str
+    fees: Decimal
+    gateway_reference: str  # the gateway's own transaction id
 
 
-def payment_note(formatted: str, gateway: str) -> str:
-    """Identifies our payment among an invoice's payments after a crash."""
-    return f"{formatted} paid via {gateway or 'unknown gateway'}"
+def movements(snapshot: Mapping[str, Any]) -> list[Movement]:
+    """The document's payments and refunds in WHMCS's order (by transaction id).
+
+    From the ``Transactions`` the agent reports with the snapshot (WHMCS's ``tblaccounts``);
+    a snapshot without them (an older agent) stands for one payment of its ``Total`` on
+    ``DatePaid``, once it is paid.
+    """
+    data = snapshot.get("DocData") or {}
+    if "Transactions" not in snapshot:
+        total = Decimal(data.get("Total") or 0)
+        if data.get("Status") not in ("Paid", "Refunded") or total <= 0:
+            return []
+        return [Movement(0, "in", total, _moment(data.get("DatePaid")) or _day(data.get("Date")),
+                         str(data.get("PaymentMethod") or ""), Decimal(0), "")]
+    out = []
+    for row in sorted(snapshot["Transactions"], key=lambda t: int(t["ID"])):
+        when = _moment(row.get("Date")) or _day(data.get("Date"))
+        gateway = str(row.get("Gateway") or data.get("PaymentMethod") or "")
+        common = (when, gateway, Decimal(row.get("Fees") or 0), str(row.get("TransID") or ""))
+        if Decimal(row.get("AmountIn") or 0) > 0:
+            out.append(Movement(int(row["ID"]), "in", Decimal(row["AmountIn"]), *common))
+        if Decimal(row.get("AmountOut") or 0) > 0:
+            out.append(Movement(int(row["ID"]), "out", -Decimal(row["AmountOut"]), *common))
+    return out
 
 
-def payment(doc: Mapping[str, Any], formatted: str, invoice_number: int, method: int,
-            account: int) -> dict[str, Any]:
-    paid = str(doc.get("DatePaid") or "")
-    when = paid.replace(" ", "T") if len(paid) == 19 else _day(doc.get("Date"))
-    return {
-        "PayID": 0, "PayInvoice": invoice_number, "PayDate": when,
-        "PayNote": payment_note(formatted, str(doc.get("PaymentMethod") or "")),
-        "PayMethod": method, "PayAccount": account, "PayAmount": payment_amount(doc),
-    }
+def movement_key(formatted: str, movement: Movement) -> str:
+    """What a payment's note starts with: finds it among the invoice's payments after a
+    crash. Transaction 0 keeps the note of the sync's one-payment-per-invoice days."""
+    if movement.transaction_id == 0:
+        return f"{formatted} paid via {movement.gateway or 'unknown gateway'}"
+    kind = "payment" if movement.direction == "in" else "refund"
+    return f"{formatted} WHMCS {kind} {movement.transaction_id}"
+
+
+def is_note_of(note: str, key: str) -> bool:
+    return note == key or note.startswith(f"{key} ")
+
+
+def movement_payment(movement: Movement, formatted: str, invoice_number: int, method: int,
+                     account: int) -> dict[str, Any]:
+    """KashFlow's ``Payment`` has no fee field: the gateway's fees and its transaction id
+    are named in the note, for the accountant to book the fee."""
+    note = movement_key(formatted, movement)
+    if movement.transaction_id:
+        note += f" via {movement.gateway or 'unknown gateway'}"
+    if movement.gateway_reference:
+        note += f", gateway transaction {movement.gateway_reference}"
+    if movement.fees:
+        note += f", gateway fees {movement.fees}"
+    return {"PayID": 0, "PayInvoice": invoice_number, "PayDate": movement.date, "PayNote": note,
+            "PayMethod": method, "PayAccount": account, "PayAmount": movement.amount}
+
+
+def _moment(value: Any) -> str:
+    text = str(value or "")
+    return text.replace(" ", "T") if len(text) == 19 else ""
 
 
 def _day(value: Any) -> str:

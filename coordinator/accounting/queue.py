@@ -1,10 +1,12 @@
-"""The sync's durable bookkeeping in PostgreSQL (migration 0005).
+"""The sync's durable bookkeeping in PostgreSQL (migrations 0005 and 0008).
 
 The subscriber reads the ledger after its checkpoint in position order (appends are
 serialised, so ``position > checkpoint`` never skips an event) and records, in the same
-transaction that moves the checkpoint, every invoice it sees paid. Each KashFlow insert is
-preceded by a committed intent and followed by the recorded id, so a crash anywhere leaves
-enough behind to look up instead of inserting twice.
+transaction that moves the checkpoint, every invoice it sees paid (or refunded); a later
+event of an invoice it knows makes it due again, so new transactions reach KashFlow and a
+dropped invoice paid again is posted. Each KashFlow insert is preceded by a committed intent
+and followed by the recorded id, so a crash anywhere leaves enough behind to look up
+instead of inserting twice.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import orjson
 
-from coordinator.accounting.posting import store_prefix
+from coordinator.accounting.posting import Movement, store_prefix
 from coordinator.events import catalogue as ev
 
 READ_BATCH = 2000  # ledger events per subscriber transaction
 DUE_PAGE = 100
 _DOCUMENT_EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED]
+TAKEN_UP = ("Paid", "Refunded")  # statuses that bring an invoice to KashFlow (Refunded: paid first)
 
 
 async def catch_up(pool: asyncpg.Pool) -> int:
@@ -41,10 +44,18 @@ async def catch_up(pool: asyncpg.Pool) -> int:
                 "  FROM events WHERE position > $1 AND position <= $2 AND type = ANY($3)"
                 "   AND data->>'doctype' = 'invoice' ORDER BY position LIMIT $4",
                 cursor, head, _DOCUMENT_EVENTS, READ_BATCH)
-            paid = [(r["peer_id"], r["doc_id"], r["position"]) for r in rows if r["status"] == "Paid"]
+            paid = [(r["peer_id"], r["doc_id"], r["position"]) for r in rows
+                    if r["status"] in TAKEN_UP]
             await conn.executemany(
                 "INSERT INTO kashflow_invoices (peer_id, doc_id, position) VALUES ($1, $2, $3)"
                 " ON CONFLICT (peer_id, doc_id) DO NOTHING", paid)
+            # Due again: a posted invoice on any change (it may bring transactions), a
+            # dropped one when it is paid again.
+            await conn.executemany(
+                "UPDATE kashflow_invoices SET settled_at = NULL"
+                " WHERE peer_id = $1 AND doc_id = $2 AND settled_at IS NOT NULL"
+                "   AND (invoice_number IS NOT NULL OR $3 = ANY($4::text[]))",
+                [(r["peer_id"], r["doc_id"], r["status"], list(TAKEN_UP)) for r in rows])
             # Paid again: nothing to report. Any other status once in KashFlow: report it.
             await conn.executemany(
                 "UPDATE kashflow_invoices SET changed_status = nullif($3, 'Paid')"
@@ -87,8 +98,6 @@ class Due:
     voided: bool
     invoice_intent: bool
     invoice_number: int | None
-    payment_intent: bool
-    payment_id: int | None
     failed_before: bool
 
     @property
@@ -97,7 +106,7 @@ class Due:
 
 
 async def count_due(pool: asyncpg.Pool) -> int:
-    return await pool.fetchval("SELECT count(*) FROM kashflow_invoices WHERE posted_at IS NULL")
+    return await pool.fetchval("SELECT count(*) FROM kashflow_invoices WHERE settled_at IS NULL")
 
 
 async def due(pool: asyncpg.Pool) -> AsyncIterator[Due]:
@@ -108,18 +117,17 @@ async def due(pool: asyncpg.Pool) -> AsyncIterator[Due]:
         rows = await pool.fetch(
             "SELECT k.peer_id::text, k.doc_id, k.position, p.name, d.formatted, d.snapshot,"
             "       d.voided, k.invoice_intent_at IS NOT NULL AS invoice_intent,"
-            "       k.invoice_number, k.payment_intent_at IS NOT NULL AS payment_intent,"
-            "       k.payment_id, k.last_error IS NOT NULL AS failed_before"
+            "       k.invoice_number, k.last_error IS NOT NULL AS failed_before"
             "  FROM kashflow_invoices k"
             "  JOIN documents d ON d.peer_id = k.peer_id AND d.doctype = 'invoice'"
             "                  AND d.doc_id = k.doc_id"
             "  JOIN peers p ON p.id = k.peer_id"
-            " WHERE k.posted_at IS NULL AND k.position > $1 ORDER BY k.position LIMIT $2",
+            " WHERE k.settled_at IS NULL AND k.position > $1 ORDER BY k.position LIMIT $2",
             after, DUE_PAGE)
         for r in rows:
             yield Due(r["peer_id"], r["doc_id"], r["position"], r["name"], r["formatted"],
                       r["snapshot"], r["voided"], r["invoice_intent"], r["invoice_number"],
-                      r["payment_intent"], r["payment_id"], r["failed_before"])
+                      r["failed_before"])
         if len(rows) < DUE_PAGE:
             return
         after = rows[-1]["position"]
@@ -156,10 +164,10 @@ async def remember_customer(pool: asyncpg.Pool, code: str, customer_id: int, dig
         code, customer_id, digest)
 
 
-async def intend(pool: asyncpg.Pool, doc: Due, what: Literal["invoice", "payment"]) -> None:
-    """Committed before the insert it announces: ``invoice`` or ``payment``."""
+async def intend_invoice(pool: asyncpg.Pool, doc: Due) -> None:
+    """Committed before the invoice insert it announces."""
     await pool.execute(
-        f"UPDATE kashflow_invoices SET {what}_intent_at = now()"
+        "UPDATE kashflow_invoices SET invoice_intent_at = now()"
         " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id)
 
 
@@ -169,15 +177,38 @@ async def record_invoice(pool: asyncpg.Pool, doc: Due, number: int) -> None:
         doc.peer_id, doc.doc_id, number)
 
 
-async def record_payment(pool: asyncpg.Pool, doc: Due, payment_id: int) -> None:
-    await pool.execute(
-        "UPDATE kashflow_invoices SET payment_id = $3 WHERE peer_id = $1 AND doc_id = $2",
-        doc.peer_id, doc.doc_id, payment_id)
+MovementKey = tuple[int, str]  # (transaction id, direction)
 
 
-async def record_posted(pool: asyncpg.Pool, doc: Due) -> None:
+async def recorded_movements(pool: asyncpg.Pool, doc: Due) -> dict[MovementKey, int | None]:
+    """The document's payments and refunds with an intent: their KashFlow payment id, None
+    while the insert may or may not have happened."""
+    rows = await pool.fetch(
+        "SELECT transaction_id, direction, payment_id FROM kashflow_transactions"
+        " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id)
+    return {(r["transaction_id"], r["direction"]): r["payment_id"] for r in rows}
+
+
+async def intend_movement(pool: asyncpg.Pool, doc: Due, movement: Movement) -> None:
+    """Committed before the payment insert it announces."""
     await pool.execute(
-        "UPDATE kashflow_invoices SET posted_at = now(), last_error = NULL,"
+        "INSERT INTO kashflow_transactions (peer_id, doc_id, transaction_id, direction, intent_at)"
+        " VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+        doc.peer_id, doc.doc_id, movement.transaction_id, movement.direction)
+
+
+async def record_movement(pool: asyncpg.Pool, doc: Due, movement: Movement, payment_id: int
+                          ) -> None:
+    await pool.execute(
+        "UPDATE kashflow_transactions SET payment_id = $5"
+        " WHERE peer_id = $1 AND doc_id = $2 AND transaction_id = $3 AND direction = $4",
+        doc.peer_id, doc.doc_id, movement.transaction_id, movement.direction, payment_id)
+
+
+async def settle(pool: asyncpg.Pool, doc: Due) -> None:
+    """Nothing of the invoice left to do: posted with its transactions, or dropped."""
+    await pool.execute(
+        "UPDATE kashflow_invoices SET settled_at = now(), last_error = NULL,"
         "       attempts = attempts + 1 WHERE peer_id = $1 AND doc_id = $2",
         doc.peer_id, doc.doc_id)
 
@@ -186,3 +217,12 @@ async def record_failure(pool: asyncpg.Pool, doc: Due, error: str) -> None:
     await pool.execute(
         "UPDATE kashflow_invoices SET last_error = $3, attempts = attempts + 1"
         " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id, error)
+
+
+async def reported_currencies(pool: asyncpg.Pool) -> dict[str, dict[str, str]]:
+    """Each store's currencies as its agent last reported them in the heartbeat: store
+    name -> WHMCS currency id (text) -> ISO code."""
+    rows = await pool.fetch(
+        "SELECT name, reported->'Currencies' AS currencies FROM peers"
+        " WHERE jsonb_typeof(reported->'Currencies') = 'object'")
+    return {r["name"]: {str(k): str(v) for k, v in r["currencies"].items()} for r in rows}

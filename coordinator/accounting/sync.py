@@ -2,15 +2,17 @@
 
 For each invoice, in the order it was paid in the ledger: the customer (known digest → no
 call; else look up by code, then update or insert), the invoice (unless already recorded),
-then its payment. Before an insert an intent is committed; after it, the id. An intent
-without an id means the insert may have happened: the invoice is looked up by its customer
-reference, the payment among the invoice's payments by its note, before anything is
+then each of its WHMCS transactions not yet posted, in order: a payment for money in, a
+negative payment for a refund. Before an insert an intent is committed; after it, the id.
+An intent without an id means the insert may have happened: the invoice is looked up by its
+customer reference, a payment among the invoice's payments by its note, before anything is
 inserted again. Customers need no intent: their code is looked up before every insert.
 
 Failures of one document are logged with KashFlow's StatusDetail, raised as a warning and
 retried next run; the run goes on. A document KashFlow cannot take as it is (currency not
 mapped or not in KashFlow, gateway not mapped) is held without a call and does not count
-against the limit.
+against the limit. An invoice no longer paid (nor refunded) before it reached KashFlow is
+dropped with a warning, also without a call.
 """
 
 from __future__ import annotations
@@ -32,16 +34,13 @@ from coordinator.accounting.kashflow import (
     KashFlowError,
     KashFlowUnavailable,
 )
-from coordinator.accounting.options import GatewayMapping, SyncMapping
+from coordinator.accounting.options import CurrencyMap, SyncMapping, currency_codes
+from coordinator.advisory_locks import KASHFLOW_SYNC as SYNC_LOCK  # one sync run at a time
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
 
 log = structlog.get_logger(__name__)
 
-# Session advisory lock: one sync run at a time across replicas and CLI runs. "Concord"
-# in the high bytes like the ledger (…00) and migration (…01) locks, then "k" for
-# KashFlow: well away from the small sequence other locks of this family take.
-SYNC_LOCK = 0x436F6E636F7264_6B
 # After this many documents in a row got no answer, KashFlow is taken as down for this run.
 MAX_UNANSWERED = 3
 
@@ -60,13 +59,17 @@ class SyncBusy(Exception):
 
 @dataclass
 class RunReport:
-    posted: int = 0        # invoice and payment now in KashFlow
+    posted: int = 0        # invoices now in KashFlow with all their transactions
     failed: int = 0        # retried next run
     held: int = 0          # waiting for a currency or gateway mapping
+    dropped: int = 0       # not paid any more before they reached KashFlow, with a warning
+    payments: int = 0      # KashFlow payments made for incoming WHMCS transactions
+    refunds: int = 0       # negative KashFlow payments made for refunds
     remaining: int = 0     # still due after this run
 
     def as_dict(self) -> dict[str, int]:
         return {"posted": self.posted, "failed": self.failed, "held": self.held,
+                "dropped": self.dropped, "payments": self.payments, "refunds": self.refunds,
                 "remaining": self.remaining}
 
 
@@ -90,6 +93,16 @@ async def run_sync(pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowC
         return await _Run(pool, writer, kashflow, mapping, limit, progress).go()
 
 
+@dataclass
+class _Work:
+    """What one due invoice needs in KashFlow; built without a call."""
+
+    code: str  # customer code
+    currency: Currency
+    pending: list[posting.Movement]  # transactions to post now, in order
+    recorded: dict[q.MovementKey, int | None]
+
+
 class _Run:
     def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowClient,
                  mapping: SyncMapping, limit: int, progress: Progress | None) -> None:
@@ -99,10 +112,13 @@ class _Run:
         # (warning code, subject) -> (message, documents held): raised once per run.
         self.holds: dict[tuple[str, str], tuple[str, int]] = {}
         self.prefixes: dict[str, str] = {}  # store -> customer-code prefix
+        self.currency_codes: CurrencyMap = {}
 
     async def go(self) -> RunReport:
         await q.catch_up(self.pool)
         await self._report_changes_after_posting()
+        self.currency_codes = currency_codes(await q.reported_currencies(self.pool),
+                                             self.mapping.currencies)
         if self.progress is not None:
             self.progress.reset(total=min(self.limit, await q.count_due(self.pool)))
         try:
@@ -120,7 +136,7 @@ class _Run:
                 continue
             tried += 1
             try:
-                await self._post(doc, *work)
+                await self._post(doc, work)
                 unanswered = 0
             except KashFlowError as exc:
                 unanswered = unanswered + 1 if isinstance(exc, KashFlowUnavailable) else 0
@@ -139,52 +155,76 @@ class _Run:
         log.info("kashflow_sync_run", **self.report.as_dict())
         return self.report
 
-    async def _prepare(self, doc: q.Due, currencies: dict[str, Currency]
-                       ) -> tuple[str, Currency, GatewayMapping | None] | None:
-        """(customer code, currency, gateway mapping) when the document can be sent; None
-        when it is not paid any more or waits for a mapping (no call made)."""
+    async def _prepare(self, doc: q.Due, currencies: dict[str, Currency]) -> _Work | None:
+        """The work the document needs in KashFlow; None when it needs no call (settled,
+        dropped, or held for a mapping)."""
         client, data = doc.snapshot.get("ClientData") or {}, doc.snapshot.get("DocData") or {}
-        if doc.voided or data.get("Status") != "Paid":
+        if doc.invoice_number is None and (doc.voided or data.get("Status") not in q.TAKEN_UP):
+            await self._drop(doc, "voided in the ledger" if doc.voided
+                             else f"{data.get('Status') or 'without a status'} in WHMCS")
+            return None
+        recorded = await q.recorded_movements(self.pool, doc)
+        pending = self._pending(doc, recorded)
+        if doc.invoice_number is not None and not pending:
+            if not self._held_movements(doc, recorded):
+                await q.settle(self.pool, doc)
             return None
         whmcs_currency = str(client.get("Currency", ""))
-        iso = self.mapping.currencies.get(doc.store, {}).get(whmcs_currency)
+        iso = self.currency_codes.get(doc.store, {}).get(whmcs_currency)
         if iso is None:
             self._hold(doc, "kashflow_currency_unmapped", f"{doc.store}/{whmcs_currency}",
-                             f"store {doc.store}: WHMCS currency id {whmcs_currency} has no ISO "
-                             f"code in kashflow_currencies.{doc.store}; its invoices are not "
-                             "posted to KashFlow")
+                       f"store {doc.store}: WHMCS currency id {whmcs_currency} is neither among the "
+                       "currencies its agent reports in the heartbeat nor in "
+                       f"kashflow_currencies.{doc.store}; its invoices are not posted to KashFlow")
             return None
         currency = currencies.get(iso)
         if currency is None:
             self._hold(doc, "kashflow_currency_missing", iso,
-                             f"KashFlow has no currency {iso}: invoices in {iso} are not posted "
-                             "until it is added in KashFlow")
-            return None
-        gateway = self.mapping.gateways.get(str(data.get("PaymentMethod") or ""))
-        if (doc.invoice_number is not None and doc.payment_id is None and gateway is None
-                and posting.payment_amount(data) > 0):
-            self._hold_payment(doc, data)
+                       f"KashFlow has no currency {iso}: invoices in {iso} are not posted "
+                       "until it is added in KashFlow")
             return None
         if doc.peer_id not in self.prefixes:
             self.prefixes[doc.peer_id] = await q.prefix_of(self.pool, doc.peer_id, doc.store)
         code = posting.customer_code(self.prefixes[doc.peer_id], int(client.get("UserID") or 0))
-        return code, currency, gateway
+        return _Work(code, currency, pending, recorded)
 
-    async def _post(self, doc: q.Due, code: str, currency: Currency,
-                    gateway: GatewayMapping | None) -> None:
+    def _pending(self, doc: q.Due, recorded: dict[q.MovementKey, int | None]
+                 ) -> list[posting.Movement]:
+        """Transactions not yet in KashFlow, up to the first whose gateway is not mapped
+        (later ones wait for it: a refund never goes before its payment)."""
+        # The one payment of the total posted before transactions were mirrored stands for
+        # every incoming transaction; refunds are still posted.
+        whole = (0, "in") in recorded
+        pending = []
+        for movement in posting.movements(doc.snapshot):
+            key = (movement.transaction_id, movement.direction)
+            if recorded.get(key) is not None or (whole and movement.direction == "in"):
+                continue
+            if movement.gateway not in self.mapping.gateways:
+                self._hold_payment(doc, movement)
+                break
+            pending.append(movement)
+        return pending
+
+    def _held_movements(self, doc: q.Due, recorded: dict[q.MovementKey, int | None]) -> bool:
+        whole = (0, "in") in recorded
+        return any(recorded.get((m.transaction_id, m.direction)) is None
+                   and not (whole and m.direction == "in")
+                   for m in posting.movements(doc.snapshot))
+
+    async def _post(self, doc: q.Due, work: _Work) -> None:
         client, data = doc.snapshot["ClientData"], doc.snapshot["DocData"]
-        customer_id = await self._customer(code, posting.customer_details(client, code,
-                                                                          currency.id))
+        customer_id = await self._customer(work.code, posting.customer_details(
+            client, work.code, work.currency.id))
         number = doc.invoice_number
         if number is None:
-            number = await self._invoice(doc, customer_id, data, client, currency)
-        amount = posting.payment_amount(data)
-        if amount > 0 and doc.payment_id is None:
-            if gateway is None:
-                self._hold_payment(doc, data)
-                return
-            await self._payment(doc, number, data, gateway)
-        await q.record_posted(self.pool, doc)
+            number = await self._invoice(doc, customer_id, data, client, work.currency)
+        for movement in work.pending:
+            await self._movement(doc, number, movement,
+                                 (movement.transaction_id, movement.direction) in work.recorded)
+        if self._held_movements(doc, await q.recorded_movements(self.pool, doc)):
+            return  # the invoice is in KashFlow; a payment waits for its gateway's mapping
+        await q.settle(self.pool, doc)
         if doc.failed_before:
             await self._resolve("kashflow_document_failed", doc.subject, "posted by a later run")
         self.report.posted += 1
@@ -211,7 +251,7 @@ class _Run:
             number = (await self.kashflow.invoice_numbers_for_customer(customer_id)).get(
                 doc.formatted)
         if number is None:
-            await q.intend(self.pool, doc, "invoice")
+            await q.intend_invoice(self.pool, doc)
             number = await self.kashflow.insert_invoice(
                 posting.invoice_header(data, doc.formatted, customer_id, currency.code,
                                        currency.exchange_rate),
@@ -220,25 +260,43 @@ class _Run:
         doc.invoice_number = number
         return number
 
-    async def _payment(self, doc: q.Due, number: int, data: dict[str, Any],
-                       gateway: GatewayMapping) -> None:
+    async def _movement(self, doc: q.Due, number: int, movement: posting.Movement,
+                        intended: bool) -> None:
+        """One payment or refund, once: after an intent without an id, KashFlow's payments
+        of the invoice are searched for its note before anything is inserted."""
+        key = posting.movement_key(doc.formatted, movement)
         payment_id = None
-        if doc.payment_intent:
-            note = posting.payment_note(doc.formatted, str(data.get("PaymentMethod") or ""))
-            payment_id = next((p["PayID"] for p in await self.kashflow.payments(number)
-                               if p.get("PayNote") == note), None)
+        if intended:
+            payment_id = next((int(p["PayID"]) for p in await self.kashflow.payments(number)
+                               if posting.is_note_of(str(p.get("PayNote") or ""), key)), None)
         if payment_id is None:
-            await q.intend(self.pool, doc, "payment")
-            payment_id = await self.kashflow.insert_payment(posting.payment(
-                data, doc.formatted, number, gateway.method, gateway.account))
-        await q.record_payment(self.pool, doc, payment_id)
+            await q.intend_movement(self.pool, doc, movement)
+            gateway = self.mapping.gateways[movement.gateway]
+            payment_id = await self.kashflow.insert_payment(posting.movement_payment(
+                movement, doc.formatted, number, gateway.method, gateway.account))
+        await q.record_movement(self.pool, doc, movement, payment_id)
+        if movement.direction == "in":
+            self.report.payments += 1
+        else:
+            self.report.refunds += 1
 
-    def _hold_payment(self, doc: q.Due, data: dict[str, Any]) -> None:
-        gateway = str(data.get("PaymentMethod") or "")
+    def _hold_payment(self, doc: q.Due, movement: posting.Movement) -> None:
+        gateway = movement.gateway
         self._hold(doc, "kashflow_gateway_unmapped", gateway,
                    f"WHMCS gateway {gateway!r} has no KashFlow payment method and bank account "
                    f"in kashflow_gateways; payments made through it (first: {doc.formatted}) "
                    "are not posted")
+
+    async def _drop(self, doc: q.Due, why: str) -> None:
+        """An invoice that is not paid any more before it reached KashFlow: settled without
+        a call, with a warning; it comes back if it is paid again."""
+        self.report.dropped += 1
+        log.warning("kashflow_document_dropped", document=doc.formatted, store=doc.store, why=why)
+        await q.settle(self.pool, doc)
+        await self._warn("kashflow_document_dropped", doc.subject,
+                         f"invoice {doc.formatted} of store {doc.store} was paid, then {why} "
+                         "before the KashFlow sync ran: it is not posted to KashFlow. Should "
+                         "it be paid again, it is posted then.")
 
     def _hold(self, doc: q.Due, code: str, subject: str, message: str) -> None:
         self.report.held += 1
@@ -255,7 +313,7 @@ class _Run:
         fixed = {
             "kashflow_gateway_unmapped": list(self.mapping.gateways),
             "kashflow_currency_unmapped": [f"{store}/{whmcs}" for store, ids
-                                           in self.mapping.currencies.items() for whmcs in ids],
+                                           in self.currency_codes.items() for whmcs in ids],
             "kashflow_currency_missing": list(currencies),
         }
         for code, subjects in fixed.items():
@@ -272,14 +330,15 @@ class _Run:
                          f"KashFlow: {exc}. It is retried at the next run.")
 
     async def _report_changes_after_posting(self) -> None:
-        """KashFlow keeps what was posted: a refund or cancellation in WHMCS afterwards is
-        for the accountant to record there, and is raised as a warning."""
+        """KashFlow keeps the invoice as posted: its refunds follow as negative payments, but
+        reversing the sale itself (a credit note) is for the accountant, and is warned about."""
         for row in await q.changed_after_posting(self.pool):
             await self._warn(
                 "kashflow_changed_after_posting", f"{row['peer_id']}/invoice/{row['doc_id']}",
                 f"invoice {row['formatted']} is {row['changed_status']} in WHMCS but was posted "
-                f"to KashFlow (invoice {row['invoice_number']}); the sync does not change posted "
-                "invoices: record it in KashFlow")
+                f"to KashFlow (invoice {row['invoice_number']}); the sync posts its refunds as "
+                "negative payments but does not change posted invoices: if the sale is "
+                "reversed, raise a credit note in KashFlow")
             await q.reported(self.pool, row["peer_id"], row["doc_id"], row["changed_status"])
 
     async def _warn(self, code: str, subject: str, message: str) -> None:
