@@ -1,13 +1,16 @@
 """Agent benchmark: time to number N paid invoices across three WHMCS stores, end to end.
 
-One coordinator process on a fresh PostgreSQL database, three MariaDB databases with the WHMCS
-schema each holding N/3 paid invoices without a number, three registered stores; then three
-agent processes (``python -m agent serve``) are started and the clock runs until every invoice
-of every store carries an ``invoicenum`` and every outbox row is confirmed. Afterwards the
-ledger is checked (N ``NumberIssued``, numbers 1..N, each store's ``invoicenum`` the ledger's
-number, numbers in date order within a store) and the CPU each process used is reported, to
-show what bounds the throughput. ``--profile`` attaches py-spy to one agent and to the
-coordinator during the run and summarises where their CPU time goes.
+Three MariaDB databases with the WHMCS schema each holding N/3 paid invoices without a number,
+and by default a history: 100,000 documents (``--preload``) numbered by Concord before the run,
+in the stores, in the agents' tables and in the ledger (bench/agent_preload.py), as stores in
+service have. One coordinator process on that PostgreSQL database; then three agent processes
+(``python -m agent serve``) are started and the clock runs until every invoice of every store
+carries an ``invoicenum`` and every outbox row is confirmed. Afterwards the ledger is checked
+(history + N ``NumberIssued``, numbers 1..history + N, each store's ``invoicenum`` the
+ledger's number, numbers in date order within a store, the history reported unchanged) and
+the CPU each process used is reported, to show what bounds the throughput. ``--profile``
+attaches py-spy to one agent and to the coordinator during the run and summarises where
+their CPU time goes.
 
     .venv/bin/python -m bench.agent_numbering            # 10,000 invoices, rewrites docs
     .venv/bin/python -m bench.agent_numbering --profile  # the same, with the py-spy summary
@@ -31,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,6 +57,8 @@ from agent.whmcs.fixture import (
     parse_mysql_url,
 )
 from agent.whmcs.generator import StoreGenerator
+from bench.agent_preload import Numbered, PreloadError, preload_ledger, remember_numbered
+from bench.coordinator import wait_for_chain
 from bench.cpu import cpu_seconds, machine_busy_seconds, wait_for_quiet
 from bench.postgres import admin_url, with_database
 from coordinator.scratch_postgres import run_sql
@@ -74,6 +79,7 @@ POLL_SECONDS = 0.25  # how often the benchmark looks whether the stores are done
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 INSERT_CHUNK = 500
+PRELOAD = 100_000  # documents numbered before the run: stores (and a ledger) in service
 SEED = 20251122
 
 
@@ -228,12 +234,18 @@ class CpuMeter:
 INVOICE_TABLES = ("tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoicedata")
 
 
-def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random) -> dict[str, list[Any]]:
-    """``count`` Paid invoices without a number, dated over 2024 in random order of id."""
+def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random,
+                  numbered: Sequence[Numbered] = ()) -> dict[str, list[Any]]:
+    """The store's ``numbered`` history (invoice ids 1..k, with their numbers and dates), then
+    ``count`` Paid invoices without a number, dated over 2024 in random order of id."""
     tables: dict[str, list[Any]] = {table: [] for table in INVOICE_TABLES}
     first = date(2024, 1, 1)
-    for invoice_id in range(1, count + 1):
-        rows = generator.new_invoice(status="Paid", date=first + timedelta(days=rng.randrange(366)))
+    if [n.invoice_id for n in numbered] != list(range(1, len(numbered) + 1)):
+        raise BenchError("the numbered history must hold invoice ids 1..k")
+    wanted = [(n.day, n.formatted) for n in numbered] + [
+        (first + timedelta(days=rng.randrange(366)), None) for _ in range(count)]
+    for invoice_id, (day, invoicenum) in enumerate(wanted, 1):
+        rows = generator.new_invoice(status="Paid", date=day, invoicenum=invoicenum)
         tables["tblinvoices"].append({"id": invoice_id, **rows.invoice})
         tables["tblinvoiceitems"] += [{**item, "invoiceid": invoice_id} for item in rows.items]
         tables["tblaccounts"] += [{**pay, "invoiceid": invoice_id} for pay in rows.payments]
@@ -242,13 +254,15 @@ def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random) -> 
     return tables
 
 
-async def create_store(admin: MySQLURL, database: str, store: str, count: int) -> str:
-    """A WHMCS database with the store's clients and settings and ``count`` unnumbered paid
+async def create_store(admin: MySQLURL, database: str, store: str, count: int,
+                       numbered: Sequence[Numbered] = ()) -> str:
+    """A WHMCS database with the store's clients and settings, its ``numbered`` history (and
+    the agent's tables as they are once it is confirmed) and ``count`` unnumbered paid
     invoices; returns its URL."""
     generator = StoreGenerator(SEED, store, clients=60, invoices=40)
     base = {table: ([] if table in INVOICE_TABLES else rows)
             for table, rows in generator.base().items()}
-    invoices = paid_invoices(generator, count, random.Random(f"{SEED}:{store}"))
+    invoices = paid_invoices(generator, count, random.Random(f"{SEED}:{store}"), numbered)
     url = await create_database(admin, database)
     async with connection(url) as conn:
         await load_schema(conn)
@@ -257,6 +271,7 @@ async def create_store(admin: MySQLURL, database: str, store: str, count: int) -
             rows = invoices[table]
             for start in range(0, len(rows), INSERT_CHUNK):
                 await insert_rows(conn, table, rows[start:start + INSERT_CHUNK])
+    await remember_numbered(url, numbered)
     return url
 
 
@@ -287,6 +302,7 @@ class Store:
     token: str = ""
     port: int = 0
     agent: Process | None = None
+    numbered: list[Numbered] = field(default_factory=list)  # before the run (--preload)
 
 
 @dataclass
@@ -307,6 +323,9 @@ class Result:
     stores: list[Store] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=dict)
     profile_errors: list[str] = field(default_factory=list)
+    preloaded: int = 0  # documents numbered before the run (--preload)
+    preload_events: int = 0  # the ledger's events before the run
+    preload_seconds: float = 0.0  # building and loading them, rebuilding the projections
 
     @property
     def rate(self) -> float:
@@ -381,12 +400,22 @@ def machine_facts() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-async def verify(pg_url: str, stores: list[Store], total: int) -> tuple[dict[str, int], list[str]]:
-    """The ledger and the stores agree: N issued, 1..N, each invoicenum the ledger's, date order."""
+async def event_counts(pg_url: str) -> dict[str, int]:
+    """Events in the ledger, by type."""
     conn = await asyncpg.connect(pg_url)
     try:
-        events = {r["type"]: r["n"] for r in await conn.fetch(
+        return {r["type"]: r["n"] for r in await conn.fetch(
             "SELECT type, count(*) AS n FROM events GROUP BY type")}
+    finally:
+        await conn.close()
+
+
+async def verify(pg_url: str, stores: list[Store], total: int) -> list[str]:
+    """The ledger and the stores agree: N issued, 1..N, each invoicenum the ledger's, date order
+    (N counting the numbered history of --preload)."""
+    events = await event_counts(pg_url)
+    conn = await asyncpg.connect(pg_url)
+    try:
         reservations = await conn.fetch(
             "SELECT peer_id::text AS peer_id, doc_id, number, formatted, state"
             " FROM reservations WHERE series = 'invoice'")
@@ -420,7 +449,7 @@ async def verify(pg_url: str, stores: list[Store], total: int) -> tuple[dict[str
             problems.append(f"{store.name}: {wrong} invoices whose invoicenum is not the ledger's")
         if out_of_order:
             problems.append(f"{store.name}: {out_of_order} numbers out of date order")
-    return events, problems
+    return problems
 
 
 async def table_scans(pg_url: str) -> dict[str, tuple[int, int, int]]:
@@ -446,12 +475,14 @@ async def function_times(pg_url: str) -> dict[str, tuple[int, float]]:
     return {r["funcname"]: (r["calls"], r["total_time"]) for r in rows}
 
 
-async def ledger_span(pg_url: str) -> float:
+async def ledger_span(pg_url: str, after: int) -> float:
+    """First NumberReserved -> last NumberIssued among the events after position ``after``."""
     conn = await asyncpg.connect(pg_url)
     try:
         row = await conn.fetchrow(
             "SELECT min(recorded_at) FILTER (WHERE type = 'NumberReserved') AS first,"
-            " max(recorded_at) FILTER (WHERE type = 'NumberIssued') AS last FROM events")
+            " max(recorded_at) FILTER (WHERE type = 'NumberIssued') AS last FROM events"
+            " WHERE position > $1", after)
     finally:
         await conn.close()
     if row["first"] is None or row["last"] is None:
@@ -487,7 +518,7 @@ async def cleanup() -> AsyncIterator[Cleanup]:
 
 
 async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
-              workdir: Path, pg_settings: list[str] | None = None) -> Result:
+              workdir: Path, pg_settings: list[str] | None = None, preload: int = 0) -> Result:
     mysql_admin = parse_mysql_url(MYSQL_ADMIN).with_database("")
     tag = uuid.uuid4().hex[:8]
     pg_name = f"concord_bench_agent_{tag}"
@@ -511,6 +542,16 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                   lambda: run_sql(pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
         env = {**base_env(), "CONCORD_DATA_DIR": str(workdir), "CONCORD_LOG_LEVEL": "warning",
                "CONCORD_LOG_JSON": "true"}
+        history = None
+        if preload:
+            print(f"preloading {preload:,} numbered documents …", file=sys.stderr, flush=True)
+            try:
+                history = await preload_ledger(pg_url, STORES, preload)
+            except PreloadError as exc:
+                raise BenchError(str(exc)) from None
+            for store in stores:
+                store.numbered = history.numbered[store.name]
+                store.peer_id, store.token = history.peer_ids[store.name], history.tokens[store.name]
         operator = await _cli(pg_url, env, "tokens", "create", "--role", "operator")
         port = free_port()
         coordinator_url = f"http://127.0.0.1:{port}"
@@ -523,14 +564,17 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
             undo.push(f"drop WHMCS database {store.database}",
                       lambda store=store: drop_database(mysql_admin, store.database))
         # Building the stores overlaps with the coordinator's start.
-        urls = await asyncio.gather(*(create_store(mysql_admin, s.database, s.name, s.invoices)
-                                      for s in stores))
+        urls = await asyncio.gather(*(create_store(mysql_admin, s.database, s.name, s.invoices,
+                                                   s.numbered) for s in stores))
         for store, url in zip(stores, urls, strict=True):
             store.url = url
         await wait_healthy(coordinator, coordinator_url)
+        # The coordinator checks the whole chain when it starts: the clock starts after that.
+        head = history.head if history else 0
+        await asyncio.to_thread(wait_for_chain, coordinator_url, head)
         headers = {"Authorization": f"Bearer {operator}"}
         async with aiohttp.ClientSession(headers=headers) as http:
-            for store in stores:
+            for store in (s for s in stores if not s.peer_id):
                 async with http.post(f"{coordinator_url}/v1/peers",
                                      json={"name": store.name, "url": "http://127.0.0.1:8701"}) as resp:
                     if resp.status != 201:
@@ -551,6 +595,9 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
         })
         spies: list[Spy] = []
         writer_before = await _metrics(coordinator_url)
+        await asyncio.sleep(0.6)  # the setup's statistics reach pg_stat_* (PGSTAT_MIN_INTERVAL)
+        scans_before, functions_before = await table_scans(pg_url), await function_times(pg_url)
+        events_before = await event_counts(pg_url)
         watchers = []
         for store in stores:
             conn = await connect(store.url)
@@ -590,7 +637,8 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
         first_number = numbered_at = 0.0
         deadline = started + limit
         while True:
-            progress = [await store_progress(conn) for conn in watchers]
+            progress = [tuple(n - len(s.numbered) for n in await store_progress(conn))
+                        for conn, s in zip(watchers, stores, strict=True)]
             now = time.monotonic() - started
             written = sum(p[0] for p in progress)
             if not first_number and written:
@@ -621,11 +669,24 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                 profiles[spy.name] = Profile.read(spy.output, spy.name)
             except (OSError, ValueError) as exc:
                 errors.append(f"{spy.name}: {exc}; py-spy said: {spy.process.log_tail(5)}")
-        span = await ledger_span(pg_url)
+        span = await ledger_span(pg_url, head)
         await asyncio.sleep(0.6)  # statistics reach pg_stat_* within PGSTAT_MIN_INTERVAL
-        scans = await table_scans(pg_url)
-        functions = await function_times(pg_url)
-        events, checks = await verify(pg_url, stores, invoices)
+        scans = {table: tuple(a - b for a, b in zip(after, scans_before.get(table, (0, 0, 0)),
+                                                    strict=True))
+                 for table, after in (await table_scans(pg_url)).items()}
+        functions = {name: (calls - functions_before.get(name, (0, 0.0))[0],
+                            total - functions_before.get(name, (0, 0.0))[1])
+                     for name, (calls, total) in (await function_times(pg_url)).items()}
+        # The history holds a few documents more than asked: those still reserved when the
+        # ledger reached its size were issued too (bench/ledger_fixture.py, finish_pending).
+        preloaded = sum(len(s.numbered) for s in stores)
+        checks = await verify(pg_url, stores, preloaded + invoices)
+        events = {kind: count - events_before.get(kind, 0)
+                  for kind, count in (await event_counts(pg_url)).items()
+                  if count > events_before.get(kind, 0)}
+        if events.get("DocumentUpdated"):
+            checks.append(f"{events['DocumentUpdated']} documents reported as changed: the"
+                          " numbered history should have been found unchanged")
         for store in stores:
             if store.agent is not None:
                 bad = [line for line in store.agent.log_path.read_text(errors="replace").splitlines()
@@ -636,7 +697,8 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                       numbered_at=numbered_at, ledger_span=span, cpu=cpu, events=events,
                       writer=writer, checks=checks, machine=machine, neighbours=neighbours,
                       scans=scans, functions=functions, profiles=profiles, profile_errors=errors,
-                      stores=stores)
+                      stores=stores, preloaded=preloaded, preload_events=head,
+                      preload_seconds=history.seconds if history else 0.0)
 
 
 async def _close(conn: Any) -> None:
@@ -817,8 +879,18 @@ def render(result: Result, *, profile_requested: bool) -> str:
         f"Method: {len(STORES)} stores with {n:,} Paid invoices without a number between them"
         f" ({', '.join(f'{s.invoices:,}' for s in result.stores)}; dated over 2024 in random"
         " order of id, each with its items, payment and `mod_invoicedata` snapshot),"
-        " bulk-inserted before the clock starts; one coordinator process on a fresh"
-        " PostgreSQL database; series `invoice` with its defaults (`{NUMBER}`, on payment)."
+        " bulk-inserted before the clock starts; "
+        + (f"the stores already hold {result.preloaded:,} invoices numbered by Concord before"
+           f" the run ({', '.join(f'{len(s.numbered):,}' for s in result.stores)}, dated 2023),"
+           " and so does the ledger: its"
+           f" {result.preload_events:,} events built and COPYed as `bench.audit` builds its"
+           " ledger (bench/agent_preload.py), projections by `concord audit --rebuild`, the"
+           " agents' tables as their relay leaves them; set up in"
+           f" {result.preload_seconds:.0f} s, not timed. One coordinator process on that"
+           " database, started cold (the clock starts once its start-up chain check has"
+           " reached the head)"
+           if result.preloaded else "one coordinator process on a fresh PostgreSQL database")
+        + "; series `invoice` with its defaults (`{NUMBER}`, on payment)."
         " The clock starts when the three `python -m agent serve` processes are started (poll"
         " interval 0.2 s, batch 200, log level warning) and stops when every invoice has an"
         " `invoicenum` and every `mod_concord_outbox` row is confirmed (checked every"
@@ -827,6 +899,7 @@ def render(result: Result, *, profile_requested: bool) -> str:
         "| measure | value |",
         "|---|---|",
         f"| invoices numbered (3 stores) | {n:,} |",
+        f"| numbered before the run, in the stores and the ledger | {result.preloaded:,} |",
         f"| wall time, agents started → all numbered and confirmed | {wall:.1f} s |",
         f"| **end to end** | **{n / wall:,.0f} numbers/s** |",
         f"| first number written after (agent start-up, first heartbeat) | {result.first_number:.1f} s |",
@@ -892,11 +965,12 @@ def render(result: Result, *, profile_requested: bool) -> str:
         lines += ["", f"Profile: failed ({'; '.join(result.profile_errors)})."]
     lines += [
         "",
-        "Reproduce: `.venv/bin/python -m bench.agent_numbering --profile` (about 2 minutes;"
+        "Reproduce: `.venv/bin/python -m bench.agent_numbering --profile` (about 3 minutes;"
         " PostgreSQL on 127.0.0.1:5432 or `DATABASE_URL`, MariaDB on 127.0.0.1:3306 or"
         " `CONCORD_TEST_MYSQL_URL`, `.venv/bin/pip install py-spy` for `--profile`; rewrites this"
-        " block). `--invoices N` for another size, `--quick` for 1,500 invoices printed only,"
-        " `--pg-set name=value` to try a PostgreSQL setting on the benchmark's database.",
+        " block). `--invoices N` for another size, `--preload N` for another history (0: fresh"
+        " stores and ledger), `--quick` for 1,500 invoices on 3,000 numbered documents printed"
+        " only, `--pg-set name=value` to try a PostgreSQL setting on the benchmark's database.",
     ]
     return "\n".join(lines)
 
@@ -967,11 +1041,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=None,
                         help="paid invoices across the three stores (default 10,000; 1,500 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="1,500 invoices; print, do not write docs")
+    parser.add_argument("--preload", type=int, default=None,
+                        help="documents the stores (and the ledger) already hold, numbered by"
+                             " Concord before the run (default 100,000; 3,000 with --quick;"
+                             " 0 for fresh stores and a fresh ledger)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,500 invoices on 3,000 numbered documents; print, do not write docs")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy on one agent and on the coordinator during the run")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the agents get to finish (default 30 + 12 ms per invoice)")
+                        help="seconds the agents get to finish (default 30 s + 12 ms per"
+                             " invoice + 1 ms per preloaded document)")
     parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
                         help="a PostgreSQL setting for the benchmark's database (ALTER DATABASE …"
                              " SET), e.g. plan_cache_mode=force_custom_plan; repeatable")
@@ -981,10 +1061,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.invoices is None:
         args.invoices = 1500 if args.quick else 10_000
+    if args.preload is None:
+        args.preload = 3000 if args.quick else PRELOAD
+    if args.preload < 0:
+        parser.error("--preload must be 0 or more")
     if args.invoices < len(STORES):
         parser.error("--invoices must be at least 3")
     if args.timeout is None:
-        args.timeout = 30 + 0.012 * args.invoices
+        args.timeout = 30 + 0.012 * args.invoices + 0.001 * args.preload
     return args
 
 
@@ -998,7 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with admin_url() as (pg_admin, _where):
             result = asyncio.run(run(args.invoices, pg_admin, args.profile, args.timeout, workdir,
-                                     args.pg_set))
+                                     args.pg_set, args.preload))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)

@@ -23,6 +23,7 @@ import asyncpg
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+CHAIN_TIMEOUT = 900.0  # the background chain check of a large ledger after a start
 
 
 class CoordinatorError(Exception):
@@ -82,6 +83,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=STOP_TIMEOUT)
+
+
+def wait_for_chain(url: str, head: int) -> float:
+    """Seconds until the background chain check of the coordinator at ``url`` has verified
+    the ledger up to position ``head`` (it starts from the genesis when the process starts)."""
+    started = time.monotonic()
+    while time.monotonic() - started < CHAIN_TIMEOUT:
+        chain = _request(f"{url}/healthz").get("chain") or {}
+        if chain.get("broken_at") is not None:
+            raise CoordinatorError(f"the chain check found the chain broken at {chain['broken_at']}")
+        if (chain.get("verified_position") or 0) >= head:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise CoordinatorError(f"the chain check did not reach position {head} in "
+                           f"{CHAIN_TIMEOUT:.0f} s")
 
 
 @contextlib.contextmanager

@@ -29,7 +29,6 @@ import json
 import statistics
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ import asyncpg
 
 from bench.audit import run_measured
 from bench.cli import machine_facts
-from bench.coordinator import Cluster, CoordinatorError, coordinators, ledger_check
+from bench.coordinator import CoordinatorError, coordinators, ledger_check, wait_for_chain
 from bench.cpu import wait_for_quiet
 from bench.drive import DriveError, run_clients
 from bench.ledger_fixture import LedgerBuilder, copy_events
@@ -56,7 +55,6 @@ END = "<!-- bench:ledger-size:end -->"
 SIZES = (0, 100_000, 1_000_000)
 TARGET_RATE_SHARE = 0.90  # throughput at the largest size, as a share of that at 0
 TARGET_P99_FACTOR = 1.2  # p99 reserve at the largest size, as a multiple of that at 0
-CHAIN_WAIT = 900.0  # seconds the coordinator's start-up chain check may take
 TABLES = ("events", "reservations", "documents")
 
 
@@ -87,11 +85,17 @@ class Size:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     scans: dict[str, tuple[int, int]] = field(default_factory=dict)  # table: (scans, rows read)
     issued: int = 0
+    appended: int = 0  # events appended by all rounds
     gapless: bool = True
 
     def median_rate(self) -> float:
         return statistics.median(r["closed"]["numbers"] / r["closed"]["window"]
                                  for r in self.rounds)
+
+    def median_cpu_ms(self) -> float:
+        return statistics.median(
+            cpu_ms_per_number(r["closed"]["cores"], r["closed"]["numbers"] / r["closed"]["window"])
+            for r in self.rounds)
 
     def median_p99(self) -> float:
         return statistics.median(r["open"]["reserve_ms"]["p99"] for r in self.rounds)
@@ -137,20 +141,6 @@ def seq_scans(url: str) -> dict[str, tuple[int, int]]:
     return {r["relname"]: (r["seq_scan"], r["seq_tup_read"]) for r in rows}
 
 
-def wait_for_chain(cluster: Cluster, head: int) -> float:
-    """Seconds until the coordinator's background chain check has verified ``head`` events."""
-    started = time.monotonic()
-    while time.monotonic() - started < CHAIN_WAIT:
-        with urllib.request.urlopen(f"{cluster.urls[0]}/healthz", timeout=5) as resp:
-            chain = json.loads(resp.read()).get("chain") or {}
-        if (chain.get("verified_position") or 0) >= head:
-            return time.monotonic() - started
-        if chain.get("broken_at") is not None:
-            raise BenchError(f"the chain check found a broken chain at {chain['broken_at']}")
-        time.sleep(0.5)
-    raise BenchError(f"the chain check did not reach position {head} in {CHAIN_WAIT:.0f} s")
-
-
 def _settle(admin: str, plan: Plan, label: str) -> float:
     checkpoint(admin)  # no run pays for the previous one's dirty pages
     load = wait_for_quiet(longest=plan.quiet_wait)
@@ -181,13 +171,16 @@ def measure_size(admin: str, plan: Plan, events: int) -> Size:
         issued_before = ledger_check(url)["issued"] if events else 0
         with coordinators(url, 1) as cluster:
             started_at = head(url)
-            size.chain_seconds = wait_for_chain(cluster, started_at)
+            size.chain_seconds = wait_for_chain(cluster.urls[0], started_at)
             _say(f"{events:,} events: chain check of {started_at:,} events took "
                  f"{size.chain_seconds:.1f} s after start")
-            before = seq_scans(url)
+            # (head, sequential scans) before each round and after the last: what each round
+            # appended, and the rows PostgreSQL read by sequential scan meanwhile.
+            readings: list[tuple[int, dict[str, tuple[int, int]]]] = []
             for index in range(plan.rounds):
-                round_: dict[str, Any] = {"events": head(url)}
-                round_["quiet"] = _settle(admin, plan, f"{events:,} events, round {index + 1}")
+                quiet = _settle(admin, plan, f"{events:,} events, round {index + 1}")
+                readings.append((head(url), seq_scans(url)))
+                round_: dict[str, Any] = {"events": readings[-1][0], "quiet": quiet}
                 round_["closed"] = run_clients(
                     cluster, database, "closed", processes=1, concurrency=plan.concurrency,
                     duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
@@ -200,11 +193,17 @@ def measure_size(admin: str, plan: Plan, events: int) -> Size:
                      f" p99 reserve {round_['open']['reserve_ms']['p99']} ms at "
                      f"{plan.rate:,.0f}/s (other {round_['open']['cores']['other']:.2f})")
                 size.rounds.append(round_)
-            # The coordinator's statistics reach pg_stat_user_tables within a second of its
-            # last transaction; it is idle now.
-            time.sleep(1.5)
-            after = seq_scans(url)
-        size.scans = {t: (after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in after}
+            # Idle backends report their last statistics within PGSTAT_IDLE_INTERVAL (10 s);
+            # between rounds, the wait for a quiet machine gives them most of that time.
+            time.sleep(11)
+            readings.append((head(url), seq_scans(url)))
+        for round_, (head0, scans0), (head1, scans1) in zip(size.rounds, readings, readings[1:],
+                                                             strict=False):
+            round_["appended"] = head1 - head0
+            round_["seq_rows"] = {t: scans1[t][1] - scans0[t][1] for t in scans1}
+        (head0, first), (head1, last) = readings[0], readings[-1]
+        size.appended = head1 - head0
+        size.scans = {t: (last[t][0] - first[t][0], last[t][1] - first[t][1]) for t in last}
         check = ledger_check(url)
         size.issued = check["issued"] - issued_before
         size.gapless = check["gapless"]
@@ -253,8 +252,9 @@ def block(sizes: list[Size], plan: Plan, machine: dict[str, str]) -> list[str]:
         "",
         "| ledger at start | round | events before the round | numbers/s | errors | CPU ms/number "
         "| cores (coordinator, client, postgres, other) | p50 reserve | p99 reserve | "
-        "max reserve | issued / offered | errors | other cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "max reserve | issued / offered | errors | other cores | rows read by seq. scan per "
+        "event appended: reservations, documents |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         for index, r in enumerate(size.rounds, 1):
@@ -269,31 +269,39 @@ def block(sizes: list[Size], plan: Plan, machine: dict[str, str]) -> list[str]:
                                                                "postgres", "other"))
                 + f" | {lat['p50']:.1f} ms | {lat['p99']:.1f} ms | {lat['max']:.1f} ms | "
                 f"{opened['numbers']:,} / {opened['offered']:,} | {opened['errors']} | "
-                f"{opened['cores'].get('other', 0):.2f} |")
+                f"{opened['cores'].get('other', 0):.2f} | "
+                + ", ".join(f"{r['seq_rows'].get(t, 0) / max(r['appended'], 1):,.1f}"
+                            for t in ("reservations", "documents")) + " |")
     lines += [
         "",
         "Per round, left: the throughput run (CPU ms/number: CPU the coordinator, the load "
         "generator and PostgreSQL spent per issued number, neighbours excluded); right: the "
-        "latency run. `other`: cores used meanwhile by processes outside the benchmark.",
+        "latency run; last column: rows PostgreSQL read by sequential scan during the round "
+        "(pg_stat_user_tables before and after it; a round's last second may count in the "
+        "next), per event appended. `other`: cores used meanwhile by processes outside the "
+        "benchmark.",
         "",
-        "| ledger at start | median numbers/s | vs 0 | median p99 reserve | vs 0 | "
-        "seq. scans (rows read per issued number): events, reservations, documents | "
+        "| ledger at start | median numbers/s | vs 0 | median CPU ms/number | median p99 reserve "
+        "| vs 0 | "
+        "seq. scans (rows read per event appended): events, reservations, documents | "
         "on disk: events, reservations, documents | preload: build + COPY, rebuild | "
         "chain check after start |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = sizes[0] if sizes and sizes[0].events == 0 else None
     for size in sizes:
         rate, p99 = size.median_rate(), size.median_p99()
         scans = ", ".join(
-            f"{size.scans.get(t, (0, 0))[0]:,} ({size.scans.get(t, (0, 0))[1] / max(size.issued, 1):,.1f})"
+            f"{size.scans.get(t, (0, 0))[0]:,} "
+            f"({size.scans.get(t, (0, 0))[1] / max(size.appended, 1):,.1f})"
             for t in TABLES)
         disk = ", ".join(_mib(size.disk[t]) for t in TABLES) if size.disk else "—"
         preload = (f"{size.preload_seconds:.0f} s + {size.rebuild_seconds:.0f} s"
                    if size.events else "—")
         lines.append(
             f"| {size.events:,} | {rate:,.0f} | "
-            f"{f'{_ratio(rate, base.median_rate()):.0%}' if base else '—'} | {p99:.1f} ms | "
+            f"{f'{_ratio(rate, base.median_rate()):.0%}' if base else '—'} | "
+            f"{size.median_cpu_ms():.2f} | {p99:.1f} ms | "
             f"{f'{_ratio(p99, base.median_p99()):.2f}x' if base else '—'} | {scans} | {disk} | "
             f"{preload} | {size.chain_seconds:.1f} s |")
     checks = targets(sizes)
