@@ -78,7 +78,9 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         if exc.status >= 400:
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-            return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405
+            return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}",
+                                  headers=allow)
         raise
     except LedgerUnavailable as exc:
         return _unavailable(exc.reason, exc.outcome_unknown, exc.busy)

@@ -505,7 +505,25 @@ ROUTES: list[Route] = [
 FEED_PATHS = ("/v1/webservice", BILLING_EXTENSION_PATH)
 
 
+def _query_checked(route: Route) -> Any:
+    """``route``'s handler, refusing query parameters it does not take: a misspelt filter
+    would otherwise be ignored silently."""
+    accepted = ", ".join(route.query) or "none"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        unknown = [name for name in request.query if name not in route.query]
+        if unknown:
+            raise ApiError(400, "invalid_query", f"unknown query parameter {_shown(unknown[0])}; "
+                                                 f"accepted: {accepted}")
+        return await route.handler(request)
+
+    return handle
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        handler = guarded(route.handler, route.roles) if route.roles else route.handler
+        # The Get feed keeps the contract's leniency: the alias path reads ws from the query.
+        handler = route.handler if route.path in FEED_PATHS else _query_checked(route)
+        if route.roles:
+            handler = guarded(handler, route.roles)
         app.router.add_route(route.method, route.path, handler)
