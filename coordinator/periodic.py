@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -15,6 +14,6 @@ async def run_every(name: str, seconds: float, job: Callable[[], Awaitable[objec
     while True:
         try:
             await job()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # the database away, or a bug: the next run tries again
             log.warning("background_job_failed", job=name, error=repr(exc))
         await asyncio.sleep(seconds)

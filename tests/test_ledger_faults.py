@@ -19,6 +19,7 @@ import pytest
 
 from coordinator import advisory_locks
 from coordinator.app import create_app
+from coordinator.ledger.writer import LedgerWriter
 from coordinator.settings import Settings
 from tests.api_helpers import DOCUMENT, add_store, confirm, reserve
 from tests.conftest import Tokens, bearer
@@ -149,9 +150,16 @@ async def test_a_held_ledger_gets_bounded_503s_and_writes_nothing_it_refused(
                 "doctype": "invoice", "doc_id": doc_id, "date": "2026-03-01"})
             return resp.status, await resp.json(), resp.headers.get("Retry-After")
 
-        started = asyncio.get_running_loop().time()
-        answers = await asyncio.gather(*(post_reserve(f"held-{k}") for k in range(8)))
-        waited = asyncio.get_running_loop().time() - started
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.create_task(post_reserve("held-0"))
+        while not await holder.fetchval(  # the writer waits for the lock with it (bounded)
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            assert loop.time() - started < 5, "the writer never asked for the ledger lock"
+            await asyncio.sleep(0.01)
+        answers = [*await asyncio.gather(*(post_reserve(f"held-{k}") for k in range(1, 8))),
+                   await first]
+        waited = loop.time() - started
         codes = sorted(answer["error"]["code"] for _, answer, _ in answers)
         assert all(status == 503 and after == "1" for status, _, after in answers), answers
         # One batch waits for the lock, three commands wait in the queue, the rest are
@@ -165,3 +173,81 @@ async def test_a_held_ledger_gets_bounded_503s_and_writes_nothing_it_refused(
     assert after["number"] == 1, "a command whose caller was told 'not written' was written"
     health = await client.get("/healthz")
     assert health.status == 200, await health.text()
+
+
+async def _health_until(client: Any, status: int, within: float = 10.0) -> dict[str, Any]:
+    """``/healthz`` once it answers ``status`` (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        resp = await client.get("/healthz")
+        body = await resp.json()
+        if resp.status == status:
+            return body
+        assert loop.time() < deadline, f"/healthz still {resp.status} {body}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_read_only_database_gets_503_until_it_is_writable_again(
+        client, tokens: Tokens, database_url: str) -> None:
+    """What a failover looks like from the coordinator: its connections end, and the server
+    it reaches again accepts reads but refuses writes until it is promoted."""
+    store = await add_store(client, tokens.operator)
+    admin = await asyncpg.connect(database_url)
+    name = await admin.fetchval("SELECT current_database()")
+
+    async def sessions_read_only(on: bool) -> None:
+        await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                            f'{"on" if on else "off"}')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+
+    try:
+        await sessions_read_only(True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:  # a pooled connection ended mid-use may fail a read once first
+            resp = await client.post("/v1/reservations", headers=bearer(store["token"]), json={
+                "doctype": "invoice", "doc_id": "1", "date": "2026-03-01"})
+            body = await resp.json()
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1", body
+            assert body["error"]["code"] == "unavailable", body  # refused: certainly unwritten
+            if "read-only" in body["error"]["message"] or loop.time() > deadline:
+                break
+        assert "read-only" in body["error"]["message"], body
+        health = await _health_until(client, 503)
+        assert "read-only" in health["reason"], health
+        await sessions_read_only(False)
+        await _health_until(client, 200)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await admin.close()
+    assert (await reserve(client, store["token"], "1"))["number"] == 1
+
+
+async def test_the_writer_starts_again_after_a_crash_of_its_loop(
+        aiohttp_client, settings: Settings, tokens: Tokens,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug that ends the writer's loop must not stop numbering for good, nor leave the
+    callers of the batch it held waiting."""
+    write = LedgerWriter._write_isolating
+    crashes: list[int] = []
+
+    async def crash_once(self: LedgerWriter, batch: list[Any]) -> None:
+        if not crashes:
+            crashes.append(len(batch))
+            raise RuntimeError("a bug in the writer's loop")
+        await write(self, batch)
+
+    monkeypatch.setattr(LedgerWriter, "_write_isolating", crash_once)
+    client = await aiohttp_client(create_app(settings))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await client.post("/v1/peers", json={"name": "alpha", "url": "http://127.0.0.1:8701"},
+                             headers=bearer(tokens.operator))
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (503, "unavailable"), body
+    assert loop.time() - started < 2, "the crashed batch's caller waited for the timeout"
+    assert crashes == [1]
+    store = await add_store(client, tokens.operator)  # the same request again: written now
+    assert (await reserve(client, store["token"], "1"))["number"] == 1

@@ -83,6 +83,10 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
 )
 
 
+REFUSED_UNWRITTEN = (asyncpg.ReadOnlySQLTransactionError, asyncpg.TransactionRollbackError,
+                     asyncpg.InsufficientResourcesError, asyncpg.LockNotAvailableError)
+
+
 class LedgerUnavailable(Exception):
     """The ledger cannot be written right now (503 + Retry-After).
 
@@ -167,6 +171,7 @@ class LedgerWriter:
         self._probe_seconds = probe_seconds
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
         self._tasks: list[asyncio.Task[None]] = []
+        self._held: list[_Pending] = []  # the batch the loop works on: answered if it crashes
         self._stopping = False
         self._state = LedgerState()
         self._state_at: int | None = None  # ledger position the cached small tables reflect
@@ -224,18 +229,23 @@ class LedgerWriter:
             except Exception:
                 FAULTS.labels("writer_crashed").inc()
                 log.exception("ledger_writer_crashed")
+                held, self._held = self._held, []
+                self._answer(held, LedgerUnavailable(
+                    "the ledger writer failed and was started again",
+                    outcome_unknown=any(p.sent for p in held)))
                 self._discard_state()
                 await self._drop_connection()
 
     async def _run(self) -> None:
         while True:
-            batch = await self._take()
+            self._held = batch = await self._take()
             try:
                 await self._write_isolating(batch)
             except asyncio.CancelledError:  # stopping: nobody will answer them later
                 self._answer(batch, LedgerUnavailable(
                     "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)))
                 raise
+            self._held = []
             if self._queue.empty():  # nothing more to write: let other replicas append
                 await self._release()
 
@@ -286,7 +296,9 @@ class LedgerWriter:
             try:
                 return await self._write(batch)
             except DATABASE_AWAY as exc:
-                written = any(p.sent for p in batch)
+                # The server refused the statement with an error of its own: it committed
+                # nothing. Only a connection that ended without an answer leaves it unknown.
+                written = any(p.sent for p in batch) and not isinstance(exc, REFUSED_UNWRITTEN)
                 self._lost_database(exc)
                 if attempt == 2 or written:
                     raise _DatabaseAway(exc, written=written) from exc
@@ -402,16 +414,21 @@ class LedgerWriter:
             await asyncio.sleep(self._probe_seconds)
             try:
                 async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                    standby = await conn.fetchval("SELECT pg_is_in_recovery()",
-                                                  timeout=self._acquire_timeout)
+                    # On in a standby, and where an operator made the database read-only.
+                    read_only = await conn.fetchval(
+                        "SELECT current_setting('transaction_read_only') = 'on'",
+                        timeout=self._acquire_timeout)
             except Exception as exc:
                 if self._problem is not None:
                     self._problem = _reason(exc)
                 continue
-            if standby:
-                self._problem = "the database is a read-only standby"
+            if read_only:
+                self._problem = READ_ONLY
             elif self._down.is_set():
                 self._writable()
+
+
+READ_ONLY = "the database is read-only (a standby, or set so by an operator)"
 
 
 def _closed(conn: asyncpg.Connection) -> bool:
@@ -429,7 +446,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.LockNotAvailableError):
         return "the ledger lock was not granted in time (another replica holds it)"
     if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
-        return "the database is a read-only standby"
+        return READ_ONLY
     detail = str(exc).strip() or type(exc).__name__
     if isinstance(exc, OSError):
         return f"the database does not accept connections ({detail})"
