@@ -222,7 +222,9 @@ def _first_error(exc: ValidationError) -> str:
 def register_peer(state: LedgerState, cmd: c.RegisterPeer, emit: Emit) -> dict[str, Any]:
     if state.peer_by_name(cmd.name) is not None:
         raise DomainError(409, "peer_exists",
-                          f"a store named {cmd.name!r} exists already; names are never reused")
+                          f"a store named {cmd.name!r} exists already; names are never reused "
+                          "(if an earlier registration of it got no answer, it was written: "
+                          "rotate the store's token to get one)")
     peer_id = _new_id()
     emit(ev.PEER_REGISTERED, f"peer-{peer_id}", {
         "peer_id": peer_id, "name": cmd.name, "url": cmd.url, "token_sha256": cmd.token_sha256,
