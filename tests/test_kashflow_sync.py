@@ -253,16 +253,22 @@ async def test_each_whmcs_transaction_becomes_one_kashflow_payment_and_refunds_n
     assert await ledger.warnings("kashflow_changed_after_posting") == []  # still Paid
 
 
+async def without_transactions(ledger: Ledger, peer_id: str, doc_id: int) -> None:
+    """The document's snapshot as an agent older than the transactions report sends it."""
+    snapshot = await ledger.pool.fetchval(
+        "SELECT snapshot FROM documents WHERE peer_id = $1 AND doc_id = $2", peer_id, str(doc_id))
+    await ledger.writer.execute(commands.UpdateDocument(
+        peer_id=peer_id, doctype="invoice", doc_id=str(doc_id),
+        document={k: v for k, v in snapshot.items() if k != "Transactions"}))
+
+
 async def test_a_snapshot_without_transactions_pays_its_total_once_and_later_refunds_follow(
         ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
     """Snapshots of an older agent carry no transactions: one payment of the total, as the
     sync did before; once the agent reports transactions, only what is new is posted."""
     alpha = await ledger.add_store("alpha")
     number = await ledger.issue(alpha, 1)
-    without = {k: v for k, v in (await ledger.pool.fetchval(
-        "SELECT snapshot FROM documents WHERE doc_id = '1'")).items() if k != "Transactions"}
-    await ledger.writer.execute(commands.UpdateDocument(peer_id=alpha, doctype="invoice", doc_id="1",
-                                                 document=without))
+    await without_transactions(ledger, alpha, 1)
     report = await sync(ledger, url)
     assert (report.posted, report.payments) == (1, 1)
     [pay] = fake.payments.values()
@@ -450,6 +456,8 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
     await ledger.issue(alpha, 3, user_id=9, gateway="stripe", transactions=[
         tblaccounts(31, "20.00", gateway="stripe"), tblaccounts(32, "100.00", gateway="stripe"),
         tblaccounts(33, "0", out="50.00", gateway="stripe")])
+    await ledger.issue(alpha, 4, user_id=9)
+    await without_transactions(ledger, alpha, 4)  # one payment of its total
 
     async def run_with_crash(when: str, at: int) -> bool:
         count = 0
@@ -475,12 +483,12 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
 
     await sync(ledger, url)
     calls = len(fake.calls)
-    assert calls >= 12 and len(fake.payments) == 5
+    assert calls >= 14 and len(fake.payments) == 6
     for when in ("request", "response"):
         for at in range(1, calls + 1):
             await fresh_state()
             assert await run_with_crash(when, at)
             await sync(ledger, url)
             assert_no_duplicates(fake)
-            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 3, 5), (
+            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 4, 6), (
                 when, at)

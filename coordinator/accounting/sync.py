@@ -101,6 +101,7 @@ class _Work:
     currency: Currency
     pending: list[posting.Movement]  # transactions to post now, in order
     recorded: dict[q.MovementKey, int | None]
+    held: bool  # transactions after these wait for a gateway mapping
 
 
 class _Run:
@@ -164,9 +165,10 @@ class _Run:
                              else f"{data.get('Status') or 'without a status'} in WHMCS")
             return None
         recorded = await q.recorded_movements(self.pool, doc)
-        pending = self._pending(doc, recorded)
+        unposted = self._unposted(doc, recorded)
+        pending = self._pending(doc, unposted)
         if doc.invoice_number is not None and not pending:
-            if not self._held_movements(doc, recorded):
+            if not unposted:
                 await q.settle(self.pool, doc)
             return None
         whmcs_currency = str(client.get("Currency", ""))
@@ -186,31 +188,26 @@ class _Run:
         if doc.peer_id not in self.prefixes:
             self.prefixes[doc.peer_id] = await q.prefix_of(self.pool, doc.peer_id, doc.store)
         code = posting.customer_code(self.prefixes[doc.peer_id], int(client.get("UserID") or 0))
-        return _Work(code, currency, pending, recorded)
+        return _Work(code, currency, pending, recorded, held=len(unposted) > len(pending))
 
-    def _pending(self, doc: q.Due, recorded: dict[q.MovementKey, int | None]
-                 ) -> list[posting.Movement]:
-        """Transactions not yet in KashFlow, up to the first whose gateway is not mapped
-        (later ones wait for it: a refund never goes before its payment)."""
-        # The one payment of the total posted before transactions were mirrored stands for
-        # every incoming transaction; refunds are still posted.
-        whole = (0, "in") in recorded
-        pending = []
-        for movement in posting.movements(doc.snapshot):
-            key = (movement.transaction_id, movement.direction)
-            if recorded.get(key) is not None or (whole and movement.direction == "in"):
-                continue
+    @staticmethod
+    def _unposted(doc: q.Due, recorded: dict[q.MovementKey, int | None]) -> list[posting.Movement]:
+        """The document's transactions without a KashFlow payment yet, in order."""
+        # The one payment of the total posted before transactions were mirrored (transaction
+        # 0) stands for every incoming transaction; refunds are still posted.
+        whole = recorded.get((0, "in")) is not None
+        return [m for m in posting.movements(doc.snapshot)
+                if recorded.get((m.transaction_id, m.direction)) is None
+                and not (whole and m.direction == "in")]
+
+    def _pending(self, doc: q.Due, unposted: list[posting.Movement]) -> list[posting.Movement]:
+        """What to post now: up to the first transaction whose gateway is not mapped (later
+        ones wait for it: a refund never goes before its payment)."""
+        for at, movement in enumerate(unposted):
             if movement.gateway not in self.mapping.gateways:
                 self._hold_payment(doc, movement)
-                break
-            pending.append(movement)
-        return pending
-
-    def _held_movements(self, doc: q.Due, recorded: dict[q.MovementKey, int | None]) -> bool:
-        whole = (0, "in") in recorded
-        return any(recorded.get((m.transaction_id, m.direction)) is None
-                   and not (whole and m.direction == "in")
-                   for m in posting.movements(doc.snapshot))
+                return unposted[:at]
+        return unposted
 
     async def _post(self, doc: q.Due, work: _Work) -> None:
         client, data = doc.snapshot["ClientData"], doc.snapshot["DocData"]
@@ -222,7 +219,7 @@ class _Run:
         for movement in work.pending:
             await self._movement(doc, number, movement,
                                  (movement.transaction_id, movement.direction) in work.recorded)
-        if self._held_movements(doc, await q.recorded_movements(self.pool, doc)):
+        if work.held:
             return  # the invoice is in KashFlow; a payment waits for its gateway's mapping
         await q.settle(self.pool, doc)
         if doc.failed_before:
