@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from coordinator.migrations import migration_files
+from coordinator.migrations import function_files, migration_files
 from tests.service_process import free_port
 
 
@@ -27,7 +27,7 @@ def concord(database_url: str, *args: str, check: bool = True) -> subprocess.Com
 
 
 def test_migrate_is_repeatable(database_url: str) -> None:
-    names = [name for name, _ in migration_files()]
+    names = [f.name for f in migration_files() + function_files()]
     assert f"applied {len(names)} migration(s): {', '.join(names)}" in concord(
         database_url, "migrate").stdout
     assert "up to date" in concord(database_url, "migrate").stdout

@@ -41,6 +41,7 @@ import asyncpg
 import orjson
 from tqdm import tqdm
 
+from coordinator.advisory_locks import LEDGER
 from coordinator.db import connect, create_pool
 from coordinator.events import catalogue as ev
 from coordinator.ledger import commands as c
@@ -63,7 +64,6 @@ PROJECTIONS: dict[str, tuple[str, ...]] = {
     "peers": ("id",),
     "warnings": ("id",),
 }
-LEDGER_LOCK = 0x436F6E636F7264_00  # "Concord" + 0: the lock concord_open_batch takes
 DETAILS_PER_TABLE = 50
 # Events per chunk. 500 to 2,000 measured alike: each chunk's work on either side is large
 # next to a round trip.
@@ -138,7 +138,7 @@ class Replay:
                 IF writes IS NOT NULL THEN
                     PERFORM concord_write_batch(writes::jsonb);
                 END IF;
-                loaded := concord_open_batch(req, false);
+                loaded := concord_open_batch(req, false, {LEDGER});
                 PERFORM pg_advisory_unlock_all();
                 RETURN loaded;
             END $$""")
@@ -436,7 +436,7 @@ async def _rebuild(url: str, snapshot: asyncpg.Connection, replay: Replay, check
     async with conn.transaction():
         # Held until COMMIT: no batch is written meanwhile, so nothing is lost between the
         # catch-up below and the replacement.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER)
         latest = await snapshot.fetchval("SELECT max(position) FROM events")
         if latest is not None and latest > result.position:
             async with snapshot.transaction(readonly=True):

@@ -1,13 +1,13 @@
 """The PostgreSQL side of the ledger (the recorder): open a batch, write a batch.
 
-Locking: every batch holds the ledger's advisory lock from before it reads the head
-(inside ``concord_open_batch``, migrations/0002) until after its ``concord_write_batch``
-statement committed. Appends are therefore serialised across all coordinator processes, a
-position is assigned only while its predecessor is committed, and a reader selecting
-``position > cursor`` never sees a later position commit before an earlier one. The lock is
-session-level so that a batch needs no BEGIN and no COMMIT round trip: the writer releases
-it (``release_ledger``) when it has nothing more to write, or hands it over to a waiting
-replica at its next ``open_batch``.
+Locking: every batch holds the ledger's advisory lock (``advisory_locks.LEDGER``) from before
+it reads the head (inside ``concord_open_batch``, migrations/functions/) until after its
+``concord_write_batch`` statement committed. Appends are therefore serialised across all
+coordinator processes, a position is assigned only while its predecessor is committed, and
+a reader selecting ``position > cursor`` never sees a later position commit before an
+earlier one. The lock is session-level so that a batch needs no BEGIN and no COMMIT round
+trip: the writer releases it (``release_ledger``) when it has nothing more to write, or
+hands it over to a waiting replica at its next ``open_batch``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from coordinator.advisory_locks import LEDGER
 from coordinator.events.canonical import GENESIS_HASH, canonical_json, format_recorded_at
 from coordinator.ledger import commands as c
 from coordinator.ledger.numbering import SeriesSettings
@@ -101,7 +102,8 @@ async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str
     when the head moved since ``req["cached"]`` (another process wrote, or nothing is cached
     yet).
     """
-    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2)", req, holding)
+    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2, $3)", req, holding,
+                              LEDGER)
     return load_opened(state, req, got)
 
 

@@ -1,45 +1,124 @@
-"""Schema migrations: ordered SQL files applied once each, under an advisory lock."""
+"""Schema migrations: numbered SQL files applied once each, SQL functions re-created whenever
+their file changes, all under an advisory lock, each file's sha256 recorded.
+
+- ``NNNN_name.sql``: applied once, in order, each in its own transaction. An applied file
+  must never change: when its checksum differs from the one recorded, ``migrate`` refuses
+  (and with it ``serve``), naming the file. A change goes in a new numbered file.
+- ``functions/NAME.sql``: one SQL function per file (``CREATE OR REPLACE``), run after the
+  numbered files whenever its checksum differs from the one recorded, so a fix to a
+  function changes its one definition instead of restating it in a new migration.
+
+Rows recorded before checksums existed get the checksum of the file as it is now (see
+docs/operations.md, "Database roles and migrations", for why that is safe for 0002 and
+0006, which were edited after they were first applied).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 import structlog
 
+from coordinator.advisory_locks import MIGRATIONS
+
 log = structlog.get_logger(__name__)
 
-# Session-level lock so replicas starting together apply each file exactly once.
-MIGRATION_LOCK = 0x436F6E636F7264_01  # "Concord" + 1
+FUNCTIONS = "functions"
 
 
-def migration_files() -> list[tuple[str, str]]:
-    files = sorted(
-        (f.name, f.read_text(encoding="utf-8"))
-        for f in resources.files(__package__).iterdir()
-        if f.name.endswith(".sql")
+class MigrationError(Exception):
+    """The database cannot be brought to this version's schema: the message says why."""
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    name: str  # as recorded in concord_migrations: "0001_ledger.sql", "functions/….sql"
+    sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def only_comments(self) -> bool:
+        """Nothing to run: a migration whose work moved elsewhere keeps its place and note
+        (PostgreSQL answers an empty query with a message asyncpg cannot take)."""
+        return all(not line.strip() or line.lstrip().startswith("--")
+                   for line in self.sql.splitlines())
+
+
+def _sql_files(folder: Traversable, prefix: str = "") -> list[SqlFile]:
+    return sorted(
+        (SqlFile(prefix + f.name, f.read_text(encoding="utf-8"))
+         for f in folder.iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
     )
-    return files
+
+
+def migration_files() -> list[SqlFile]:
+    return _sql_files(resources.files(__package__))
+
+
+def function_files() -> list[SqlFile]:
+    return _sql_files(resources.files(__package__) / FUNCTIONS, f"{FUNCTIONS}/")
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply the migrations this database lacks; return their names."""
-    applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    """Apply the migrations this database lacks and re-create the functions whose file
+    changed; return the names of the files run. Raises MigrationError when an applied
+    migration changed. A database already up to date is only read, so a role without DDL
+    rights (the service's) may call this to check."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS concord_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["name"] for r in await conn.fetch("SELECT name FROM concord_migrations")}
-        for name, sql in migration_files():
-            if name in done:
-                continue
+        recorded = await _recorded(conn)
+        numbered = migration_files()
+        changed = [f.name for f in numbered
+                   if recorded.get(f.name) not in (None, "", f.sha256)]
+        if changed:
+            raise MigrationError(
+                f"migration {', '.join(changed)} changed after it was applied to this "
+                "database (its sha256 differs from the one recorded in concord_migrations); "
+                "restore the file as it was applied and put the change in a new migration")
+        ran: list[str] = []
+        for f in numbered:
+            if recorded.get(f.name) == "":  # applied before checksums were recorded
+                await _record(conn, f)
+        for f in [f for f in numbered if f.name not in recorded] + [
+                f for f in function_files() if recorded.get(f.name) != f.sha256]:
             async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO concord_migrations (name) VALUES ($1)", name)
-            log.info("migration_applied", migration=name)
-            applied_now.append(name)
+                if not f.only_comments:
+                    await conn.execute(f.sql)
+                await _record(conn, f)
+            log.info("migration_applied", migration=f.name)
+            ran.append(f.name)
+        return ran
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrationError(f"this database role cannot migrate the database ({exc}); run "
+                             "`concord migrate` as the ledger's owner "
+                             "(CONCORD_MIGRATION_DATABASE_URL)") from exc
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
-    return applied_now
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS)
+
+
+async def _recorded(conn: asyncpg.Connection) -> dict[str, str]:
+    """Name -> sha256 of every file run so far ("" when recorded before checksums)."""
+    if await conn.fetchval("SELECT to_regclass('concord_migrations') IS NULL"):
+        await conn.execute(
+            "CREATE TABLE concord_migrations (name text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now(), sha256 text)")
+    elif not await conn.fetchval(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = 'concord_migrations'::regclass"
+            " AND attname = 'sha256' AND NOT attisdropped"):
+        await conn.execute("ALTER TABLE concord_migrations ADD COLUMN sha256 text")
+    return {r["name"]: r["sha256"] or ""
+            for r in await conn.fetch("SELECT name, sha256 FROM concord_migrations")}
+
+
+async def _record(conn: asyncpg.Connection, f: SqlFile) -> None:
+    await conn.execute(
+        "INSERT INTO concord_migrations (name, sha256) VALUES ($1, $2) ON CONFLICT (name)"
+        " DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()", f.name, f.sha256)
