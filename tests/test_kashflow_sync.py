@@ -282,6 +282,29 @@ async def test_a_snapshot_without_transactions_pays_its_total_once_and_later_ref
         Decimal("-120.00"), Decimal("120.00")]
 
 
+async def test_a_whole_payment_whose_answer_was_lost_is_found_once_transactions_arrive(
+        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    alpha = await ledger.add_store("alpha")
+    number = await ledger.issue(alpha, 1)
+    await without_transactions(ledger, alpha, 1)
+
+    async def lose_payment_answer(response: httpx.Response) -> None:
+        if response.request.headers["SOAPAction"] == '"KashFlow/InsertInvoicePayment"':
+            raise Crash("the process dies after KashFlow took the payment")
+
+    async with httpx.AsyncClient(timeout=5, event_hooks={"response": [lose_payment_answer]}
+                                 ) as http:
+        with pytest.raises(Crash):
+            await sync(ledger, url, http=http)
+    assert len(fake.payments) == 1
+    await ledger.update(alpha, 1, number, status="Refunded")  # the agent reports transactions
+
+    report = await sync(ledger, url)
+    assert (report.posted, report.payments, report.refunds) == (1, 1, 1)  # found, not re-sent
+    assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
+        Decimal("-120.00"), Decimal("120.00")]
+
+
 async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a_warning(
         ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
     alpha = await ledger.add_store("alpha")

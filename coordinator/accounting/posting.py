@@ -147,19 +147,13 @@ class Movement:
 
 
 def movements(snapshot: Mapping[str, Any]) -> list[Movement]:
-    """The document's payments and refunds in WHMCS's order (by transaction id).
-
-    From the ``Transactions`` the agent reports with the snapshot (WHMCS's ``tblaccounts``);
-    a snapshot without them (an older agent) stands for one payment of its ``Total`` on
-    ``DatePaid``, once it is paid.
-    """
-    data = snapshot.get("DocData") or {}
+    """The document's payments and refunds in WHMCS's order (by transaction id), from the
+    ``Transactions`` the agent reports with the snapshot (WHMCS's ``tblaccounts``); a
+    snapshot without them (an older agent) has its whole payment only."""
     if "Transactions" not in snapshot:
-        total = Decimal(data.get("Total") or 0)
-        if data.get("Status") not in ("Paid", "Refunded") or total <= 0:
-            return []
-        return [Movement(0, "in", total, _moment(data.get("DatePaid")) or _day(data.get("Date")),
-                         str(data.get("PaymentMethod") or ""), Decimal(0), "")]
+        whole = whole_payment(snapshot)
+        return [whole] if whole else []
+    data = snapshot.get("DocData") or {}
     out = []
     for row in sorted(snapshot["Transactions"], key=lambda t: int(t["ID"])):
         when = _moment(row.get("Date")) or _day(data.get("Date"))
@@ -170,6 +164,17 @@ def movements(snapshot: Mapping[str, Any]) -> list[Movement]:
         if Decimal(row.get("AmountOut") or 0) > 0:
             out.append(Movement(int(row["ID"]), "out", -Decimal(row["AmountOut"]), *common))
     return out
+
+
+def whole_payment(snapshot: Mapping[str, Any]) -> Movement | None:
+    """One payment of the ``Total`` on ``DatePaid`` once paid (transaction 0): what the sync
+    posted before WHMCS's transactions were reported."""
+    data = snapshot.get("DocData") or {}
+    total = Decimal(data.get("Total") or 0)
+    if data.get("Status") not in ("Paid", "Refunded") or total <= 0:
+        return None
+    return Movement(0, "in", total, _moment(data.get("DatePaid")) or _day(data.get("Date")),
+                    str(data.get("PaymentMethod") or ""), Decimal(0), "")
 
 
 def movement_key(formatted: str, movement: Movement) -> str:

@@ -63,8 +63,8 @@ class RunReport:
     failed: int = 0        # retried next run
     held: int = 0          # waiting for a currency or gateway mapping
     dropped: int = 0       # not paid any more before they reached KashFlow, with a warning
-    payments: int = 0      # KashFlow payments made for incoming WHMCS transactions
-    refunds: int = 0       # negative KashFlow payments made for refunds
+    payments: int = 0      # incoming transactions now in KashFlow (inserted, or found again)
+    refunds: int = 0       # refunds now in KashFlow as negative payments
     remaining: int = 0     # still due after this run
 
     def as_dict(self) -> dict[str, int]:
@@ -192,13 +192,20 @@ class _Run:
 
     @staticmethod
     def _unposted(doc: q.Due, recorded: dict[q.MovementKey, int | None]) -> list[posting.Movement]:
-        """The document's transactions without a KashFlow payment yet, in order."""
-        # The one payment of the total posted before transactions were mirrored (transaction
-        # 0) stands for every incoming transaction; refunds are still posted.
-        whole = recorded.get((0, "in")) is not None
-        return [m for m in posting.movements(doc.snapshot)
-                if recorded.get((m.transaction_id, m.direction)) is None
-                and not (whole and m.direction == "in")]
+        """The document's transactions without a KashFlow payment yet, in order.
+
+        A whole payment of the total (transaction 0, begun for a snapshot without
+        transactions, or by the sync before they were mirrored) stands for every incoming
+        transaction; refunds are still posted. Begun but not known to be posted, it is
+        finished (or found) first.
+        """
+        whole_begun = (0, "in") in recorded
+        found = posting.movements(doc.snapshot)
+        if whole_begun and recorded[(0, "in")] is None and all(m.transaction_id for m in found):
+            whole = posting.whole_payment(doc.snapshot)
+            found = [whole, *found] if whole else found
+        return [m for m in found if recorded.get((m.transaction_id, m.direction)) is None
+                and not (whole_begun and m.direction == "in" and m.transaction_id)]
 
     def _pending(self, doc: q.Due, unposted: list[posting.Movement]) -> list[posting.Movement]:
         """What to post now: up to the first transaction whose gateway is not mapped (later
