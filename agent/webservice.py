@@ -26,6 +26,7 @@ from coordinator.events.get_query import (
     BILLING_EXTENSION_PATH,
     GetQuery,
     GetQueryError,
+    check_alias,
     error_body,
     parse_get,
 )
@@ -61,9 +62,7 @@ def _failure(status: int, message: str) -> web.Response:
 def _checked_request(feed: AgentFeed, request: web.Request, fields: dict[str, Any],
                      today: date) -> GetQuery:
     if request.path == BILLING_EXTENSION_PATH:
-        ws = str(fields.get("ws") or request.query.get("ws") or "").strip()
-        if ws.lower() != "einvoice":
-            raise GetQueryError(f"ws {ws!r} is not accepted on this path: send ws=einvoice")
+        check_alias(fields, request.query.get("ws"))
     if not feed.token:
         raise GetQueryError("the WebService is switched off: set CONCORD_AGENT_WEBSERVICE_TOKEN",
                             status=403)

@@ -123,23 +123,35 @@ def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]
         f"5 days up to today) or one of {', '.join(KEYWORDS)}; leave it empty for all")
 
 
+def _described(value: Any) -> str:
+    """A field that is not text, briefly: never all of a deeply nested JSON value."""
+    if isinstance(value, bool | float):
+        return json.dumps(value)
+    return {dict: "an object", list: "a list"}.get(type(value), "a file")
+
+
 def _text(fields: Mapping[str, Any], name: str) -> str:
     value = fields.get(name)
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise GetQueryError(f"{name} must be a string, received {json.dumps(value)}")
+        raise GetQueryError(f"{name} must be a string, received {_described(value)}")
     return str(value).strip()
 
 
+def check_alias(fields: Mapping[str, Any], query_ws: str | None) -> None:
+    """The Billing Extension path serves only ``ws=einvoice`` (a field, or in the query)."""
+    ws = _text(fields, "ws") or (query_ws or "").strip()
+    if ws.lower() != "einvoice":
+        raise GetQueryError(f"ws {ws[:MAX_FIELD_LENGTH]!r} is not accepted on this path: send "
+                            "ws=einvoice")
+
+
 def check_fields(fields: Mapping[str, Any]) -> None:
-    """Refuse what no field may hold, read or not: NUL, lone surrogates, names or text
-    longer than MAX_FIELD_LENGTH, and form parts that are uploaded files. (A JSON field
-    that is not text is refused where it is read, by ``_text``.)"""
+    """Refuse text no field may hold, read or not: NUL, lone surrogates, names or values
+    longer than MAX_FIELD_LENGTH. (A field that is not text is refused where it is read.)"""
     for name, value in fields.items():
         shown = name[:40]
-        if not isinstance(value, str | int | float | bool | dict | list | None):
-            raise GetQueryError(f"field {shown!r}: send form fields as text, not as a file")
         for what, text in (("name", name), ("value", value)):
             if not isinstance(text, str):
                 continue

@@ -24,6 +24,7 @@ from coordinator.events.feed import FeedItem
 from coordinator.events.get_query import (
     GetQuery,
     GetQueryError,
+    check_alias,
     error_body,
     parse_get,
 )
@@ -114,9 +115,8 @@ async def serve(request: web.Request, pool: asyncpg.Pool, timezone: str, *,
     today = datetime.now(ZoneInfo(timezone)).date()
     try:
         fields = await request_fields(request)
-        ws = str(fields.get("ws") or request.query.get("ws") or "").strip()
-        if alias and ws.lower() != "einvoice":
-            raise GetQueryError(f"ws {ws!r} is not accepted on this path: send ws=einvoice")
+        if alias:
+            check_alias(fields, request.query.get("ws"))
         await _authorised(request, fields)
         query = parse_get(fields, today, with_store=True)
         if query.store is not None:
