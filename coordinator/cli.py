@@ -23,7 +23,7 @@ from coordinator.ledger import commands as c
 from coordinator.ledger.audit_cli import VERIFY_HELP, add_verify_arguments
 from coordinator.ledger.commands import DomainError
 from coordinator.logs import configure_logging
-from coordinator.migrations import migrate
+from coordinator.migrations import MigrationError, migrate
 from coordinator.peers.tokens import create_api_token, new_token, token_sha256
 from coordinator.settings import Settings, load_settings
 
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=settings.log_json, level=settings.log_level)
     try:
         return args.func(settings, args)
-    except CliError as exc:
+    except (CliError, MigrationError) as exc:
         sys.stderr.write(f"concord: {exc}\n")
         return 1
     except OSError as exc:
