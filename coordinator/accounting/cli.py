@@ -48,7 +48,8 @@ async def show_options(settings: Settings) -> int:
     out += [f"  {m['id']:>8}  {m['name']}" for m in methods]
     out += ["KashFlow bank accounts (kashflow_gateways.<gateway>.account):"]
     out += [f"  {a['id']:>8}  {a['name']} ({a['code']})" for a in accounts]
-    out += ["KashFlow currencies (values of kashflow_currencies.<store>):"]
+    out += ["KashFlow currencies (matched by code to the ones each store's agent reports; "
+            "kashflow_currencies.<store> overrides single ids):"]
     out += [f"  {c.code}" for c in currencies.values()]
     out += ["Mapped gateways:"]
     names = {m["id"]: m["name"] for m in methods}
