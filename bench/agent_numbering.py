@@ -262,7 +262,10 @@ async def create_store(admin: MySQLURL, database: str, store: str, count: int,
     generator = StoreGenerator(SEED, store, clients=60, invoices=40)
     base = {table: ([] if table in INVOICE_TABLES else rows)
             for table, rows in generator.base().items()}
-    invoices = paid_invoices(generator, count, random.Random(f"{SEED}:{store}"), numbered)
+    # In a thread: building a large history takes seconds of CPU, during which the event loop
+    # must go on serving the other stores' MariaDB connections.
+    invoices = await asyncio.to_thread(paid_invoices, generator, count,
+                                       random.Random(f"{SEED}:{store}"), numbered)
     url = await create_database(admin, database)
     async with connection(url) as conn:
         await load_schema(conn)
@@ -595,9 +598,9 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
         })
         spies: list[Spy] = []
         writer_before = await _metrics(coordinator_url)
+        events_before = await event_counts(pg_url)
         await asyncio.sleep(0.6)  # the setup's statistics reach pg_stat_* (PGSTAT_MIN_INTERVAL)
         scans_before, functions_before = await table_scans(pg_url), await function_times(pg_url)
-        events_before = await event_counts(pg_url)
         watchers = []
         for store in stores:
             conn = await connect(store.url)
