@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from coordinator.accounting.schedule import run_daily as run_kashflow_daily
+from coordinator.console import add_console
 from coordinator.db import create_pool
 from coordinator.http.middleware import TOKENS, observe
 from coordinator.http.openapi import openapi_document
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TIMEZONE] = settings.timezone
     app[VIES_SETTINGS] = settings.vies()
     add_routes(app)
+    add_console(app)  # HTML under /console: not part of the API's route table
     document = orjson.dumps(openapi_document(version("concord")))
 
     async def openapi(_: web.Request) -> web.Response:

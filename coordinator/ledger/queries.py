@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -113,3 +115,115 @@ async def overdue_reservations(conn: asyncpg.Connection, minutes: int) -> list[s
     return [r["id"] for r in rows]
 
 
+# -- the operator console's reads (coordinator/console/); indexes in migration 0008 --------
+
+
+async def positions_at(conn: asyncpg.Connection, moments: Sequence[datetime]) -> list[int]:
+    """For each moment, the first position recorded at or after it (the head + 1 when none):
+    one index probe each, so a time range becomes a position range."""
+    rows = await conn.fetch(
+        "SELECT coalesce((SELECT e.position FROM events e WHERE e.recorded_at >= m.at"
+        "                 ORDER BY e.recorded_at, e.position LIMIT 1),"
+        "                (SELECT coalesce(max(position), 0) + 1 FROM events)) AS position"
+        " FROM unnest($1::timestamptz[]) WITH ORDINALITY AS m(at, n) ORDER BY m.n",
+        list(moments),
+    )
+    return [r["position"] for r in rows]
+
+
+async def issued_counts(conn: asyncpg.Connection, bounds: Sequence[int]) -> list[dict[str, Any]]:
+    """Numbers issued (and not voided since) between consecutive ``bounds`` positions: one
+    row per interval (0 = from bounds[0] to bounds[1]), series and store. An index-only
+    count over the interval's issued numbers, whatever the ledger's size."""
+    rows = await conn.fetch(
+        "SELECT c.interval, c.series, p.name AS store, c.issued FROM ("
+        "  SELECT width_bucket(position, $1::bigint[]) - 1 AS interval, series, peer_id,"
+        "         count(*) AS issued FROM reservations"
+        "  WHERE state = 'issued' AND position >= $2 AND position < $3 GROUP BY 1, 2, 3) c"
+        " LEFT JOIN peers p ON p.id = c.peer_id ORDER BY 1, 2, 3",
+        list(bounds), bounds[0], bounds[-1],
+    )
+    return [dict(r) for r in rows]
+
+
+async def newest_events(conn: asyncpg.Connection, before: int, limit: int) -> list[dict[str, Any]]:
+    """The events below position ``before``, newest first, without their data."""
+    rows = await conn.fetch(
+        "SELECT position, event_id::text, type, stream, recorded_at, hash FROM events"
+        " WHERE position < $1 ORDER BY position DESC LIMIT $2",
+        before, limit,
+    )
+    return [{**dict(r), "hash": bytes(r["hash"]).hex()} for r in rows]
+
+
+async def stream_events(conn: asyncpg.Connection, streams: Sequence[str]) -> list[dict[str, Any]]:
+    """Every event of the given streams (a reservation's, a document's), in ledger order."""
+    rows = await conn.fetch(
+        "SELECT position, type, stream, data - 'document' AS data, recorded_at, hash FROM events"
+        " WHERE stream = ANY($1::text[]) ORDER BY position LIMIT 1000",
+        list(streams),
+    )
+    return [{**dict(r), "hash": bytes(r["hash"]).hex()} for r in rows]
+
+
+async def recent_warnings(conn: asyncpg.Connection, state: str, code: str | None,
+                          subject: str | None, limit: int) -> list[dict[str, Any]]:
+    """Warnings in ``state``, newest first, optionally of one kind and one subject."""
+    rows = await conn.fetch(
+        "SELECT id::text, code, subject, message, state, raised_at, resolved_at FROM warnings"
+        " WHERE state = $1 AND ($2::text IS NULL OR code = $2)"
+        "   AND ($3::text IS NULL OR subject = $3)"
+        " ORDER BY raised_at DESC LIMIT $4",
+        state, code, subject, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+_FOUND = (
+    "SELECT r.id::text AS reservation_id, r.peer_id::text, p.name AS store, r.doctype,"
+    " r.doc_id, r.series, r.period, r.number, r.formatted, r.state, r.doc_date, r.position"
+    " FROM reservations r LEFT JOIN peers p ON p.id = r.peer_id"
+)
+_DOCUMENTS = (
+    "SELECT d.peer_id::text, p.name AS store, d.doctype, d.doc_id, d.formatted,"
+    " d.reservation_id::text, d.voided, d.imported, d.position, d.snapshot"
+    " FROM documents d LEFT JOIN peers p ON p.id = d.peer_id"
+)
+
+
+async def reservations_numbered(conn: asyncpg.Connection,
+                                formatted: str) -> list[dict[str, Any]]:
+    """Every reservation that handed out ``formatted``, released ones included."""
+    rows = await conn.fetch(f"{_FOUND} WHERE r.formatted = $1 ORDER BY r.position LIMIT 100",
+                            formatted)
+    return [dict(r) for r in rows]
+
+
+async def documents_numbered(conn: asyncpg.Connection, formatted: str) -> list[dict[str, Any]]:
+    """The documents (issued or imported) that carry ``formatted``."""
+    rows = await conn.fetch(f"{_DOCUMENTS} WHERE d.formatted = $1 ORDER BY d.position LIMIT 100",
+                            formatted)
+    return [dict(r) for r in rows]
+
+
+async def documents_by_id(conn: asyncpg.Connection, doc_id: str,
+                          peer_id: str | None) -> list[dict[str, Any]]:
+    """Documents with WHMCS id ``doc_id``, in one store or in each (by the primary key)."""
+    rows = await conn.fetch(
+        f"{_DOCUMENTS} WHERE d.peer_id = ANY(CASE WHEN $2::uuid IS NULL"
+        "   THEN array(SELECT id FROM peers) ELSE ARRAY[$2::uuid] END)"
+        " AND d.doctype = ANY($3::text[]) AND d.doc_id = $1 ORDER BY p.name, d.doctype LIMIT 100",
+        doc_id, peer_id, list(SERIES_NAMES),
+    )
+    return [dict(r) for r in rows]
+
+
+async def documents_of_client(conn: asyncpg.Connection, user_id: str,
+                              peer_id: str | None) -> list[dict[str, Any]]:
+    """The newest documents of WHMCS client ``user_id``, in one store or in each."""
+    rows = await conn.fetch(
+        f"{_DOCUMENTS} WHERE d.snapshot->'ClientData'->>'UserID' = $1"
+        " AND ($2::uuid IS NULL OR d.peer_id = $2) ORDER BY d.position DESC LIMIT 100",
+        user_id, peer_id,
+    )
+    return [dict(r) for r in rows]
