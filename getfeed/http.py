@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from coordinator.events.feed import FeedItem, answer_chunks, prepend
 from coordinator.events.get_query import GetQueryError, check_fields, json_fields
@@ -35,11 +36,11 @@ async def request_fields(request: web.Request) -> dict[str, Any]:
         fields = json_fields(await request.read())
     else:
         # Form fields, url-encoded or multipart (PHP's curl given an array sends multipart).
-        # aiohttp raises for multipart without its boundary, an unknown charset or transfer
-        # encoding.
+        # aiohttp raises these for a malformed body: multipart without its boundary or with
+        # broken part headers, an unknown charset or transfer encoding.
         try:
             fields = dict(await request.post())
-        except (ValueError, LookupError, RuntimeError) as exc:
+        except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
             raise GetQueryError(f"the form body cannot be read ({exc}): send url-encoded or "
                                 "multipart form fields, or a JSON object") from None
     check_fields(fields)

@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from coordinator.db import connect
 from coordinator.http.openapi import openapi_document
+from coordinator.http.routes import FEED_PATHS
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from coordinator.scratch_postgres import fresh_database
@@ -92,6 +93,12 @@ def test_the_fuzzed_document_is_the_one_served(live: Live) -> None:
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
 def test_every_answer_is_declared_and_never_a_server_error(case: schemathesis.Case,
                                                           live: Live) -> None:
+    # A generated Authorization header is replaced by each role's real token in turn; a case
+    # that leaves it out on purpose (the request must then be refused) is sent without. The
+    # Get feed takes a token optionally (or in its `token` field): it always gets each one.
+    if "Authorization" not in (case.headers or {}) and case.path not in FEED_PATHS:
+        case.call_and_validate(base_url=live.url, checks=CHECKS, timeout=10)
+        return
     for token in live.tokens.values():
         case.call_and_validate(base_url=live.url, headers=bearer(token), checks=CHECKS,
                                timeout=10)

@@ -220,6 +220,7 @@ async def test_unreadable_form_bodies_are_refused_without_a_token(client, tokens
                                                                   path: str) -> None:
     for content_type, body in [("multipart/form-data", b"--x\r\n"),
                                ("multipart/form-data; boundary=zz", b"garbage"),
+                               ("multipart/form-data; boundary=zz", b"--zz\r\n-1825--zz--\r\n"),
                                ("application/x-www-form-urlencoded; charset=nonsense", b"a=b")]:
         resp = await client.post(path, data=body, headers={"Content-Type": content_type})
         answer = await resp.json()

@@ -119,6 +119,7 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         op["requestBody"] = {"required": True,
                              "content": _json(components.model(route.body, "validation"))}
     if feed:
+        op["security"] = [{"bearer": []}, {}]  # or the token in the `token` field
         fields = _ref("FeedFields")
         op["requestBody"] = {"required": True, "content": {
             "application/x-www-form-urlencoded": {"schema": fields},
