@@ -122,6 +122,7 @@ async def test_series_numbers_stay_within_bigint(client, tokens) -> None:
         ({"start": 5.0}, "decimal numbers"),
         ({"dedicated": 1}, "dedicated"),
         ({"format": "{NUMBER}" + "x" * 60}, "format"),
+        ({"format": "{NUMBER:" + "5".translate(ARABIC_INDIC) + "}"}, "format"),
         ({"next": 5, "period": "2026".translate(ARABIC_INDIC)}, "period"),
     ]:
         await refused(client, "PUT", "/v1/series/invoice", 400, named, json=body,

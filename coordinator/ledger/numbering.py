@@ -18,7 +18,7 @@ ALL_TIME = "all"  # the single period of a series that never resets
 MAX_START = 10**15
 MAX_INCREMENT = 10**6
 
-_TOKEN = re.compile(r"\{([A-Z]+)(?::(\d+))?\}")
+_TOKEN = re.compile(r"\{([A-Z]+)(?::([0-9]+))?\}")  # ASCII digits: int() takes any script's
 _KNOWN_TOKENS = {"NUMBER", "YEAR", "YY", "MONTH", "DAY", "STORE"}
 
 
