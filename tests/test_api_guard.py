@@ -177,8 +177,8 @@ async def test_openapi_document_is_valid_and_names_every_route(client) -> None:
     served = {
         (route.method, route.resource.canonical)
         for route in client.server.app.router.routes()
-        if route.method != "HEAD"
-    }
+        if route.method != "HEAD" and not route.resource.canonical.startswith("/console")
+    }  # the console (coordinator/console/) is HTML, not API
     assert served == documented
     for route in GUARDED:
         assert spec["paths"][route.path][route.method.lower()]["security"] == [{"bearer": []}]
