@@ -70,16 +70,21 @@ class _Components:
         return _ref(model.__name__)
 
 
-def _refused(error: dict[str, Any], writes: bool) -> dict[str, Any]:
-    return {
-        "4XX": {"description": "Refused; nothing changed", "content": _json(error)},
+def _refused(feed: bool, writes: bool) -> dict[str, Any]:
+    error = _json(_ref("Error"))
+    refused = {
+        "4XX": {"description": "Refused; nothing changed",
+                "content": _json(_ref("FeedError")) if feed else error},
         "503": {"description": "The ledger database is unavailable"
                                + ("; the write was not made: send the same request again"
                                   if writes else ""),
                 "headers": {"Retry-After": {"description": "Seconds to wait before retrying",
                                             "schema": {"type": "integer"}}},
-                "content": _json(error)},
+                "content": error},
     }
+    if feed:  # refused by the HTTP layer before the feed reads the request
+        refused["413"] = {"description": "The body is larger than 1 MiB", "content": error}
+    return refused
 
 
 def _operation(route: Route, components: _Components) -> dict[str, Any]:
@@ -98,7 +103,7 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         "responses": {
             **{str(status): {"description": "OK" if status == 200 else "Created", **ok}
                for status in route.statuses},
-            **(_refused(_ref("FeedError") if feed else _ref("Error"), route.writes)
+            **(_refused(feed, route.writes)
                if route.path != "/metrics" else {}),
         },
     }
