@@ -204,22 +204,36 @@ class LedgerWriter:
     async def execute(self, command: c.Command) -> dict[str, Any]:
         """Decide and write ``command``; its answer once durable. Raises ``DomainError``
         (refused), ``LedgerUnavailable`` (503) or ``CommandFailed``."""
+        [answer] = await self.execute_many([command])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def execute_many(self, commands: Sequence[c.Command]) -> list[Any]:
+        """Decide and write ``commands`` in their order, as one run of the queue (so in one
+        ledger transaction, or consecutive ones beyond ``max_batch``); each gets an answer
+        of its own: its result, or the exception it alone got (``DomainError``,
+        ``CommandFailed``, ``LedgerUnavailable``). Raises ``LedgerUnavailable`` when the
+        queue has no room for all of them: then none was queued."""
         if self._stopping:
             raise LedgerUnavailable("the coordinator is stopping")
-        pending = _Pending(command, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
+        if self._queue.maxsize - self._queue.qsize() < len(commands):
             raise LedgerUnavailable(
-                f"the ledger is busy: {self._queue.maxsize} commands are waiting",
-                busy=True) from None
-        try:
-            return await asyncio.wait_for(pending.future, self._answer_timeout)
-        except TimeoutError:
-            # wait_for cancelled the future: a command still queued is skipped unwritten.
-            raise LedgerUnavailable(
-                f"the ledger did not answer within {self._answer_timeout:g} s",
-                outcome_unknown=pending.sent) from None
+                f"the ledger is busy: {self._queue.qsize()} commands are waiting",
+                busy=True)
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(cmd, loop.create_future()) for cmd in commands]
+        for item in pending:  # no await in between: nothing else queues among them
+            self._queue.put_nowait(item)
+        _, late = await asyncio.wait([p.future for p in pending], timeout=self._answer_timeout)
+        for future in late:
+            future.cancel()  # a command still queued is skipped unwritten
+        return [
+            LedgerUnavailable(f"the ledger did not answer within {self._answer_timeout:g} s",
+                              outcome_unknown=p.sent) if p.future.cancelled()
+            else p.future.exception() or p.future.result()
+            for p in pending
+        ]
 
     # -- the loop ---------------------------------------------------------------------------
     async def _supervise(self) -> None:
