@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from coordinator.console import session
 from coordinator.console.pages import UUID, sign_in_page, store_of
-from coordinator.console.view import page
+from coordinator.console.view import page, see_other
 from coordinator.http.json import describe_validation_error
 from coordinator.http.middleware import TOKENS
 from coordinator.http.routes import POOL, TIMEZONE, WRITER, PeerBody, SeriesBody
@@ -36,30 +36,25 @@ def _today(request: web.Request) -> Any:
     return datetime.now(ZoneInfo(request.config_dict[TIMEZONE])).date()
 
 
-def _see(request: web.Request, name: str, query: str = "") -> web.HTTPSeeOther:
-    url = request.app.router[name].url_for()
-    return web.HTTPSeeOther(f"{url}?{query}" if query else url)
-
-
 async def sign_in(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if not session.sign_in_csrf_matches(request, form.get("csrf")):
         return sign_in_page(request, "The form was refused (no valid CSRF token): try again.",
                             403)
     token = str(form.get("token", "")).strip()
-    response = _see(request, "overview")
+    response = see_other(request, "overview")
     async with request.config_dict[POOL].acquire() as conn:
         role = await session.sign_in(conn, request, response, token) if token else None
     if role is None:
         return sign_in_page(request, "That is not an operator or reader token.", 401)
-    raise response
+    return response
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    response = _see(request, "sign_in_form")
+    response = see_other(request, "sign_in_form")
     async with request.config_dict[POOL].acquire() as conn:
         await session.sign_out(conn, request, response)
-    raise response
+    return response
 
 
 # -- series --------------------------------------------------------------------------------
@@ -191,7 +186,7 @@ async def retire_store(request: web.Request) -> web.Response:
     store = await store_of(request)
     await request.config_dict[WRITER].execute(c.RetirePeer(peer_id=store["peer_id"]))
     request.config_dict[TOKENS].forget()
-    raise _see(request, "stores")
+    return see_other(request, "stores")
 
 
 # -- warnings ------------------------------------------------------------------------------
@@ -205,4 +200,4 @@ async def resolve_warning(request: web.Request) -> web.Response:
     form = await request.post()
     # Back to the list as it was filtered; only the filters, so no other URL can be made.
     back = {k: v for k, v in parse_qsl(str(form.get("back", ""))) if k in WARNING_FILTERS}
-    raise _see(request, "warnings", urlencode(back))
+    return see_other(request, "warnings", urlencode(back))

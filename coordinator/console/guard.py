@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from coordinator.console import session
-from coordinator.console.view import SESSION, error_page
+from coordinator.console.view import SESSION, error_page, see_other
 from coordinator.http.errors import ApiError
 from coordinator.http.routes import POOL
 from coordinator.ledger.commands import DomainError
@@ -64,7 +64,7 @@ async def _refusal(request: web.Request) -> web.StreamResponse | None:
         current = await session.current(conn, request)
     if current is None:
         if request.method == "GET" and "HX-Request" not in request.headers:
-            raise web.HTTPSeeOther(request.app.router["sign_in_form"].url_for())
+            return see_other(request, "sign_in_form")
         return error_page(request, 401, "Signed out", "Your session ended: sign in again.")
     request[SESSION] = current
     if request.method == "GET":

@@ -24,3 +24,9 @@ def page(request: web.Request, template: str, context: dict[str, Any],
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
     return page(request, "error.html", {"title": title, "message": message}, status)
+
+
+def see_other(request: web.Request, route: str, query: str = "") -> web.Response:
+    """303 to one of the console's pages (returned, not raised: logged with its status)."""
+    url = str(request.app.router[route].url_for())
+    return web.Response(status=303, headers={"Location": f"{url}?{query}" if query else url})
