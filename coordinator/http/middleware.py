@@ -71,8 +71,6 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
-    except DomainError as exc:
-        return error_response(exc.status, exc.code, exc.message)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "body_too_large", "the request body is larger than 1 MiB")
     except web.HTTPException as exc:
@@ -82,17 +80,14 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}",
                                   headers=allow)
         raise
-    except LedgerUnavailable as exc:
-        return _unavailable(exc.reason, exc.outcome_unknown, exc.busy)
-    except CommandFailed as exc:
-        if exc.invalid_value:
-            return error_response(400, "invalid_value", f"the database refused a value of "
-                                  f"this request, which was not written: {exc.detail}")
-        return error_response(500, "internal", "internal error; the request was not written "
-                              "and the request id is logged")
+    except (DomainError, LedgerUnavailable, CommandFailed) as exc:
+        status, code, message = ledger_failure(exc)
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        return error_response(status, code, message, headers=retry)
     except DATABASE_AWAY as exc:  # a read or a token lookup: the database is away
         log.warning("database_unavailable", error=repr(exc))
-        return _unavailable("the database is unavailable")
+        return error_response(503, "unavailable", "the database is unavailable; send the same "
+                              "request again", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error; the request id is logged")
@@ -101,20 +96,27 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 RETRY_AFTER_SECONDS = 1
 
 
-def _unavailable(reason: str, outcome_unknown: bool = False, busy: bool = False) -> web.Response:
-    """503 + Retry-After. Every write that can end here is safe to send again as it was,
-    except registering a store, whose retry is refused once the first one was written."""
-    if busy:
-        code, then = "busy", "nothing was written; send the same request again"
-    elif outcome_unknown:
-        code, then = "outcome_unknown", (
-            "the request may have been written; sending the same request again is safe (a "
-            "store registration that was written is refused then: list the stores and rotate "
-            "its token)")
-    else:
-        code, then = "unavailable", "nothing was written; send the same request again"
-    return error_response(503, code, f"{reason}: {then}",
-                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+def ledger_failure(exc: DomainError | LedgerUnavailable | CommandFailed) -> tuple[int, str, str]:
+    """(status, code, message) of a command the ledger did not write: for a whole request,
+    or one item of a batch. A 503 is safe to send again as it was, except registering a
+    store, whose repeat is refused once the first was written."""
+    match exc:
+        case DomainError():
+            return exc.status, exc.code, exc.message
+        case LedgerUnavailable(busy=True):
+            return 503, "busy", f"{exc.reason}: nothing was written; send the same request again"
+        case LedgerUnavailable(outcome_unknown=True):
+            return 503, "outcome_unknown", (
+                f"{exc.reason}: the request may have been written; sending the same request "
+                "again is safe (a store registration that was written is refused then: list "
+                "the stores and rotate its token)")
+        case LedgerUnavailable():
+            return 503, "unavailable", (f"{exc.reason}: nothing was written; send the same "
+                                        "request again")
+        case CommandFailed(invalid_value=True):
+            return 400, "invalid_value", ("the database refused a value of this request, which "
+                                          f"was not written: {exc.detail}")
+    return 500, "internal", "internal error; the request was not written and its id is logged"
 
 
 def guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:
