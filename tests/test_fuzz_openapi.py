@@ -39,7 +39,7 @@ from coordinator.scratch_postgres import fresh_database
 from tests.conftest import bearer
 from tests.coordinator_process import CoordinatorProcess
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection, response_headers_conformance,
           missing_required_header, unsupported_method, ignored_auth]
