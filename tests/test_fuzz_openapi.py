@@ -1,9 +1,11 @@
 """schemathesis over the coordinator's own OpenAPI document, against a live coordinator.
 
 Every operation gets generated requests, valid and invalid (wrong types, out-of-range
-numbers, NUL characters, missing fields, …), each sent once with every role's token. Each
-answer must not be a 5xx and must match the document: its status is declared, and its body
-has the declared schema (the error body on 4xx, the Get feed's own error on the feed).
+numbers, NUL characters, missing fields, unknown methods, …), each sent with every role's
+token. Each answer must not be a 5xx and must match the document: its status and headers
+are declared and its body has the declared schema (the error body on 4xx, the Get feed's
+own error on the feed); a request the document says is invalid is refused, and so is one
+without a token where the document asks for one.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 DOCUMENT = openapi_document(version("concord"))
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.config.generation.update(max_examples=EXAMPLES_PER_OPERATION, deterministic=True)
-
 
 
 @dataclass(frozen=True)
