@@ -10,8 +10,8 @@ CREATE INDEX reservations_issued_position ON reservations (position) INCLUDE (se
     WHERE state = 'issued';
 -- Search by formatted number, released reservations included.
 CREATE INDEX reservations_formatted ON reservations (formatted);
--- Search by the WHMCS client's id.
-CREATE INDEX documents_client ON documents ((snapshot->'ClientData'->>'UserID'), peer_id);
+-- Search by the WHMCS client's id, newest first.
+CREATE INDEX documents_client ON documents ((snapshot->'ClientData'->>'UserID'), position);
 -- Warnings newest first, open or resolved.
 CREATE INDEX warnings_state_raised ON warnings (state, raised_at DESC);
 
