@@ -98,7 +98,26 @@ async def _chain_checked(base: str) -> None:
     raise TimeoutError(f"the chain check did not finish within {CHAIN_WAIT_SECONDS} s")
 
 
-async def _time_pages(url: str, operator: str, rounds: int) -> dict[str, list[float]]:
+async def _screenshots(base: str, operator: str, pages: dict[str, str], folder: Path) -> None:
+    """Each page as chromium shows it, 1280 px wide (docs/console/*.png)."""
+    from playwright.async_api import async_playwright  # a dev dependency, only for this
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
+                                          args=["--no-sandbox"])
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(base + "/console/sign-in")
+        await page.get_by_label("Token").fill(operator)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(base + "/console/")
+        for name, path in pages.items():
+            await page.goto(base + path)
+            await page.screenshot(path=str(folder / f"{name}.png"))
+        await browser.close()
+
+
+async def _time_pages(url: str, operator: str, rounds: int,
+                      screenshots: Path | None) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as data_dir:
         app = create_app(Settings(database_url=url, data_dir=Path(data_dir), timezone="UTC",
                                   log_level="warning"))
@@ -139,7 +158,12 @@ async def _time_pages(url: str, operator: str, rounds: int) -> dict[str, list[fl
                             await resp.read()
                             assert resp.status == 200, (path, resp.status)
                         times[name].append((time.perf_counter() - started) * 1000)
-                return {name: values[1:] for name, values in times.items()}
+            if screenshots:
+                await _screenshots(base, operator, {
+                    "overview": "/console/", "ledger": "/console/ledger",
+                    "history": pages["history"], "numbers": pages["search client"]},
+                    screenshots)
+            return {name: values[1:] for name, values in times.items()}
         finally:
             await runner.cleanup()
 
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--screenshots", type=Path, default=None,
+                        help="save the main pages as PNGs into this folder (needs chromium)")
     args = parser.parse_args(argv)
     with admin_url() as (admin, _), fresh_database(admin, "bench_console") as url:
         _say(f"building and loading {args.events:,} events over {args.days:g} days …")
@@ -162,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  {rebuilt['seconds']:.0f} s; VACUUM ANALYZE …")
         asyncio.run(run_sql(url, "VACUUM (ANALYZE)"))
         _say(f"timing the pages, {args.rounds} rounds …")
-        times = asyncio.run(_time_pages(url, operator, args.rounds))
+        times = asyncio.run(_time_pages(url, operator, args.rounds, args.screenshots))
     print(f"console pages at {args.events:,} events over {args.days:g} days "
           f"({args.rounds} rounds, ms over loopback HTTP; budget {BUDGET_MS:.0f} ms)")
     print(f"{'page':<20} {'median':>8} {'p95':>8} {'max':>8}")
