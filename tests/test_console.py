@@ -63,6 +63,12 @@ async def test_session_cookie_is_httponly_strict_and_not_the_token(client, token
     assert "<script>" not in html and "style=" not in html
 
 
+async def test_a_poll_after_the_session_ended_leads_to_sign_in(client, tokens) -> None:
+    resp = await client.get("/console/overview/live", headers={"HX-Request": "true"})
+    assert resp.status == 401
+    assert resp.headers["HX-Redirect"] == "/console/sign-in"
+
+
 async def test_sign_out_ends_the_session(client, tokens) -> None:
     csrf = await sign_in(client, tokens.reader)
     cookie = client.session.cookie_jar.filter_cookies(client.make_url("/console/"))
@@ -177,6 +183,11 @@ async def test_warnings_filtered_and_resolved(client, tokens) -> None:
     csrf = await sign_in(client, tokens.operator)
     page = await (await client.get("/console/warnings?kind=peer_silent")).text()
     assert "No open warning matches" in page
+    other = await add_store(client, tokens.operator, "other")
+    page = await (await client.get(f"/console/warnings?store={other['peer_id']}")).text()
+    assert "No open warning matches" in page
+    page = await (await client.get(f"/console/warnings?store={store['peer_id']}")).text()
+    assert "reservation_pending" in page and "<td>alpha</td>" in page  # its reservation's
     page = await (await client.get("/console/warnings?kind=reservation_pending")).text()
     warning_id = re.search(r'action="/console/warnings/([0-9a-f-]{36})/resolve"', page)[1]
     resp = await client.post(f"/console/warnings/{warning_id}/resolve", allow_redirects=False,

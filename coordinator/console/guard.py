@@ -65,7 +65,10 @@ async def _refusal(request: web.Request) -> web.StreamResponse | None:
     if current is None:
         if request.method == "GET" and "HX-Request" not in request.headers:
             return see_other(request, "sign_in_form")
-        return error_page(request, 401, "Signed out", "Your session ended: sign in again.")
+        refused = error_page(request, 401, "Signed out", "Your session ended: sign in again.")
+        # A page polling in the background goes to the sign-in form instead of going stale.
+        refused.headers["HX-Redirect"] = str(request.app.router["sign_in_form"].url_for())
+        return refused
     request[SESSION] = current
     if request.method == "GET":
         return None

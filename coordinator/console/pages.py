@@ -113,8 +113,7 @@ async def _warnings(request: web.Request) -> dict[str, Any]:
     async with _pool(request).acquire() as conn:
         rows = await queries.recent_warnings(conn, state, kind, store, WARNINGS_SHOWN)
         stores = await queries.peers(conn)
-    names = {s["peer_id"]: s["name"] for s in stores}
-    return {"warnings": [{**w, "store": names.get(w["subject"])} for w in rows],
+    return {"warnings": rows,
             "state": state, "kind": kind or "", "store": store or "", "stores": stores,
             "query": request.query_string, "limit": WARNINGS_SHOWN}
 

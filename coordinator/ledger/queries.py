@@ -166,15 +166,23 @@ async def stream_events(conn: asyncpg.Connection, streams: Sequence[str]) -> lis
     return [{**dict(r), "hash": bytes(r["hash"]).hex()} for r in rows]
 
 
+_UUID_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+
+
 async def recent_warnings(conn: asyncpg.Connection, state: str, code: str | None,
-                          subject: str | None, limit: int) -> list[dict[str, Any]]:
-    """Warnings in ``state``, newest first, optionally of one kind and one subject."""
+                          peer_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Warnings in ``state``, newest first, optionally of one kind and one store: the store
+    a warning is about (its subject) or whose reservation it is about."""
+    subject_id = f"CASE WHEN w.subject ~ {_UUID_TEXT} THEN w.subject::uuid END"
     rows = await conn.fetch(
-        "SELECT id::text, code, subject, message, state, raised_at, resolved_at FROM warnings"
-        " WHERE state = $1 AND ($2::text IS NULL OR code = $2)"
-        "   AND ($3::text IS NULL OR subject = $3)"
-        " ORDER BY raised_at DESC LIMIT $4",
-        state, code, subject, limit,
+        "SELECT w.id::text, w.code, w.subject, w.message, w.state, w.raised_at, w.resolved_at,"
+        " p.id::text AS peer_id, p.name AS store FROM warnings w"
+        f" LEFT JOIN reservations r ON r.id = {subject_id}"
+        f" LEFT JOIN peers p ON p.id = coalesce(r.peer_id, {subject_id})"
+        " WHERE w.state = $1 AND ($2::text IS NULL OR w.code = $2)"
+        "   AND ($3::uuid IS NULL OR p.id = $3)"
+        " ORDER BY w.raised_at DESC LIMIT $4",
+        state, code, peer_id, limit,
     )
     return [dict(r) for r in rows]
 
