@@ -22,7 +22,7 @@ from agent.whmcs.queries import TRANSACTIONS, transaction
 from coordinator.accounting.kashflow import KashFlowClient
 from coordinator.accounting.options import GatewayMapping, SyncMapping
 from coordinator.accounting.sync import RunReport, run_sync
-from coordinator.db import create_pool
+from coordinator.db import connect, create_pool
 from coordinator.events.document import document
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
@@ -111,9 +111,12 @@ def tblaccounts(row_id: int, amount_in: float | str, *, out: float | str = 0, fe
 
 @contextlib.asynccontextmanager
 async def open_ledger(database_url: str) -> AsyncIterator[Ledger]:
+    owner = await connect(database_url)  # migrations run as the ledger's owner, not the pool's role
+    try:
+        await migrate(owner)
+    finally:
+        await owner.close()
     pool = await create_pool(database_url, size=4)
-    async with pool.acquire() as conn:
-        await migrate(conn)
     writer = LedgerWriter(pool)
     await writer.start()
     try:

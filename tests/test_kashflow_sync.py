@@ -501,7 +501,8 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
     async def fresh_state() -> None:
         fake.customers.clear(), fake.invoices.clear(), fake.payments.clear(), fake.calls.clear()
         await ledger.pool.execute(
-            "TRUNCATE kashflow_invoices, kashflow_transactions, kashflow_customers, kashflow_stores;"
+            "DELETE FROM kashflow_transactions; DELETE FROM kashflow_invoices;"
+            " DELETE FROM kashflow_customers; DELETE FROM kashflow_stores;"
             " UPDATE kashflow_checkpoint SET position = 0")
 
     await sync(ledger, url)
