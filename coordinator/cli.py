@@ -11,14 +11,14 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
 import structlog
 
 from coordinator.db import connect
-from coordinator.embedded import start_embedded, stop_embedded
+from coordinator.embedded import embedded_service_url, start_embedded, stop_embedded
 from coordinator.ledger import commands as c
 from coordinator.ledger.audit_cli import VERIFY_HELP, add_verify_arguments
 from coordinator.ledger.commands import DomainError
@@ -34,15 +34,21 @@ class CliError(Exception):
     pass
 
 
+class DatabaseUrls(NamedTuple):
+    service: str  # the service's login: may read and append to the ledger, not change it
+    owner: str  # the ledger's owner: migrates, and audits in a scratch schema of its own
+
+
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[str]:
+def database(settings: Settings) -> Iterator[DatabaseUrls]:
     """The configured PostgreSQL, or the embedded one for as long as the command runs."""
     if settings.database_url:
-        yield settings.database_url
+        yield DatabaseUrls(settings.database_url,
+                           settings.migration_database_url or settings.database_url)
         return
-    server, url = start_embedded(settings.data_dir)
+    server, owner = start_embedded(settings.data_dir)
     try:
-        yield url
+        yield DatabaseUrls(embedded_service_url(server), owner)
     finally:
         stop_embedded(server)
 
@@ -54,9 +60,10 @@ def _print(payload: Any) -> None:
 # -- serve -------------------------------------------------------------------------------
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    with database(settings) as url:
-        settings = settings.model_copy(update={"database_url": url})
-        token = asyncio.run(_first_operator_token(url))
+    with database(settings) as urls:
+        settings = settings.model_copy(update={"database_url": urls.service,
+                                               "migration_database_url": urls.owner})
+        token = asyncio.run(_first_operator_token(urls.owner))
         if token is not None:
             _save_operator_token(token, settings.data_dir)
         # uvloop: a faster event loop for the HTTP server (stdlib asyncio where unavailable).
@@ -127,23 +134,33 @@ async def _serve(settings: Settings) -> None:
 
 # -- database commands -------------------------------------------------------------------
 
-def _with_db(settings: Settings, work: Callable[[str], Awaitable[int]]) -> int:
-    with database(settings) as url:
-        return asyncio.run(work(url))
+def _with_db(settings: Settings, work: Callable[[str], Awaitable[int]], *,
+             as_owner: bool = False) -> int:
+    """Run ``work`` with the service's URL, on a database the owner migrated first; or with
+    the owner's URL (``as_owner``), as it is."""
+    with database(settings) as urls:
+        if as_owner:
+            return asyncio.run(work(urls.owner))
+        asyncio.run(_migrate(urls.owner))
+        return asyncio.run(work(urls.service))
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def work(url: str) -> int:
-        conn = await connect(url)
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
+        applied = await _migrate(url)
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
               else "the database is up to date")
         return 0
 
-    return _with_db(settings, work)
+    return _with_db(settings, work, as_owner=True)
 
 
 async def _run_command(url: str, command: c.Command) -> dict[str, Any]:
@@ -247,7 +264,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         receipts = read_receipts(args.receipts)
-        return _with_db(settings, lambda url: run_audit(url, receipts, args.rebuild, args.json))
+        return _with_db(settings, lambda url: run_audit(url, receipts, args.rebuild, args.json),
+                        as_owner=True)  # its scratch schema: the service may create none
     except ValueError as exc:
         raise CliError(str(exc)) from None
 

@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from coordinator.service_role import enter_service_role
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("jsonb", "json"):
@@ -14,6 +16,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             type_name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
             decoder=orjson.loads, format="text",
         )
+
+
+async def _init_pool_connection(conn: asyncpg.Connection) -> None:
+    await _init_connection(conn)
+    await enter_service_role(conn)  # the service's own rights, whatever the login's
 
 
 async def create_pool(url: str, *, size: int = 10,
@@ -33,7 +40,7 @@ async def create_pool(url: str, *, size: int = 10,
         server_settings |= {"statement_timeout": milliseconds, "lock_timeout": milliseconds}
         limits = {"timeout": limit_seconds, "command_timeout": limit_seconds + 2}
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=_init_connection, server_settings=server_settings,
+        url, min_size=1, max_size=size, init=_init_pool_connection, server_settings=server_settings,
         **limits,
     )
     assert pool is not None

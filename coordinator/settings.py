@@ -38,6 +38,10 @@ class Settings(BaseSettings, ViesOptions):
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL; none = an embedded PostgreSQL under data_dir"
     )
+    migration_database_url: str | None = Field(
+        default=None, description="PostgreSQL URL of the ledger's owner, which migrates; "
+        "none = database_url (docs/operations.md, 'Database roles and migrations')"
+    )
     data_dir: Path = Field(default=Path("var"), description="Where the embedded PostgreSQL and "
                            "the first operator token live")
     host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")

@@ -105,7 +105,8 @@ async def test_a_database_migrated_before_checksums_upgrades(database_url: str,
             f.name for f in migration_files() if f.name not in OLD_FILES]
         assert [n for n in ran if n.startswith("functions/")] == [
             f.name for f in function_files()]
-        recorded = dict(await conn.fetch("SELECT name, sha256 FROM concord_migrations"))
+        recorded = dict(await conn.fetch("SELECT name, sha256 FROM concord_migrations"
+                                         " WHERE name <> $1", migrations.GRANTS))
         assert recorded == {f.name: f.sha256 for f in migration_files() + function_files()}
         assert await migrate(conn) == []
         # Whatever version of 0006 it had run, the functions are now the files' ones.
