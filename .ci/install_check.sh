@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/concord-install.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
-# pip builds in the source tree (build/, *.egg-info): build from a copy of the tracked files.
+# pip builds in the source tree (build/, *.egg-info): build from a copy of the work tree's
+# files as git sees them (tracked, and new ones not ignored; a deleted one is skipped).
 mkdir "$scratch/src"
-git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$scratch/src"
+git ls-files -z --cached --others --exclude-standard \
+  | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$scratch/src"
 venv="$scratch/venv"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
