@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from coordinator.console.guard import CONTENT_SECURITY_POLICY
+from coordinator.console.overview import IssuedCounts
 from coordinator.http.routes import POOL, WRITER
 from coordinator.ledger.pending import flag_overdue
 from tests.api_helpers import add_store, confirm, ledger_position, reserve
@@ -230,3 +231,24 @@ async def test_ledger_pages_newest_first(client, tokens) -> None:
     older = await (await client.get(f"/console/ledger?before={positions[-1]}")).text()
     assert [int(p) for p in re.findall(r'<tr><td class="num">(\d+)</td>', older)] == list(
         range(positions[-1] - 1, 0, -1))
+
+
+async def test_issued_counts_are_remembered_until_a_number_is_voided(client, tokens) -> None:
+    store = await add_store(client, tokens.operator)
+    issued = [await confirm(client, store["token"], (await reserve(
+        client, store["token"], str(doc)))["reservation_id"]) for doc in range(1, 5)]
+    middle = issued[2]["receipt"]["position"]  # numbers 1 and 2 before it, 3 and 4 from it
+    head = await ledger_position(client)
+    cache = IssuedCounts()
+
+    async def counted() -> list[int]:
+        async with client.server.app[POOL].acquire() as conn:
+            rows = await cache.between(conn, [1, middle, head + 1], head)
+        return [sum(r["issued"] for r in interval) for interval in rows]
+
+    assert await counted() == [2, 2]
+    assert list(cache.known) == [(1, middle)]  # the interval up to the head is not final
+    resp = await client.post(f"/v1/numbers/invoice/all/{issued[0]['number']}/void",
+                             headers=bearer(tokens.operator), json={"reason": "test"})
+    assert resp.status == 200, await resp.text()
+    assert await counted() == [1, 2]  # the void made the remembered count stale: recounted

@@ -5,9 +5,9 @@ open warnings."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,27 +45,66 @@ def drift(reported: dict[str, Any] | None) -> list[str]:
             if str((reported or {}).get(name, "")).strip().lower() in SEQUENTIAL_ON]
 
 
-async def read(conn: asyncpg.Connection, timezone: str) -> Overview:
+Counts = list[dict[str, Any]]  # rows of queries.issued_counts for one interval
+
+
+@dataclass
+class IssuedCounts:
+    """Numbers issued between positions, remembered for the intervals that can no longer
+    change: those that end before the head (later numbers get later positions), as long as
+    no number was voided since (a void is the only way an issued number stops counting).
+    So an overview counts only the current hour and today; the first one after a start
+    counts the 7 days and the month once."""
+
+    voided: int | None = None
+    known: dict[tuple[int, int], Counts] = field(default_factory=dict)
+
+    async def between(self, conn: asyncpg.Connection, bounds: list[int],
+                      head: int) -> list[Counts]:
+        voided = await queries.voided_count(conn)
+        if voided != self.voided:
+            self.known.clear()
+            self.voided = voided
+        intervals = list(pairwise(bounds))
+        missing = [i for i, key in enumerate(intervals) if key not in self.known]
+        found = {key: self.known[key] for key in intervals if key in self.known}
+        if missing:
+            first = missing[0]  # usually only the last ones: count from the first missing on
+            counted: list[Counts] = [[] for _ in intervals[first:]]
+            for row in await queries.issued_counts(conn, bounds[first:]):
+                counted[row["interval"]].append(row)
+            for key, rows in zip(intervals[first:], counted, strict=True):
+                found[key] = rows
+                if key[1] <= head:  # ends inside the ledger: final
+                    self.known[key] = rows
+        # Forget what this overview no longer shows (the hour that left the chart).
+        self.known = {key: rows for key, rows in self.known.items() if key in found}
+        return [found[key] for key in intervals]
+
+
+async def read(conn: asyncpg.Connection, timezone: str, cache: IssuedCounts) -> Overview:
     now = datetime.now(ZoneInfo(timezone))
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = today.replace(day=1)
     hours = chart_hours(now)
     ends = [*hours, hours[-1] + timedelta(hours=1)]
+    head = await queries.ledger_head(conn)
+    end = head["position"] + 1
     # Clocks of several replicas may disagree a little: keep the bounds ascending.
     positions = await queries.positions_at(conn, [month, today, *ends])
     month_at, today_at = accumulate(positions[:2], max)
-    hour_positions = list(accumulate(positions[2:], max))
-    head = await queries.ledger_head(conn)
-    end = head["position"] + 1
-    per_hour = [0] * CHART_HOURS
-    for row in await queries.issued_counts(conn, hour_positions):
-        per_hour[row["interval"]] += row["issued"]
+    hour_positions = [min(p, end) for p in accumulate(positions[2:], max)]
+    per_hour = [sum(row["issued"] for row in rows)
+                for rows in await cache.between(conn, hour_positions, head["position"])]
     issued: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"today": 0, "month": 0})
-    for row in await queries.issued_counts(conn, [month_at, today_at, end]):
-        counts = issued[(row["series"], row["store"] or "?")]
-        counts["month"] += row["issued"]
-        if row["interval"] == 1:
-            counts["today"] += row["issued"]
+    before_today, since_today = await cache.between(conn, [month_at, today_at, end],
+                                                    head["position"])
+    for rows, today_too in ((before_today, False), (since_today, True)):
+        for row in rows:
+            counts = issued[(row["series"], row["store"] or "?")]
+            counts["month"] += row["issued"]
+            if today_too:
+                counts["today"] += row["issued"]
     return Overview(
         head=head,
         issued=[{"series": s, "store": st, **v} for (s, st), v in sorted(issued.items())],

@@ -12,12 +12,14 @@ from aiohttp import web
 
 from coordinator.console import actions, pages
 from coordinator.console.guard import guard
+from coordinator.console.overview import IssuedCounts
 
 PREFIX = "/console"
 
 
 def console_app() -> web.Application:
     console = web.Application(middlewares=[guard])
+    console[pages.ISSUED_COUNTS] = IssuedCounts()
     environment = aiohttp_jinja2.setup(
         console, loader=jinja2.PackageLoader("coordinator.console", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined)

@@ -146,6 +146,11 @@ async def issued_counts(conn: asyncpg.Connection, bounds: Sequence[int]) -> list
     return [dict(r) for r in rows]
 
 
+async def voided_count(conn: asyncpg.Connection) -> int:
+    """How many numbers were voided (an index-only count over the few voided ones)."""
+    return await conn.fetchval("SELECT count(*) FROM reservations WHERE state = 'void'")
+
+
 async def newest_events(conn: asyncpg.Connection, before: int, limit: int) -> list[dict[str, Any]]:
     """The events below position ``before``, newest first, without their data."""
     rows = await conn.fetch(

@@ -8,6 +8,8 @@ CREATE INDEX events_stream ON events (stream, position);
 -- Numbers issued since a position, by series and store: an index-only count.
 CREATE INDEX reservations_issued_position ON reservations (position) INCLUDE (series, peer_id)
     WHERE state = 'issued';
+-- The numbers voided, counted: the console's counts of issued numbers stay valid until then.
+CREATE INDEX reservations_voided ON reservations (position) WHERE state = 'void';
 -- Search by formatted number, released reservations included.
 CREATE INDEX reservations_formatted ON reservations (formatted);
 -- Search by the WHMCS client's id, newest first.
