@@ -11,10 +11,12 @@ For each size (default 0, 100,000 and 1,000,000 events), on a fresh database:
 2. One ``concord serve`` process starts cold on it (bench/coordinator.py) and a store is
    registered. The measuring starts once the coordinator's background chain check has
    reached the head (the time it took is reported).
-3. ``--rounds`` rounds of: the closed-loop throughput run (bench.load, 256 clients, each a
-   reserve then a confirm through HTTP) and the open-loop latency run (500 numbers/s
-   offered, latency from the scheduled start). Every round is recorded, with the cores
-   other processes used meanwhile (bench/cpu.py): the machine may be shared.
+3. Once every size is ready, ``--rounds`` rounds taken in turn (0, 100k, 1M, 0, …, so that
+   a neighbour's burst falls on every size alike), each: the closed-loop throughput run
+   (bench.load, 256 clients, each a reserve then a confirm through HTTP) and the open-loop
+   latency run (500 numbers/s offered, latency from the scheduled start). Every round is
+   recorded, with the cores other processes used meanwhile (bench/cpu.py): the machine may
+   be shared.
 
 Afterwards: every series and period still holds exactly 1..highest, the on-disk size of
 the ledger's tables, and the rows PostgreSQL read by sequential scan per issued number.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -38,7 +41,7 @@ import asyncpg
 
 from bench.audit import run_measured
 from bench.cli import machine_facts
-from bench.coordinator import CoordinatorError, coordinators, ledger_check, wait_for_chain
+from bench.coordinator import Cluster, CoordinatorError, coordinators, ledger_check, wait_for_chain
 from bench.cpu import wait_for_quiet
 from bench.drive import DriveError, run_clients
 from bench.ledger_fixture import LedgerBuilder, copy_events
@@ -148,68 +151,101 @@ def _settle(admin: str, plan: Plan, label: str) -> float:
     return load
 
 
-def measure_size(admin: str, plan: Plan, events: int) -> Size:
+@dataclass
+class Subject:
+    """One ledger size under measurement: its database, its coordinator, its readings."""
+
+    size: Size
+    url: str
+    cluster: Cluster
+    issued_before: int
+    # (head, sequential scans) before each round and after the last: what each round
+    # appended, and the rows PostgreSQL read by sequential scan meanwhile.
+    readings: list[tuple[int, dict[str, tuple[int, int]]]] = field(default_factory=list)
+
+
+def prepare(stack: contextlib.ExitStack, admin: str, plan: Plan, events: int) -> Subject:
+    """A database holding a ledger of ``events`` events, and a cold coordinator serving it."""
     size = Size(events)
-    with fresh_database(admin, f"size{events}") as url:
-        if events:
-            _say(f"building and loading {events:,} events …")
-            started = time.perf_counter()
-            asyncio.run(_preload(url, events))
-            size.preload_seconds = time.perf_counter() - started
-            _say(f"  {size.preload_seconds:.0f} s; concord audit --rebuild …")
-            rebuilt = run_measured(["--database-url", url, "audit", "--rebuild", "--json"])
-            if rebuilt["code"] != 0 or not json.loads(rebuilt["stdout"] or "{}").get("rebuilt"):
-                raise BenchError(f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}"
-                                 f"{rebuilt['stderr'][-2000:]}")
-            size.rebuild_seconds = rebuilt["seconds"]
-            _say(f"  {size.rebuild_seconds:.0f} s")
-            if plan.analyze:
-                _say("VACUUM ANALYZE (--analyze) …")
-                asyncio.run(run_sql(url, "VACUUM (ANALYZE)"))
-            size.disk = disk_sizes(url)
-        database = url_parts(url).dbname
-        issued_before = ledger_check(url)["issued"] if events else 0
-        with coordinators(url, 1) as cluster:
-            started_at = head(url)
-            size.chain_seconds = wait_for_chain(cluster.urls[0], started_at)
-            _say(f"{events:,} events: chain check of {started_at:,} events took "
-                 f"{size.chain_seconds:.1f} s after start")
-            # (head, sequential scans) before each round and after the last: what each round
-            # appended, and the rows PostgreSQL read by sequential scan meanwhile.
-            readings: list[tuple[int, dict[str, tuple[int, int]]]] = []
-            for index in range(plan.rounds):
-                quiet = _settle(admin, plan, f"{events:,} events, round {index + 1}")
-                readings.append((head(url), seq_scans(url)))
-                round_: dict[str, Any] = {"events": readings[-1][0], "quiet": quiet}
-                round_["closed"] = run_clients(
-                    cluster, database, "closed", processes=1, concurrency=plan.concurrency,
-                    duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
-                _settle(admin, plan, f"{events:,} events, round {index + 1}, latency")
-                round_["open"] = run_clients(
-                    cluster, database, "open", processes=1, rate=plan.rate,
-                    duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
-                rate = round_["closed"]["numbers"] / round_["closed"]["window"]
-                _say(f"  {rate:,.0f} numbers/s (other {round_['closed']['cores']['other']:.2f}),"
-                     f" p99 reserve {round_['open']['reserve_ms']['p99']} ms at "
-                     f"{plan.rate:,.0f}/s (other {round_['open']['cores']['other']:.2f})")
-                size.rounds.append(round_)
-            # Idle backends report their last statistics within PGSTAT_IDLE_INTERVAL (10 s);
-            # between rounds, the wait for a quiet machine gives them most of that time.
-            time.sleep(11)
-            readings.append((head(url), seq_scans(url)))
-        for round_, (head0, scans0), (head1, scans1) in zip(size.rounds, readings, readings[1:],
-                                                             strict=False):
-            round_["appended"] = head1 - head0
-            round_["seq_rows"] = {t: scans1[t][1] - scans0[t][1] for t in scans1}
-        (head0, first), (head1, last) = readings[0], readings[-1]
-        size.appended = head1 - head0
-        size.scans = {t: (last[t][0] - first[t][0], last[t][1] - first[t][1]) for t in last}
-        check = ledger_check(url)
-        size.issued = check["issued"] - issued_before
-        size.gapless = check["gapless"]
+    url = stack.enter_context(fresh_database(admin, f"size{events}"))
+    if events:
+        _say(f"building and loading {events:,} events …")
+        started = time.perf_counter()
+        asyncio.run(_preload(url, events))
+        size.preload_seconds = time.perf_counter() - started
+        _say(f"  {size.preload_seconds:.0f} s; concord audit --rebuild …")
+        rebuilt = run_measured(["--database-url", url, "audit", "--rebuild", "--json"])
+        if rebuilt["code"] != 0 or not json.loads(rebuilt["stdout"] or "{}").get("rebuilt"):
+            raise BenchError(f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}"
+                             f"{rebuilt['stderr'][-2000:]}")
+        size.rebuild_seconds = rebuilt["seconds"]
+        _say(f"  {size.rebuild_seconds:.0f} s")
+        if plan.analyze:
+            _say("VACUUM ANALYZE (--analyze) …")
+            asyncio.run(run_sql(url, "VACUUM (ANALYZE)"))
+        size.disk = disk_sizes(url)
+    issued_before = ledger_check(url)["issued"] if events else 0
+    cluster = stack.enter_context(coordinators(url, 1))
+    started_at = head(url)
+    size.chain_seconds = wait_for_chain(cluster.urls[0], started_at)
+    _say(f"{events:,} events: chain check of {started_at:,} events took "
+         f"{size.chain_seconds:.1f} s after start")
+    return Subject(size, url, cluster, issued_before)
+
+
+def measure_round(admin: str, plan: Plan, subject: Subject, index: int) -> None:
+    size, url = subject.size, subject.url
+    label = f"{size.events:,} events, round {index + 1}"
+    quiet = _settle(admin, plan, label)
+    subject.readings.append((head(url), seq_scans(url)))
+    round_: dict[str, Any] = {"events": subject.readings[-1][0], "quiet": quiet}
+    database = url_parts(url).dbname
+    round_["closed"] = run_clients(
+        subject.cluster, database, "closed", processes=1, concurrency=plan.concurrency,
+        duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
+    _settle(admin, plan, f"{label}, latency")
+    round_["open"] = run_clients(
+        subject.cluster, database, "open", processes=1, rate=plan.rate,
+        duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
+    rate = round_["closed"]["numbers"] / round_["closed"]["window"]
+    _say(f"  {rate:,.0f} numbers/s (other {round_['closed']['cores']['other']:.2f}),"
+         f" p99 reserve {round_['open']['reserve_ms']['p99']} ms at "
+         f"{plan.rate:,.0f}/s (other {round_['open']['cores']['other']:.2f})")
+    size.rounds.append(round_)
+
+
+def finish(subject: Subject) -> Size:
+    """The last reading taken (after the statistics' flush): per-round figures, checks."""
+    size, url = subject.size, subject.url
+    subject.readings.append((head(url), seq_scans(url)))
+    readings = subject.readings
+    for round_, (head0, scans0), (head1, scans1) in zip(size.rounds, readings, readings[1:],
+                                                         strict=False):
+        round_["appended"] = head1 - head0
+        round_["seq_rows"] = {t: scans1[t][1] - scans0[t][1] for t in scans1}
+    (head0, first), (head1, last) = readings[0], readings[-1]
+    size.appended = head1 - head0
+    size.scans = {t: (last[t][0] - first[t][0], last[t][1] - first[t][1]) for t in last}
+    check = ledger_check(url)
+    size.issued = check["issued"] - subject.issued_before
+    size.gapless = check["gapless"]
     if not size.gapless:
-        raise BenchError(f"{events:,} events: a series holds a hole or a number twice")
+        raise BenchError(f"{size.events:,} events: a series holds a hole or a number twice")
     return size
+
+
+def measure(admin: str, plan: Plan) -> list[Size]:
+    """Every size prepared first, then the rounds taken in turn (0, 100k, 1M, 0, …): on a
+    shared machine a neighbour's burst then falls on every size alike, not on one."""
+    with contextlib.ExitStack() as stack:
+        subjects = [prepare(stack, admin, plan, events) for events in plan.sizes]
+        for index in range(plan.rounds):
+            for subject in subjects:
+                measure_round(admin, plan, subject, index)
+        # Idle backends report their last statistics within PGSTAT_IDLE_INTERVAL (10 s);
+        # between rounds, the wait for a quiet machine gives them most of that time.
+        time.sleep(11)
+        return [finish(subject) for subject in subjects]
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -352,6 +388,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--analyze", action="store_true",
                         help="VACUUM ANALYZE after the preload, as autovacuum would have done"
                              " in service (to compare with the default: nothing by hand)")
+    parser.add_argument("--quiet-wait", type=float, default=None,
+                        help="longest wait, before each run, for other processes to use under"
+                             " 0.3 cores (default 20 s; 3 s with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: sizes 0 and 20,000, one short round; prints only")
     parser.add_argument("--output", type=Path, default=None,
@@ -367,13 +406,12 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds or (1 if args.quick else 3),
                 duration=args.duration or (3.0 if args.quick else 10.0), warmup=args.warmup,
                 concurrency=args.concurrency, rate=args.rate, http=args.http,
-                analyze=args.analyze, quiet_wait=3.0 if args.quick else 20.0)
-    sizes: list[Size] = []
+                analyze=args.analyze,
+                quiet_wait=args.quiet_wait or (3.0 if args.quick else 20.0))
     try:
         with admin_url() as (admin, where):
             machine = machine_facts(server_facts(admin), where)
-            for events in plan.sizes:
-                sizes.append(measure_size(admin, plan, events))
+            sizes = measure(admin, plan)
     except (BenchError, CoordinatorError, DriveError) as exc:
         sys.stderr.write(f"bench.ledger_size: {exc}\n")
         return 1
