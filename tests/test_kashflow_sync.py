@@ -109,6 +109,8 @@ async def test_paid_then_reopened_or_cancelled_before_the_run_is_dropped_with_a_
     report = await sync(ledger, url)
     assert (report.posted, report.dropped, report.remaining) == (1, 0, 0)
     assert [i["CustomerReference"] for i in fake.invoices.values()] == [reopened]
+    [still_dropped] = await ledger.warnings("kashflow_document_dropped")
+    assert cancelled in still_dropped["message"]
 
 
 async def test_paid_then_refunded_before_the_run_is_posted_with_its_refund(

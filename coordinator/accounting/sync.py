@@ -223,6 +223,7 @@ class _Run:
         number = doc.invoice_number
         if number is None:
             number = await self._invoice(doc, customer_id, data, client, work.currency)
+            await self._resolve("kashflow_document_dropped", doc.subject, "paid again and posted")
         for movement in work.pending:
             await self._movement(doc, number, movement,
                                  (movement.transaction_id, movement.direction) in work.recorded)
