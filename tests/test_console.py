@@ -9,7 +9,9 @@ from typing import Any
 
 from coordinator.console.guard import CONTENT_SECURITY_POLICY
 from coordinator.console.overview import IssuedCounts
+from coordinator.console.overview import read as read_overview
 from coordinator.http.routes import POOL, WRITER
+from coordinator.ledger import queries
 from coordinator.ledger.pending import flag_overdue
 from tests.api_helpers import add_store, confirm, ledger_position, reserve
 from tests.conftest import bearer
@@ -252,3 +254,46 @@ async def test_issued_counts_are_remembered_until_a_number_is_voided(client, tok
                              headers=bearer(tokens.operator), json={"reason": "test"})
     assert resp.status == 200, await resp.text()
     assert await counted() == [1, 2]  # the void made the remembered count stale: recounted
+
+
+class _Recorder:
+    """A connection that runs every statement and keeps it, with its arguments."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.conn, name)
+
+        async def run(sql: str, *args: Any) -> Any:
+            self.statements.append((sql, args))
+            return await method(sql, *args)
+
+        return run
+
+
+async def test_every_console_read_has_an_index_to_take(client, tokens) -> None:
+    """Sequential scans off, the planner still finds a plan without one for every read of
+    the overview, the searches, the history, the warnings and the ledger (bench/console.py
+    times them at 1M events)."""
+    store = await add_store(client, tokens.operator, "north")
+    r = await reserve(client, store["token"], "41")
+    await confirm(client, store["token"], r["reservation_id"])
+    await sign_in(client, tokens.reader)
+    app = client.server.app
+    async with app[POOL].acquire() as conn:
+        recorder = _Recorder(conn)
+        await read_overview(recorder, "UTC", IssuedCounts())
+        await queries.reservations_numbered(recorder, r["formatted"])
+        await queries.documents_numbered(recorder, r["formatted"])
+        await queries.documents_by_id(recorder, "41", None)
+        await queries.documents_of_client(recorder, "7", store["peer_id"])
+        await queries.stream_events(recorder, [f"reservation-{r['reservation_id']}"])
+        await queries.recent_warnings(recorder, "open", "peer_silent", store["peer_id"], 200)
+        await queries.newest_events(recorder, 3, 50)
+        await conn.execute("SET enable_seqscan = off")
+        for sql, args in recorder.statements:
+            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
+            for table in ("events", "reservations", "documents", "warnings"):
+                assert f"Seq Scan on {table}" not in plan, f"{sql}\n{plan}"
