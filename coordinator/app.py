@@ -11,7 +11,7 @@ from aiohttp import web
 
 from coordinator.accounting.schedule import run_daily as run_kashflow_daily
 from coordinator.console import add_console
-from coordinator.db import create_pool
+from coordinator.db import connect, create_pool
 from coordinator.http.middleware import TOKENS, observe
 from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import POOL, TIMEZONE, WRITER, add_routes
@@ -45,10 +45,16 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        # As the ledger's owner, on a connection of its own: without the service's time
+        # limits (a migration may rewrite a large table), and before any pool connection
+        # looks for the service's role, which the migrations create.
+        owner = await connect(settings.migration_database_url or settings.database_url or "")
+        try:
+            await migrate(owner)
+        finally:
+            await owner.close()
         pool = await create_pool(settings.database_url or "", size=settings.pool_size,
                                  limit_seconds=settings.database_timeout_seconds)
-        async with pool.acquire() as conn:
-            await migrate(conn)
         writer = LedgerWriter(pool, max_batch=settings.max_batch, queue_limit=settings.queue_limit,
                               answer_timeout=settings.answer_timeout_seconds,
                               acquire_timeout=settings.database_timeout_seconds)
