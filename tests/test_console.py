@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from coordinator.console.guard import CONTENT_SECURITY_POLICY
-from coordinator.console.overview import IssuedCounts
+from coordinator.console.overview import IssuedCounts, Remembered
 from coordinator.console.overview import read as read_overview
 from coordinator.http.routes import POOL, WRITER
 from coordinator.ledger import queries
@@ -284,7 +284,7 @@ async def test_every_console_read_has_an_index_to_take(client, tokens) -> None:
     app = client.server.app
     async with app[POOL].acquire() as conn:
         recorder = _Recorder(conn)
-        await read_overview(recorder, "UTC", IssuedCounts())
+        await read_overview(recorder, "UTC", Remembered())
         await queries.reservations_numbered(recorder, r["formatted"])
         await queries.documents_numbered(recorder, r["formatted"])
         await queries.documents_by_id(recorder, "41", None)

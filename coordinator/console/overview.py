@@ -82,7 +82,16 @@ class IssuedCounts:
         return [found[key] for key in intervals]
 
 
-async def read(conn: asyncpg.Connection, timezone: str, cache: IssuedCounts) -> Overview:
+@dataclass
+class Remembered:
+    """What one coordinator process remembers between overviews: the chart's hours, and the
+    month before today (each forgets the intervals it no longer shows)."""
+
+    hours: IssuedCounts = field(default_factory=IssuedCounts)
+    month: IssuedCounts = field(default_factory=IssuedCounts)
+
+
+async def read(conn: asyncpg.Connection, timezone: str, remembered: Remembered) -> Overview:
     now = datetime.now(ZoneInfo(timezone))
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = today.replace(day=1)
@@ -95,10 +104,11 @@ async def read(conn: asyncpg.Connection, timezone: str, cache: IssuedCounts) -> 
     month_at, today_at = accumulate(positions[:2], max)
     hour_positions = [min(p, end) for p in accumulate(positions[2:], max)]
     per_hour = [sum(row["issued"] for row in rows)
-                for rows in await cache.between(conn, hour_positions, head["position"])]
+                for rows in await remembered.hours.between(conn, hour_positions,
+                                                           head["position"])]
     issued: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"today": 0, "month": 0})
-    before_today, since_today = await cache.between(conn, [month_at, today_at, end],
-                                                    head["position"])
+    before_today, since_today = await remembered.month.between(
+        conn, [month_at, today_at, end], head["position"])
     for rows, today_too in ((before_today, False), (since_today, True)):
         for row in rows:
             counts = issued[(row["series"], row["store"] or "?")]

@@ -17,7 +17,7 @@ from coordinator.ledger.chain_watch import CHAIN_WATCH
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POSITION = re.compile(r"[0-9]{1,18}")
-ISSUED_COUNTS = web.AppKey("console_issued_counts", overview.IssuedCounts)
+REMEMBERED = web.AppKey("console_remembered", overview.Remembered)
 LEDGER_PAGE = 50
 WARNINGS_SHOWN = 200
 SEARCHES = {"number": "Formatted number", "document": "WHMCS document id",
@@ -70,7 +70,7 @@ async def sign_in_form(request: web.Request) -> web.Response:
 async def _overview(request: web.Request) -> dict[str, Any]:
     async with _pool(request).acquire() as conn:
         seen = await overview.read(conn, request.config_dict[TIMEZONE],
-                                   request.app[ISSUED_COUNTS])
+                                   request.app[REMEMBERED])
     return {"o": seen, "chain": _chain(request)}
 
 

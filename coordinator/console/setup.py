@@ -12,14 +12,14 @@ from aiohttp import web
 
 from coordinator.console import actions, pages
 from coordinator.console.guard import guard
-from coordinator.console.overview import IssuedCounts
+from coordinator.console.overview import Remembered
 
 PREFIX = "/console"
 
 
 def console_app() -> web.Application:
     console = web.Application(middlewares=[guard])
-    console[pages.ISSUED_COUNTS] = IssuedCounts()
+    console[pages.REMEMBERED] = Remembered()
     environment = aiohttp_jinja2.setup(
         console, loader=jinja2.PackageLoader("coordinator.console", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined)
