@@ -12,6 +12,7 @@ from aiohttp import web
 from coordinator.accounting.schedule import run_daily as run_kashflow_daily
 from coordinator.console import add_console
 from coordinator.db import connect, create_pool
+from coordinator.http.errors import MAX_BODY
 from coordinator.http.middleware import TOKENS, observe
 from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import POOL, TIMEZONE, WRITER, add_routes
@@ -25,7 +26,6 @@ from coordinator.periodic import run_every
 from coordinator.settings import Settings
 from coordinator.webservice.feed import VIES_SETTINGS
 
-MAX_BODY = 1024 * 1024
 POOL_CLOSE_SECONDS = 2.0
 
 

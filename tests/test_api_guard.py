@@ -8,6 +8,7 @@ import uuid
 import pytest
 from openapi_spec_validator import validate
 
+from coordinator.http.errors import MAX_BODY
 from coordinator.http.routes import ROUTES
 from tests.api_helpers import DOCUMENT, add_store, ledger_position, reserve
 from tests.conftest import bearer
@@ -158,11 +159,11 @@ async def test_bad_query_parameters(client, tokens) -> None:
         assert "=" in (await resp.json())["error"]["message"]
 
 
-async def test_body_over_one_mebibyte_is_413(client, tokens) -> None:
+async def test_body_over_the_limit_is_413(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
     before = await ledger_position(client)
     big = b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "pad": "' + (
-        b"x" * (1024 * 1024)) + b'"}'
+        b"x" * MAX_BODY) + b'"}'
     resp = await client.post("/v1/reservations", data=big, headers=bearer(store["token"]))
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "body_too_large"

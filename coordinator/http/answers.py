@@ -51,6 +51,30 @@ class ListedReservation(Reservation):
     reserved_at: str
 
 
+class ReservationItem(Reservation):
+    """One item of a batch, written: its status as the single request would have had."""
+
+    status: Literal[200, 201]
+
+
+class Refusal(BaseModel):
+    code: str
+    message: str
+
+
+class RefusedItem(BaseModel):
+    """One item of a batch, not written (the rest of the batch is not affected)."""
+
+    status: int
+    error: Refusal
+
+
+class ReservationResults(BaseModel):
+    """One result per item, in the order of the request."""
+
+    results: list[ReservationItem | RefusedItem]
+
+
 class Reservations(BaseModel):
     reservations: list[ListedReservation]
 

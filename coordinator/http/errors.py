@@ -5,6 +5,10 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+# The largest request body: a batch of 500 confirmations with their documents fits.
+MAX_BODY_MIB = 8
+MAX_BODY = MAX_BODY_MIB * 1024 * 1024
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:

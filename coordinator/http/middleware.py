@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from coordinator.http.errors import ApiError, error_response
+from coordinator.http.errors import MAX_BODY_MIB, ApiError, error_response
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import DATABASE_AWAY, CommandFailed, LedgerUnavailable
 from coordinator.peers.tokens import Principal, TokenCache
@@ -72,7 +72,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "body_too_large", "the request body is larger than 1 MiB")
+        return error_response(413, "body_too_large",
+                              f"the request body is larger than {MAX_BODY_MIB} MiB")
     except web.HTTPException as exc:
         if exc.status >= 400:
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")

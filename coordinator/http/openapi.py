@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from coordinator.events.get_query import MAX_FIELD_LENGTH
+from coordinator.http.errors import MAX_BODY_MIB
 from coordinator.http.routes import FEED_PATHS, PATH_PARAMETERS, ROUTES, Route
 
 _ERROR = {
@@ -83,7 +84,8 @@ def _refused(feed: bool, writes: bool) -> dict[str, Any]:
                 "content": error},
     }
     if feed:  # refused by the HTTP layer before the feed reads the request
-        refused["413"] = {"description": "The body is larger than 1 MiB", "content": error}
+        refused["413"] = {"description": f"The body is larger than {MAX_BODY_MIB} MiB",
+                          "content": error}
     return refused
 
 

@@ -24,9 +24,15 @@ from pydantic import (
 from coordinator.events.canonical import BIGINT, NotCanonical, check_text
 from coordinator.events.get_query import BILLING_EXTENSION_PATH, ISO_DATE
 from coordinator.http import answers
-from coordinator.http.errors import ApiError
+from coordinator.http.errors import ApiError, error_response
 from coordinator.http.json import json_response, read_body
-from coordinator.http.middleware import RETRY_AFTER_SECONDS, TOKENS, guarded, principal_of
+from coordinator.http.middleware import (
+    RETRY_AFTER_SECONDS,
+    TOKENS,
+    guarded,
+    ledger_failure,
+    principal_of,
+)
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.chain_watch import CHAIN_WATCH
@@ -105,6 +111,21 @@ class ImportedDocumentBody(_Body):
 
 class ImportBody(_Idempotent):
     documents: Annotated[list[ImportedDocumentBody], Field(min_length=1, max_length=500)]
+
+
+BATCH_MAX = 500  # documents per batch request
+
+
+class ReserveBatchBody(_Body):
+    documents: Annotated[list[ReserveBody], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class ConfirmationBody(DocumentBody):
+    reservation_id: uuid.UUID = Field(strict=False)  # a UUID arrives as text
+
+
+class ConfirmBatchBody(_Body):
+    confirmations: Annotated[list[ConfirmationBody], Field(min_length=1, max_length=BATCH_MAX)]
 
 
 class ReasonBody(_Idempotent):
@@ -266,6 +287,51 @@ async def confirm_reservation(request: web.Request) -> web.Response:
         document=body.document, event_id=_event_id(body),
     ))
     return json_response(result)
+
+
+async def reserve_batch(request: web.Request) -> web.Response:
+    """Each document as a single reserve would be, numbered in (date, doc_id) order (ids by
+    length, then text: numeric ids in numeric order) and answered in the request's order."""
+    body = await read_body(request, ReserveBatchBody)
+    peer_id = principal_of(request).peer_id or ""
+    docs = body.documents
+    order = sorted(range(len(docs)),
+                   key=lambda i: (docs[i].date, len(docs[i].doc_id), docs[i].doc_id))
+    answers = await _writer(request).execute_many([
+        c.Reserve(peer_id=peer_id, doctype=docs[i].doctype, doc_id=docs[i].doc_id,
+                  date=docs[i].date, event_id=_event_id(docs[i])) for i in order])
+    results: list[dict[str, Any]] = [{}] * len(docs)
+    for i, answer in zip(order, answers, strict=True):
+        results[i] = _batch_item(answer)
+    return _batch_response(results)
+
+
+async def confirm_batch(request: web.Request) -> web.Response:
+    body = await read_body(request, ConfirmBatchBody)
+    peer_id = principal_of(request).peer_id or ""
+    answers = await _writer(request).execute_many([
+        c.Confirm(reservation_id=str(item.reservation_id), peer_id=peer_id,
+                  document=item.document, event_id=_event_id(item))
+        for item in body.confirmations])
+    return _batch_response([_batch_item(answer) for answer in answers])
+
+
+def _batch_item(answer: dict[str, Any] | Exception) -> dict[str, Any]:
+    if isinstance(answer, Exception):
+        status, code, message = ledger_failure(answer)  # type: ignore[arg-type]
+        return {"status": status, "error": {"code": code, "message": message}}
+    created = answer.pop("created", False)
+    return {"status": 201 if created else 200, **answer}
+
+
+def _batch_response(results: list[dict[str, Any]]) -> web.Response:
+    """One answer per item; when none could be written for want of the database, the
+    request's own 503, so that any client retries it the usual way."""
+    if all(r["status"] == 503 for r in results):
+        error = results[0]["error"]
+        return error_response(503, error["code"], error["message"],
+                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return json_response({"results": results})
 
 
 async def release_reservation(request: web.Request) -> web.Response:
@@ -459,6 +525,13 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/reservations", create_reservation, PEER,
           "Reserve a number for a document (201; 200 when repeated)", ReserveBody,
           answers.Reservation, (201, 200), writes=True),
+    Route("POST", "/v1/reservations/batch", reserve_batch, PEER,
+          "Reserve numbers for up to 500 documents: numbered in (date, doc_id) order, one "
+          "result per document in the request's order", ReserveBatchBody,
+          answers.ReservationResults, writes=True),
+    Route("POST", "/v1/reservations/confirm", confirm_batch, PEER,
+          "Confirm up to 500 reservations with their documents: one result per item",
+          ConfirmBatchBody, answers.ReservationResults, writes=True),
     Route("GET", "/v1/reservations", list_reservations, OPERATOR, "List reservations",
           answer=answers.Reservations,
           query={"state": {"type": "string", "enum": ["reserved", "issued", "released", "void"]},
