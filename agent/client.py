@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -30,6 +31,23 @@ class CoordinatorRefused(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+# One item of a batch answer: the item's answer, or its own error.
+ItemResult = dict[str, Any] | CoordinatorUnavailable | CoordinatorRefused
+
+
+def item_result(answer: dict[str, Any]) -> ItemResult:
+    """An item of a batch answer as the single request would have ended: its answer, or the
+    exception the single request would have raised."""
+    status = int(answer.get("status", 0))
+    if 200 <= status < 300:
+        return answer
+    error = answer.get("error") or {}
+    code, message = str(error.get("code", "refused")), str(error.get("message", ""))
+    if status >= 500 or status == 0:
+        return CoordinatorUnavailable(f"HTTP {status} {code}: {message}")
+    return CoordinatorRefused(status, code, message)
 
 
 class CoordinatorClient:
@@ -93,6 +111,38 @@ class CoordinatorClient:
                 return await self.once(method, path, body)
         raise AssertionError("unreachable")
 
+    async def batch(self, path: str, key: str,
+                    items: Sequence[dict[str, Any]]) -> list[ItemResult]:
+        """One result per item, in order. Items the coordinator answered 503 (or the whole
+        request, unanswered) are sent again, as they were, for up to ``patience`` seconds;
+        what is still unavailable then comes back as CoordinatorUnavailable."""
+        results: list[ItemResult] = [CoordinatorUnavailable("not sent")] * len(items)
+        todo = list(range(len(items)))
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(CoordinatorUnavailable),
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+                stop=stop_after_delay(self._patience),
+                reraise=True,
+            ):
+                with attempt:
+                    answer = await self.once("POST", path, {key: [items[i] for i in todo]})
+                    answers = answer.get("results")
+                    if not isinstance(answers, list) or len(answers) != len(todo):
+                        raise CoordinatorUnavailable(
+                            f"POST {path}: {len(todo)} items sent, answer holds "
+                            f"{len(answers) if isinstance(answers, list) else 'no'} results")
+                    for index, one in zip(todo, answers, strict=True):
+                        results[index] = item_result(one)
+                    todo = [i for i in todo if isinstance(results[i], CoordinatorUnavailable)]
+                    if todo:
+                        raise CoordinatorUnavailable(
+                            f"POST {path}: {len(todo)} of {len(items)} items unavailable")
+        except CoordinatorUnavailable:
+            if len(todo) == len(items):
+                raise
+        return results
+
     async def reserve(self, doctype: str, doc_id: str, on: date) -> dict[str, Any]:
         return await self.call("POST", "/v1/reservations",
                                {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()})
@@ -100,6 +150,19 @@ class CoordinatorClient:
     async def confirm(self, reservation_id: str, document: dict[str, Any]) -> dict[str, Any]:
         return await self.call("POST", f"/v1/reservations/{reservation_id}/confirm",
                                {"document": document})
+
+    async def reserve_many(self, documents: Sequence[tuple[str, str, date]]
+                           ) -> list[ItemResult]:
+        """Reserve numbers for (doctype, doc_id, date) documents in one request (≤ 500)."""
+        return await self.batch("/v1/reservations/batch", "documents", [
+            {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()}
+            for doctype, doc_id, on in documents])
+
+    async def confirm_many(self, confirmations: Sequence[tuple[str, dict[str, Any]]]
+                           ) -> list[ItemResult]:
+        """Confirm (reservation id, document snapshot) pairs in one request (≤ 500)."""
+        return await self.batch("/v1/reservations/confirm", "confirmations", [
+            {"reservation_id": rid, "document": document} for rid, document in confirmations])
 
     async def release(self, reservation_id: str, reason: str) -> dict[str, Any]:
         return await self.call("POST", f"/v1/reservations/{reservation_id}/release",

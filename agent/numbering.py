@@ -1,18 +1,20 @@
-"""The numbering loop: reserve, then write the number and its outbox row in one transaction.
+"""The numbering loop: reserve a batch, then write the numbers and their outbox rows in one
+transaction.
 
 Every step is idempotent: reserving a document again returns its reservation, the write
 only fills an empty ``invoicenum``, the relay's confirm may repeat. A crash anywhere only
-repeats work; a failed write releases the number so the sequence stays gapless.
+repeats work; a failed write releases the numbers so the sequence stays gapless.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
 
-from agent.client import CoordinatorClient
+from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
 from agent.rules import RulesHolder
 from agent.whmcs import queries
 from agent.whmcs.queries import DueDocument
@@ -28,20 +30,19 @@ class Numbering:
         self._rules = rules
         self._batch = batch_size
         self._relay_wakeup = relay_wakeup
-        # One document at a time, in date order; the PHP hook waits for the current one.
+        # One batch at a time, in date order; the PHP hook waits for the current one.
         self._lock = asyncio.Lock()
         self._skipped: set[int] = set()
 
     async def round(self) -> int:
-        """Number the documents due now, oldest first. Returns how many got a number."""
-        async with self._pool.acquire() as conn:
-            due = await queries.due_documents(conn, self._rules.current, self._batch)
-        numbered = 0
-        for doc in due:
-            if doc.invoice_id in self._skipped:
-                continue
-            async with self._lock:
-                numbered += await self._number(doc)
+        """Number the documents due now, oldest first, up to a batch of them in one request.
+        Returns how many got a number."""
+        async with self._lock:
+            async with self._pool.acquire() as conn:
+                due = await queries.due_documents(conn, self._rules.current,
+                                                  self._batch + len(self._skipped))
+            numbered = await self._number(
+                [doc for doc in due if doc.invoice_id not in self._skipped][:self._batch])
         if numbered:
             self._relay_wakeup.set()
         return numbered
@@ -59,37 +60,58 @@ class Numbering:
             rules = self._rules.current
             doctype = rules.doctype(row["total"])
             if row["invoicenum"] == "" and rules.is_due(doctype, row["status"]):
-                await self._number(DueDocument(invoice_id, doctype, row["date"]))
+                await self._number([DueDocument(invoice_id, doctype, row["date"])])
                 self._relay_wakeup.set()
                 async with self._pool.acquire() as conn:
                     rows = await queries.fetch(
                         conn, "SELECT invoicenum FROM tblinvoices WHERE id = %s", (invoice_id,))
             return rows[0]["invoicenum"]
 
-    async def _number(self, doc: DueDocument) -> int:
-        reservation = await self._client.reserve(doc.doctype, str(doc.invoice_id), doc.date)
-        rid = reservation["reservation_id"]
-        if reservation["state"] == "void":
-            log.warning("document_number_voided", invoice_id=doc.invoice_id,
-                        number=reservation["formatted"])
-            self._skipped.add(doc.invoice_id)
+    async def _number(self, due: Sequence[DueDocument]) -> int:
+        if not due:
+            return 0
+        results = await self._client.reserve_many(
+            [(doc.doctype, str(doc.invoice_id), doc.date) for doc in due])
+        reserved: dict[int, dict[str, Any]] = {}
+        unavailable = 0
+        for doc, result in zip(due, results, strict=True):
+            if isinstance(result, CoordinatorUnavailable):
+                unavailable += 1  # reserved again in a later round, as it was
+            elif isinstance(result, CoordinatorRefused):
+                log.warning("reserve_refused", invoice_id=doc.invoice_id, code=result.code,
+                            message=result.message)
+            elif result["state"] == "void":
+                log.warning("document_number_voided", invoice_id=doc.invoice_id,
+                            number=result["formatted"])
+                self._skipped.add(doc.invoice_id)
+            else:
+                reserved[doc.invoice_id] = result
+        if unavailable:
+            log.warning("reserve_unavailable", documents=unavailable, of=len(due))
+        if not reserved:
             return 0
         try:
-            outcome = await queries.write_number(self._pool, doc.invoice_id, reservation)
+            outcomes = await queries.write_numbers(self._pool, reserved)
         except Exception as exc:
-            log.warning("whmcs_write_failed", invoice_id=doc.invoice_id, error=repr(exc))
-            if reservation["state"] == "reserved":
-                await self._client.release(rid, f"writing to WHMCS failed: {exc!r}")
+            log.warning("whmcs_write_failed", invoices=sorted(reserved), error=repr(exc))
+            await self._release(reserved.values(), f"writing to WHMCS failed: {exc!r}")
             raise
-        if outcome == "already":
-            return 0
-        if outcome != "written":
-            log.warning("invoice_numbered_elsewhere", invoice_id=doc.invoice_id,
-                        invoicenum=outcome)
+        written = 0
+        for invoice_id, outcome in outcomes.items():
+            reservation = reserved[invoice_id]
+            if outcome == "written":
+                written += 1
+                log.info("numbered", invoice_id=invoice_id, doctype=reservation["doctype"],
+                         number=reservation["formatted"])
+            elif outcome != "already":
+                log.warning("invoice_numbered_elsewhere", invoice_id=invoice_id,
+                            invoicenum=outcome)
+                await self._release([reservation],
+                                    f"invoice {invoice_id} already carries number {outcome}")
+        return written
+
+    async def _release(self, reservations: Iterable[dict[str, Any]], reason: str) -> None:
+        """Give back the numbers still only reserved, so the next documents take them."""
+        for reservation in reservations:
             if reservation["state"] == "reserved":
-                await self._client.release(
-                    rid, f"invoice {doc.invoice_id} already carries number {outcome}")
-            return 0
-        log.info("numbered", invoice_id=doc.invoice_id, doctype=doc.doctype,
-                 number=reservation["formatted"])
-        return 1
+                await self._client.release(reservation["reservation_id"], reason)

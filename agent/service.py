@@ -63,7 +63,7 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
             await asyncio.sleep(1)
     relay_wakeup, numbering_wakeup = asyncio.Event(), asyncio.Event()
     numbering = Numbering(pool, client, rules, settings.batch_size, relay_wakeup)
-    relay = Relay(pool, client, rules, has_invoicedata)
+    relay = Relay(pool, client, rules, has_invoicedata, settings.batch_size)
     changes = ChangeReporter(pool, client, rules, has_invoicedata)
 
     async def number_all() -> None:

@@ -45,7 +45,10 @@ class AgentSettings(BaseSettings, ViesOptions):
         default=30.0, gt=0, le=60, description="How often issued documents are checked for changes")
     reconcile_seconds: float = Field(default=3600.0, gt=0,
                                      description="How often a full reconciliation runs")
-    batch_size: int = Field(default=200, ge=1, le=1000, description="Documents per loop round")
+    batch_size: int = Field(
+        default=200, ge=1, le=500,
+        description="Documents per reserve request and per confirm request (the coordinator"
+                    " takes at most 500)")
     log_json: bool | None = None
     log_level: str = "info"
 

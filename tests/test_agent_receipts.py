@@ -40,13 +40,14 @@ async def test_exported_receipts_catch_a_rewritten_ledger(client, tokens, databa
         await create_agent_tables(pool)
         for invoice_id in invoices:  # what the agent's numbering loop and relay record
             reserved = await reserve(client, store["token"], str(invoice_id))
-            assert await queries.write_number(pool, invoice_id, reserved) == "written"
+            assert await queries.write_numbers(pool, {invoice_id: reserved}) == {
+                invoice_id: "written"}
             if invoice_id != invoices[-1]:
                 issued = await confirm(client, store["token"], reserved["reservation_id"])
                 snap = queries.Snapshot(invoice_id, "invoice", reserved["formatted"], "0" * 32,
                                         DOCUMENT)
-                await queries.mark_confirmed(pool, reserved["reservation_id"], snap,
-                                             issued["receipt"])
+                await queries.mark_confirmed(pool, [queries.Confirmed(
+                    reserved["reservation_id"], snap, issued["receipt"])])
     finally:
         pool.close()
         await pool.wait_closed()

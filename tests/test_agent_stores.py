@@ -165,7 +165,8 @@ def empty_store_tables(generator: StoreGenerator) -> dict[str, list[dict[str, An
 
 @contextlib.asynccontextmanager
 async def running_cluster(database_url: str, tokens: Tokens, make_whmcs: WhmcsDatabaseFactory,
-                          tmp_path: Path, rules: Rules, seed: int) -> AsyncIterator[Cluster]:
+                          tmp_path: Path, rules: Rules, seed: int,
+                          agent_env: dict[str, str] | None = None) -> AsyncIterator[Cluster]:
     coordinator = CoordinatorProcess(database_url, tmp_path, "coordinator")
     stores: list[Store] = []
     try:
@@ -186,7 +187,8 @@ async def running_cluster(database_url: str, tokens: Tokens, make_whmcs: WhmcsDa
             url = make_whmcs()
             async with connection(url) as conn:
                 await load_store(conn, empty_store_tables(generator))
-            agent = AgentProcess(name, url, coordinator.url, peer["token"], tmp_path)
+            agent = AgentProcess(name, url, coordinator.url, peer["token"], tmp_path,
+                                 env=agent_env)
             stores.append(Store(name, url, peer["peer_id"], peer["token"], generator, agent))
         for store in stores:
             store.agent.spawn()
@@ -574,14 +576,17 @@ async def test_agents_survive_sigkill_at_random_points(
         tmp_path: Path) -> None:
     """The agents, in turn, are SIGKILLed 36 times at random moments (half of them right
     after a burst of paid documents) and restarted at once, while all three stores keep
-    invoicing around 31 December: no duplicate, no gap, every due document numbered."""
+    invoicing around 31 December: no duplicate, no gap, every due document numbered. Batches
+    of 5 documents, so that a burst takes more than one and kills fall inside and between
+    batches of reserves, writes and confirms."""
     rules = Rules(invoice=Series(format="{YEAR}/{NUMBER:5}", reset="yearly"),
                   creditnote=Series(start=1, format="CR{YY}/{NUMBER:4}", reset="yearly"))
     days = day_range(date(2025, 12, 29), date(2026, 1, 3))
     rng = random.Random(2024)
     kills, busy_kills, target = 0, 0, 36
     async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=23) as cluster:
+                               rules, seed=23,
+                               agent_env={"CONCORD_AGENT_BATCH_SIZE": "5"}) as cluster:
         stop = asyncio.Event()
         writers = [asyncio.create_task(churn(store, 23, MIX_ON_PAYMENT, days, stop=stop,
                                              pause=(0.05, 0.35)))

@@ -231,6 +231,24 @@ async def create_invoice(conn: Any, rows: InvoiceRows) -> int:
     return invoice_id
 
 
+def invoice_tables(documents: Iterable[tuple[int, InvoiceRows]]) -> dict[str, list[Row]]:
+    """Documents from `StoreGenerator.new_invoice` with the ids to give them, as rows for
+    `load_store`: all created in one transaction, as WHMCS's cron creates a run of invoices.
+    Refunds need `create_invoice` (their refundid names a payment only known once inserted)."""
+    tables: dict[str, list[Row]] = {"tblinvoices": [], "tblinvoiceitems": [], "tblaccounts": [],
+                                    "mod_invoicedata": []}
+    for invoice_id, rows in documents:
+        tables["tblinvoices"].append({**rows.invoice, "id": invoice_id})
+        tables["tblinvoiceitems"] += [{**item, "invoiceid": invoice_id} for item in rows.items]
+        for payment in rows.payments:
+            if payment.get("amountout", 0) > 0:
+                raise ValueError(f"invoice {invoice_id} holds a refund: use create_invoice")
+            tables["tblaccounts"].append({**payment, "invoiceid": invoice_id})
+        if rows.snapshot is not None:
+            tables["mod_invoicedata"].append({**rows.snapshot, "invoiceid": invoice_id})
+    return tables
+
+
 async def get_config(conn: Any, setting: str) -> str | None:
     rows = await fetch_all(conn, "SELECT value FROM tblconfiguration WHERE setting = %s LIMIT 1", (setting,))
     return rows[0]["value"] if rows else None

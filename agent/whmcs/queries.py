@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from coordinator.events.canonical import canonical_json
 from coordinator.events.document import amount, document, moment, text
@@ -55,6 +55,17 @@ class DueRules:
             return status in ("Paid", "Refunded")  # Refunded: it was paid first
         return status != "Draft"
 
+    def due_sql(self) -> str:
+        """``is_due`` of ``doctype(total)`` as an SQL condition on a tblinvoices row, so that
+        a long tail of unpaid documents never hides the paid ones behind a LIMIT."""
+        def status_due(on: str) -> str:
+            return "status IN ('Paid', 'Refunded')" if on == "payment" else "status <> 'Draft'"
+
+        if self.credit_note_rule != "negative_total":
+            return status_due(self.invoice_on)
+        return (f"IF(total < 0, {status_due(self.creditnote_on)},"
+                f" {status_due(self.invoice_on)})")
+
 
 @dataclass(frozen=True)
 class DueDocument:
@@ -91,7 +102,8 @@ async def due_documents(conn: Any, rules: DueRules, limit: int) -> list[DueDocum
     rows = await fetch(
         conn,
         "SELECT id, total, status, date FROM tblinvoices"
-        " WHERE invoicenum = '' AND status <> 'Draft' ORDER BY date, id LIMIT %s",
+        f" WHERE invoicenum = '' AND status <> 'Draft' AND {rules.due_sql()}"
+        " ORDER BY date, id LIMIT %s",
         (limit,),
     )
     due = []
@@ -163,46 +175,55 @@ async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
     return out
 
 
-async def write_number(pool: Any, invoice_id: int, reservation: dict[str, Any]) -> str:
-    """Write the number and its outbox row in one transaction.
+async def write_numbers(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
+    """Write each invoice's number (invoice id -> its reservation), with its outbox row and
+    receipt, all in one transaction; only an empty ``invoicenum`` is filled.
 
-    Returns "written", "already" (this number was written before: a repeat), or the
-    number the invoice carries from someone else.
+    Returns per invoice "written", "already" (this number was written before: a repeat), or
+    the number the invoice carries from someone else ("" when the invoice is gone).
     """
-    formatted = reservation["formatted"]
+    marks, ids = _in(numbered)
     async with pool.acquire() as conn:
         await conn.begin()
         try:
             async with conn.cursor() as cur:
-                changed = await cur.execute(
-                    "UPDATE tblinvoices SET invoicenum = %s WHERE id = %s AND invoicenum = ''",
-                    (formatted, invoice_id))
-                if changed:
-                    await cur.execute(
-                        "INSERT INTO mod_concord_outbox (reservation_id, invoice_id, doctype,"
-                        " formatted, created_at) VALUES (%s, %s, %s, %s, NOW(6))",
-                        (reservation["reservation_id"], invoice_id, reservation["doctype"],
-                         formatted))
-                    await cur.execute(
-                        "INSERT INTO mod_concord_receipts (reservation_id, invoice_id, doctype,"
-                        " series, period, number, formatted, reserved_position, reserved_hash,"
-                        " received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6))"
-                        " ON DUPLICATE KEY UPDATE received_at = received_at",
-                        (reservation["reservation_id"], invoice_id, reservation["doctype"],
-                         reservation["series"], reservation["period"], reservation["number"],
-                         formatted, reservation["receipt"]["position"],
-                         reservation["receipt"]["hash"]))
-                    current = "written"
-                else:
-                    await cur.execute("SELECT invoicenum FROM tblinvoices WHERE id = %s",
-                                      (invoice_id,))
-                    row = await cur.fetchone()
-                    current = row["invoicenum"] if row else ""
+                # Locked, in id order: what is empty now is still empty when written.
+                await cur.execute(f"SELECT id, invoicenum FROM tblinvoices WHERE id IN ({marks})"
+                                  " ORDER BY id FOR UPDATE", ids)
+                current = {row["id"]: row["invoicenum"] for row in await cur.fetchall()}
+                empty = {i: r for i, r in numbered.items() if current.get(i) == ""}
+                if empty:
+                    await _fill_numbers(cur, empty)
             await conn.commit()
         except BaseException:
             await conn.rollback()
             raise
-    return "already" if current == formatted else current
+    return {i: "written" if i in empty
+            else "already" if current.get(i) == r["formatted"] else current.get(i, "")
+            for i, r in numbered.items()}
+
+
+async def _fill_numbers(cur: Any, numbered: Mapping[int, Mapping[str, Any]]) -> None:
+    marks, ids = _in(numbered)
+    cases = " ".join(["WHEN %s THEN %s"] * len(numbered))
+    await cur.execute(
+        f"UPDATE tblinvoices SET invoicenum = CASE id {cases} END"
+        f" WHERE id IN ({marks}) AND invoicenum = ''",
+        [v for i, r in numbered.items() for v in (i, r["formatted"])] + ids)
+    rows = ", ".join(["(%s, %s, %s, %s, NOW(6))"] * len(numbered))
+    await cur.execute(
+        "INSERT INTO mod_concord_outbox (reservation_id, invoice_id, doctype, formatted,"
+        f" created_at) VALUES {rows} ON DUPLICATE KEY UPDATE created_at = created_at",
+        [v for i, r in numbered.items()
+         for v in (r["reservation_id"], i, r["doctype"], r["formatted"])])
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6))"] * len(numbered))
+    await cur.execute(
+        "INSERT INTO mod_concord_receipts (reservation_id, invoice_id, doctype, series, period,"
+        " number, formatted, reserved_position, reserved_hash, received_at)"
+        f" VALUES {rows} ON DUPLICATE KEY UPDATE received_at = received_at",
+        [v for i, r in numbered.items()
+         for v in (r["reservation_id"], i, r["doctype"], r["series"], r["period"], r["number"],
+                   r["formatted"], r["receipt"]["position"], r["receipt"]["hash"])])
 
 
 async def pending_outbox(conn: Any, limit: int) -> list[dict[str, Any]]:
@@ -211,37 +232,54 @@ async def pending_outbox(conn: Any, limit: int) -> list[dict[str, Any]]:
         " WHERE confirmed_at IS NULL ORDER BY created_at LIMIT %s", (limit,))
 
 
-async def mark_confirmed(pool: Any, reservation_id: str, snap: Snapshot,
-                         receipt: dict[str, Any]) -> None:
+class Confirmed(NamedTuple):
+    reservation_id: str
+    snapshot: Snapshot
+    receipt: Mapping[str, Any]  # the coordinator's {position, hash} of the NumberIssued
+
+
+async def mark_confirmed(pool: Any, confirmed: Sequence[Confirmed]) -> None:
+    """Record confirms the coordinator acknowledged, in one transaction."""
+    if not confirmed:
+        return
+    marks, rids = _in(c.reservation_id for c in confirmed)
+    cases = " ".join(["WHEN %s THEN %s"] * len(confirmed))
     async with pool.acquire() as conn:
         await conn.begin()
         try:
             async with conn.cursor() as cur:
                 await cur.execute("UPDATE mod_concord_outbox SET confirmed_at = NOW(6)"
-                                  " WHERE reservation_id = %s", (reservation_id,))
-                await cur.execute("UPDATE mod_concord_receipts SET issued_position = %s,"
-                                  " issued_hash = %s WHERE reservation_id = %s",
-                                  (receipt["position"], receipt["hash"], reservation_id))
-                await _remember_document(cur, snap, "issued")
+                                  f" WHERE reservation_id IN ({marks})", rids)
+                await cur.execute(
+                    f"UPDATE mod_concord_receipts SET issued_position = CASE reservation_id"
+                    f" {cases} END, issued_hash = CASE reservation_id {cases} END"
+                    f" WHERE reservation_id IN ({marks})",
+                    [v for c in confirmed for v in (c.reservation_id, c.receipt["position"])]
+                    + [v for c in confirmed for v in (c.reservation_id, c.receipt["hash"])]
+                    + rids)
+                await _remember_documents(cur, [c.snapshot for c in confirmed], "issued")
             await conn.commit()
         except BaseException:
             await conn.rollback()
             raise
 
 
-async def _remember_document(cur: Any, snap: Snapshot, origin: str) -> None:
+async def _remember_documents(cur: Any, snaps: Sequence[Snapshot], origin: str) -> None:
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, NOW(6))"] * len(snaps))
     await cur.execute(
         "INSERT INTO mod_concord_documents (invoice_id, doctype, formatted, origin,"
-        " state_fingerprint, snapshot_sha256, reported_at) VALUES (%s, %s, %s, %s, %s, %s, NOW(6))"
+        f" state_fingerprint, snapshot_sha256, reported_at) VALUES {rows}"
         " ON DUPLICATE KEY UPDATE state_fingerprint = VALUES(state_fingerprint),"
         " snapshot_sha256 = VALUES(snapshot_sha256), reported_at = VALUES(reported_at)",
-        (snap.invoice_id, snap.doctype, snap.formatted, origin, snap.fingerprint, snap.sha256))
+        [v for snap in snaps for v in (snap.invoice_id, snap.doctype, snap.formatted, origin,
+                                       snap.fingerprint, snap.sha256)])
 
 
 async def remember_documents(pool: Any, snaps: Iterable[Snapshot], origin: str) -> None:
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        for snap in snaps:
-            await _remember_document(cur, snap, origin)
+    batch = list(snaps)
+    if batch:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await _remember_documents(cur, batch, origin)
 
 
 async def undo_number(pool: Any, reservation_id: str, invoice_id: int, formatted: str) -> None:
