@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from typing import Any
 
-from tests.api_helpers import DOCUMENT, add_store, ledger_position, reserve
+from tests.api_helpers import (
+    DOCUMENT,
+    add_store,
+    ledger_held,
+    ledger_position,
+    reserve,
+    until_writer_waits,
+)
 from tests.conftest import bearer
 
 
@@ -92,3 +101,34 @@ async def test_five_hundred_documents_in_one_request(client, tokens) -> None:
         "confirmations": [{"reservation_id": r["reservation_id"], "document": DOCUMENT}
                           for r in body["results"]]})
     assert status == 200 and {r["state"] for r in body["results"]} == {"issued"}
+
+
+async def test_a_single_request_does_not_wait_behind_a_big_batch(
+        client, tokens, database_url: str) -> None:
+    """A ledger transaction takes the single requests waiting first and only a slice of a
+    batch: a reserve sent while 500 documents wait is written before most of them."""
+    big = await add_store(client, tokens.operator, "big")
+    small = await add_store(client, tokens.operator, "small")
+    async with ledger_held(database_url) as holder:
+        batch = asyncio.create_task(_post(client, "/v1/reservations/batch", big["token"], {
+            "documents": [_doc(str(k)) for k in range(1, 501)]}))
+        await until_writer_waits(holder)  # the first slice of the batch waits for the lock
+        single = asyncio.create_task(_post(client, "/v1/reservations", small["token"],
+                                           _doc("1")))
+        for _ in range(500):  # until it waits in the queue, at most 5 s
+            if await _waiting_singles(client):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the single request never reached the queue")
+    (status, batch_body), (single_status, single_body) = await asyncio.gather(batch, single)
+    assert (status, single_status) == (200, 201)
+    numbers = sorted(r["number"] for r in batch_body["results"])
+    assert numbers[-1] == 501 and single_body["number"] < 300, single_body["number"]
+
+
+async def _waiting_singles(client: Any) -> int:
+    text = await (await client.get("/metrics")).text()
+    found = re.search(r'^concord_ledger_queued_commands\{lane="single"\} (\S+)$', text, re.M)
+    assert found, "the queue's gauge is missing"
+    return int(float(found.group(1)))

@@ -17,11 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from coordinator import advisory_locks
 from coordinator.app import create_app
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.settings import Settings
-from tests.api_helpers import DOCUMENT, add_store, confirm, reserve
+from tests.api_helpers import DOCUMENT, add_store, confirm, ledger_held, reserve, until_writer_waits
 from tests.conftest import Tokens, bearer
 from tests.test_cli import concord
 
@@ -142,9 +141,7 @@ async def test_a_held_ledger_gets_bounded_503s_and_writes_nothing_it_refused(
         slow_client, tokens: Tokens, database_url: str) -> None:
     client = slow_client
     store = await add_store(client, tokens.operator)
-    holder = await asyncpg.connect(database_url)  # another replica, stuck while holding the lock
-    await holder.execute("SELECT pg_advisory_lock($1)", advisory_locks.LEDGER)
-    try:
+    async with ledger_held(database_url) as holder:  # a replica stuck mid-batch
         async def post_reserve(doc_id: str) -> tuple[int, dict[str, Any], str | None]:
             resp = await client.post("/v1/reservations", headers=bearer(store["token"]), json={
                 "doctype": "invoice", "doc_id": doc_id, "date": "2026-03-01"})
@@ -153,10 +150,7 @@ async def test_a_held_ledger_gets_bounded_503s_and_writes_nothing_it_refused(
         loop = asyncio.get_running_loop()
         started = loop.time()
         first = asyncio.create_task(post_reserve("held-0"))
-        while not await holder.fetchval(  # the writer waits for the lock with it (bounded)
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
-            assert loop.time() - started < 5, "the writer never asked for the ledger lock"
-            await asyncio.sleep(0.01)
+        await until_writer_waits(holder)
         answers = [*await asyncio.gather(*(post_reserve(f"held-{k}") for k in range(1, 8))),
                    await first]
         waited = loop.time() - started
@@ -166,9 +160,6 @@ async def test_a_held_ledger_gets_bounded_503s_and_writes_nothing_it_refused(
         # refused at once; none of them waited longer than the answer timeout.
         assert codes == ["busy"] * 4 + ["unavailable"] * 4, codes
         assert waited < 5, waited
-    finally:
-        await holder.execute("SELECT pg_advisory_unlock($1)", advisory_locks.LEDGER)
-        await holder.close()
     after = await reserve(client, store["token"], "after")
     assert after["number"] == 1, "a command whose caller was told 'not written' was written"
     health = await client.get("/healthz")
@@ -256,9 +247,7 @@ async def test_the_writer_starts_again_after_a_crash_of_its_loop(
 async def test_a_batch_none_of_which_could_be_written_is_a_503(
         slow_client, tokens: Tokens, database_url: str) -> None:
     store = await add_store(slow_client, tokens.operator)
-    holder = await asyncpg.connect(database_url)
-    await holder.execute("SELECT pg_advisory_lock($1)", advisory_locks.LEDGER)
-    try:
+    async with ledger_held(database_url):
         resp = await slow_client.post("/v1/reservations/batch", headers=bearer(store["token"]),
                                       json={"documents": [
                                           {"doctype": "invoice", "doc_id": str(k),
@@ -266,6 +255,4 @@ async def test_a_batch_none_of_which_could_be_written_is_a_503(
         body = await resp.json()
         assert (resp.status, resp.headers.get("Retry-After")) == (503, "1"), body
         assert body["error"]["code"] == "unavailable", body
-    finally:
-        await holder.close()
     assert (await reserve(slow_client, store["token"], "0"))["number"] == 1

@@ -64,6 +64,8 @@ BATCH_SECONDS = Histogram(
 FAULTS = Counter("concord_ledger_faults", "Ledger batches that failed, by kind",
                  ["kind"])  # database_away | command_failed | writer_crashed
 WRITABLE = Gauge("concord_ledger_writable", "1 while this process can write the ledger")
+QUEUED = Gauge("concord_ledger_queued_commands", "Commands waiting for the ledger",
+               ["lane"])  # single | batch
 
 # Errors that say nothing about the commands: the database is away, restarting, read-only,
 # out of resources, or did not answer in time. Everything else is a command's own failure.
@@ -82,6 +84,10 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,  # serialization failure, deadlock
 )
 
+
+# Batch items one ledger transaction takes at most: a transaction of 128 commands commits
+# in a few milliseconds, so single requests queued behind a batch of 500 are not held up.
+BULK_SLICE = 128
 
 REFUSED_UNWRITTEN = (asyncpg.ReadOnlySQLTransactionError, asyncpg.TransactionRollbackError,
                      asyncpg.InsufficientResourcesError, asyncpg.LockNotAvailableError)
@@ -169,7 +175,14 @@ class LedgerWriter:
         self._answer_timeout = answer_timeout
         self._acquire_timeout = acquire_timeout
         self._probe_seconds = probe_seconds
+        # Two lanes: single requests, and the items of batch requests. Each ledger
+        # transaction takes every waiting single request first and at most BULK_SLICE
+        # batch items, so a request never waits behind more than one slice of a big batch.
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
+        self._bulk: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
+        self._arrived = asyncio.Event()
+        QUEUED.labels("single").set_function(self._queue.qsize)
+        QUEUED.labels("batch").set_function(self._bulk.qsize)
         self._tasks: list[asyncio.Task[None]] = []
         self._held: list[_Pending] = []  # the batch the loop works on: answered if it crashes
         self._stopping = False
@@ -195,10 +208,11 @@ class LedgerWriter:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(LedgerUnavailable("the coordinator is stopping"))
+        for lane in (self._queue, self._bulk):
+            while not lane.empty():
+                pending = lane.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(LedgerUnavailable("the coordinator is stopping"))
         await self._drop_connection()
 
     async def execute(self, command: c.Command) -> dict[str, Any]:
@@ -217,14 +231,15 @@ class LedgerWriter:
         queue has no room for all of them: then none was queued."""
         if self._stopping:
             raise LedgerUnavailable("the coordinator is stopping")
-        if self._queue.maxsize - self._queue.qsize() < len(commands):
+        lane = self._queue if len(commands) == 1 else self._bulk
+        if lane.maxsize - lane.qsize() < len(commands):
             raise LedgerUnavailable(
-                f"the ledger is busy: {self._queue.qsize()} commands are waiting",
-                busy=True)
+                f"the ledger is busy: {lane.qsize()} commands are waiting", busy=True)
         loop = asyncio.get_running_loop()
         pending = [_Pending(cmd, loop.create_future()) for cmd in commands]
         for item in pending:  # no await in between: nothing else queues among them
-            self._queue.put_nowait(item)
+            lane.put_nowait(item)
+        self._arrived.set()
         _, late = await asyncio.wait([p.future for p in pending], timeout=self._answer_timeout)
         for future in late:
             future.cancel()  # a command still queued is skipped unwritten
@@ -260,21 +275,19 @@ class LedgerWriter:
                     "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)))
                 raise
             self._held = []
-            if self._queue.empty():  # nothing more to write: let other replicas append
+            if self._queue.empty() and self._bulk.empty():  # let other replicas append
                 await self._release()
 
     async def _take(self) -> list[_Pending]:
-        """The next commands whose callers still wait (a caller that timed out is skipped)."""
-        batch: list[_Pending] = []
-        while not batch:
-            first = await self._queue.get()
-            if not first.future.done():
-                batch.append(first)
-        while len(batch) < self._max_batch and not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                batch.append(pending)
-        return batch
+        """The next commands whose callers still wait (a caller that timed out is skipped):
+        the single requests first, then a slice of batch items."""
+        while True:
+            batch = _drain(self._queue, self._max_batch)
+            batch += _drain(self._bulk, min(BULK_SLICE, self._max_batch - len(batch)))
+            if batch:
+                return batch
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def _write_isolating(self, batch: list[_Pending]) -> None:
         """Write ``batch``; if a command fails it, write the rest without it (by halves)."""
@@ -440,6 +453,15 @@ class LedgerWriter:
                 self._problem = READ_ONLY
             elif self._down.is_set():
                 self._writable()
+
+
+def _drain(lane: asyncio.Queue[_Pending], most: int) -> list[_Pending]:
+    taken: list[_Pending] = []
+    while len(taken) < most and not lane.empty():
+        pending = lane.get_nowait()
+        if not pending.future.done():
+            taken.append(pending)
+    return taken
 
 
 READ_ONLY = "the database is read-only (a standby, or set so by an operator)"
