@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from coordinator.app import create_app
 from coordinator.console.guard import CONTENT_SECURITY_POLICY
 from coordinator.console.overview import IssuedCounts, Remembered
 from coordinator.console.overview import read as read_overview
+from coordinator.console.pages import REMEMBERED
+from coordinator.console.setup import WARM_UP
 from coordinator.http.routes import POOL, WRITER
 from coordinator.ledger import queries
 from coordinator.ledger.pending import flag_overdue
@@ -297,3 +300,21 @@ async def test_every_console_read_has_an_index_to_take(client, tokens) -> None:
             plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
             for table in ("events", "reservations", "documents", "warnings"):
                 assert f"Seq Scan on {table}" not in plan, f"{sql}\n{plan}"
+
+
+async def test_a_started_coordinator_counts_the_closed_intervals_before_the_first_overview(
+        aiohttp_client, client, tokens, settings) -> None:
+    store = await add_store(client, tokens.operator)
+    for doc in ("1", "2"):
+        await confirm(client, store["token"], (await reserve(client, store["token"], doc))[
+            "reservation_id"])
+    started = await aiohttp_client(create_app(settings))  # another replica, started now
+    console = started.server.app._subapps[0]
+    await console[WARM_UP]
+    async with started.server.app[POOL].acquire() as conn:
+        recorder = _Recorder(conn)
+        seen = await read_overview(recorder, "Europe/Amsterdam", console[REMEMBERED])
+    counted = [args[0] for sql, args in recorder.statements if "width_bucket" in sql]
+    # Only what is still open is counted: the current hour, and today.
+    assert [len(bounds) - 1 for bounds in counted] == [1, 1]
+    assert seen.chart.total == 2 and [r["today"] for r in seen.issued] == [2]

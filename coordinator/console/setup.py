@@ -3,18 +3,24 @@ and its own middleware (coordinator/console/guard.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
+import structlog
 from aiohttp import web
 
-from coordinator.console import actions, pages
+from coordinator.console import actions, overview, pages
 from coordinator.console.guard import guard
 from coordinator.console.overview import Remembered
+from coordinator.http.routes import POOL, TIMEZONE
+
+log = structlog.get_logger("concord.console")
 
 PREFIX = "/console"
+WARM_UP = web.AppKey("console_warm_up", asyncio.Task)
 
 
 def console_app() -> web.Application:
@@ -50,9 +56,32 @@ def console_app() -> web.Application:
     return console
 
 
+async def _warm_up(app: web.Application, remembered: Remembered) -> None:
+    """Count the overview's closed intervals once, before anyone asks (the first overview
+    would count the 7 days and the month itself)."""
+    try:
+        async with app[POOL].acquire() as conn:
+            await overview.read(conn, app[TIMEZONE], remembered)
+    except Exception as exc:  # the first overview counts them itself then
+        log.warning("console_warm_up_failed", error=repr(exc))
+
+
 def add_console(app: web.Application) -> None:
+    console = console_app()
+
     async def to_console(_: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect(f"{PREFIX}/")
 
+    # After the application's own start-up (the pool exists then); stopped before its
+    # clean-up closes the pool.
+    async def start_warm_up(app: web.Application) -> None:
+        console[WARM_UP] = asyncio.create_task(_warm_up(app, console[pages.REMEMBERED]))
+
+    async def stop_warm_up(_: web.Application) -> None:
+        console[WARM_UP].cancel()
+        await asyncio.gather(console[WARM_UP], return_exceptions=True)
+
+    app.on_startup.append(start_warm_up)
+    app.on_shutdown.append(stop_warm_up)
     app.router.add_get(PREFIX, to_console)
-    app.add_subapp(PREFIX, console_app())
+    app.add_subapp(PREFIX, console)
