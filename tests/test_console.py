@@ -156,6 +156,8 @@ async def test_series_edit_shows_its_consequences_then_writes_or_explains(client
     assert "is not above 2, the highest number already handed out" in await resp.text()
     resp = await client.post("/console/series/invoice", data={"csrf": csrf, "increment": "x"})
     assert resp.status == 400 and "increment" in await resp.text()
+    resp = await client.post("/console/series/invoice", data={"csrf": csrf, "increment": "1"})
+    assert resp.status == 400 and "Nothing to change" in await resp.text()
     assert await ledger_position(client) == at
 
 

@@ -84,6 +84,11 @@ def _series_body(form: Form, current: SeriesSettings) -> SeriesBody:
     return SeriesBody.model_validate(data)
 
 
+def _nothing_to_change(body: SeriesBody) -> bool:
+    """As the API has it: no setting changed and no next number."""
+    return not body.model_dump(exclude_none=True, exclude={"next", "period"}) and body.next is None
+
+
 def _consequences(name: str, body: SeriesBody, series: dict[str, Any], today: Any) -> list[str]:
     """What the change means, in words, from the series' periods as they are now."""
     out = []
@@ -122,11 +127,10 @@ async def series_review(request: web.Request) -> web.Response:
         body = _series_body(form, SeriesSettings.model_validate(state["current"]["settings"]))
     except ValidationError as exc:
         return _series_refused(request, state, name, describe_validation_error(exc), 400)
-    changes = body.model_dump(exclude_none=True)
-    if not changes:
+    if _nothing_to_change(body):
         return _series_refused(request, state, name, "Nothing to change.", 400)
     return page(request, "series_review.html", {
-        "name": name, "changes": changes,
+        "name": name, "changes": body.model_dump(exclude_none=True),
         "consequences": _consequences(name, body, state["current"], _today(request))})
 
 
@@ -136,6 +140,8 @@ async def series_apply(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         body = _series_body(form, SeriesSettings.model_validate(state["current"]["settings"]))
+        if _nothing_to_change(body):
+            return _series_refused(request, state, name, "Nothing to change.", 400)
         result = await request.config_dict[WRITER].execute(c.ConfigureSeries(
             series=name, changes=body.model_dump(exclude_none=True, exclude={"next", "period"}),
             next=body.next, period=body.period, today=_today(request)))
