@@ -82,7 +82,3 @@ async def _refusal(request: web.Request) -> web.StreamResponse | None:
                           "A reader token sees everything and changes nothing; sign in with an "
                           "operator token to change this.")
     return None
-
-
-def current_session(request: web.Request) -> session.Session:
-    return request[SESSION]
