@@ -50,6 +50,25 @@ def item_result(answer: dict[str, Any]) -> ItemResult:
     return CoordinatorRefused(status, code, message)
 
 
+# Half the coordinator's 8 MiB body limit: a batch of large snapshots (invoices of hundreds
+# of items) goes in several requests rather than being refused whole.
+BODY_LIMIT = 4 * 1024 * 1024
+
+
+def _within_body_limit(items: Sequence[dict[str, Any]]) -> list[Sequence[dict[str, Any]]]:
+    chunks: list[Sequence[dict[str, Any]]] = []
+    start, size = 0, 0
+    for index, item in enumerate(items):
+        item_size = len(orjson.dumps(item)) + 1
+        if index > start and size + item_size > BODY_LIMIT:
+            chunks.append(items[start:index])
+            start, size = index, 0
+        size += item_size
+    if start < len(items):
+        chunks.append(items[start:])
+    return chunks
+
+
 class CoordinatorClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 15.0,
                  patience: float = 60.0) -> None:
@@ -113,9 +132,23 @@ class CoordinatorClient:
 
     async def batch(self, path: str, key: str,
                     items: Sequence[dict[str, Any]]) -> list[ItemResult]:
-        """One result per item, in order. Items the coordinator answered 503 (or the whole
-        request, unanswered) are sent again, as they were, for up to ``patience`` seconds;
-        what is still unavailable then comes back as CoordinatorUnavailable."""
+        """One result per item, in order, in as few requests as the coordinator's body limit
+        allows. Items the coordinator answered 503 (or a whole request, unanswered) are sent
+        again, as they were, for up to ``patience`` seconds; what is still unavailable then
+        comes back as CoordinatorUnavailable (raised when no item was answered at all)."""
+        results: list[ItemResult] = []
+        for chunk in _within_body_limit(items):
+            try:
+                results += await self._batch_request(path, key, chunk)
+            except CoordinatorUnavailable as exc:
+                if not results:
+                    raise
+                results += [exc] * (len(items) - len(results))
+                break
+        return results
+
+    async def _batch_request(self, path: str, key: str,
+                             items: Sequence[dict[str, Any]]) -> list[ItemResult]:
         results: list[ItemResult] = [CoordinatorUnavailable("not sent")] * len(items)
         todo = list(range(len(items)))
         try:

@@ -270,6 +270,31 @@ async def test_sigkill_between_the_coordinators_answer_and_the_mysql_commit(
     print(f"issued {counts}")
 
 
+async def test_a_batch_larger_than_the_coordinators_body_limit_is_confirmed(
+        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
+        tmp_path: Path) -> None:
+    """30 paid invoices of ~400 KB each (bundles of long item lines): their confirms, about
+    12 MB together, exceed the coordinator's 8 MiB request body, yet all are issued."""
+    rules = Rules(invoice=Series(), creditnote=Series())
+    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
+                               rules, seed=61) as cluster:
+        alpha = cluster.stores[0]
+        documents = []
+        for invoice_id in range(1, 31):
+            rows = alpha.generator.new_invoice(status="Paid", date=date(2025, 2, 1))
+            line = rows.items[0]
+            rows.items += [{**line, "description": f"{n}: " + "usage record " * 4000,
+                            "amount": 0} for n in range(8)]
+            documents.append((invoice_id, rows))
+        await create_at_once(alpha.whmcs_url, documents)
+        await wait_settled(cluster)
+        ledger = await verify(cluster)
+        assert_clean_logs(cluster)
+    assert summary(ledger) == {"invoice/all": 30, "released_then_reused": 0}
+    sizes = [len(str(doc["snapshot"])) for doc in ledger.documents.values()]
+    assert sum(sizes) > 10 * 1024 * 1024, "the confirms must exceed the coordinator's limit"
+
+
 # -- a burst ---------------------------------------------------------------------------------
 
 BURST = 2000
