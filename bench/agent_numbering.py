@@ -679,7 +679,8 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                  for table, after in (await table_scans(pg_url)).items()}
         functions = {name: (calls - functions_before.get(name, (0, 0.0))[0],
                             total - functions_before.get(name, (0, 0.0))[1])
-                     for name, (calls, total) in (await function_times(pg_url)).items()}
+                     for name, (calls, total) in (await function_times(pg_url)).items()
+                     if calls > functions_before.get(name, (0, 0.0))[0]}
         # The history holds a few documents more than asked: those still reserved when the
         # ledger reached its size were issued too (bench/ledger_fixture.py, finish_pending).
         preloaded = sum(len(s.numbered) for s in stores)
@@ -744,10 +745,11 @@ AGENT_ACTIVITIES: list[tuple[str, str, str]] = [
     ("startup (imports, settings, first heartbeat)", r"^_find_and_load$|^run_agent$", ""),
     ("changes scan / reconcile", r"^ChangeReporter\.", "agent/changes.py"),
     ("heartbeat", r"^beat$", "agent/heartbeat.py"),
-    ("numbering: reserve over HTTP", r"^CoordinatorClient\.reserve$", "agent/client.py"),
-    ("numbering: MySQL transaction (invoicenum + outbox + receipt)", r"^write_number$", "queries.py"),
+    ("numbering: batch reserve over HTTP", r"^CoordinatorClient\.reserve_many$", "agent/client.py"),
+    ("numbering: MySQL transaction (invoicenums + outbox + receipts)", r"^write_numbers$",
+     "queries.py"),
     ("numbering: query due documents", r"^due_documents$", "queries.py"),
-    ("relay: confirm over HTTP", r"^CoordinatorClient\.confirm$", "agent/client.py"),
+    ("relay: batch confirm over HTTP", r"^CoordinatorClient\.confirm_many$", "agent/client.py"),
     ("relay: MySQL transaction (mark confirmed + documents)", r"^mark_confirmed$", "queries.py"),
     ("relay: build snapshots (MySQL reads + document JSON)", r"^snapshots$", "queries.py"),
     ("relay: query pending outbox", r"^pending_outbox$", "queries.py"),
@@ -758,8 +760,8 @@ AGENT_ACTIVITIES: list[tuple[str, str, str]] = [
 COORDINATOR_ACTIVITIES: list[tuple[str, str, str]] = [
     ("startup", r"^_find_and_load$", ""),
     ("ledger writer (group commit: decide, append, projections)", r".", "coordinator/ledger/writer.py"),
-    ("POST /v1/reservations (handler)", r"^create_reservation$", "routes.py"),
-    ("POST …/confirm (handler)", r"^confirm_reservation$", "routes.py"),
+    ("POST /v1/reservations/batch (handler)", r"^reserve_batch$", "routes.py"),
+    ("POST /v1/reservations/confirm (handler)", r"^confirm_batch$", "routes.py"),
     ("POST /v1/heartbeat, GET /metrics, other handlers", r"^(heartbeat|metrics|healthz)$", "routes.py"),
     ("HTTP middleware (auth, errors, logging)", r".", "coordinator/http/middleware.py"),
     ("aiohttp server (parse, respond)", r".", "aiohttp/"),
@@ -968,7 +970,7 @@ def render(result: Result, *, profile_requested: bool) -> str:
         lines += ["", f"Profile: failed ({'; '.join(result.profile_errors)})."]
     lines += [
         "",
-        "Reproduce: `.venv/bin/python -m bench.agent_numbering --profile` (about 3 minutes;"
+        "Reproduce: `.venv/bin/python -m bench.agent_numbering --profile` (about 5 minutes;"
         " PostgreSQL on 127.0.0.1:5432 or `DATABASE_URL`, MariaDB on 127.0.0.1:3306 or"
         " `CONCORD_TEST_MYSQL_URL`, `.venv/bin/pip install py-spy` for `--profile`; rewrites this"
         " block). `--invoices N` for another size, `--preload N` for another history (0: fresh"
