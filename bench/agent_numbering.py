@@ -44,6 +44,7 @@ import aiohttp
 import asyncmy.errors
 import asyncpg
 
+from agent.settings import AgentSettings
 from agent.whmcs.fixture import (
     MySQLURL,
     connect,
@@ -61,6 +62,7 @@ from bench.agent_preload import Numbered, PreloadError, preload_ledger, remember
 from bench.coordinator import wait_for_chain
 from bench.cpu import cpu_seconds, machine_busy_seconds, wait_for_quiet
 from bench.postgres import admin_url, with_database
+from bench.report import write_section
 from coordinator.scratch_postgres import run_sql
 
 STORES = ("alpha", "bravo", "charlie")
@@ -79,6 +81,7 @@ POLL_SECONDS = 0.25  # how often the benchmark looks whether the stores are done
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 INSERT_CHUNK = 500
+AGENT_BATCH_SIZE: int = AgentSettings.model_fields["batch_size"].default
 PRELOAD = 100_000  # documents numbered before the run: stores (and a ledger) in service
 SEED = 20251122
 
@@ -329,6 +332,7 @@ class Result:
     preloaded: int = 0  # documents numbered before the run (--preload)
     preload_events: int = 0  # the ledger's events before the run
     preload_seconds: float = 0.0  # building and loading them, rebuilding the projections
+    batch_size: int = AGENT_BATCH_SIZE  # the agents' CONCORD_AGENT_BATCH_SIZE
 
     @property
     def rate(self) -> float:
@@ -521,7 +525,8 @@ async def cleanup() -> AsyncIterator[Cleanup]:
 
 
 async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
-              workdir: Path, pg_settings: list[str] | None = None, preload: int = 0) -> Result:
+              workdir: Path, pg_settings: list[str] | None = None, preload: int = 0,
+              batch_size: int = AGENT_BATCH_SIZE) -> Result:
     mysql_admin = parse_mysql_url(MYSQL_ADMIN).with_database("")
     tag = uuid.uuid4().hex[:8]
     pg_name = f"concord_bench_agent_{tag}"
@@ -624,6 +629,7 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                 "CONCORD_AGENT_HOST": "127.0.0.1",
                 "CONCORD_AGENT_PORT": str(store.port),
                 "CONCORD_AGENT_POLL_SECONDS": "0.2",
+                "CONCORD_AGENT_BATCH_SIZE": str(batch_size),
                 "CONCORD_AGENT_LOG_LEVEL": "warning",
                 "CONCORD_AGENT_LOG_JSON": "true",
             }
@@ -702,7 +708,8 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                       writer=writer, checks=checks, machine=machine, neighbours=neighbours,
                       scans=scans, functions=functions, profiles=profiles, profile_errors=errors,
                       stores=stores, preloaded=preloaded, preload_events=head,
-                      preload_seconds=history.seconds if history else 0.0)
+                      preload_seconds=history.seconds if history else 0.0,
+                      batch_size=batch_size)
 
 
 async def _close(conn: Any) -> None:
@@ -897,7 +904,8 @@ def render(result: Result, *, profile_requested: bool) -> str:
            if result.preloaded else "one coordinator process on a fresh PostgreSQL database")
         + "; series `invoice` with its defaults (`{NUMBER}`, on payment)."
         " The clock starts when the three `python -m agent serve` processes are started (poll"
-        " interval 0.2 s, batch 200, log level warning) and stops when every invoice has an"
+        f" interval 0.2 s, batch {result.batch_size}, log level warning) and stops when every"
+        " invoice has an"
         " `invoicenum` and every `mod_concord_outbox` row is confirmed (checked every"
         f" {POLL_SECONDS} s). CPU seconds per process from `/proc` over the same interval.",
         "",
@@ -1026,18 +1034,6 @@ def bound_text(result: Result) -> str:
     return text
 
 
-def write_docs(path: Path, block: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    body = f"{BEGIN}\n{block}\n{END}"
-    begin = text.find("<!-- bench:agent:begin")
-    end = text.find(END)
-    if begin != -1 and end != -1:
-        text = text[:begin] + body + text[end + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{body}\n"
-    path.write_text(text)
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -1060,6 +1056,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
                         help="a PostgreSQL setting for the benchmark's database (ALTER DATABASE …"
                              " SET), e.g. plan_cache_mode=force_custom_plan; repeatable")
+    parser.add_argument("--batch-size", type=int, default=AGENT_BATCH_SIZE,
+                        help=f"the agents' CONCORD_AGENT_BATCH_SIZE (default {AGENT_BATCH_SIZE},"
+                             " the agent's own default)")
     parser.add_argument("--output", type=Path, default=DOCS, help="the markdown file to rewrite")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--keep", action="store_true", help="keep the logs and profiles (printed path)")
@@ -1087,7 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with admin_url() as (pg_admin, _where):
             result = asyncio.run(run(args.invoices, pg_admin, args.profile, args.timeout, workdir,
-                                     args.pg_set, args.preload))
+                                     args.pg_set, args.preload, args.batch_size))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)
@@ -1112,7 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nchecks failed: " + "; ".join(result.checks), file=sys.stderr)
         return 1
     if not (args.quick or args.no_write):
-        write_docs(args.output, block)
+        write_section(args.output, TITLE, BEGIN, END, block.split("\n"))
         print(f"\nwritten to {args.output}")
     return 0
 

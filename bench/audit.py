@@ -42,6 +42,7 @@ import asyncpg
 
 from bench.ledger_fixture import LedgerBuilder, copy_events
 from bench.postgres import admin_url, checkpoint, fresh_database, server_facts
+from bench.report import write_section
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.migrations import migrate
 from coordinator.scratch_postgres import run_sql
@@ -244,17 +245,6 @@ def block(r: dict[str, Any], commit: str) -> list[str]:
     return lines
 
 
-def write_docs(lines: list[str]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    body = "\n".join([BEGIN, *lines, END])
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin != -1 and end != -1:
-        text = text[:begin] + body + text[end + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{body}\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -267,7 +257,7 @@ def main() -> None:
     lines = block(results, commit)
     print("\n".join(lines))
     if not args.no_docs:
-        write_docs(lines)
+        write_section(DOCS, TITLE, BEGIN, END, lines)
 
 
 if __name__ == "__main__":

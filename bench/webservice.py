@@ -44,6 +44,7 @@ from agent.whmcs.generator import StoreGenerator
 from bench.agent_numbering import mariadb_pids
 from bench.cpu import CpuMeter, cpu_seconds, wait_for_quiet
 from bench.postgres import admin_url, fresh_database
+from bench.report import write_section
 from coordinator.app import create_app
 from coordinator.db import connect
 from coordinator.events.europe import home_member_state
@@ -385,17 +386,6 @@ def render(results: list[Measurement], documents: int, facts: str, setup: float)
     return "\n".join([method, "", *rows, *checks])
 
 
-def write_docs(block: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    body = f"{BEGIN}\n{block}\n{END}"
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + body + text[end + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## WebService Get feed: 100,000 documents\n\n" + body + "\n"
-    DOCS.write_text(text, encoding="utf-8")
-
-
 def _facts(pg_url: str, mysql_url: str) -> str:
     async def versions() -> str:
         conn = await asyncpg.connect(pg_url)
@@ -449,7 +439,8 @@ def run(documents: int, write: bool) -> int:
             asyncio.run(drop_database(parse_admin_url(mysql_admin), database))
     print(block)
     if write:
-        write_docs(block)
+        write_section(DOCS, "## WebService Get feed: 100,000 documents", BEGIN, END,
+                      block.split("\n"))
     return 0
 
 
