@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import asyncmy.errors
 import pytest
+from aiohttp import web
 
+from agent.client import CoordinatorClient, CoordinatorRefused
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool
 from agent.whmcs.database import parse_mysql_url as parse_agent_url
@@ -185,6 +187,44 @@ async def test_due_documents_are_not_hidden_behind_older_unpaid_ones(
         pool.close()
         await pool.wait_closed()
     assert len(expected("payment", "payment", 10)) == 3  # the test means something
+
+
+# -- the batch protocol ------------------------------------------------------------------------
+
+async def test_items_the_ledger_could_not_write_are_sent_again_as_they_were(
+        aiohttp_server: Any) -> None:
+    """The coordinator answers some items of a batch 503 (its ledger did not answer in time
+    for them), refuses one and numbers the rest: the client sends exactly the 503 items
+    again, unchanged, and hands back one result per document in the request's order. (The
+    real coordinator gives such answers only under a timing fault, hence this stand-in.)"""
+    sent: list[list[dict[str, Any]]] = []
+
+    async def reserve_batch(request: web.Request) -> web.Response:
+        items = (await request.json())["documents"]
+        sent.append(items)
+        results: list[dict[str, Any]] = []
+        for n, item in enumerate(items):
+            if item["doc_id"] == "13":
+                results.append({"status": 403, "error": {"code": "peer_retired",
+                                                         "message": "retired"}})
+            elif len(sent) == 1 and n % 2:
+                results.append({"status": 503, "error": {"code": "unavailable",
+                                                         "message": "no answer in time"}})
+            else:
+                results.append({"status": 201, "doc_id": item["doc_id"], "state": "reserved"})
+        return web.json_response({"results": results})
+
+    app = web.Application()
+    app.router.add_post("/v1/reservations/batch", reserve_batch)
+    server = await aiohttp_server(app)
+    async with CoordinatorClient(str(server.make_url("")), "token", patience=10) as client:
+        documents = [("invoice", str(doc_id), date(2025, 5, doc_id)) for doc_id in range(10, 16)]
+        results = await client.reserve_many(documents)
+    assert len(sent) == 2
+    assert sent[1] == [sent[0][1], sent[0][5]]  # "11" and "15"; "13" was refused, not resent
+    assert [r["doc_id"] if isinstance(r, dict) else r.code for r in results] == [
+        "10", "11", "12", "peer_retired", "14", "15"]
+    assert isinstance(results[3], CoordinatorRefused)
 
 
 # -- crashes around a batch --------------------------------------------------------------------
