@@ -4,6 +4,8 @@ pages in chromium: tests/test_console_browser.py)."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from typing import Any
 
@@ -209,8 +211,21 @@ async def test_warnings_filtered_and_resolved(client, tokens) -> None:
 
 async def test_search_a_number_and_read_its_history(client, tokens) -> None:
     store = await add_store(client, tokens.operator, "north")
+    resp = await client.post("/v1/heartbeat", headers=bearer(store["token"]), json={
+        "agent_version": "1", "settings": {"country": "DE", "timezone": "UTC"}})
+    assert resp.status == 200
     r = await reserve(client, store["token"], "41")
-    issued = await confirm(client, store["token"], r["reservation_id"])
+    resp = await client.post(
+        f"/v1/reservations/{r['reservation_id']}/confirm", headers=bearer(store["token"]),
+        json={"document": {"ClientData": {"UserID": 7, "Country": "NL",
+                                          "TaxID": "NL123456789B01"},
+                           "DocData": {"Date": "2026-03-01", "Total": "12.10"}}})
+    assert resp.status == 200, await resp.text()
+    issued = await resp.json()
+    # A verdict the feed recorded: the history shows it and asks VIES nothing.
+    async with client.server.app[POOL].acquire() as conn:
+        await conn.execute("INSERT INTO vies_cache (country, number, valid, checked_at)"
+                           " VALUES ('NL', '123456789B01', true, now())")
     await sign_in(client, tokens.reader)
     found = await (await client.get(f"/console/numbers?by=number&q={r['formatted']}")).text()
     assert f"/console/numbers/history?number={r['formatted']}" in found
@@ -222,7 +237,15 @@ async def test_search_a_number_and_read_its_history(client, tokens) -> None:
     assert rows == [(str(r["receipt"]["position"]), "NumberReserved"),
                     (str(issued["receipt"]["position"]), "NumberIssued")]
     assert issued["receipt"]["hash"] in history
-    assert "&#34;ClientData&#34;" in history  # the snapshot, escaped
+    shown = json.loads(html.unescape(re.search(r'<pre class="snapshot"[^>]*>(.*?)</pre>',
+                                               history, re.S)[1]))
+    assert shown["Store"] == "north"
+    assert shown["ClientData"]["Europe"]["MemberState"] == "NL"
+    assert shown["ClientData"]["Europe"]["VIES"] is True
+    assert "VIES: the verdict last recorded by the feed" in history
+    resp = await client.post("/v1/webservice", data={"action": "Get", "token": tokens.reader,
+                                                     "invoiceid": "41"})
+    assert shown == (await resp.json())["north/41"]  # exactly the feed's document
     assert (await client.get("/console/numbers?by=number&q=a%00b")).status == 400
 
 

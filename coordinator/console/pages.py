@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiohttp import web
@@ -11,9 +13,12 @@ from aiohttp import web
 from coordinator.console import overview, session
 from coordinator.console.view import page
 from coordinator.events.canonical import NotCanonical, check_text
+from coordinator.events.feed import complete, feed_item
+from coordinator.events.vies import ViesLookup
 from coordinator.http.routes import DOC_ID_MAX, POOL, TIMEZONE
 from coordinator.ledger import queries
 from coordinator.ledger.chain_watch import CHAIN_WATCH
+from coordinator.webservice.vies import PgVerdictCache
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POSITION = re.compile(r"[0-9]{1,18}")
@@ -160,8 +165,15 @@ async def history_page(request: web.Request) -> web.Response:
         streams = [f"reservation-{r['reservation_id']}" for r in reservations] + [
             f"document-{d['peer_id']}-{d['doctype']}-{d['doc_id']}" for d in documents]
         events = await queries.stream_events(conn, streams) if streams else []
-    for d in documents:
-        d["snapshot_json"] = orjson.dumps(d["snapshot"], option=orjson.OPT_INDENT_2).decode()
+    items = [feed_item(d["store"], d["doc_id"], d["snapshot"], d["country"]) for d in documents]
+    # VIES is never asked here, so the page never waits on it: the verdict the feed cached
+    # last stands, whatever its age.
+    recorded = ViesLookup(None, PgVerdictCache(_pool(request)), max_age=timedelta.max,
+                          budget=0, now=lambda: datetime.now(UTC))
+    await complete(items, recorded,
+                   datetime.now(ZoneInfo(request.config_dict[TIMEZONE])).date())
+    for d, (_, feed_document, _) in zip(documents, items, strict=True):
+        d["feed_json"] = orjson.dumps(feed_document, option=orjson.OPT_INDENT_2).decode()
     return page(request, "history.html", {"number": number, "reservations": reservations,
                                           "documents": documents, "events": events})
 

@@ -12,10 +12,22 @@ from typing import Any
 
 import orjson
 
+from coordinator.events.europe import home_member_state
 from coordinator.events.vies import ViesLookup, add_europe
 
 # (key in the answer, {"ClientData", "DocData"…}, member state of the store's own country)
 FeedItem = tuple[str, dict[str, Any], str]
+
+
+def feed_item(store: str, doc_id: str, snapshot: dict[str, Any], country: str) -> FeedItem:
+    """A stored document as the feed answers it: keyed ``STORE/ID``, carrying ``Store``;
+    ``country`` is the one the store's agent reports."""
+    return f"{store}/{doc_id}", {"Store": store, **snapshot}, home_member_state(country)
+
+
+async def complete(page: list[FeedItem], lookup: ViesLookup, today: date) -> None:
+    """Put the ``Europe`` block into each document of ``page``."""
+    await add_europe([doc for _, doc, _ in page], [home for *_, home in page], lookup, today)
 
 
 async def prepend(first: list[FeedItem], rest: AsyncIterator[list[FeedItem]]
@@ -32,7 +44,7 @@ async def answer_chunks(pages: AsyncIterator[list[FeedItem]], lookup: ViesLookup
     async for page in pages:
         if not page:
             continue
-        await add_europe([doc for _, doc, _ in page], [home for *_, home in page], lookup, today)
+        await complete(page, lookup, today)
         # One dumps per page: the members of a JSON object, without its braces.
         body = orjson.dumps({key: doc for key, doc, _ in page})[1:-1]
         yield body if first else b"," + body

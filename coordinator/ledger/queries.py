@@ -199,7 +199,8 @@ _FOUND = (
 )
 _DOCUMENTS = (
     "SELECT d.peer_id::text, p.name AS store, d.doctype, d.doc_id, d.formatted,"
-    " d.reservation_id::text, d.voided, d.imported, d.position, d.snapshot"
+    " d.reservation_id::text, d.voided, d.imported, d.position, d.snapshot,"
+    " coalesce(p.reported->>'country', '') AS country"  # the store's own, for the Europe block
     " FROM documents d LEFT JOIN peers p ON p.id = d.peer_id"
 )
 

@@ -19,8 +19,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from coordinator.events.europe import home_member_state
-from coordinator.events.feed import FeedItem
+from coordinator.events.feed import FeedItem, feed_item
 from coordinator.events.get_query import (
     GetQuery,
     GetQueryError,
@@ -80,8 +79,7 @@ async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[l
                 reading = asyncio.create_task(page(
                     (last["day"], last["id_length"], last["doc_id"], last["peer_id"],
                      last["doctype"])))
-            yield [(f"{r['name']}/{r['doc_id']}", {"Store": r["name"], **r["snapshot"]},
-                    home_member_state(r["country"])) for r in rows]
+            yield [feed_item(r["name"], r["doc_id"], r["snapshot"], r["country"]) for r in rows]
     finally:
         if reading is not None:
             reading.cancel()
