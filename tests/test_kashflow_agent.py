@@ -119,7 +119,7 @@ async def test_transactions_travel_with_the_snapshot_and_reach_kashflow_once_eac
                                    transid="PP-9", fees=Decimal("3.20"))
     # Paid: the agent numbers it and confirms its snapshot, transactions included.
     assert await Numbering(agent.pool, agent.client, agent.rules, 10, asyncio.Event()).round() == 1
-    assert await Relay(agent.pool, agent.client, agent.rules, True).round() == 1
+    assert await Relay(agent.pool, agent.client, agent.rules, True, 10).round() == 1
     [invoice] = await agent.rows("SELECT invoicenum FROM tblinvoices WHERE id = %s", invoice_id)
     number = invoice["invoicenum"]
 
