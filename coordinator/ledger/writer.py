@@ -29,6 +29,7 @@ Faults, and why each answer is safe:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import time
@@ -84,6 +85,8 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,  # serialization failure, deadlock
 )
 
+
+EXPIRY_SECONDS = 0.1  # how often callers past their answer timeout are answered
 
 # Batch items one ledger transaction takes at most: a transaction of 128 commands commits
 # in a few milliseconds, so single requests queued behind a batch of 500 are not held up.
@@ -181,6 +184,8 @@ class LedgerWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
         self._bulk: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
         self._arrived = asyncio.Event()
+        # (deadline, commands of one call) in the order of the calls, for _expire.
+        self._deadlines: collections.deque[tuple[float, list[_Pending]]] = collections.deque()
         QUEUED.labels("single").set_function(self._queue.qsize)
         QUEUED.labels("batch").set_function(self._bulk.qsize)
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,7 +202,8 @@ class LedgerWriter:
     async def start(self) -> None:
         WRITABLE.set(1)
         self._tasks = [asyncio.create_task(self._supervise(), name="ledger-writer"),
-                       asyncio.create_task(self._probe(), name="ledger-probe")]
+                       asyncio.create_task(self._probe(), name="ledger-probe"),
+                       asyncio.create_task(self._expire(), name="ledger-expiry")]
 
     def problem(self) -> str | None:
         """Why the ledger cannot be written right now, or None when it can."""
@@ -208,11 +214,9 @@ class LedgerWriter:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for lane in (self._queue, self._bulk):
-            while not lane.empty():
-                pending = lane.get_nowait()
-                if not pending.future.done():
-                    pending.future.set_exception(LedgerUnavailable("the coordinator is stopping"))
+        for _, pending in self._deadlines:  # queued, or in a batch the loop held
+            self._answer(pending, LedgerUnavailable("the coordinator is stopping",
+                                                    outcome_unknown=any(p.sent for p in pending)))
         await self._drop_connection()
 
     async def execute(self, command: c.Command) -> dict[str, Any]:
@@ -236,19 +240,36 @@ class LedgerWriter:
             raise LedgerUnavailable(
                 f"the ledger is busy: {lane.qsize()} commands are waiting", busy=True)
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._answer_timeout
         pending = [_Pending(cmd, loop.create_future()) for cmd in commands]
         for item in pending:  # no await in between: nothing else queues among them
             lane.put_nowait(item)
         self._arrived.set()
-        _, late = await asyncio.wait([p.future for p in pending], timeout=self._answer_timeout)
-        for future in late:
-            future.cancel()  # a command still queued is skipped unwritten
-        return [
-            LedgerUnavailable(f"the ledger did not answer within {self._answer_timeout:g} s",
-                              outcome_unknown=p.sent) if p.future.cancelled()
-            else p.future.exception() or p.future.result()
-            for p in pending
-        ]
+        self._deadlines.append((deadline, pending))
+        answers: list[Any] = []
+        for item in pending:  # each is answered by the writer, or by _expire in time
+            try:
+                answers.append(await item.future)
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    async def _expire(self) -> None:
+        """Answer every command whose caller has waited ``answer_timeout``: one task for all
+        of them rather than a timer per request (the deadlines come in order, the timeout
+        being the same for all). A command still queued is then skipped unwritten."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(EXPIRY_SECONDS)
+            now = loop.time()
+            while self._deadlines and (self._deadlines[0][0] <= now or all(
+                    item.future.done() for item in self._deadlines[0][1])):
+                _, pending = self._deadlines.popleft()  # answered calls go at once
+                for item in pending:
+                    if not item.future.done():
+                        item.future.set_exception(LedgerUnavailable(
+                            f"the ledger did not answer within {self._answer_timeout:g} s",
+                            outcome_unknown=item.sent))
 
     # -- the loop ---------------------------------------------------------------------------
     async def _supervise(self) -> None:
