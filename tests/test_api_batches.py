@@ -7,6 +7,9 @@ import re
 import uuid
 from typing import Any
 
+import asyncpg
+
+from coordinator.ledger.writer import BULK_BESIDE_SINGLES
 from tests.api_helpers import (
     DOCUMENT,
     add_store,
@@ -105,30 +108,42 @@ async def test_five_hundred_documents_in_one_request(client, tokens) -> None:
 
 async def test_a_single_request_does_not_wait_behind_a_big_batch(
         client, tokens, database_url: str) -> None:
-    """A ledger transaction takes the single requests waiting first and only a slice of a
-    batch: a reserve sent while 500 documents wait is written before most of them."""
+    """While single requests flow, a ledger transaction takes the single requests waiting
+    first and only a few batch items: a reserve sent while 500 documents wait is written
+    before most of them."""
     big = await add_store(client, tokens.operator, "big")
     small = await add_store(client, tokens.operator, "small")
     async with ledger_held(database_url) as holder:
+        first = asyncio.create_task(_post(client, "/v1/reservations", small["token"],
+                                          _doc("1")))
+        await until_writer_waits(holder)  # the first single request waits for the lock
         batch = asyncio.create_task(_post(client, "/v1/reservations/batch", big["token"], {
             "documents": [_doc(str(k)) for k in range(1, 501)]}))
-        await until_writer_waits(holder)  # the first slice of the batch waits for the lock
         single = asyncio.create_task(_post(client, "/v1/reservations", small["token"],
-                                           _doc("1")))
-        for _ in range(500):  # until it waits in the queue, at most 5 s
-            if await _waiting_singles(client):
+                                           _doc("2")))
+        for _ in range(500):  # until both wait in the queue, at most 5 s
+            if await _waiting(client, "single") and await _waiting(client, "batch") == 500:
                 break
             await asyncio.sleep(0.01)
         else:
-            raise AssertionError("the single request never reached the queue")
-    (status, batch_body), (single_status, single_body) = await asyncio.gather(batch, single)
-    assert (status, single_status) == (200, 201)
-    numbers = sorted(r["number"] for r in batch_body["results"])
-    assert numbers[-1] == 501 and single_body["number"] < 300, single_body["number"]
+            raise AssertionError("the requests never reached the queue")
+    (_, first_body), (status, batch_body), (single_status, single_body) = \
+        await asyncio.gather(first, batch, single)
+    assert (first_body["number"], status, single_status) == (1, 200, 201)
+    assert sorted(r["number"] for r in batch_body["results"])[-1] == 502
+    # The single request's transaction (its events share their time) held few batch items.
+    conn = await asyncpg.connect(database_url)
+    try:
+        alongside = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE recorded_at = (SELECT recorded_at FROM events"
+            " WHERE position = $1)", single_body["receipt"]["position"])
+    finally:
+        await conn.close()
+    assert alongside <= 1 + BULK_BESIDE_SINGLES, alongside
 
 
-async def _waiting_singles(client: Any) -> int:
+async def _waiting(client: Any, lane: str) -> int:
     text = await (await client.get("/metrics")).text()
-    found = re.search(r'^concord_ledger_queued_commands\{lane="single"\} (\S+)$', text, re.M)
+    found = re.search(rf'^concord_ledger_queued_commands\{{lane="{lane}"\}} (\S+)$', text, re.M)
     assert found, "the queue's gauge is missing"
     return int(float(found.group(1)))
