@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.ledger_size
+	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.agent_numbering
 	$(BIN)/python -m bench.webservice
 	$(BIN)/python -m bench.audit

@@ -217,7 +217,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__,
         epilog="`make bench` then runs the other benchmarks, each with its own --help: "
                "python -m bench.ledger_size (throughput and latency at ledger sizes 0, 100k "
-               "and 1M events), bench.agent_numbering (agents numbering invoices on stores "
+               "and 1M events), bench.batches (the batch endpoints against baseline (a), and "
+               "single reserves beside batches), bench.agent_numbering (agents numbering "
+               "invoices on stores "
                "with a 100k-document history), bench.webservice (the Get feed), bench.audit "
                "(audit, export and verify of a 1M-event ledger).")
     parser.add_argument("--quick", action="store_true",
