@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
+from asyncmy.errors import OperationalError
+
 from coordinator.events.canonical import canonical_json
 from coordinator.events.document import amount, document, moment, text
 
@@ -175,6 +177,10 @@ async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
     return out
 
 
+LOCK_CONFLICTS = (1213, 1205)  # MySQL: deadlock found; lock wait timeout exceeded
+WRITE_ATTEMPTS = 3
+
+
 async def write_numbers(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
     """Write each invoice's number (invoice id -> its reservation), with its outbox row and
     receipt, all in one transaction; only an empty ``invoicenum`` is filled.
@@ -182,6 +188,19 @@ async def write_numbers(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) ->
     Returns per invoice "written", "already" (this number was written before: a repeat), or
     the number the invoice carries from someone else ("" when the invoice is gone).
     """
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return await _write_numbers_once(pool, numbered)
+        except OperationalError as exc:
+            # InnoDB rolled the whole transaction back (a deadlock victim, or a lock wait
+            # that timed out); it only fills empty numbers, so running it again is safe.
+            if exc.args[0] not in LOCK_CONFLICTS or attempt == WRITE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _write_numbers_once(pool: Any, numbered: Mapping[int, Mapping[str, Any]]
+                              ) -> dict[int, str]:
     marks, ids = _in(numbered)
     async with pool.acquire() as conn:
         await conn.begin()

@@ -241,6 +241,8 @@ class LedgerWriter:
             raise LedgerUnavailable("the coordinator is stopping")
         lane = self._queue if len(commands) == 1 else self._bulk
         if lane.maxsize - lane.qsize() < len(commands):
+            _compact(lane)
+        if lane.maxsize - lane.qsize() < len(commands):
             raise LedgerUnavailable(
                 f"the ledger is busy: {lane.qsize()} commands are waiting", busy=True)
         loop = asyncio.get_running_loop()
@@ -484,6 +486,14 @@ class LedgerWriter:
                 self._problem = READ_ONLY
             elif self._down.is_set():
                 self._writable()
+
+
+def _compact(lane: asyncio.Queue[_Pending]) -> None:
+    """Drop the commands whose callers were answered already (their answer timeout ran out
+    while the writer was held up): only commands still waited for count against the limit."""
+    waiting = _drain(lane, lane.qsize())
+    for pending in waiting:
+        lane.put_nowait(pending)
 
 
 def _drain(lane: asyncio.Queue[_Pending], most: int) -> list[_Pending]:
