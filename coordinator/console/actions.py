@@ -118,17 +118,26 @@ async def _series_state(request: web.Request, name: str) -> dict[str, Any]:
     return {"series": rows, "current": next(s for s in rows if s["name"] == name)}
 
 
-async def series_review(request: web.Request) -> web.Response:
-    """The confirmation step: the change and its consequences; nothing is written."""
-    name = _series_name(request)
+async def _posted_change(request: web.Request, name: str
+                         ) -> tuple[dict[str, Any], SeriesBody | web.Response]:
+    """The series' state and the change the form asks for, or the page refusing it."""
     state = await _series_state(request, name)
     form = await request.post()
     try:
         body = _series_body(form, SeriesSettings.model_validate(state["current"]["settings"]))
     except ValidationError as exc:
-        return _series_refused(request, state, name, describe_validation_error(exc), 400)
+        return state, _series_refused(request, state, name, describe_validation_error(exc), 400)
     if _nothing_to_change(body):
-        return _series_refused(request, state, name, "Nothing to change.", 400)
+        return state, _series_refused(request, state, name, "Nothing to change.", 400)
+    return state, body
+
+
+async def series_review(request: web.Request) -> web.Response:
+    """The confirmation step: the change and its consequences; nothing is written."""
+    name = _series_name(request)
+    state, body = await _posted_change(request, name)
+    if isinstance(body, web.Response):
+        return body
     return page(request, "series_review.html", {
         "name": name, "changes": body.model_dump(exclude_none=True),
         "consequences": _consequences(name, body, state["current"], _today(request))})
@@ -136,17 +145,13 @@ async def series_review(request: web.Request) -> web.Response:
 
 async def series_apply(request: web.Request) -> web.Response:
     name = _series_name(request)
-    state = await _series_state(request, name)
-    form = await request.post()
+    state, body = await _posted_change(request, name)
+    if isinstance(body, web.Response):
+        return body
     try:
-        body = _series_body(form, SeriesSettings.model_validate(state["current"]["settings"]))
-        if _nothing_to_change(body):
-            return _series_refused(request, state, name, "Nothing to change.", 400)
         result = await request.config_dict[WRITER].execute(c.ConfigureSeries(
             series=name, changes=body.model_dump(exclude_none=True, exclude={"next", "period"}),
             next=body.next, period=body.period, today=_today(request)))
-    except ValidationError as exc:
-        return _series_refused(request, state, name, describe_validation_error(exc), 400)
     except DomainError as exc:
         return _series_refused(request, state, name, exc.message, exc.status)
     notice = f"Series {name} saved: {result['settings']['format']}"
