@@ -1,4 +1,7 @@
-"""The agent's WebService Get feed: this store's issued invoices and credit notes, streamed.
+"""The agent's WebService Get feed: this store's invoices and credit notes, streamed.
+
+Every document WHMCS holds, numbered or not (Drafts and unnumbered invoices have an empty
+``Num``); the coordinator's feed serves only the issued ones the ledger knows.
 
 POST ``/webservice``, or the Billing Extension path with ``ws=einvoice`` so that existing
 scripts only change their URL. The token is CONCORD_AGENT_WEBSERVICE_TOKEN.
@@ -18,7 +21,7 @@ import asyncmy.errors
 import structlog
 from aiohttp import web
 
-from agent.whmcs.feed_queries import MysqlVerdictCache, issued_documents
+from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
 from agent.whmcs.queries import DueRules
 from coordinator.events.europe import home_member_state
 from coordinator.events.feed import FeedItem
@@ -74,7 +77,7 @@ def _checked_request(feed: AgentFeed, request: web.Request, fields: dict[str, An
 
 async def _pages(feed: AgentFeed, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
     home = home_member_state(feed.country)
-    async for snaps in issued_documents(feed.pool, query, feed.rules, feed.has_invoicedata):
+    async for snaps in store_documents(feed.pool, query, feed.rules, feed.has_invoicedata):
         yield [(str(s.invoice_id), s.document, home) for s in snaps]
 
 

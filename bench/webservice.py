@@ -37,7 +37,7 @@ from aiohttp import web
 from agent.webservice import AgentFeed, add_webservice_routes
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
-from agent.whmcs.feed_queries import MysqlVerdictCache, issued_documents
+from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
 from agent.whmcs.fixture import connection, create_database, drop_database, load_schema, load_store
 from agent.whmcs.fixture import parse_mysql_url as parse_admin_url
 from agent.whmcs.generator import StoreGenerator
@@ -89,7 +89,7 @@ def agent_app(pool: Any) -> web.Application:
         answer: dict[str, Any] = {}
         lookup = _lookup(MysqlVerdictCache(pool))
         home = home_member_state(feed.country)
-        async for snaps in issued_documents(pool, query, feed.rules, True):
+        async for snaps in store_documents(pool, query, feed.rules, True):
             documents = [s.document for s in snaps]
             await add_europe(documents, [home] * len(documents), lookup, date.today())
             answer.update((str(s.invoice_id), s.document) for s in snaps)

@@ -188,36 +188,66 @@ async def test_snapshot_first_else_the_live_client(aiohttp_client, store: Store)
 
 async def test_filters_and_order(aiohttp_client, store: Store) -> None:
     client = await feed_client(aiohttp_client, store)
-    issued = await store.rows("SELECT id, date, total, invoicenum FROM tblinvoices"
-                              " WHERE invoicenum <> '' ORDER BY date, id")
-    assert len(issued) > 40
+    every = await store.rows("SELECT id, date, total, invoicenum FROM tblinvoices"
+                             " ORDER BY date, id")
+    numbered = [r for r in every if r["invoicenum"]]
+    assert len(numbered) > 40 and len(every) > len(numbered)
     status, answer = await get(client)
     assert status == 200
-    assert list(answer) == [str(r["id"]) for r in issued]  # date, then ID
+    assert list(answer) == [str(r["id"]) for r in every]  # date, then ID
     _, answer = await get(client, start="All", doctype="CreditNotes")
-    assert list(answer) == [str(r["id"]) for r in issued if r["total"] < 0]
+    assert list(answer) == [str(r["id"]) for r in every if r["total"] < 0]
     assert {d["DocData"]["Type"] for d in answer.values()} == {"CreditNote"}
     _, answer = await get(client, doctype="invoice", as_json=True)
-    assert list(answer) == [str(r["id"]) for r in issued if r["total"] >= 0]
-    first, last = issued[len(issued) // 4]["date"], issued[len(issued) // 2]["date"]
+    assert list(answer) == [str(r["id"]) for r in every if r["total"] >= 0]
+    first, last = every[len(every) // 4]["date"], every[len(every) // 2]["date"]
     _, answer = await get(client, start=first.isoformat(), end=last.isoformat())
-    assert list(answer) == [str(r["id"]) for r in issued if first <= r["date"] <= last]
+    assert list(answer) == [str(r["id"]) for r in every if first <= r["date"] <= last]
     assert all(first.isoformat() <= d["DocData"]["Date"] <= last.isoformat()
                for d in answer.values())
     # A date start without end runs to today: every document from then on.
     _, answer = await get(client, start=first.isoformat())
-    assert list(answer) == [str(r["id"]) for r in issued if r["date"] >= first]
-    target = issued[3]
+    assert list(answer) == [str(r["id"]) for r in every if r["date"] >= first]
+    target = numbered[3]
     _, answer = await get(client, invoicenum=target["invoicenum"], start="Today")
     assert list(answer) == [str(target["id"])]
     _, answer = await get(client, invoiceid=target["id"], doctype="CreditNote" if
                           target["total"] >= 0 else "Invoice", as_json=True)
     assert answer == {}
-    [draft] = await store.rows("SELECT id FROM tblinvoices WHERE invoicenum = '' LIMIT 1")
-    status, answer = await get(client, invoiceid=str(draft["id"]))
-    assert (status, answer) == (200, {})  # not issued: not in the feed
+    _, answer = await get(client, invoiceid=str(every[-1]["id"] + 1000))
+    assert answer == {}  # no such document
     _, answer = await get(client, start="1")
     assert answer == {}  # the generated store lies in the past
+
+
+async def test_unnumbered_documents_are_served_with_an_empty_num(aiohttp_client,
+                                                                 store: Store) -> None:
+    """The contract's "leave empty to get all invoices": Drafts and invoices still waiting
+    for their number are in the agent's feed, by the same filters, with ``Num`` empty."""
+    client = await feed_client(aiohttp_client, store)
+    [draft] = await store.rows("SELECT id, date FROM tblinvoices WHERE status = 'Draft'"
+                               " AND invoicenum = '' AND total >= 0 ORDER BY id LIMIT 1")
+    [unpaid] = await store.rows("SELECT id FROM tblinvoices WHERE status = 'Unpaid'"
+                                " AND invoicenum = '' AND total > 0 ORDER BY id LIMIT 1")
+    [credit] = await store.rows("SELECT id FROM tblinvoices WHERE invoicenum = ''"
+                                " AND total < 0 ORDER BY id LIMIT 1")
+    for row, doc_type, doc_status in ((draft, "Invoice", "Draft"), (unpaid, "Invoice", "Unpaid"),
+                                      (credit, "CreditNote", None)):
+        status, answer = await get(client, invoiceid=str(row["id"]))
+        assert status == 200
+        doc = answer[str(row["id"])]["DocData"]
+        assert (doc["ID"], doc["Num"], doc["Type"]) == (row["id"], "", doc_type)
+        assert doc_status is None or doc["Status"] == doc_status
+        assert set(doc) == DOC_FIELDS | EXTRA_FIELDS["DocData"]
+    day = draft["date"].isoformat()
+    _, answer = await get(client, start=day, end=day, doctype="Invoices")
+    assert str(draft["id"]) in answer
+    _, answer = await get(client, start=day, end=day, doctype="CreditNotes")
+    assert str(draft["id"]) not in answer
+    # Numbered later: the same document, now with its number.
+    await store.execute("UPDATE tblinvoices SET invoicenum = 'N-7' WHERE id = %s", unpaid["id"])
+    _, answer = await get(client, invoicenum="N-7")
+    assert answer[str(unpaid["id"])]["DocData"]["Num"] == "N-7"
 
 
 async def test_today_is_the_configured_time_zone(aiohttp_client, store: Store) -> None:

@@ -1,4 +1,7 @@
-"""What the Get feed reads from WHMCS: the issued documents a query selects, streamed.
+"""What the Get feed reads from WHMCS: the store's documents a query selects, streamed.
+
+Every invoice and credit note, numbered or not: the contract's "leave empty to get all
+invoices" includes Drafts and unnumbered Unpaid invoices (their ``Num`` is empty).
 
 The ids come from one unbuffered (server-side) cursor in date-then-id order, in chunks;
 each chunk's documents are built from their rows by ``queries.snapshots`` on a second
@@ -16,7 +19,7 @@ from typing import Any
 from asyncmy.cursors import SSCursor
 
 from agent.whmcs import queries
-from coordinator.events.get_query import GetQuery
+from coordinator.events.get_query import BOTH_DOCTYPES, GetQuery
 from coordinator.events.vies import VatKey, Verdict
 
 # The credit-note rule of DueRules.doctype, as SQL: which rows are of each document type.
@@ -27,7 +30,8 @@ _DOCTYPE_SQL = {
 
 
 def _selection(query: GetQuery, credit_note_rule: str) -> tuple[str, list[Any]]:
-    where, args = ["invoicenum <> ''"], []
+    where: list[str] = []
+    args: list[Any] = []
     if query.invoiceid is not None:
         where.append("id = %s")
         args.append(query.invoiceid)
@@ -41,15 +45,16 @@ def _selection(query: GetQuery, credit_note_rule: str) -> tuple[str, list[Any]]:
         if query.end is not None:
             where.append("date <= %s")
             args.append(query.end)
-    kinds = [_DOCTYPE_SQL[credit_note_rule][t] for t in sorted(query.doctypes)]
-    where.append("(" + " OR ".join(kinds) + ")")
-    return " AND ".join(where), args
+    if query.doctypes != BOTH_DOCTYPES:
+        [doctype] = query.doctypes
+        where.append(_DOCTYPE_SQL[credit_note_rule][doctype])
+    return " AND ".join(where) or "TRUE", args
 
 
-async def issued_documents(pool: Any, query: GetQuery, rules: queries.DueRules,
+async def store_documents(pool: Any, query: GetQuery, rules: queries.DueRules,
                            has_invoicedata: bool, chunk: int = 1000
                            ) -> AsyncIterator[list[queries.Snapshot]]:
-    """The issued documents the query selects, ``chunk`` at a time, in date then id order.
+    """The documents the query selects, ``chunk`` at a time, in date then id order.
 
     Uses three connections of ``pool``: the id stream, and two that take turns building the
     chunks, so the next chunk is read from MySQL while the caller handles the current one.
