@@ -20,6 +20,7 @@ from coordinator.ledger.chain_watch import CHAIN_WATCH, ChainWatch
 from coordinator.ledger.pending import flag_overdue
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate
+from coordinator.notifications.notifier import configured_channels, run_channel
 from coordinator.peers.liveness import flag_silent
 from coordinator.peers.tokens import TokenCache
 from coordinator.periodic import run_every
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> web.Application:
         ]
         if settings.kashflow_username:  # every replica schedules; the sync lock lets one run
             monitors.append(asyncio.create_task(run_kashflow_daily(pool, writer, settings)))
+        monitors += [asyncio.create_task(run_channel(pool, channel, settings))
+                     for channel in configured_channels(settings)]  # one replica delivers each
         yield
         for monitor in monitors:
             monitor.cancel()

@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from coordinator.accounting.options import KASHFLOW_ENDPOINT, CurrencyMap, GatewayMapping
 from coordinator.events.zones import TimeZoneName
+from coordinator.notifications.options import NotifyOptions
 from getfeed.settings import ViesOptions
 
 
@@ -32,7 +33,7 @@ def local_timezone() -> str:
     return "UTC"
 
 
-class Settings(BaseSettings, ViesOptions):
+class Settings(BaseSettings, ViesOptions, NotifyOptions):
     model_config = SettingsConfigDict(env_prefix="CONCORD_", extra="ignore")
 
     database_url: str | None = Field(
