@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, timedelta
 
@@ -82,6 +83,134 @@ def test_outermost_regions_and_special_territories(country: str, state: str, pos
     place = territory(country, state, postcode)
     assert place is not None
     assert (place.member_state, place.region, place.vat_area) == (member, region, vat_area)
+
+
+# The state lists WHMCS ships (assets/js/StatesDropdown.js, WHMCS 8): a client of these
+# countries picks the state from them, so these exact strings are what tblclients.state and
+# the invoice snapshot hold. WHMCS has no list for Portugal: its states are typed.
+WHMCS_STATES_ES = (
+    "ARABA/ÁLAVA", "ALBACETE", "ALICANTE", "ALMERIA", "AVILA", "BADAJOZ", "ILLES BALEARS",
+    "BARCELONA", "BURGOS", "CACERES", "CADIZ", "CASTELLON", "CIUDAD REAL", "CORDOBA",
+    "CORUÑA, A", "CUENCA", "GIRONA", "GRANADA", "GUADALAJARA", "GIPUZKOA", "HUELVA", "HUESCA",
+    "JAEN", "LEON", "LLEIDA", "RIOJA, LA", "LUGO", "MADRID", "MALAGA", "MURCIA", "NAVARRA",
+    "OURENSE", "ASTURIAS", "PALENCIA", "PALMAS, LAS", "PONTEVEDRA", "SALAMANCA",
+    "SANTA CRUZ DE TENERIFE", "CANTABRIA", "SEGOVIA", "SEVILLA", "SORIA", "TARRAGONA", "TERUEL",
+    "TOLEDO", "VALENCIA", "VALLADOLID", "BIZKAIA", "ZAMORA", "ZARAGOZA", "CEUTA", "MELILLA",
+)
+WHMCS_STATES_FR = (
+    "Ain", "Aisne", "Allier", "Alpes-de-Haute-Provence", "Hautes-Alpes", "Alpes-Maritimes",
+    "Ardèche", "Ardennes", "Ariège", "Aube", "Aude", "Aveyron", "Bouches-du-Rhône", "Calvados",
+    "Cantal", "Charente", "Charente-Maritime", "Cher", "Corrèze", "Corse-du-Sud", "Haute-Corse",
+    "Côte-d'Or", "Côtes-d'Armor", "Creuse", "Dordogne", "Doubs", "Drôme", "Eure",
+    "Eure-et-Loir", "Finistère", "Gard", "Haute-Garonne", "Gers", "Gironde", "Hérault",
+    "Ille-et-Vilaine", "Indre", "Indre-et-Loire", "Isère", "Jura", "Landes", "Loir-et-Cher",
+    "Loire", "Haute-Loire", "Loire-Atlantique", "Loiret", "Lot", "Lot-et-Garonne", "Lozère",
+    "Maine-et-Loire", "Manche", "Marne", "Haute-Marne", "Mayenne", "Meurthe-et-Moselle",
+    "Meuse", "Morbihan", "Moselle", "Nièvre", "Nord", "Oise", "Orne", "Pas-de-Calais",
+    "Puy-de-Dôme", "Pyrénées-Atlantiques", "Hautes-Pyrénées", "Pyrénées-Orientales",
+    "Bas-Rhin", "Haut-Rhin", "Rhône", "Haute-Saône", "Saône-et-Loire", "Sarthe", "Savoie",
+    "Haute-Savoie", "Paris", "Seine-Maritime", "Seine-et-Marne", "Yvelines", "Deux-Sèvres",
+    "Somme", "Tarn", "Tarn-et-Garonne", "Var", "Vaucluse", "Vendée", "Vienne", "Haute-Vienne",
+    "Vosges", "Yonne", "Territoire de Belfort", "Essonne", "Hauts-de-Seine",
+    "Seine-Saint-Denis", "Val-de-Marne", "Val-d'Oise", "Guadeloupe", "Martinique", "Guyane",
+    "La Réunion", "Mayotte",
+)
+# (member state, region, inside the VAT area) of the outermost regions in those lists.
+OUTERMOST_IN_WHMCS_LISTS = {
+    ("ES", "PALMAS, LAS"): ("Africa", False),
+    ("ES", "SANTA CRUZ DE TENERIFE"): ("Africa", False),
+    ("ES", "CEUTA"): ("Africa", False),
+    ("ES", "MELILLA"): ("Africa", False),
+    ("FR", "Guadeloupe"): ("North-America", False),
+    ("FR", "Martinique"): ("North-America", False),
+    ("FR", "Guyane"): ("South-America", False),
+    ("FR", "La Réunion"): ("Africa", False),
+    ("FR", "Mayotte"): ("Africa", False),
+}
+
+
+@pytest.mark.parametrize(("country", "state"), [
+    *(("ES", state) for state in WHMCS_STATES_ES), *(("FR", state) for state in WHMCS_STATES_FR)])
+def test_every_state_of_whmcs_lists(country: str, state: str) -> None:
+    """No postcode: the state alone tells an outermost region from the mainland, also as
+    people retype it (other case, no accents, spaces around)."""
+    region, vat_area = OUTERMOST_IN_WHMCS_LISTS.get((country, state), ("Europe", True))
+    plain = "".join(c for c in unicodedata.normalize("NFKD", state)
+                    if not unicodedata.combining(c))
+    for written in (state, state.lower(), f"  {plain.upper()} ", plain.title()):
+        place = territory(country, written, "")
+        assert place is not None, written
+        assert (place.member_state, place.region, place.vat_area) == (country, region, vat_area), \
+            written
+
+
+@pytest.mark.parametrize(("country", "state", "region", "vat_area"), [
+    # Spain, as typed where WHMCS's list is not used (admin edits, imports, the API).
+    ("ES", "Las Palmas", "Africa", False),
+    ("ES", "las palmas de gran canaria", "Africa", False),
+    ("ES", "Santa Cruz de Tenerife", "Africa", False),
+    ("ES", "S/C de Tenerife", "Africa", False),
+    ("ES", "Tenerife", "Africa", False),
+    ("ES", "Lanzarote", "Africa", False),
+    ("ES", "Islas Canarias", "Africa", False),
+    ("ES", "Canary Islands", "Africa", False),
+    ("ES", "ES-TF", "Africa", False),
+    ("ES", "Ceuta", "Africa", False),
+    ("ES", "melilla", "Africa", False),
+    ("ES", "Madrid", "Europe", True),
+    ("ES", "Palma", "Europe", True),  # Palma de Mallorca: the Balearics are mainland for VAT
+    ("ES", "Illes Balears", "Europe", True),
+    # Portugal: WHMCS ships no list, the autonomous regions are typed.
+    ("PT", "Madeira", "Africa", True),
+    ("PT", "Região Autónoma da Madeira", "Africa", True),
+    ("PT", "REGIAO AUTONOMA DA MADEIRA", "Africa", True),
+    ("PT", "Açores", "Europe", True),
+    ("PT", "Acores", "Europe", True),
+    ("PT", "Azores", "Europe", True),
+    ("PT", "Região Autónoma dos Açores", "Europe", True),
+    ("PT", "Lisboa", "Europe", True),
+    ("PT", "Porto", "Europe", True),
+    # France, other spellings of the same departments and Saint-Martin (not in the list).
+    ("FR", "Réunion", "Africa", False),
+    ("FR", "reunion", "Africa", False),
+    ("FR", "Île de la Réunion", "Africa", False),
+    ("FR", "French Guiana", "South-America", False),
+    ("FR", "Guyane française", "South-America", False),
+    ("FR", "971", "North-America", False),
+    ("FR", "Saint-Martin", "North-America", False),
+    ("FR", "St Martin", "North-America", False),
+    ("FR", "Saint-Martin-d'Hères", "Europe", True),  # a town in Isère
+    # Greece and Finland: the places outside the VAT area.
+    ("GR", "Mount Athos", "Europe", False),
+    ("GR", "AGION OROS", "Europe", False),
+    ("FI", "Åland", "Europe", False),
+    ("FI", "Aland Islands", "Europe", False),
+    ("FI", "Uusimaa", "Europe", True),
+])
+def test_outermost_regions_by_the_state_people_type(country: str, state: str, region: str,
+                                                    vat_area: bool) -> None:
+    place = territory(country, state, "")
+    assert place is not None
+    assert (place.member_state, place.region, place.vat_area) == (country, region, vat_area)
+
+
+def test_state_names_and_postcodes_together() -> None:
+    # A postcode that names a place decides; a mainland postcode leaves it to the state.
+    assert territory("FR", "Guadeloupe", "97200") == territory("MQ")
+    assert territory("ES", "Madrid", "35001") == territory("IC")
+    assert territory("ES", "PALMAS, LAS", "28001") == territory("IC")
+    # A state names a region only under its own member state.
+    assert territory("DE", "Madeira", "").region == "Europe"
+    assert territory("US", "Guadeloupe", "") is None
+    # Overseas countries and territories written as a French state are outside the EU.
+    for state in ("Saint-Barthélemy", "Nouvelle-Calédonie", "Polynésie française",
+                  "Saint-Pierre-et-Miquelon", "Wallis-et-Futuna"):
+        assert territory("FR", state, "") is None, state
+    # The Europe block follows: no MOSS where no EU VAT is due.
+    assert europe_block(territory("ES", "SANTA CRUZ DE TENERIFE", ""), vies=False, home="NL",
+                        on=DAY)["MOSS"] is False
+    assert europe_block(territory("PT", "Açores", ""), vies=False, home="NL",
+                        on=DAY)["MOSS"] is True
 
 
 @pytest.mark.parametrize(("country", "postcode"), [

@@ -5,12 +5,18 @@ belongs to, its region ("Europe", or another continent for the outermost regions
 whether it lies inside the EU VAT area. Places outside the EU (including the overseas
 countries and territories, which are not part of the EU) have no territory: their
 ``Europe`` block is null.
+
+An outermost region entered under its member state's code is recognised by its postcode
+or, failing that, by the state WHMCS stores: the names of WHMCS's own state lists ("PALMAS,
+LAS", "SANTA CRUZ DE TENERIFE", "CEUTA", "MELILLA"; "Guadeloupe", "Guyane", "La Réunion"
+…) and the names people type where WHMCS has no list (Portugal: "Madeira", "Açores").
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -59,25 +65,79 @@ _BY_CODE = {
     "MC": Territory("Monaco", "FR"),
     "EL": _MAINLAND["GR"],
 }
+_CEUTA = Territory("Ceuta", "ES", "Africa", vat_area=False)
+_MELILLA = Territory("Melilla", "ES", "Africa", vat_area=False)
+_MADEIRA = Territory("Madeira", "PT", "Africa")
+_AZORES = Territory("Azores", "PT")
+_MOUNT_ATHOS = Territory("Mount Athos", "GR", vat_area=False)
 # The same places under their member state's code, told apart by postcode prefix (the
 # longest prefix wins). None: an overseas country or territory, outside the EU.
 _BY_POSTCODE: dict[str, dict[str, Territory | None]] = {
-    "ES": {"35": _BY_CODE["IC"], "38": _BY_CODE["IC"],
-           "51": Territory("Ceuta", "ES", "Africa", vat_area=False),
-           "52": Territory("Melilla", "ES", "Africa", vat_area=False)},
-    "PT": {**dict.fromkeys(("90", "91", "92", "93"), Territory("Madeira", "PT", "Africa")),
-           **dict.fromkeys(("95", "96", "97", "98", "99"), Territory("Azores", "PT"))},
+    "ES": {"35": _BY_CODE["IC"], "38": _BY_CODE["IC"], "51": _CEUTA, "52": _MELILLA},
+    "PT": {**dict.fromkeys(("90", "91", "92", "93"), _MADEIRA),
+           **dict.fromkeys(("95", "96", "97", "98", "99"), _AZORES)},
     "FR": {"971": _BY_CODE["GP"], "97150": _BY_CODE["MF"], "97133": None, "972": _BY_CODE["MQ"],
            "973": _BY_CODE["GF"], "974": _BY_CODE["RE"], "975": None, "976": _BY_CODE["YT"],
            "98": None, "980": _BY_CODE["MC"]},
-    "GR": {"63086": Territory("Mount Athos", "GR", vat_area=False)},
+    "GR": {"63086": _MOUNT_ATHOS},
     "DE": {"78266": Territory("Büsingen am Hochrhein", "DE", vat_area=False),
            "27498": Territory("Heligoland", "DE", vat_area=False)},
     "IT": {"23041": Territory("Livigno", "IT", vat_area=False),
            "22061": Territory("Campione d'Italia", "IT", vat_area=False)},
     "FI": {"22": _BY_CODE["AX"]},
 }
-_MOUNT_ATHOS_STATES = frozenset(("mount athos", "agion oros", "agio oros", "athos"))
+# Words a state may carry around the place's name: articles and prepositions (es, pt, fr,
+# en) and "island", "autonomous region", "department" …, so that "PALMAS, LAS" is "Las
+# Palmas" and "Região Autónoma da Madeira" is "Madeira".
+_FILLER_WORDS = frozenset((
+    "la", "las", "los", "el", "le", "les", "l", "de", "del", "da", "das", "do", "dos", "du",
+    "des", "d", "of", "the", "and", "et", "e", "y", "isla", "islas", "ilha", "ilhas", "ile",
+    "iles", "island", "islands", "region", "regiao", "autonoma", "autonomous", "ra",
+    "provincia", "province", "departement", "department", "collectivite",
+))
+
+
+def place_name(state: str) -> str:
+    """A state as the table compares it: case, accents, punctuation and filler words dropped
+    ("Ilhas dos AÇORES" -> "acores")."""
+    letters = unicodedata.normalize("NFKD", state.casefold())
+    letters = "".join(c for c in letters if not unicodedata.combining(c))
+    return " ".join(w for w in re.split(r"[^0-9a-z]+", letters) if w and w not in _FILLER_WORDS)
+
+
+def _named(place: Territory | None, *names: str) -> dict[str, Territory | None]:
+    return {place_name(name): place for name in names}
+
+
+# The same places by the state WHMCS stores (its state lists, ISO 3166-2 codes, the names
+# people type); a whole name must match, so "Saint-Martin-d'Hères" stays in France and "La
+# Palma" (an island, but also "Palma" of Mallorca) is left to the postcode.
+_BY_STATE: dict[str, dict[str, Territory | None]] = {
+    "ES": {**_named(_BY_CODE["IC"], "PALMAS, LAS", "SANTA CRUZ DE TENERIFE",
+                    "Las Palmas de Gran Canaria", "Sta. Cruz de Tenerife", "S/C de Tenerife",
+                    "Tenerife", "Gran Canaria", "Lanzarote", "Fuerteventura", "La Gomera",
+                    "El Hierro", "Canarias", "Islas Canarias", "Canary Islands", "Canaries",
+                    "GC", "TF", "CN", "ES-GC", "ES-TF", "ES-CN"),
+           **_named(_CEUTA, "CEUTA", "CE", "ES-CE"),
+           **_named(_MELILLA, "MELILLA", "ML", "ES-ML")},
+    "PT": {**_named(_MADEIRA, "Madeira", "Ilha da Madeira", "Região Autónoma da Madeira",
+                    "Porto Santo", "PT-30"),
+           **_named(_AZORES, "Açores", "Azores", "Região Autónoma dos Açores",
+                    "Azores Islands", "PT-20")},
+    "FR": {**_named(_BY_CODE["GP"], "Guadeloupe", "971"),
+           **_named(_BY_CODE["MQ"], "Martinique", "972"),
+           **_named(_BY_CODE["GF"], "Guyane", "Guyane française", "French Guiana", "973"),
+           **_named(_BY_CODE["RE"], "La Réunion", "Île de la Réunion", "974"),
+           **_named(_BY_CODE["YT"], "Mayotte", "976"),
+           **_named(_BY_CODE["MF"], "Saint-Martin", "St Martin", "St-Martin",
+                    "Collectivité de Saint-Martin"),
+           **_named(None, "Saint-Barthélemy", "St Barthélemy", "Saint-Barth", "St Barth",
+                    "Saint-Pierre-et-Miquelon", "St Pierre et Miquelon", "975",
+                    "Polynésie française", "French Polynesia", "Nouvelle-Calédonie",
+                    "New Caledonia", "Wallis-et-Futuna", "Wallis and Futuna")},
+    "GR": _named(_MOUNT_ATHOS, "Mount Athos", "Agion Oros", "Agio Oros", "Athos"),
+    "FI": _named(_BY_CODE["AX"], "Åland", "Åland Islands", "Ahvenanmaa"),
+}
 _VAT_FIELD = re.compile(r"\b(vat|tva|iva|btw|ust|mwst|moms|tax ?id)\b", re.IGNORECASE)
 
 
@@ -88,14 +148,17 @@ def territory(country: str, state: str = "", postcode: str = "") -> Territory | 
         return _BY_CODE[code]
     if code not in MEMBER_STATES:
         return None
-    if code == "GR" and state.strip().lower() in _MOUNT_ATHOS_STATES:
-        return _BY_POSTCODE["GR"]["63086"]
     prefixes = _BY_POSTCODE.get(code)
     if prefixes:
         digits = postcode.replace(" ", "").replace("-", "")
         for length in range(min(len(digits), 5), 0, -1):
             if digits[:length] in prefixes:
                 return prefixes[digits[:length]]
+    names = _BY_STATE.get(code)
+    if names and state:
+        name = place_name(state)
+        if name in names:
+            return names[name]
     return _MAINLAND[code]
 
 
