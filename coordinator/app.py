@@ -20,6 +20,7 @@ from coordinator.ledger.chain_watch import CHAIN_WATCH, ChainWatch
 from coordinator.ledger.pending import flag_overdue
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate
+from coordinator.monitors.billing import BillingMonitor
 from coordinator.notifications.notifier import configured_channels, run_channel
 from coordinator.peers.liveness import flag_silent
 from coordinator.peers.tokens import TokenCache
@@ -73,6 +74,9 @@ def create_app(settings: Settings) -> web.Application:
                 "silent_stores", settings.heartbeat_seconds,
                 lambda: flag_silent(pool, writer, settings.heartbeat_seconds,
                                     settings.missed_heartbeats))),
+            asyncio.create_task(run_every(
+                "billing_checks", settings.billing_check_seconds,
+                BillingMonitor(pool, writer, settings.vies()).check)),
         ]
         if settings.kashflow_username:  # every replica schedules; the sync lock lets one run
             monitors.append(asyncio.create_task(run_kashflow_daily(pool, writer, settings)))

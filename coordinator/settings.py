@@ -58,6 +58,9 @@ class Settings(BaseSettings, ViesOptions, NotifyOptions):
                                      description="Interval at which agents send heartbeats")
     missed_heartbeats: int = Field(default=3, ge=1,
                                    description="A store silent this many intervals raises a warning")
+    billing_check_seconds: float = Field(
+        default=10.0, gt=0, description="How often new document snapshots are checked for "
+        "billing errors (docs/operations.md, 'Billing-error checks')")
     max_batch: int = Field(default=512, ge=1, description="Most commands in one ledger commit")
     answer_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Longest a request waits for the ledger; then 503 with "
