@@ -29,8 +29,7 @@ def configured_channels(options: NotifyOptions) -> list[Channel]:
     channels: list[Channel] = []
     if options.notify_webhook_url:
         channels.append(WebhookChannel(options.notify_webhook_url,
-                                       options.notify_webhook_secret.get_secret_value(),
-                                       options.notify_timeout_seconds))
+                                       options.notify_webhook_secret.get_secret_value()))
     if options.notify_smtp_host:
         channels.append(EmailChannel(options))
     return channels

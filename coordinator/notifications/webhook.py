@@ -28,19 +28,19 @@ def signature(secret: str, body: bytes) -> str:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, timeout_seconds: float) -> None:
+    def __init__(self, url: str, secret: str) -> None:
         self._url = url
         self._secret = secret
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
 
     async def send(self, payload: dict[str, Any], delivery_id: str) -> None:
         body = orjson.dumps(payload)
         headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id,
                    SIGNATURE_HEADER: signature(self._secret, body)}
         try:
-            async with aiohttp.ClientSession(timeout=self._timeout) as session, \
+            # The notifier bounds each try (notify_timeout_seconds).
+            async with aiohttp.ClientSession() as session, \
                     session.post(self._url, data=body, headers=headers) as answer:
                 if not 200 <= answer.status < 300:
                     raise DeliveryError(f"the receiver answered HTTP {answer.status}")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"the receiver cannot be reached: {exc!r}") from exc
