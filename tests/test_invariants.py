@@ -109,3 +109,61 @@ def test_malformed_data_is_a_finding_not_a_crash() -> None:
     s.feed("NumberReserved", {"series": "invoice"})
     ((_, _, message),) = s.messages()
     assert "malformed" in message
+
+
+def _imported(s: Stream, number: int) -> None:
+    s.feed("DocumentImported", {"peer_id": STORE, "doctype": "invoice", "doc_id": f"old-{number}",
+                                "formatted": f"INV-{number}", "document": {},
+                                "number": {"series": "invoice", "period": "all",
+                                           "number": number}})
+
+
+def _skipped(s: Stream, first: int, last: int, *, from_pool: bool = False) -> None:
+    s.feed("ExternalNumberDetected", {
+        "series": "invoice", "period": "all", "first": first, "last": last,
+        "next": s.next if from_pool else last + 1, "from_pool": from_pool})
+    if not from_pool:
+        s.next = last + 1
+
+
+def test_numbers_skipped_because_imported_are_taken_not_holes() -> None:
+    s = Stream()
+    s.issue(s.reserve("a"))
+    for number in (2, 3, 9):
+        _imported(s, number)
+    _skipped(s, 2, 3)
+    for doc in "bcdef":
+        s.issue(s.reserve(doc))
+    _skipped(s, 9, 9)
+    s.issue(s.reserve("g"))
+    assert s.findings.ok, s.messages()
+
+
+def test_a_skip_over_numbers_no_import_carries_is_a_hole() -> None:
+    s = Stream()
+    s.issue(s.reserve("a"))
+    _imported(s, 2)
+    _skipped(s, 2, 3)
+    assert s.messages() == [(4, 3, "skipped as imported, but it is never handed out: a hole")]
+
+
+def test_an_import_of_a_number_handed_out_is_found() -> None:
+    s = Stream()
+    s.issue(s.reserve("a"))
+    _imported(s, 1)
+    assert [m for _, _, m in s.messages()] == [
+        "imported, but the number is issued already: a number carried twice"]
+
+
+def test_an_import_claims_a_released_number_once() -> None:
+    s = Stream()
+    r = s.reserve("a")
+    s.reserve("b")
+    s.release(r)
+    _skipped(s, 1, 1, from_pool=True)
+    _imported(s, 1)
+    assert s.findings.ok, s.messages()
+    s.reserve("c", 1, from_pool=True)
+    assert [m for _, _, m in s.messages()] == [
+        "taken from the pool but it was not released (it is carried by an imported document):"
+        " handed out twice"]

@@ -16,6 +16,8 @@ from coordinator.ledger.numbering import (
     allocate,
     check_format,
     counter_series,
+    number_of,
+    parse,
     period_of,
     render,
 )
@@ -90,6 +92,53 @@ def test_render_keeps_literal_text_and_substitutes_every_token(
     fmt = "".join(lit + tok for lit, tok in parts) + tail
     expected = "".join(lit + values[tok] for lit, tok in parts) + tail
     assert render(fmt, number, doc_date, store) == expected
+
+
+@given(
+    parts=st.lists(st.tuples(_LITERAL, _TOKEN), min_size=1, max_size=5),
+    tail=_LITERAL,
+    number=st.integers(0, 10**9),
+    doc_date=st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 12, 31)),
+    store=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", fullmatch=True),
+)
+def test_parse_never_reads_another_number_than_render_wrote(
+    parts: list[tuple[str, str]], tail: str, number: int, doc_date: date, store: str
+) -> None:
+    """An import's text is read back to the number it carries: a wrong reading would hand a
+    number out twice (None, "not in this format", only costs the skip)."""
+    fmt = "".join(lit + tok for lit, tok in parts) + tail
+    if "{NUMBER" not in fmt:
+        fmt += "{NUMBER}"
+    has_year = "{YEAR}" in fmt or "{YY}" in fmt
+    assert parse(fmt, render(fmt, number, doc_date, store), store) in (
+        None, (number, doc_date.year if has_year else None))
+
+
+@pytest.mark.parametrize(("fmt", "text", "expected"), [
+    ("INV-{NUMBER}", "INV-60", (60, None)),
+    ("INV-{NUMBER:4}", "INV-0060", (60, None)),
+    ("INV-{NUMBER:4}", "INV-60", (60, None)),  # the same number, written without padding
+    ("{YEAR}/{NUMBER}", "2025/7", (7, 2025)),
+    ("{YY}{MONTH}-{NUMBER}", "2603-12", (12, 2026)),
+    ("{STORE}-{NUMBER}", "eu.shop-3", (3, None)),
+    ("{STORE}-{NUMBER}", "us.shop-3", None),
+    ("INV-{NUMBER}", "INV-٦٠", None),  # non-ASCII digits are not a number of this format
+    ("INV-{NUMBER}", "inv-60", None),
+    ("{YEAR}-{NUMBER}-{YEAR}", "2025-1-2026", None),
+])
+def test_parse_reads_texts_in_the_format(fmt: str, text: str,
+                                         expected: tuple[int, int | None] | None) -> None:
+    assert parse(fmt, text, "eu.shop") == expected
+
+
+def test_number_of_names_the_counter_and_period() -> None:
+    yearly = SeriesSettings(format="{YEAR}-{NUMBER}", reset="yearly")
+    shared = {"invoice": yearly,
+              "creditnote": SeriesSettings(format="CN{YEAR}-{NUMBER}", dedicated=False)}
+    assert number_of("creditnote", "CN2025-4", shared, "s") == ("invoice", "2025", 4)
+    assert number_of("invoice", "2025-4", {**shared, "invoice": SeriesSettings(
+        format="{YEAR}-{NUMBER}")}, "s") == ("invoice", ALL_TIME, 4)
+    assert number_of("invoice", "X-4", shared, "s") is None
 
 
 # -- check_format --------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ NUMBER_RELEASED = "NumberReleased"
 NUMBER_VOIDED = "NumberVoided"
 DOCUMENT_UPDATED = "DocumentUpdated"
 DOCUMENT_IMPORTED = "DocumentImported"
+# A run of counter numbers skipped because imported documents carry them (or one released
+# number an import claimed from the pool).
+EXTERNAL_NUMBER_DETECTED = "ExternalNumberDetected"
 PEER_REGISTERED = "PeerRegistered"
 PEER_TOKEN_ROTATED = "PeerTokenRotated"
 PEER_RETIRED = "PeerRetired"

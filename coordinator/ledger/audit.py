@@ -59,6 +59,7 @@ PROJECTIONS: dict[str, tuple[str, ...]] = {
     "series": ("name",),
     "counters": ("series", "period"),
     "released_numbers": ("series", "period", "number"),
+    "external_numbers": ("series", "period", "number"),
     "reservations": ("id",),
     "documents": ("peer_id", "doctype", "doc_id"),
     "peers": ("id",),

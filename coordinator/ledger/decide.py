@@ -16,10 +16,12 @@ from coordinator.events import catalogue as ev
 from coordinator.ledger import commands as c
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.numbering import (
+    ALL_TIME,
     SERIES_NAMES,
     SeriesSettings,
     allocate,
     counter_series,
+    number_of,
     period_of,
     render,
 )
@@ -76,14 +78,34 @@ def reserve(state: LedgerState, cmd: c.Reserve, emit: Emit) -> dict[str, Any]:
     number, next_number, from_pool = allocate(
         counter.next, settings.increment, state.released(series, period)
     )
-    formatted = render(state.settings[cmd.doctype].format, number, cmd.date, peer.name)
     reservation_id = _new_id()
+    if not from_pool and state.imported_number(series, period, number) is not None:
+        number = _skip_imported(state, cmd, reservation_id, series, period, number,
+                                settings.increment, emit)
+        next_number = number + settings.increment
+    formatted = render(state.settings[cmd.doctype].format, number, cmd.date, peer.name)
     emit(ev.NUMBER_RESERVED, f"reservation-{reservation_id}", {
         "reservation_id": reservation_id, "peer_id": cmd.peer_id, "doctype": cmd.doctype,
         "doc_id": cmd.doc_id, "date": cmd.date.isoformat(), "series": series, "period": period,
         "number": number, "formatted": formatted, "from_pool": from_pool, "next": next_number,
     })
     return {**reservation_view(state.reservations[reservation_id]), "created": True}
+
+
+def _skip_imported(state: LedgerState, cmd: c.Reserve, reservation_id: str, series: str,
+                   period: str, first: int, increment: int, emit: Emit) -> int:
+    """Move the counter past the run of numbers from ``first`` that imported documents
+    carry, recording the run (so an audit counts them as taken, not as a hole); the number
+    after the run."""
+    last = first
+    while state.imported_number(series, period, last + increment) is not None:
+        last += increment
+    emit(ev.EXTERNAL_NUMBER_DETECTED, f"counter-{series}-{period}", {
+        "series": series, "period": period, "first": first, "last": last,
+        "next": last + increment, "from_pool": False, "peer_id": cmd.peer_id,
+        "doctype": cmd.doctype, "doc_id": cmd.doc_id, "reservation_id": reservation_id,
+    })
+    return last + increment
 
 
 def confirm(state: LedgerState, cmd: c.Confirm, emit: Emit) -> dict[str, Any]:
@@ -314,8 +336,14 @@ def _record_update(doc: Document, document: dict[str, Any], emit: Emit) -> None:
 
 def import_documents(state: LedgerState, cmd: c.ImportDocuments, emit: Emit) -> dict[str, Any]:
     """Documents numbered before Concord. A number the ledger knows already is never imported
-    twice: it raises a warning for a human instead."""
+    twice: it raises a warning for a human instead.
+
+    A text that follows its series' format names a counter number: one Concord handed out
+    (even if only reserved) is a collision; one released is taken out of the pool; one the
+    counter has yet to reach is recorded, and a reserve skips it (``_skip_imported``).
+    """
     imported, already, collisions = 0, 0, []
+    peer_name = state.peers[cmd.peer_id].name
     for d in cmd.documents:
         key = (cmd.peer_id, d.doctype, d.doc_id)
         own = state.document(*key)
@@ -323,11 +351,14 @@ def import_documents(state: LedgerState, cmd: c.ImportDocuments, emit: Emit) -> 
         if own is not None and own.formatted == d.formatted:
             already += 1
             continue
+        taken = number_of(d.doctype, d.formatted, state.settings, peer_name)
         if own is not None:
             clash = f"it already carries {own.formatted}"
         elif holder is not None:
             clash = (f"{d.formatted} belongs to {holder[1]} {holder[2]} of store "
                      f"{state.peers[holder[0]].name}")
+        elif taken is not None:
+            clash = _number_clash(state, d.formatted, *taken)
         else:
             clash = ""
         if clash:
@@ -338,12 +369,36 @@ def import_documents(state: LedgerState, cmd: c.ImportDocuments, emit: Emit) -> 
             collisions.append({"doctype": d.doctype, "doc_id": d.doc_id,
                                "formatted": d.formatted, "reason": clash})
             continue
-        emit(ev.DOCUMENT_IMPORTED, f"document-{cmd.peer_id}-{d.doctype}-{d.doc_id}", {
-            "peer_id": cmd.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
-            "formatted": d.formatted, "document": d.document,
-        })
+        data: dict[str, Any] = {"peer_id": cmd.peer_id, "doctype": d.doctype,
+                                "doc_id": d.doc_id, "formatted": d.formatted,
+                                "document": d.document}
+        if taken is not None:
+            series, period, number = taken
+            if number in state.released(series, period):
+                emit(ev.EXTERNAL_NUMBER_DETECTED, f"counter-{series}-{period}", {
+                    "series": series, "period": period, "first": number, "last": number,
+                    "next": state.counter(series, period).next, "from_pool": True,
+                    "peer_id": cmd.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
+                })
+            data["number"] = {"series": series, "period": period, "number": number}
+        emit(ev.DOCUMENT_IMPORTED, f"document-{cmd.peer_id}-{d.doctype}-{d.doc_id}", data)
         imported += 1
     return {"imported": imported, "already_imported": already, "collisions": collisions}
+
+
+def _number_clash(state: LedgerState, formatted: str, series: str, period: str,
+                  number: int) -> str:
+    """Why an imported text naming this counter number cannot be imported; "" if it can."""
+    where = f"number {number} of the {series} counter" + (
+        f" ({period})" if period != ALL_TIME else "")
+    r = state.reservation_holding(series, period, number)
+    if r is not None:
+        return (f"{formatted} is {where}, which Concord handed out as {r.formatted} "
+                f"({r.state}) to {r.doctype} {r.doc_id} of store {state.peers[r.peer_id].name}")
+    other = state.imported_number(series, period, number)
+    if other is not None:
+        return f"{formatted} is {where}, which the imported {other} carries already"
+    return ""
 
 
 def flag_pending(state: LedgerState, cmd: c.FlagPendingReservation, emit: Emit) -> dict[str, Any]:
@@ -384,7 +439,9 @@ def answer_again(state: LedgerState, cmd: c.Command, event: Event) -> dict[str, 
     """
     d = event.data
     match cmd:
-        case c.Reserve() if event.type == ev.NUMBER_RESERVED and (
+        # A reserve's first event is its reservation, or the run of imported numbers it skipped.
+        case c.Reserve() if event.type in (ev.NUMBER_RESERVED, ev.EXTERNAL_NUMBER_DETECTED) and (
+                "reservation_id" in d) and (
                 d["peer_id"], d["doctype"], d["doc_id"]) == (cmd.peer_id, cmd.doctype, cmd.doc_id):
             return _view_at(state.reservations[d["reservation_id"]], event)
         case c.Confirm() if _confirmed_by(state, cmd, event):
@@ -431,9 +488,11 @@ def _confirmed_by(state: LedgerState, cmd: c.Confirm, event: Event) -> bool:
 
 
 def _imported_by(cmd: c.ImportDocuments, event: Event) -> bool:
-    """``event`` is the first event of an import by this store: a DocumentImported, or the
-    warning of a collision (its subject starts with the store's id)."""
-    if event.type == ev.DOCUMENT_IMPORTED:
+    """``event`` is the first event of an import by this store: a DocumentImported, a
+    released number it claimed, or the warning of a collision (its subject starts with the
+    store's id)."""
+    if event.type == ev.DOCUMENT_IMPORTED or (
+            event.type == ev.EXTERNAL_NUMBER_DETECTED and "reservation_id" not in event.data):
         return event.data["peer_id"] == cmd.peer_id
     return (event.type == ev.WARNING_RAISED and event.data["code"] == "import_collision"
             and event.data["subject"].startswith(f"{cmd.peer_id}/"))

@@ -60,12 +60,36 @@ class NumberVoided(ReservationEnded, frozen=True, gc=False):
     was: str  # "reserved" or "issued"
 
 
+class ImportedNumber(_Record):
+    series: str
+    period: str
+    number: int
+
+
+class DocumentImported(_Record):
+    peer_id: str
+    doctype: str
+    doc_id: str
+    number: ImportedNumber | None = None  # None: the text does not follow the series' format
+
+
+class ExternalNumberDetected(_Record):
+    series: str
+    period: str
+    first: int
+    last: int
+    next: int
+    from_pool: bool
+
+
 DATA_OF: dict[str, type[_Record]] = {
     ev.SERIES_CONFIGURED: SeriesConfigured,
     ev.NUMBER_RESERVED: NumberReserved,
     ev.NUMBER_ISSUED: ReservationEnded,
     ev.NUMBER_RELEASED: ReservationEnded,
     ev.NUMBER_VOIDED: NumberVoided,
+    ev.DOCUMENT_IMPORTED: DocumentImported,
+    ev.EXTERNAL_NUMBER_DETECTED: ExternalNumberDetected,
 }
 
 RecordError = msgspec.ValidationError

@@ -20,8 +20,9 @@ from coordinator.ledger import event_records as rec
 from coordinator.ledger import series_defaults
 from coordinator.ledger.findings import Findings
 
-FREE, RESERVED, ISSUED, RELEASED, VOID = range(5)
-STATE_NAMES = ("never handed out", "reserved", "issued", "released", "void")
+FREE, RESERVED, ISSUED, RELEASED, VOID, IMPORTED = range(6)
+STATE_NAMES = ("never handed out", "reserved", "issued", "released", "void",
+               "carried by an imported document")
 
 # Event types whose data the checker reads; the others it skips without parsing them.
 CHECKED_TYPES = frozenset(rec.DATA_OF)
@@ -69,7 +70,8 @@ class Invariants:
         self.checks: dict[str, Callable[[int, Any], None]] = {
             ev.SERIES_CONFIGURED: self._configured, ev.NUMBER_RESERVED: self._reserved,
             ev.NUMBER_ISSUED: self._issued, ev.NUMBER_RELEASED: self._released,
-            ev.NUMBER_VOIDED: self._voided,
+            ev.NUMBER_VOIDED: self._voided, ev.DOCUMENT_IMPORTED: self._imported,
+            ev.EXTERNAL_NUMBER_DETECTED: self._external,
         }
 
     def feed(self, position: int, type_: str, data: Any) -> None:
@@ -220,6 +222,45 @@ class Invariants:
             self._fail(f"voided as issued, but the number is {STATE_NAMES[state]}", position,
                        period.key, d.number)
         period.set(d.number, VOID)
+
+    def _imported(self, position: int, d: rec.DocumentImported) -> None:
+        if d.number is None:
+            return
+        period = self._period((d.number.series, d.number.period))
+        state = period.state(d.number.number)
+        if state != FREE:
+            self._fail(f"imported, but the number is {STATE_NAMES[state]} already: a number "
+                       "carried twice", position, period.key, d.number.number)
+        period.set(d.number.number, IMPORTED)
+
+    def _external(self, position: int, d: rec.ExternalNumberDetected) -> None:
+        period = self._period((d.series, d.period))
+        if d.from_pool:  # an import claims a released number: it leaves the pool
+            if d.first not in period.pool:
+                self._fail(f"claimed from the pool by an import, but it is "
+                           f"{STATE_NAMES[period.state(d.first)]}", position, period.key, d.first)
+            else:
+                period.pool.remove(d.first)
+                period.set(d.first, FREE)
+            return
+        if d.first != period.next:
+            self._fail(f"imported numbers skipped from {d.first}, but the counter stood at "
+                       f"{period.next}", position, period.key, d.first)
+        if period.pool:
+            self._fail(f"imported numbers skipped while released {period.pool[0]} waited in the "
+                       "pool", position, period.key, d.first)
+        if d.last < d.first or (d.last - d.first) % period.increment:
+            self._fail(f"a skipped run {d.first}…{d.last} that the increment "
+                       f"{period.increment} does not step through", position, period.key, d.first)
+        else:
+            for number in range(d.first, d.last + 1, period.increment):
+                if period.state(number) != IMPORTED:
+                    self._fail(f"skipped as imported, but it is {STATE_NAMES[period.state(number)]}"
+                               ": a hole", position, period.key, number)
+        if d.next != d.last + period.increment:
+            self._fail(f"skipping imported numbers up to {d.last} moved the counter to {d.next} "
+                       f"instead of {d.last + period.increment}", position, period.key, d.first)
+        period.next = d.next
 
     def summary(self) -> list[dict[str, Any]]:
         """Per series and period: how many numbers, the highest, the released ones."""

@@ -50,6 +50,39 @@ def check_format(fmt: str) -> None:
         raise FormatError("the format may be at most 64 characters long")
 
 
+_TOKEN_PATTERNS = {"NUMBER": "[0-9]+", "YEAR": "[0-9]{4}", "YY": "[0-9]{2}", "MONTH": "[0-9]{2}",
+                   "DAY": "[0-9]{2}"}
+
+
+def parse(fmt: str, formatted: str, store: str) -> tuple[int, int | None] | None:
+    """The number (and the year, when the format shows one) of a text written in ``fmt``;
+    None when the text does not follow the format. The inverse of ``render``.
+
+    A two-digit year is read as 20YY. A token written twice must read alike both times.
+    """
+    names: list[str] = []
+    pattern, end = [], 0
+    for match in _TOKEN.finditer(fmt):
+        pattern.append(re.escape(fmt[end:match.start()]))
+        name = match.group(1)
+        if name == "STORE":
+            pattern.append(re.escape(store))
+        else:
+            names.append(name)
+            pattern.append(f"({_TOKEN_PATTERNS[name]})")
+        end = match.end()
+    pattern.append(re.escape(fmt[end:]))
+    found = re.fullmatch("".join(pattern), formatted)
+    if found is None:
+        return None
+    read: dict[str, int] = {}
+    for name, text in zip(names, found.groups(), strict=True):
+        if read.setdefault(name, int(text)) != int(text):
+            return None
+    year = read.get("YEAR", 2000 + read["YY"] if "YY" in read else None)
+    return read["NUMBER"], year
+
+
 def render(fmt: str, number: int, doc_date: date, store: str) -> str:
     def token(match: re.Match[str]) -> str:
         name, width = match.group(1), match.group(2)
@@ -100,6 +133,20 @@ def counter_series(doctype: str, settings: dict[str, SeriesSettings]) -> str:
     if doctype == "creditnote" and not settings["creditnote"].dedicated:
         return "invoice"
     return doctype
+
+
+def number_of(doctype: str, formatted: str, settings: dict[str, SeriesSettings],
+              store: str) -> tuple[str, str, int] | None:
+    """The counter, period and number a document's text names, read with its type's format:
+    None when the text does not follow it (or, in a yearly series, shows no year)."""
+    parsed = parse(settings[doctype].format, formatted, store)
+    if parsed is None:
+        return None
+    number, year = parsed
+    series = counter_series(doctype, settings)
+    if settings[series].reset == "never":
+        return series, ALL_TIME, number
+    return None if year is None else (series, str(year), number)
 
 
 def allocate(next_number: int, increment: int, pool: list[int]) -> tuple[int, int, bool]:

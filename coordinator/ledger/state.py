@@ -104,6 +104,7 @@ class Changes:
     reservations: set[str] = field(default_factory=set)
     documents: set[tuple[str, str, str]] = field(default_factory=set)
     voided_documents: set[str] = field(default_factory=set)
+    external_added: set[tuple[str, str, int, str]] = field(default_factory=set)
     peers: set[str] = field(default_factory=set)
     warnings: set[str] = field(default_factory=set)
 
@@ -120,6 +121,9 @@ class LedgerState:
         self.active_by_number: dict[tuple[str, str, int], str | None] = {}
         self.documents: dict[tuple[str, str, str], Document | None] = {}
         self.document_by_formatted: dict[str, tuple[str, str, str] | None] = {}
+        # Loaded per batch: numbers imported documents carry, by series and period: those at
+        # or above the counter (a reserve's candidates) and those an import names.
+        self.external: dict[tuple[str, str], dict[int, str]] = {}
         self.warnings: dict[str, Warning_] = {}
         self.open_warning_by_subject: dict[tuple[str, str], str | None] = {}
         self.changes = Changes()
@@ -146,6 +150,10 @@ class LedgerState:
 
     def document(self, peer_id: str, doctype: str, doc_id: str) -> Document | None:
         return self.documents[(peer_id, doctype, doc_id)]  # KeyError = not loaded: a bug
+
+    def imported_number(self, series: str, period: str, number: int) -> str | None:
+        """The formatted number of the imported document that carries this number, if any."""
+        return self.external.get((series, period), {}).get(number)
 
     def document_numbered(self, formatted: str) -> tuple[str, str, str] | None:
         """The document that carries this formatted number, if any."""
@@ -180,6 +188,7 @@ class LedgerState:
         self.active_by_number.clear()
         self.documents.clear()
         self.document_by_formatted.clear()
+        self.external.clear()
         self.warnings.clear()
         self.open_warning_by_subject.clear()
         self.changes = Changes()
@@ -246,6 +255,20 @@ class LedgerState:
             position=event.position,
         ))
         self.changes.documents.add((data["peer_id"], data["doctype"], data["doc_id"]))
+        taken = data.get("number")  # absent: the text does not follow the series' format
+        if taken is not None:
+            key = (taken["series"], taken["period"])
+            self.external.setdefault(key, {})[taken["number"]] = data["formatted"]
+            self.changes.external_added.add((*key, taken["number"], data["formatted"]))
+
+    def _on_ExternalNumberDetected(self, event: Event, data: dict[str, Any]) -> None:
+        key = (data["series"], data["period"])
+        if data["from_pool"]:
+            self.pool[key].remove(data["first"])
+            self._pool_change(key, data["first"], added=False)
+            return
+        self.counters[key] = Counter(next=data["next"], highest=self.counter(*key).highest)
+        self.changes.counters.add(key)
 
     def _on_NumberReleased(self, event: Event, data: dict[str, Any]) -> None:
         r = self._touch(data["reservation_id"], event, "released")

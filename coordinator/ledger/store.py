@@ -23,7 +23,7 @@ import orjson
 from coordinator.advisory_locks import LEDGER
 from coordinator.events.canonical import GENESIS_HASH, canonical_json, format_recorded_at
 from coordinator.ledger import commands as c
-from coordinator.ledger.numbering import SeriesSettings
+from coordinator.ledger.numbering import ALL_TIME, SeriesSettings, number_of
 from coordinator.ledger.state import (
     Counter,
     Document,
@@ -58,19 +58,28 @@ def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def batch_request(commands: Sequence[c.Command], cached: int | None) -> dict[str, Any]:
-    """Which rows the batch's commands will look at (pure)."""
+def batch_request(commands: Sequence[c.Command], cached: int | None,
+                  state: LedgerState) -> dict[str, Any]:
+    """Which rows the batch's commands will look at (pure).
+
+    An import's text is read with the series formats and store names of ``state``: they
+    may have changed by the time the batch is opened (``import_lookups`` tells).
+    """
     req: dict[str, Any] = {
         "cached": cached, "event_ids": [], "reservation_ids": [], "reservation_keys": [],
         "numbers": [], "warning_ids": [], "warning_keys": [], "document_keys": [],
-        "formatted": [],
+        "formatted": [], "external_keys": [], "external_numbers": [],
     }
+    external_keys: set[tuple[str, str]] = set()
     for cmd in commands:
         if cmd.event_id:
             req["event_ids"].append(cmd.event_id)
         match cmd:
             case c.Reserve():
                 req["reservation_keys"].append([cmd.peer_id, cmd.doctype, cmd.doc_id])
+                # Every counter and period the reserve may draw from, whatever the settings.
+                for series in {cmd.doctype, "invoice"}:
+                    external_keys.update(((series, str(cmd.date.year)), (series, ALL_TIME)))
             case c.Confirm() | c.Release() | c.FlagPendingReservation():
                 req["reservation_ids"].append(cmd.reservation_id)
             case c.Void():
@@ -90,7 +99,24 @@ def batch_request(commands: Sequence[c.Command], cached: int | None) -> dict[str
                     req["formatted"].append(d.formatted)
                     req["warning_keys"].append(
                         ["import_collision", f"{cmd.peer_id}/{d.doctype}/{d.doc_id}"])
+    req["external_keys"] = sorted(external_keys)
+    numbers = import_lookups(commands, state)
+    req["numbers"] += numbers
+    req["external_numbers"] = numbers
     return req
+
+
+def import_lookups(commands: Sequence[c.Command], state: LedgerState) -> list[list[Any]]:
+    """The counter numbers the batch's imports name, read with ``state``'s settings."""
+    found = []
+    for cmd in commands:
+        if isinstance(cmd, c.ImportDocuments) and cmd.peer_id in state.peers:
+            store = state.peers[cmd.peer_id].name
+            for d in cmd.documents:
+                taken = number_of(d.doctype, d.formatted, state.settings, store)
+                if taken is not None:
+                    found.append(list(taken))
+    return found
 
 
 async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any], *,
@@ -123,6 +149,8 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
         state.documents[(peer, doctype, doc_id)] = None
     for text in req["formatted"]:
         state.document_by_formatted[text] = None
+    for series, period, number, formatted in got["external"]:
+        state.external.setdefault((series, period), {})[number] = formatted
     for row in got["reservations"]:
         state.remember_reservation(Reservation(
             id=row["id"], peer_id=row["peer_id"], doctype=row["doctype"], doc_id=row["doc_id"],
@@ -205,6 +233,7 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
             for d in (state.documents[k] for k in ch.documents) if d is not None
         ],
         "voided": list(ch.voided_documents),
+        "external_added": [list(k) for k in ch.external_added],
         "peers": [
             {"id": p.id, "name": p.name, "url": p.url, "token_sha256": p.token_sha256,
              "state": p.state, "agent_version": p.agent_version, "reported": p.reported}

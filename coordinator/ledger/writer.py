@@ -369,11 +369,18 @@ class LedgerWriter:
         a DomainError), once written."""
         started = time.perf_counter()
         conn = await self._connection()
-        request = store.batch_request([p.command for p in batch], self._state_at)
-        self._state_at = None  # until this batch commits
+        commands = [p.command for p in batch]
         state = self._state
+        request = store.batch_request(commands, self._state_at, state)
+        self._state_at = None  # until this batch commits
         opened = await store.open_batch(conn, state, request, holding=self._holding)
         self._holding = True
+        lookups = store.import_lookups(commands, state)
+        if lookups != request["external_numbers"]:
+            # An import read with settings that another process changed meanwhile (or with
+            # none cached yet): open again, now that the state has the current ones.
+            request = store.batch_request(commands, opened.position, state)
+            opened = await store.open_batch(conn, state, request, holding=True)
         # A caller that gave up while the ledger lock was awaited was told nothing was written:
         # so it is not. From here to the write statement nothing awaits, so none can give up.
         live = [p for p in batch if not p.future.done()]

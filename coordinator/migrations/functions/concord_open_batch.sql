@@ -95,6 +95,20 @@ BEGIN
             SELECT w.* FROM jsonb_array_elements(req->'warning_keys') k,
                 LATERAL (SELECT * FROM warnings w WHERE w.code = k->>0
                          AND w.subject = k->>1 AND w.state = 'open' LIMIT 1) w) w),
+        -- Numbers imported documents carry: from the counter on (the candidates of a
+        -- reserve), and the ones an import names.
+        'external', (SELECT coalesce(jsonb_agg(jsonb_build_array(x.series, x.period, x.number,
+                                                                  x.formatted)), '[]') FROM (
+            SELECT x.* FROM jsonb_array_elements(coalesce(req->'external_keys', '[]')) k,
+                LATERAL (SELECT * FROM external_numbers x
+                         WHERE x.series = k->>0 AND x.period = k->>1
+                           AND x.number >= coalesce((SELECT c.next FROM counters c
+                                                     WHERE c.series = k->>0
+                                                       AND c.period = k->>1), 0)) x
+            UNION
+            SELECT x.* FROM jsonb_array_elements(coalesce(req->'external_numbers', '[]')) k,
+                LATERAL (SELECT * FROM external_numbers x WHERE x.series = k->>0
+                         AND x.period = k->>1 AND x.number = (k->>2)::bigint) x) x),
         'documents', (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM (
             SELECT d.* FROM jsonb_array_elements(req->'document_keys') k,
                 LATERAL (SELECT * FROM documents d WHERE d.peer_id = (k->>0)::uuid

@@ -80,6 +80,10 @@ BEGIN
                 SELECT x::uuid FROM jsonb_array_elements_text(b->'voided') x));
     END IF;
 
+    INSERT INTO external_numbers (series, period, number, formatted)
+        SELECT k->>0, k->>1, (k->>2)::bigint, k->>3
+        FROM jsonb_array_elements(coalesce(b->'external_added', '[]')) k;
+
     INSERT INTO peers (id, name, url, token_sha256, state, agent_version, reported)
         SELECT * FROM jsonb_to_recordset(b->'peers') AS x(id uuid, name text, url text,
              token_sha256 text, state text, agent_version text, reported jsonb)
