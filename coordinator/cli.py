@@ -182,12 +182,13 @@ def _ledger_command(settings: Settings, make: Callable[[], c.Command],
     return _with_db(settings, work)
 
 
-def _read(settings: Settings, query: Callable[[Any], Awaitable[Any]]) -> int:
+def _read(settings: Settings, query: Callable[[Any], Awaitable[Any]],
+          show: Callable[[Any], None] = _print) -> int:
     async def work(url: str) -> int:
         conn = await connect(url)
         try:
             await migrate(conn)
-            _print(await query(conn))
+            show(await query(conn))
         finally:
             await conn.close()
         return 0
@@ -255,6 +256,57 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_db(settings, work)
+
+
+# -- warnings ----------------------------------------------------------------------------
+
+WARNINGS_SHOWN = 1000  # queries.warnings answers at most this many, oldest first
+
+
+def cmd_warnings(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.ledger.queries import warnings
+
+    as_json = args.json or not sys.stdout.isatty()
+    if args.resolve is not None:  # the API's command, so the resolution is a ledger event
+        def resolved(result: dict[str, Any]) -> None:
+            if as_json:
+                _print(result)
+            else:
+                print(f"warning {result['warning_id']}: {result['state']}")
+
+        return _ledger_command(settings, lambda: c.ResolveWarning(
+            warning_id=args.resolve, by="operator"), resolved)
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        if len(rows) == WARNINGS_SHOWN:
+            sys.stderr.write(f"concord: showing the oldest {WARNINGS_SHOWN} warnings only\n")
+        if as_json:
+            _print({"warnings": rows})
+        else:
+            sys.stdout.write(warnings_table(rows, settings.timezone, with_resolved=args.all))
+
+    return _read(settings, lambda conn: warnings(conn, None if args.all else "open"), show)
+
+
+def warnings_table(rows: list[dict[str, Any]], zone: str, *, with_resolved: bool) -> str:
+    """Warnings as aligned columns for a terminal, times in ``zone``, the message last."""
+    if not rows:
+        return "no warnings\n" if with_resolved else "no open warnings\n"
+    tz = ZoneInfo(zone)
+
+    def at(moment: str | None) -> str:
+        return datetime.fromisoformat(moment).astimezone(tz).strftime("%Y-%m-%d %H:%M") \
+            if moment else ""
+
+    header = ["ID", "STATE", "RAISED", *(["RESOLVED"] if with_resolved else []), "CODE",
+              "SUBJECT", "MESSAGE"]
+    lines = [[w["warning_id"], w["state"], at(w["raised_at"]),
+              *([at(w["resolved_at"])] if with_resolved else []), w["code"], w["subject"],
+              " ".join(w["message"].split())] for w in rows]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header) - 1)]
+    text = ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)),
+                       line[-1]]) for line in [header, *lines]]  # widths: all but the message
+    return "\n".join(text) + f"\n{len(rows)} warning(s), times in {zone}\n"
 
 
 # -- audit, export, verify ---------------------------------------------------------------
@@ -335,13 +387,17 @@ def _positive(value: str) -> int:
     return int(value)
 
 
-def _uuid_text(value: str) -> str:
-    import uuid
+def _uuid_of(what: str) -> Callable[[str], str]:
+    """An argument type: a UUID in its canonical text, else an error naming ``what``."""
+    def parse(value: str) -> str:
+        import uuid
 
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a store id (a UUID)") from None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what} (a UUID)") from None
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,10 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_peers_add)
     peers.add_parser("list").set_defaults(func=cmd_peers_list)
     rotate = peers.add_parser("rotate", help="give a store a new token")
-    rotate.add_argument("id", type=_uuid_text)
+    rotate.add_argument("id", type=_uuid_of("a store id"))
     rotate.set_defaults(func=cmd_peers_rotate)
     retire = peers.add_parser("retire", help="retire a store")
-    retire.add_argument("id", type=_uuid_text)
+    retire.add_argument("id", type=_uuid_of("a store id"))
     retire.set_defaults(func=cmd_peers_retire)
 
     tokens = sub.add_parser("tokens", help="operator and reader tokens").add_subparsers(
@@ -402,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     kashflow.add_argument("--show-options", action="store_true", help="list KashFlow's payment "
                           "methods, bank accounts and currencies for the mapping, and exit")
     kashflow.set_defaults(func=cmd_sync_kashflow)
+
+    warning_list = sub.add_parser("warnings", help="open warnings: a table in a terminal, "
+                                  "else JSON")
+    shown = warning_list.add_mutually_exclusive_group()
+    shown.add_argument("--all", action="store_true", help="resolved warnings too")
+    shown.add_argument("--resolve", type=_uuid_of("a warning id"), metavar="ID",
+                       help="resolve one warning (a ledger event, as through the API)")
+    warning_list.add_argument("--json", action="store_true", help="JSON, also in a terminal")
+    warning_list.set_defaults(func=cmd_warnings)
 
     demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
     demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
