@@ -1,22 +1,53 @@
-"""Heartbeat: tells the coordinator the agent is alive and how WHMCS numbers on its own."""
+"""Heartbeat: tells the coordinator the agent is alive, how WHMCS numbers on its own, how it
+computes taxes, and which numbers more than one of its documents carry."""
 
 from __future__ import annotations
 
+import time
+import weakref
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
 from agent.client import CoordinatorClient
 from agent.rules import RulesHolder
 from agent.whmcs import queries
+from coordinator.events.store_report import DUPLICATE_NUMBERS, TAX_SETTINGS
 
 AGENT_VERSION = version("concord")
+# The duplicate-number scan reads all of tblinvoices: its answer is reused this long.
+DUPLICATE_SCAN_SECONDS = 900.0
+DUPLICATES_REPORTED = 100  # most duplicate numbers in one report
+
+
+@dataclass(frozen=True)
+class _Scan:
+    at: float  # time.monotonic() of the scan
+    duplicates: dict[str, list[int]]
+
+
+# The last scan of each WHMCS database (by its pool), for as long as the pool lives.
+_scans: weakref.WeakKeyDictionary[Any, _Scan] = weakref.WeakKeyDictionary()
 
 
 async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder,
                extra: dict[str, str]) -> None:
     async with pool.acquire() as conn:
         settings: dict[str, Any] = await queries.numbering_settings(conn)
+        # The billing checks recompute Tax and Tax2 as this store's WHMCS does.
+        settings.update(await queries.configuration(conn, TAX_SETTINGS))
         # The KashFlow sync matches a document's currency id to KashFlow's by this code.
         settings["Currencies"] = await queries.currencies(conn)
+        settings[DUPLICATE_NUMBERS] = await _duplicates(pool, conn)
     reply = await client.heartbeat(AGENT_VERSION, {**settings, **extra})
     rules.update(reply["settings"])
+
+
+async def _duplicates(pool: Any, conn: Any) -> dict[str, list[int]]:
+    """The numbers more than one document carries, scanned at most every
+    ``DUPLICATE_SCAN_SECONDS``."""
+    last = _scans.get(pool)
+    if last is None or time.monotonic() - last.at >= DUPLICATE_SCAN_SECONDS:
+        last = _scans[pool] = _Scan(
+            time.monotonic(), await queries.duplicate_numbers(conn, DUPLICATES_REPORTED))
+    return last.duplicates

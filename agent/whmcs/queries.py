@@ -381,3 +381,26 @@ async def has_table(conn: Any, name: str) -> bool:
                        " WHERE table_schema = DATABASE() AND table_name = %s", (name,))
     return bool(rows[0]["n"])
 
+
+async def configuration(conn: Any, names: Sequence[str]) -> dict[str, str]:
+    """The tblconfiguration settings of these names that the store has."""
+    marks, values = _in(names)
+    rows = await fetch(conn, "SELECT setting, value FROM tblconfiguration"
+                       f" WHERE setting IN ({marks})", values)
+    return {row["setting"]: str(row["value"]) for row in rows}
+
+
+DUPLICATE_IDS = 20  # invoice ids reported per duplicate number
+
+
+async def duplicate_numbers(conn: Any, limit: int) -> dict[str, list[int]]:
+    """Formatted numbers that more than one tblinvoices row carries (WHMCS does not prevent
+    it), the first ``limit`` by number: number -> its first ``DUPLICATE_IDS`` invoice ids.
+    It reads the whole table (``invoicenum`` has no index): seconds at a million invoices,
+    so not on every heartbeat."""
+    rows = await fetch(
+        conn, "SELECT CAST(invoicenum AS CHAR(255)) AS number,"
+        " SUBSTRING_INDEX(GROUP_CONCAT(id ORDER BY id), ',', %s) AS ids FROM tblinvoices"
+        " WHERE invoicenum <> '' GROUP BY number HAVING COUNT(*) > 1 ORDER BY number LIMIT %s",
+        (DUPLICATE_IDS, limit))
+    return {row["number"]: [int(i) for i in str(row["ids"]).split(",")] for row in rows}

@@ -20,7 +20,7 @@ which the checks recompute to the cent:
   added; off: the taxed items are added first and taxed once.
 
 The snapshot does not say which of those settings the store uses: its agent reports them in
-the heartbeat (``TAX_SETTINGS``). A setting not reported counts as unknown, and a figure
+the heartbeat (coordinator/events/store_report.py). A setting not reported counts as unknown, and a figure
 passes when any of WHMCS's ways gives it. WHMCS keeps tax rates with three decimals, the
 snapshot with two: a rate with a second decimal may also be the three-decimal rate ending in 5
 that rounds to it (Québec's 9.975 % shows as 9.98, New York's 8.875 % as 8.88).
@@ -35,6 +35,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from coordinator.events.europe import client_territory, vat_number, vies_key
+from coordinator.events.store_report import DUPLICATE_NUMBERS
 from coordinator.events.vies import VatKey
 
 ITEMS_SUBTOTAL = "billing_items_subtotal"
@@ -47,12 +48,6 @@ VAT_REJECTED = "billing_vat_rejected"
 DUPLICATE_NUMBER = "billing_duplicate_number"
 # The codes of the checks that need only the snapshot itself.
 SNAPSHOT_CODES = (ITEMS_SUBTOTAL, TAX, TAX2, TOTAL_SIGN, PAID_WITHOUT_DATE)
-
-# WHMCS's tax settings (tblconfiguration), as the agent reports them in the heartbeat.
-TAX_SETTINGS = ("TaxEnabled", "TaxType", "TaxL2Compound", "TaxPerLineItem")
-# The heartbeat's report of formatted numbers carried by more than one tblinvoices row:
-# {formatted: [invoice ids]}.
-DUPLICATE_NUMBERS = "DuplicateNumbers"
 
 _CENT = Decimal("0.01")
 _HALF_STEP = Decimal("0.005")

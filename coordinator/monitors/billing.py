@@ -28,6 +28,7 @@ import asyncpg
 import structlog
 
 from coordinator.events import catalogue as ev
+from coordinator.events.store_report import TAX_SETTINGS
 from coordinator.events.vies import VatKey, ViesLookup, ViesSettings
 from coordinator.ledger import billing_checks as checks
 from coordinator.ledger import commands as c
@@ -135,7 +136,7 @@ class BillingMonitor:
             store = names.get(peer_id, peer_id)
             if row["type"] == ev.PEER_CONFIG_REPORTED:
                 reported = data.get("settings") or {}
-                settings[peer_id] = {k: reported[k] for k in checks.TAX_SETTINGS if k in reported}
+                settings[peer_id] = {k: reported[k] for k in TAX_SETTINGS if k in reported}
                 await conn.execute(
                     "INSERT INTO billing_store_settings (peer_id, tax) VALUES ($1, $2)"
                     " ON CONFLICT (peer_id) DO UPDATE SET tax = excluded.tax",
