@@ -68,8 +68,8 @@ async def store(whmcs_database_factory) -> AsyncIterator[Store]:
 
 async def feed_client(aiohttp_client, store: Store, *, token: str = TOKEN,
                       timezone: str = "Europe/Amsterdam", country: str = "NL",
-                      vies_url: str = "") -> Any:
-    feed = AgentFeed(pool=store.pool, rules=DueRules("payment", "payment", "negative_total"),
+                      vies_url: str = "", credit_note_rule: str = "negative_total") -> Any:
+    feed = AgentFeed(pool=store.pool, rules=DueRules("payment", "payment", credit_note_rule),
                      has_invoicedata=True, token=token, timezone=timezone, country=country,
                      vies=ViesSettings(vies_url, 2.0, 7, 50))
     numbering = Numbering(store.pool, CoordinatorClient("http://127.0.0.1:9", "unused"),
@@ -248,6 +248,18 @@ async def test_unnumbered_documents_are_served_with_an_empty_num(aiohttp_client,
     await store.execute("UPDATE tblinvoices SET invoicenum = 'N-7' WHERE id = %s", unpaid["id"])
     _, answer = await get(client, invoicenum="N-7")
     assert answer[str(unpaid["id"])]["DocData"]["Num"] == "N-7"
+
+
+async def test_the_credit_note_rule_decides_the_type(aiohttp_client, store: Store) -> None:
+    """CONCORD_AGENT_CREDIT_NOTE_RULE=none: every row is an invoice, as the numbering sees it."""
+    client = await feed_client(aiohttp_client, store, credit_note_rule="none")
+    every = await store.rows("SELECT id, total FROM tblinvoices ORDER BY date, id")
+    assert any(r["total"] < 0 for r in every)
+    _, answer = await get(client, doctype="CreditNotes")
+    assert answer == {}
+    _, answer = await get(client, doctype="Invoices")
+    assert list(answer) == [str(r["id"]) for r in every]
+    assert {d["DocData"]["Type"] for d in answer.values()} == {"Invoice"}
 
 
 async def test_today_is_the_configured_time_zone(aiohttp_client, store: Store) -> None:
