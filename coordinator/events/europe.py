@@ -97,7 +97,7 @@ _FILLER_WORDS = frozenset((
 ))
 
 
-def place_name(state: str) -> str:
+def _place_name(state: str) -> str:
     """A state as the table compares it: case, accents, punctuation and filler words dropped
     ("Ilhas dos AÇORES" -> "acores")."""
     letters = unicodedata.normalize("NFKD", state.casefold())
@@ -106,37 +106,36 @@ def place_name(state: str) -> str:
 
 
 def _named(place: Territory | None, *names: str) -> dict[str, Territory | None]:
-    return {place_name(name): place for name in names}
+    return {_place_name(name): place for name in names}
 
 
-# The same places by the state WHMCS stores (its state lists, ISO 3166-2 codes, the names
-# people type); a whole name must match, so "Saint-Martin-d'Hères" stays in France and "La
-# Palma" (an island, but also "Palma" of Mallorca) is left to the postcode.
+# The same places by the state WHMCS stores: the names of its state lists, ISO 3166-2
+# codes and the names people type (with the filler words above, "Islas Canarias" is
+# "Canarias" and "Região Autónoma dos Açores" is "Açores"). A whole name must match, so
+# "Saint-Martin-d'Hères" stays in France, and "La Palma" (an island, but "Palma" is
+# Mallorca's capital) is left to the postcode.
 _BY_STATE: dict[str, dict[str, Territory | None]] = {
     "ES": {**_named(_BY_CODE["IC"], "PALMAS, LAS", "SANTA CRUZ DE TENERIFE",
                     "Las Palmas de Gran Canaria", "Sta. Cruz de Tenerife", "S/C de Tenerife",
                     "Tenerife", "Gran Canaria", "Lanzarote", "Fuerteventura", "La Gomera",
-                    "El Hierro", "Canarias", "Islas Canarias", "Canary Islands", "Canaries",
+                    "El Hierro", "Canarias", "Canary Islands", "Canaries",
                     "GC", "TF", "CN", "ES-GC", "ES-TF", "ES-CN"),
            **_named(_CEUTA, "CEUTA", "CE", "ES-CE"),
            **_named(_MELILLA, "MELILLA", "ML", "ES-ML")},
-    "PT": {**_named(_MADEIRA, "Madeira", "Ilha da Madeira", "Região Autónoma da Madeira",
-                    "Porto Santo", "PT-30"),
-           **_named(_AZORES, "Açores", "Azores", "Região Autónoma dos Açores",
-                    "Azores Islands", "PT-20")},
+    "PT": {**_named(_MADEIRA, "Madeira", "Porto Santo", "PT-30"),
+           **_named(_AZORES, "Açores", "Azores", "PT-20")},
     "FR": {**_named(_BY_CODE["GP"], "Guadeloupe", "971"),
            **_named(_BY_CODE["MQ"], "Martinique", "972"),
            **_named(_BY_CODE["GF"], "Guyane", "Guyane française", "French Guiana", "973"),
-           **_named(_BY_CODE["RE"], "La Réunion", "Île de la Réunion", "974"),
+           **_named(_BY_CODE["RE"], "La Réunion", "974"),
            **_named(_BY_CODE["YT"], "Mayotte", "976"),
-           **_named(_BY_CODE["MF"], "Saint-Martin", "St Martin", "St-Martin",
-                    "Collectivité de Saint-Martin"),
+           **_named(_BY_CODE["MF"], "Saint-Martin", "St Martin"),
            **_named(None, "Saint-Barthélemy", "St Barthélemy", "Saint-Barth", "St Barth",
                     "Saint-Pierre-et-Miquelon", "St Pierre et Miquelon", "975",
                     "Polynésie française", "French Polynesia", "Nouvelle-Calédonie",
-                    "New Caledonia", "Wallis-et-Futuna", "Wallis and Futuna")},
+                    "New Caledonia", "Wallis-et-Futuna")},
     "GR": _named(_MOUNT_ATHOS, "Mount Athos", "Agion Oros", "Agio Oros", "Athos"),
-    "FI": _named(_BY_CODE["AX"], "Åland", "Åland Islands", "Ahvenanmaa"),
+    "FI": _named(_BY_CODE["AX"], "Åland", "Ahvenanmaa"),
 }
 _VAT_FIELD = re.compile(r"\b(vat|tva|iva|btw|ust|mwst|moms|tax ?id)\b", re.IGNORECASE)
 
@@ -156,7 +155,7 @@ def territory(country: str, state: str = "", postcode: str = "") -> Territory | 
                 return prefixes[digits[:length]]
     names = _BY_STATE.get(code)
     if names and state:
-        name = place_name(state)
+        name = _place_name(state)
         if name in names:
             return names[name]
     return _MAINLAND[code]
