@@ -48,10 +48,10 @@ class Example:
         finally:
             if proc.returncode is None:
                 proc.kill()
+        assert proc.returncode is not None
         text = out.decode()
         assert text == "" or text.endswith("\n")
-        return proc.returncode or 0, [line.split("\t") for line in text.split("\n")[:-1]], \
-            err.decode()
+        return proc.returncode, [line.split("\t") for line in text.split("\n")[:-1]], err.decode()
 
 
 @pytest.fixture(params=["php", "python"])
