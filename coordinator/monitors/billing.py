@@ -106,9 +106,10 @@ class BillingMonitor:
             await self._apply(conn, wanted)
             done_to = rows[-1]["position"] if len(rows) == BATCH else head
             await conn.execute("UPDATE billing_checkpoint SET position = $1", done_to)
-        if rows:
-            log.info("billing_checked", events=len(rows), up_to=done_to,
-                     findings=sum(1 for m in wanted.values() if m is not None))
+        findings = sum(1 for message in wanted.values() if message is not None)
+        if rows:  # a catch-up of a long history logs its progress at debug level
+            (log.info if findings else log.debug)(
+                "billing_checked", events=len(rows), up_to=done_to, findings=findings)
         return len(rows), done_to >= head
 
     async def _read(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
