@@ -404,3 +404,28 @@ def test_notification_settings_are_checked_and_keep_secrets(monkeypatch) -> None
     monkeypatch.setenv("CONCORD_NOTIFY_WEBHOOK_URL", "hooks.example.test")
     with pytest.raises(ValueError, match="must start with http"):
         load_settings()
+
+
+async def test_a_silent_smtp_server_is_bounded(database_url: str) -> None:
+    """A server that takes the connection and never speaks: each try ends at its limit."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = email_options(port, "none").model_copy(
+        update={"notify_timeout_seconds": 0.3, "notify_tries": 2})
+    [channel] = configured_channels(options)
+    try:
+        async with ledger(database_url) as (pool, writer):
+            await raise_warning(writer, pool, "mail")
+            started = time.monotonic()
+            assert await notify_round(pool, channel, options) == 0
+            assert time.monotonic() - started <= options.delivery_seconds + 1.0
+            row = await pool.fetchrow("SELECT attempts, last_error FROM notifications")
+    finally:
+        server.close()
+    assert row["attempts"] == 2
+    # The notifier's limit, or smtplib's own socket timeout when that one fires first.
+    assert row["last_error"] == "no answer within 0.3 s" or "TimeoutError" in row["last_error"]

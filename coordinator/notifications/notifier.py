@@ -66,7 +66,7 @@ async def notify_round(pool: asyncpg.Pool, channel: Channel, options: NotifyOpti
 async def _deliver(channel: Channel, item: outbox.Claimed,
                    options: NotifyOptions) -> tuple[int, str | None]:
     """Up to notify_tries tries, each within notify_timeout_seconds: (tries made, None when
-    delivered, else the last error)."""
+    delivered, else the last error). Only a DeliveryError is tried again at once."""
     tries = 0
 
     def wait(state: RetryCallState) -> float:
@@ -81,6 +81,10 @@ async def _deliver(channel: Channel, item: outbox.Claimed,
                 await _try_once(channel, item, options.notify_timeout_seconds)
     except DeliveryError as exc:
         return tries, str(exc)
+    except Exception as exc:  # a notification the channel cannot even form: wait like a failure
+        log.exception("notification_not_sendable", channel=channel.name,
+                      warning_id=item.warning_id, change=item.change)
+        return tries, f"cannot be sent: {exc!r}"
     return tries, None
 
 

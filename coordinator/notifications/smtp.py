@@ -4,11 +4,14 @@ smtplib in a worker thread (no dependency beyond Python)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import ssl
+import threading
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -16,6 +19,7 @@ from coordinator.notifications.channel import DeliveryError
 from coordinator.notifications.options import NotifyOptions
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 def compose(payload: dict[str, Any], delivery_id: str, sender: str,
@@ -23,8 +27,8 @@ def compose(payload: dict[str, Any], delivery_id: str, sender: str,
     """The e-mail of one warning change. Its Message-ID is the same on every try, so a mail
     system that sees it twice may keep one."""
     message = EmailMessage()
-    message["Subject"] = (f"[Concord] warning {payload['change']}: {payload['code']} "
-                          f"({payload['subject']})")
+    subject = f"[Concord] warning {payload['change']}: {payload['code']} ({payload['subject']})"
+    message["Subject"] = " ".join(subject.split())  # a header holds no line break
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False)
@@ -42,6 +46,33 @@ def compose(payload: dict[str, Any], delivery_id: str, sender: str,
     return message
 
 
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """``work`` in a thread of its own, which the process does not wait for when it stops
+    (the default executor's threads are waited for when the event loop closes, and a stuck
+    SMTP conversation would hold up a stop for its socket timeouts)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # the caller stopped waiting
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (work(), None)
+        except BaseException as exc:
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="concord-smtp", daemon=True).start()
+    return await done
+
+
 class EmailChannel:
     name = "email"
 
@@ -52,7 +83,7 @@ class EmailChannel:
         o = self._options
         message = compose(payload, delivery_id, o.notify_email_from, o.notify_email_to)
         try:
-            refused = await asyncio.to_thread(self._send_blocking, message)
+            refused = await in_daemon_thread(lambda: self._send_blocking(message))
         except (smtplib.SMTPException, OSError) as exc:  # ssl.SSLError is an OSError
             raise DeliveryError(f"the SMTP server did not take the e-mail: {exc!r}") from exc
         if refused:  # taken for the others: sending again would repeat it to them
