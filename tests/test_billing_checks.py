@@ -18,6 +18,7 @@ from coordinator.ledger.billing_checks import (
     DocumentRef,
     TaxSettings,
     date_order_finding,
+    document_date,
     duplicate_numbers,
     snapshot_findings,
     vat_to_check,
@@ -200,3 +201,22 @@ def test_duplicate_numbers_as_the_agent_reports_them() -> None:
     assert duplicate_numbers({"DuplicateNumbers": {}}) == {}
     assert duplicate_numbers({"SequentialInvoiceNumbering": ""}) is None  # an older agent
     assert duplicate_numbers(None) is None
+
+
+@pytest.mark.parametrize("document", [
+    {},
+    {"ClientData": [], "DocData": "x"},
+    {"ClientData": {"CustomFields": 5, "Country": 7, "TaxID": ["a"]},
+     "DocData": {"Items": 5, "Subtotal": "abc", "Tax": None, "TaxRate": "1e400", "Date": 3}},
+    {"ClientData": {}, "DocData": {"TaxRate": "-100.00", "TaxRate2": "-50", "Tax": "1.00",
+                                   "Items": [{"Amount": "10.00", "Taxed": True}]}},
+    {"ClientData": {"Country": "DE", "CustomFields": [1, {"fieldname": None, "value": 2}]},
+     "DocData": {"Items": [1, "x", {"Amount": "NaN", "Taxed": "yes"}], "Status": ["Paid"]}},
+])
+def test_any_json_snapshot_is_checked_without_failing(document: dict[str, Any]) -> None:
+    """The monitor checks whatever a store sent: a snapshot of an unexpected shape gives
+    findings or none, never an exception that would hold the monitor at that event."""
+    for settings in (UNKNOWN, EXCLUSIVE_PER_LINE, TaxSettings(inclusive=True, compound=True)):
+        assert isinstance(snapshot_findings(INVOICE, document, settings), dict)
+    assert vat_to_check(document) is None or isinstance(vat_to_check(document), tuple)
+    assert isinstance(document_date(document), str)

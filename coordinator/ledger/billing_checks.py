@@ -52,6 +52,7 @@ SNAPSHOT_CODES = (ITEMS_SUBTOTAL, TAX, TAX2, TOTAL_SIGN, PAID_WITHOUT_DATE)
 _CENT = Decimal("0.01")
 _HALF_STEP = Decimal("0.005")
 _HUNDRED = Decimal(100)
+_LARGEST = Decimal("1e14")
 _ON = ("on", "1", "true", "yes")
 _LABELS = {"invoice": "invoice", "creditnote": "credit note"}
 
@@ -130,10 +131,18 @@ def whmcs_round(value: Decimal) -> Decimal:
 
 
 def _decimal(value: Any) -> Decimal:
+    """An amount or rate of the snapshot; 0 for what WHMCS's DECIMAL(16,2) cannot hold."""
     try:
-        return Decimal(str(value if value not in (None, "") else 0))
+        number = Decimal(str(value if value not in (None, "") else 0))
     except InvalidOperation:
         return Decimal(0)
+    return number if number.is_finite() and abs(number) < _LARGEST else Decimal(0)
+
+
+def _rate(value: Any) -> Decimal:
+    """A tax rate in percent; WHMCS refuses rates above 100, so do we (and negative ones)."""
+    rate = _decimal(value)
+    return rate if 0 <= rate <= _HUNDRED else Decimal(0)
 
 
 def _taxes(base: Decimal, rate1: Decimal, rate2: Decimal, way: _Way
@@ -175,21 +184,27 @@ def _rates(snapshot_rate: Decimal) -> list[Decimal]:
     return [snapshot_rate]
 
 
+def _part(snapshot: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """ClientData or DocData; {} when the snapshot has none (the checks take any JSON)."""
+    part = snapshot.get(name)
+    return part if isinstance(part, Mapping) else {}
+
+
 def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any],
                       settings: TaxSettings) -> dict[str, str]:
     """The findings (code -> message) of the checks that need only the snapshot: items and
     Subtotal, Tax, Tax2, the sign of Total, Paid with a payment date."""
-    data = snapshot.get("DocData") or {}
-    client = snapshot.get("ClientData") or {}
+    data, client = _part(snapshot, "DocData"), _part(snapshot, "ClientData")
     found: dict[str, str] = {}
-    items = [i for i in data.get("Items") or () if isinstance(i, Mapping)]
+    listed = data.get("Items")
+    items = [i for i in listed if isinstance(i, Mapping)] if isinstance(listed, list) else []
     amounts = [_decimal(i.get("Amount")) for i in items]
     exempt = str(client.get("TaxExempt", "0")) == "1"
     charged = settings.enabled is not False and not exempt
     taxed = [a for a, i in zip(amounts, items, strict=True) if charged and i.get("Taxed") is True]
     untaxed = sum(amounts, Decimal(0)) - sum(taxed, Decimal(0))
     subtotal, tax, tax2 = (_decimal(data.get(k)) for k in ("Subtotal", "Tax", "Tax2"))
-    rate1, rate2 = _decimal(data.get("TaxRate")), _decimal(data.get("TaxRate2"))
+    rate1, rate2 = _rate(data.get("TaxRate")), _rate(data.get("TaxRate2"))
     ways = settings.ways()
     rate_pairs = list(itertools.product(_rates(rate1), _rates(rate2)))  # the exact one first
     computed: dict[tuple[Decimal, Decimal, _Way], _Figures] = {}
@@ -232,6 +247,11 @@ def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any],
     return found
 
 
+def document_date(snapshot: Mapping[str, Any]) -> str:
+    """The document's ``Date`` (``YYYY-MM-DD``), "" when it has none."""
+    return str(_part(snapshot, "DocData").get("Date") or "")
+
+
 def date_order_finding(doc: DocumentRef, date: str, previous: DocumentRef,
                        previous_date: str, series: str, period: str) -> str | None:
     """A document dated before the document holding the previous number of its series in the
@@ -247,7 +267,9 @@ def date_order_finding(doc: DocumentRef, date: str, previous: DocumentRef,
 def vat_to_check(snapshot: Mapping[str, Any]) -> tuple[str, VatKey | None] | None:
     """The VAT number of an EU client and its VIES key (None: no number VIES could accept),
     or None when there is nothing to ask VIES (no EU client, no VAT number)."""
-    client = snapshot.get("ClientData") or {}
+    client = dict(_part(snapshot, "ClientData"))
+    if not isinstance(client.get("CustomFields"), list):
+        client["CustomFields"] = []
     place = client_territory(client)
     number = vat_number(client)
     if place is None or not number:
@@ -257,7 +279,7 @@ def vat_to_check(snapshot: Mapping[str, Any]) -> tuple[str, VatKey | None] | Non
 
 def vat_rejected_message(doc: DocumentRef, snapshot: Mapping[str, Any], number: str,
                          key: VatKey | None) -> str:
-    client = snapshot.get("ClientData") or {}
+    client = _part(snapshot, "ClientData")
     who = str(client.get("CompanyName") or client.get("ClientName") or "").strip()
     name = f"client {client.get('UserID', '?')}" + (f" ({who})" if who else "")
     why = ("VIES rejects it" if key is not None

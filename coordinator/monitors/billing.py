@@ -157,7 +157,7 @@ class BillingMonitor:
                 settings.get(peer_id)))
             for code in checks.SNAPSHOT_CODES:
                 wanted[code, doc.subject] = found.get(code)
-            day = str((doc.snapshot.get("DocData") or {}).get("Date") or "")
+            day = checks.document_date(doc.snapshot)
             if row["type"] == ev.NUMBER_ISSUED:
                 numbers.append((peer_id, data["series"], data["period"], data["number"],
                                 data["doctype"], data["doc_id"], number, day))
