@@ -19,6 +19,7 @@ from agent.receipts import export_receipts
 from agent.rules import RulesHolder
 from agent.service import run_agent
 from agent.settings import AgentSettings, load_agent_settings
+from agent.webservice_token import new_token, store_token
 from agent.whmcs import queries
 from agent.whmcs.database import (
     MysqlTarget,
@@ -76,8 +77,7 @@ def cmd_backfill(settings: AgentSettings, args: argparse.Namespace) -> int:
                 has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
             rules = RulesHolder(settings.credit_note_rule)
             async with CoordinatorClient(settings.coordinator_url, settings.token) as client:
-                await beat(pool, client, rules, {"timezone": settings.timezone,
-                                                 "country": settings.country})
+                await beat(pool, client, rules, settings.reported())
                 return await backfill(pool, client, rules, has_invoicedata, args.since,
                                       progress=not args.quiet)
         finally:
@@ -106,6 +106,23 @@ def cmd_receipts_export(settings: AgentSettings, args: argparse.Namespace) -> in
     return 0
 
 
+def cmd_webservice_token(config: Path | None) -> int:
+    if config is None:
+        sys.stderr.write("concord-agent: webservice-token writes the token into the settings "
+                         "file: pass --config FILE, the TOML file the agent runs with\n")
+        return 2
+    token = new_token()
+    try:
+        store_token(config, token)
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        sys.stderr.write(f"concord-agent: {exc}\n")
+        return 1
+    print(token)
+    sys.stderr.write(f"stored as webservice_token in {config}; restart the agent to use it, and "
+                     "give it to the clients of the Get feed\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord-agent", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML settings file")
@@ -125,11 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  "`concord audit --receipts DIR`")
     export.add_argument("directory", type=Path, metavar="DIR")
     export.set_defaults(func=cmd_receipts_export)
+    sub.add_parser("webservice-token", help="make a new token for the WebService Get feed and "
+                   "store it in the --config file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "webservice-token":  # needs no other setting: it may write the first
+        return cmd_webservice_token(args.config)
     try:
         settings = load_agent_settings(args.config, host=getattr(args, "host", None),
                                        port=getattr(args, "port", None))

@@ -69,11 +69,18 @@ def _within_body_limit(items: Sequence[dict[str, Any]]) -> list[Sequence[dict[st
     return chunks
 
 
+# The coordinator refuses (400 agent_protocol_unsupported) an agent whose protocol it does not speak
+# (coordinator/http/agent_protocol.py); raise it with every change the two must agree on.
+PROTOCOL_HEADER = "Concord-Agent-Protocol"
+PROTOCOL = 2
+
+
 class CoordinatorClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 15.0,
                  patience: float = 60.0) -> None:
         self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                         PROTOCOL_HEADER: str(PROTOCOL)}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._patience = patience
         self._session: aiohttp.ClientSession | None = None

@@ -53,7 +53,7 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
         has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
     client = CoordinatorClient(settings.coordinator_url, settings.token)
     rules = RulesHolder(settings.credit_note_rule)
-    extra = {"timezone": settings.timezone, "country": settings.country}
+    extra = settings.reported()
     # The series settings decide what is due: wait for the first heartbeat answer.
     while not rules.known:
         try:

@@ -54,6 +54,11 @@ class AgentSettings(BaseSettings, ViesOptions):
 
     config_file: Path | None = Field(default=None, exclude=True)
 
+    def reported(self) -> dict[str, str]:
+        """This agent's settings that every heartbeat reports: the coordinator compares the
+        credit-note rule across stores, and the KashFlow sync reads time zone and country."""
+        return {"timezone": self.timezone, "country": self.country,
+                "credit_note_rule": self.credit_note_rule}
 
     @model_validator(mode="after")
     def _one_database_source(self) -> AgentSettings:

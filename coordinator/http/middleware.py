@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from coordinator.http import agent_protocol
 from coordinator.http.errors import MAX_BODY_MIB, ApiError, error_response
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import DATABASE_AWAY, CommandFailed, LedgerUnavailable
@@ -136,6 +137,7 @@ def guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:
             raise ApiError(403, "forbidden",
                            f"a {principal.role} token may not do this; needs "
                            f"{' or '.join(roles)}")
+        agent_protocol.check(request)
         request[PRINCIPAL] = principal
         return await handler(request)
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from coordinator.events.get_query import MAX_FIELD_LENGTH
+from coordinator.http import agent_protocol
 from coordinator.http.errors import MAX_BODY_MIB
 from coordinator.http.routes import FEED_PATHS, PATH_PARAMETERS, ROUTES, Route
 
@@ -120,6 +121,12 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         for name in re.findall(r"\{(\w+)\}", route.path)
     ] + [{"name": name, "in": "query", "required": False, "schema": schema}
          for name, schema in route.query.items()]
+    if route.roles and "peer" in route.roles:
+        params.append({"name": agent_protocol.HEADER, "in": "header", "required": False,
+                       "description": "The agent's protocol (agents send it); outside these "
+                                      "bounds: 400 agent_protocol_unsupported",
+                       "schema": {"type": "integer", "minimum": agent_protocol.OLDEST,
+                                  "maximum": agent_protocol.NEWEST}})
     if params:
         op["parameters"] = params
     if route.body is not None:

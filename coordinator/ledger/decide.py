@@ -6,6 +6,7 @@ command of the same batch sees its effect (a number released and reused in one b
 
 from __future__ import annotations
 
+import collections
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -295,7 +296,34 @@ def report_peer_config(state: LedgerState, cmd: c.ReportPeerConfig, emit: Emit) 
         "lock and races with Concord. Switch it off in Setup > General Settings > Invoices.",
     )
     _keep_warning(state, emit, "peer_silent", cmd.peer_id, False, "")
+    _warn_credit_note_rule_drift(state, cmd, emit)
     return {"settings": {name: s.model_dump() for name, s in state.settings.items()}}
+
+
+CREDIT_NOTE_RULE = "credit_note_rule"  # as the agent reports it (CONCORD_AGENT_CREDIT_NOTE_RULE)
+DEFAULT_CREDIT_NOTE_RULE = "negative_total"
+
+
+def _warn_credit_note_rule_drift(state: LedgerState, cmd: c.ReportPeerConfig, emit: Emit) -> None:
+    """Which documents are credit notes must be decided alike by every store: warn a store
+    whose rule is not the one most stores report (on a tie, the default wins)."""
+    rule = cmd.settings.get(CREDIT_NOTE_RULE)
+    others = [p.reported[CREDIT_NOTE_RULE] for p in state.peers.values()
+              if p.id != cmd.peer_id and p.state == "active" and p.reported
+              and p.reported.get(CREDIT_NOTE_RULE) is not None]
+    usual = rule
+    if rule is not None and others:
+        counts = collections.Counter([*others, rule])
+        top = max(counts.values())
+        usual = (DEFAULT_CREDIT_NOTE_RULE if counts[DEFAULT_CREDIT_NOTE_RULE] == top
+                 else min(r for r, n in counts.items() if n == top))
+    _keep_warning(
+        state, emit, "settings_drift", cmd.peer_id, rule != usual,
+        f"store {state.peers[cmd.peer_id].name} decides which documents are credit notes by "
+        f"rule {rule!r} while the other stores use {usual!r}: one WHMCS document would be "
+        "numbered in another series depending on its store. Set the same "
+        "CONCORD_AGENT_CREDIT_NOTE_RULE on every agent.",
+    )
 
 
 def raise_warning(state: LedgerState, cmd: c.RaiseWarning, emit: Emit) -> dict[str, Any]:

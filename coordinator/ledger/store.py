@@ -91,6 +91,7 @@ def batch_request(commands: Sequence[c.Command], cached: int | None,
             case c.ReportPeerConfig():
                 req["warning_keys"].append(["whmcs_sequential_numbering", cmd.peer_id])
                 req["warning_keys"].append(["peer_silent", cmd.peer_id])
+                req["warning_keys"].append(["settings_drift", cmd.peer_id])
             case c.UpdateDocument():
                 req["document_keys"].append([cmd.peer_id, cmd.doctype, cmd.doc_id])
             case c.ImportDocuments():
