@@ -20,10 +20,11 @@ which the checks recompute to the cent:
   added; off: the taxed items are added first and taxed once.
 
 The snapshot does not say which of those settings the store uses: its agent reports them in
-the heartbeat (coordinator/events/store_report.py). A setting not reported counts as unknown, and a figure
-passes when any of WHMCS's ways gives it. WHMCS keeps tax rates with three decimals, the
-snapshot with two: a rate with a second decimal may also be the three-decimal rate ending in 5
-that rounds to it (Québec's 9.975 % shows as 9.98, New York's 8.875 % as 8.88).
+the heartbeat (coordinator/events/store_report.py). A setting not reported counts as unknown,
+and a figure passes when any of WHMCS's ways gives it. WHMCS keeps tax rates with three
+decimals, the snapshot with two: a rate with a second decimal may also be the three-decimal
+rate ending in 5 that rounds to it (Québec's 9.975 % shows as 9.98, New York's 8.875 % as
+8.88).
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def duplicate_numbers(reported: Mapping[str, Any] | None) -> dict[str, list[int]
     out: dict[str, list[int]] = {}
     for number, ids in reported[DUPLICATE_NUMBERS].items():
         if isinstance(ids, list):
-            out[str(number)] = [int(i) for i in ids if str(i).isdigit()]
+            out[str(number)] = [i for i in ids if type(i) is int]
     return out
 
 

@@ -167,8 +167,9 @@ class BillingMonitor:
         await conn.executemany(
             "INSERT INTO billing_numbers (peer_id, series, period, number, doctype, doc_id,"
             " formatted, doc_date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (peer_id, series, period, number) DO UPDATE SET doctype = excluded.doctype,"
-            " doc_id = excluded.doc_id, formatted = excluded.formatted, doc_date = excluded.doc_date",
+            " ON CONFLICT (peer_id, series, period, number) DO UPDATE SET"
+            " doctype = excluded.doctype, doc_id = excluded.doc_id,"
+            " formatted = excluded.formatted, doc_date = excluded.doc_date",
             numbers)
         await conn.executemany(
             "UPDATE billing_numbers SET doc_date = $4"
