@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -43,27 +44,53 @@ class TokenCache:
     """Resolves a bearer token to a principal.
 
     Answers are cached for ``ttl`` seconds to keep the database off the hot path; a rotated
-    or retired peer token therefore stops working on other replicas within ``ttl``.
+    or retired peer token therefore stops working on other replicas within ``ttl``. One
+    lookup per token at a time: the requests that find its answer expired wait for that
+    lookup rather than each making its own (a burst of lookups every ``ttl`` would queue on
+    the pool and show in every client's tail latency). An answer in the last quarter of its
+    life is served while one lookup renews it in the background, so a busy token never waits.
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = 2.0) -> None:
         self._pool = pool
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._looking: dict[str, asyncio.Task[Principal | None]] = {}
+        self._generation = 0  # moved by forget(): a lookup begun before it is not kept
 
     def forget(self) -> None:
         self._cache.clear()
+        self._looking.clear()
+        self._generation += 1
 
     async def resolve(self, token: str) -> Principal | None:
         digest = token_sha256(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
+            if cached[0] - now < self._ttl / 4:
+                self._renew(digest)
             return cached[1]
-        principal = await self._lookup(digest)
+        return await asyncio.shield(self._renew(digest))
+
+    def _renew(self, digest: str) -> asyncio.Task[Principal | None]:
+        task = self._looking.get(digest)
+        if task is None:
+            task = self._looking[digest] = asyncio.create_task(self._remember(digest))
+        return task
+
+    async def _remember(self, digest: str) -> Principal | None:
+        generation = self._generation
+        try:
+            principal = await self._lookup(digest)
+        finally:
+            if generation == self._generation:
+                del self._looking[digest]
+        if generation != self._generation:
+            return principal
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + self._ttl, principal)
+        self._cache[digest] = (time.monotonic() + self._ttl, principal)
         return principal
 
     async def _lookup(self, digest: str) -> Principal | None:
