@@ -18,6 +18,7 @@ away, or the run's lookups were spent) waits in ``billing_vies_pending`` for a l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,8 @@ from getfeed.http import vies_asker
 
 log = structlog.get_logger(__name__)
 
-BATCH = 500  # ledger events per transaction
+BATCH = 100  # ledger events per transaction: each one's events are parsed in one go
+YIELD_EVERY = 20  # snapshots checked between giving the event loop to the requests
 COMMANDS_PER_WRITE = 256  # warnings raised or resolved per call to the writer
 VIES_RETRIES = 100  # pending VIES checks taken up per run
 _EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED, ev.PEER_CONFIG_REPORTED]
@@ -131,7 +133,10 @@ class BillingMonitor:
         numbers: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
         reported_duplicates: list[str] = []
-        for row in rows:
+        for index, row in enumerate(rows):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                # The checks run in the requests' event loop: never hold it for long.
+                await asyncio.sleep(0)
             data = row["data"]
             peer_id = data["peer_id"]
             store = names.get(peer_id, peer_id)
