@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -119,6 +120,10 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
+    # What start-up made lives as long as the process: out of the collector's sight, so a
+    # full collection scans only what requests made (a pause of tens of milliseconds
+    # otherwise, in every request's way).
+    gc.freeze()
     log.info("serving", host=settings.host, port=settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
