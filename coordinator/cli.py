@@ -122,8 +122,13 @@ async def _serve(settings: Settings) -> None:
     await site.start()
     # What start-up made lives as long as the process: out of the collector's sight, so a
     # full collection scans only what requests made (a pause of tens of milliseconds
-    # otherwise, in every request's way).
+    # otherwise, in every request's way). And a young generation of 50,000 objects rather
+    # than 700: a request's objects die before a collection looks at them instead of being
+    # promoted and scanned again. Measured under batches beside single requests: collection
+    # time fell from about 2.5 % of the process's time to 0.6 %, the longest young-generation
+    # pauses from 2 and 7 ms to 0.3 and 2 ms.
     gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
     log.info("serving", host=settings.host, port=settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
