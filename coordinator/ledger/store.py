@@ -6,8 +6,9 @@ it reads the head (inside ``concord_open_batch``, migrations/functions/) until a
 coordinator processes, a position is assigned only while its predecessor is committed, and
 a reader selecting ``position > cursor`` never sees a later position commit before an
 earlier one. The lock is session-level so that a batch needs no BEGIN and no COMMIT round
-trip: the writer releases it (``release_ledger``) when it has nothing more to write, or
-hands it over to a waiting replica at its next ``open_batch``.
+trip: the writer releases it (``release_ledger``) when it has had nothing more to write for
+``writer.LOCK_LINGER`` (2 ms), or hands it over to a waiting replica at its next
+``open_batch``.
 """
 
 from __future__ import annotations

@@ -87,6 +87,9 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
 
 
 EXPIRY_SECONDS = 0.1  # how often callers past their answer timeout are answered
+# How long the ledger lock is kept once the queue is empty, for the next command: another
+# replica waits at most this much longer for it.
+LOCK_LINGER = 0.002
 
 # Batch items a ledger transaction takes while single requests flow (one came within
 # SINGLES_RECENT seconds): a request waits for the transaction under way and then its own,
@@ -305,8 +308,21 @@ class LedgerWriter:
                     "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)))
                 raise
             self._held = []
-            if self._queue.empty() and self._bulk.empty():  # let other replicas append
+            if not await self._more_soon():  # let other replicas append
                 await self._release()
+
+    async def _more_soon(self) -> bool:
+        """Whether a command is queued, or arrives within LOCK_LINGER: then the lock is kept
+        for it, saving the release and the next batch's wait for the lock (two round trips
+        per transaction while requests trickle in)."""
+        if not (self._queue.empty() and self._bulk.empty()):
+            return True
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), LOCK_LINGER)
+        except TimeoutError:
+            return False
+        return True
 
     async def _take(self) -> list[_Pending]:
         """The next commands whose callers still wait (a caller that timed out is skipped):
