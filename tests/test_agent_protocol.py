@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import version
 
 import pytest
 
-from agent.client import PROTOCOL, PROTOCOL_HEADER
+from agent.client import PROTOCOL, PROTOCOL_HEADER, CoordinatorRefused
+from agent.service import run_agent
+from agent.settings import AgentSettings
+from agent.whmcs.database import parse_mysql_url
+from coordinator.app import create_app
 from coordinator.http import agent_protocol
 from tests.api_helpers import add_store, ledger_position
 from tests.conftest import bearer
@@ -107,3 +112,23 @@ async def test_on_a_tie_the_default_rule_is_the_usual_one(client, tokens) -> Non
     # An agent too old to report its rule is not compared.
     assert (await _beat(client, alpha["token"], rule=None)).status == 200
     assert await _drift(client, tokens) == {}
+
+
+async def test_an_agent_the_coordinator_no_longer_serves_stops_saying_why(
+        aiohttp_client, settings, tokens, whmcs_database: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A coordinator upgraded past the agent's protocol: the agent does not start numbering
+    (it could misread the answers), and its message names both versions."""
+    coordinator = await aiohttp_client(create_app(settings))
+    store = await add_store(coordinator, tokens.operator)
+    monkeypatch.setattr(agent_protocol, "OLDEST", PROTOCOL + 1)
+    monkeypatch.setattr(agent_protocol, "NEWEST", PROTOCOL + 1)
+    agent_settings = AgentSettings(coordinator_url=str(coordinator.make_url("")),
+                                   token=store["token"], whmcs_url=whmcs_database)
+    with pytest.raises(CoordinatorRefused) as refused:
+        await asyncio.wait_for(run_agent(agent_settings, parse_mysql_url(whmcs_database)), 30)
+    assert refused.value.code == "agent_protocol_unsupported"
+    assert f"this agent speaks protocol {PROTOCOL}" in refused.value.message
+    assert "upgrade concord-agent" in refused.value.message
+    resp = await coordinator.get("/v1/events?limit=100", headers=bearer(tokens.reader))
+    assert [e["type"] for e in (await resp.json())["events"]] == ["PeerRegistered"]
