@@ -65,7 +65,7 @@ async def _check_database(target: MysqlTarget) -> list[str]:
             if "tblinvoices" in present:
                 problems += await _check_privileges(conn, where)
             if "tblconfiguration" in present:
-                settings = await queries.numbering_settings(conn)
+                settings = await queries.configuration(conn, queries.NUMBERING_SETTINGS)
                 if settings.get("SequentialInvoiceNumbering", "").lower() in ON_VALUES:
                     problems.append("WHMCS sequential invoice numbering is on: it races with "
                                     "Concord; switch it off in Setup > General Settings > Invoices")

@@ -33,7 +33,7 @@ _scans: weakref.WeakKeyDictionary[Any, _Scan] = weakref.WeakKeyDictionary()
 async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder,
                extra: dict[str, str]) -> None:
     async with pool.acquire() as conn:
-        settings: dict[str, Any] = await queries.numbering_settings(conn)
+        settings: dict[str, Any] = await queries.configuration(conn, queries.NUMBERING_SETTINGS)
         # The billing checks recompute Tax and Tax2 as this store's WHMCS does.
         settings.update(await queries.configuration(conn, TAX_SETTINGS))
         # The KashFlow sync matches a document's currency id to KashFlow's by this code.

@@ -362,13 +362,6 @@ async def count_unknown_numbered(conn: Any, since: date | None) -> int:
     return int(rows[0]["n"])
 
 
-async def numbering_settings(conn: Any) -> dict[str, str]:
-    marks, names = _in(NUMBERING_SETTINGS)
-    rows = await fetch(conn, "SELECT setting, value FROM tblconfiguration"
-                       f" WHERE setting IN ({marks})", names)
-    return {row["setting"]: str(row["value"]) for row in rows}
-
-
 async def currencies(conn: Any) -> dict[str, str]:
     """The store's currencies, id (as text) -> ISO code, as WHMCS's Currencies page lists
     them: the coordinator matches them by code to what KashFlow knows."""
