@@ -7,7 +7,8 @@ Two measurements, each on a fresh database and a real ``concord serve``, against
   and confirm them in another, in a closed loop; numbers/s counts the confirmed ones;
 - **beside batches**: single reserves offered open loop at ``--rate`` per second (each
   then confirmed, as in the main benchmark) while two clients keep sending batches; the p99
-  of the single reserve is the figure (a big batch must not stall small requests).
+  of the single reserve is the figure (a big batch must not stall small requests), next to
+  the same load offered alone just before, on the same coordinator.
 """
 
 from __future__ import annotations
@@ -113,8 +114,14 @@ async def _beside(url: str, token: str, *, size: int, rate: float, duration: flo
     return single
 
 
-def _lines(baseline: dict[str, Any], thr: dict[str, Any], single: dict[str, Any],
-           args: argparse.Namespace, quiet: list[float]) -> list[str]:
+def _single_row(args: argparse.Namespace, single: dict[str, Any], beside: str) -> str:
+    return (f"| {args.rate:g}/s | {single['numbers']:,} of {single['offered']:,} | "
+            f"{single['errors']} | {single['reserve_ms']['p50']} ms | "
+            f"{single['reserve_ms']['p99']} ms | {single['reserve_ms']['max']} ms | {beside} |")
+
+
+def _lines(baseline: dict[str, Any], thr: dict[str, Any], alone: dict[str, Any],
+           single: dict[str, Any], args: argparse.Namespace, quiet: list[float]) -> list[str]:
     base = baseline["numbers"] / baseline["window"]
     ratio = thr["numbers_per_s"] / base if base else 0.0
     p99 = single["reserve_ms"]["p99"]
@@ -136,9 +143,8 @@ def _lines(baseline: dict[str, Any], thr: dict[str, Any], single: dict[str, Any]
         "",
         "| single reserves offered | issued | errors | p50 | p99 | max | beside |",
         "|---|---|---|---|---|---|---|",
-        f"| {args.rate:g}/s | {single['numbers']:,} of {single['offered']:,} | "
-        f"{single['errors']} | {single['reserve_ms']['p50']} ms | {p99} ms | "
-        f"{single['reserve_ms']['max']} ms | 2 clients sending batches of {args.batch} |",
+        _single_row(args, alone, "nothing (the same coordinator, just before)"),
+        _single_row(args, single, f"2 clients sending batches of {args.batch}"),
         "",
         "| target | measured | holds |",
         "|---|---|---|",
@@ -178,10 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                                           meter=meter))
             checkpoint(url)
             quiet.append(wait_for_quiet())
+            alone = asyncio.run(open_loop([target], token, rate=args.rate,
+                                          duration=args.duration, warmup=args.warmup,
+                                          prefix="alone"))
             single = asyncio.run(_beside(target, token, size=args.batch, rate=args.rate,
                                          duration=args.duration, warmup=args.warmup))
             check = ledger_check(url)
-    lines = [*_lines(baseline, thr, single, args, quiet), "",
+    lines = [*_lines(baseline, thr, alone, single, args, quiet), "",
              f"Afterwards the ledger holds {check}."]
     print("\n".join(lines))
     if not args.no_docs:
