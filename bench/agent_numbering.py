@@ -58,7 +58,8 @@ from agent.whmcs.fixture import (
     parse_mysql_url,
 )
 from agent.whmcs.generator import StoreGenerator
-from bench.agent_preload import Numbered, PreloadError, preload_ledger, remember_numbered
+from bench.agent_preload import Numbered, preload_ledger, remember_numbered
+from bench.audit import RebuildFailed
 from bench.coordinator import wait_for_chain
 from bench.cpu import cpu_seconds, machine_busy_seconds, wait_for_quiet
 from bench.postgres import admin_url, with_database
@@ -555,7 +556,7 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
             print(f"preloading {preload:,} numbered documents …", file=sys.stderr, flush=True)
             try:
                 history = await preload_ledger(pg_url, STORES, preload)
-            except PreloadError as exc:
+            except RebuildFailed as exc:
                 raise BenchError(str(exc)) from None
             for store in stores:
                 store.numbered = history.numbered[store.name]

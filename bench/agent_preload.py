@@ -27,17 +27,13 @@ from agent.settings import AgentSettings
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
 from agent.whmcs.fixture import connection, insert_rows
-from bench.audit import run_measured
+from bench.audit import rebuild_projections
 from bench.ledger_fixture import LedgerBuilder, Peer, Record, copy_events
 from coordinator.ledger.numbering import SeriesSettings
 from coordinator.migrations import migrate
 
 FIRST_DAY = date(2023, 1, 1)  # the history ends before the run's invoices (dated over 2024)
 SNAPSHOT_PAGE = 500
-
-
-class PreloadError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -96,11 +92,7 @@ async def preload_ledger(pg_url: str, stores: Sequence[str], documents: int) -> 
     builder = LedgerBuilder(peers=peers, invoice=SeriesSettings(), first_day=FIRST_DAY,
                             churn=False)
     numbered = await _copy(pg_url, builder, documents, {p.peer_id: p.name for p in peers})
-    rebuilt = await asyncio.to_thread(
-        run_measured, ["--database-url", pg_url, "audit", "--rebuild", "--json"])
-    if rebuilt["code"] != 0 or not json.loads(rebuilt["stdout"] or "{}").get("rebuilt"):
-        raise PreloadError(f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}"
-                           f"{rebuilt['stderr'][-2000:]}")
+    await asyncio.to_thread(rebuild_projections, pg_url)
     conn = await asyncpg.connect(pg_url)
     try:
         head = await conn.fetchval("SELECT max(position) FROM events")

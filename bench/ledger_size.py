@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.audit import run_measured
+from bench.audit import rebuild_projections
 from bench.cli import machine_facts
 from bench.coordinator import Cluster, CoordinatorError, coordinators, ledger_check, wait_for_chain
 from bench.cpu import wait_for_quiet
@@ -174,11 +173,7 @@ def prepare(stack: contextlib.ExitStack, admin: str, plan: Plan, events: int) ->
         asyncio.run(_preload(url, events))
         size.preload_seconds = time.perf_counter() - started
         _say(f"  {size.preload_seconds:.0f} s; concord audit --rebuild …")
-        rebuilt = run_measured(["--database-url", url, "audit", "--rebuild", "--json"])
-        if rebuilt["code"] != 0 or not json.loads(rebuilt["stdout"] or "{}").get("rebuilt"):
-            raise BenchError(f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}"
-                             f"{rebuilt['stderr'][-2000:]}")
-        size.rebuild_seconds = rebuilt["seconds"]
+        size.rebuild_seconds = rebuild_projections(url)["seconds"]
         _say(f"  {size.rebuild_seconds:.0f} s")
         if plan.analyze:
             _say("VACUUM ANALYZE (--analyze) …")
