@@ -252,7 +252,6 @@ class Measurement:
     sha256: str
     cpu_seconds: float
     cores: dict[str, float]
-    neighbours_before: float
     other_seconds: list[float] = field(default_factory=list)
 
 
@@ -301,7 +300,7 @@ async def measure(system: str, mode: str, url: str, token: str, pg_database: str
             "baseline": "/baseline"}[mode]
     async with server(system, url) as (pid, base):
         await asyncio.sleep(1.0)  # let start-up settle (pools, migrations check)
-        neighbours = wait_for_quiet(limit=0.3, longest=10)
+        wait_for_quiet(limit=0.3, longest=10)
         idle = _status_kb(pid, "VmRSS")
         cpu_before = cpu_seconds(pid)
         meter = CpuMeter({"server": [pid], "mariadb": mariadb_pids()}, database=pg_database)
@@ -323,7 +322,7 @@ async def measure(system: str, mode: str, url: str, token: str, pg_database: str
         peak = _status_kb(pid, "VmHWM")
         cpu = cpu_seconds(pid) - cpu_before
     return Measurement(system, mode, count, size / 1e6, seconds, idle / 1024, peak / 1024,
-                       digest.hexdigest(), cpu, cores, neighbours)
+                       digest.hexdigest(), cpu, cores)
 
 
 # -- report -----------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ class CountingCache(TokenCache):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lookups = 0
+        self.looking = asyncio.Event()  # set by each lookup as it starts
         self.gate = asyncio.Event()
         self.gate.set()
 
     async def _lookup(self, digest: str) -> Principal | None:
         self.lookups += 1
+        self.looking.set()
         await self.gate.wait()
         return await super()._lookup(digest)
 
@@ -27,8 +29,8 @@ async def test_concurrent_requests_share_one_lookup(database_url, tokens) -> Non
         cache = CountingCache(pool, ttl=60)
         cache.gate.clear()
         waiting = [asyncio.create_task(cache.resolve(tokens.reader)) for _ in range(50)]
-        while cache.lookups == 0:
-            await asyncio.sleep(0)
+        # The 50 asked in one turn of the loop, before the one lookup could start.
+        await asyncio.wait_for(cache.looking.wait(), 5)
         cache.gate.set()
         answers = await asyncio.gather(*waiting)
         assert {a.role for a in answers if a} == {"reader"} and len(answers) == 50
@@ -45,15 +47,12 @@ async def test_an_answer_near_its_end_is_renewed_in_the_background(database_url,
     try:
         cache = CountingCache(pool, ttl=0.4)
         assert (await cache.resolve(tokens.operator)).role == "operator"
-        loop = asyncio.get_running_loop()
         # Into the last quarter of the answer's life: served at once, renewed meanwhile.
-        deadline = loop.time() + 0.32
-        while loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.32)  # the answer's age is what is tested
         cache.gate.clear()
+        cache.looking.clear()
         assert (await cache.resolve(tokens.operator)).role == "operator"  # not held up
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await asyncio.wait_for(cache.looking.wait(), 5)
         assert cache.lookups == 2  # the renewal runs, waiting at the gate
         assert (await cache.resolve(tokens.operator)).role == "operator"
         assert cache.lookups == 2  # one renewal at a time
@@ -75,9 +74,9 @@ async def test_a_deleted_token_stops_working_once_forgotten(database_url, tokens
         assert (await cache.resolve(tokens.reader)).role == "reader"  # cached for its ttl
         # A lookup begun before forget() does not put the old answer back.
         cache.gate.clear()
+        cache.looking.clear()
         stale = asyncio.create_task(cache._remember(next(iter(cache._cache))))
-        while cache.lookups < 2:
-            await asyncio.sleep(0)
+        await asyncio.wait_for(cache.looking.wait(), 5)
         cache.forget()
         cache.gate.set()
         await stale

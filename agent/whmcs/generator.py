@@ -303,10 +303,6 @@ class StoreGenerator:
     def currencies(self) -> list[Row]:
         return copy.deepcopy(self._currencies)
 
-    @property
-    def client_ids(self) -> list[int]:
-        return sorted(self._clients)
-
     def client(self, client_id: int) -> Client:
         return self._clients[client_id]
 

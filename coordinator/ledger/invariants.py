@@ -24,9 +24,6 @@ FREE, RESERVED, ISSUED, RELEASED, VOID, IMPORTED = range(6)
 STATE_NAMES = ("never handed out", "reserved", "issued", "released", "void",
                "carried by an imported document")
 
-# Event types whose data the checker reads; the others it skips without parsing them.
-CHECKED_TYPES = frozenset(rec.DATA_OF)
-
 _DEFAULT = (series_defaults.START, series_defaults.INCREMENT)  # (start, increment)
 Key = tuple[str, str]
 

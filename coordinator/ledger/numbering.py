@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from coordinator.ledger import series_defaults
 
 SERIES_NAMES = ("invoice", "creditnote")
-Doctype = Literal["invoice", "creditnote"]
 ALL_TIME = "all"  # the single period of a series that never resets
 # Ceilings of a series' start (or next) and increment: a counter then stays far below
 # PostgreSQL's bigint (2**63) for more numbers than any business issues.

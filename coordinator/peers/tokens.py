@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import asyncpg
 
-ROLES = ("operator", "reader", "peer")
-
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
