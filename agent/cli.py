@@ -123,9 +123,14 @@ def cmd_webservice_token(config: Path | None) -> int:
     return 0
 
 
+def _config_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord-agent", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML settings file")
+    _config_option(parser)  # for --help; main() reads it first, wherever it stands
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="number documents, relay confirms, serve hooks")
     serve.add_argument("--host")
@@ -148,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # --config before or after the command: `concord-agent serve --config FILE` too.
+    options, rest = _config_option(argparse.ArgumentParser(
+        prog="concord-agent", add_help=False, allow_abbrev=False)).parse_known_args(argv)
+    args = build_parser().parse_args(rest, namespace=options)
     if args.command == "webservice-token":  # needs no other setting: it may write the first
         return cmd_webservice_token(args.config)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import orjson
 import structlog
 
@@ -119,7 +120,12 @@ async def _serve(settings: Settings) -> None:
                            shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # not the database: main() would say it is
+        await runner.cleanup()
+        raise CliError(f"cannot listen on {settings.host}:{settings.port}: "
+                       f"{exc.strerror or exc}") from None
     # What start-up made lives as long as the process: out of the collector's sight, so a
     # full collection scans only what requests made (a pause of tens of milliseconds
     # otherwise, in every request's way). And a young generation of 50,000 objects rather
@@ -410,10 +416,22 @@ def _uuid_of(what: str) -> Callable[[str], str]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="concord", description=__doc__)
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: embedded under ./var)")
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """The options every command takes, read wherever they stand: `concord serve
+    --database-url URL` as well as `concord --database-url URL serve`."""
+    parser = argparse.ArgumentParser(prog="concord", add_help=False, allow_abbrev=False)
+    _add_global_options(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord", description=__doc__)
+    _add_global_options(parser)  # for --help; main() reads them first, wherever they stand
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the coordinator HTTP API")
@@ -504,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    options, rest = _global_options().parse_known_args(argv)
+    args = build_parser().parse_args(rest, namespace=options)
     try:
         settings = load_settings(
             args.config, database_url=args.database_url,
@@ -521,4 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         sys.stderr.write(f"concord: cannot reach the database: {exc}\n")
+        return 1
+    except asyncpg.PostgresError as exc:  # reached, but refused: no such database, role…
+        sys.stderr.write(f"concord: the database refused: {exc}\n")
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -117,3 +118,44 @@ def test_serve_without_url_runs_embedded_postgres_and_stops_cleanly(tmp_path: Pa
     assert out.count(token) == 1  # printed once, on the first start
     pgdata = tmp_path / "var" / "pgdata"
     assert not (pgdata / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coordinator", *args], capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "CONCORD_LOG_LEVEL": "warning"})
+
+
+def test_global_options_stand_before_or_after_the_command(database_url: str,
+                                                         tmp_path: Path) -> None:
+    after = _run("series", "set", "invoice", "--format", "A-{NUMBER}",
+                 "--database-url", database_url)
+    assert after.returncode == 0, after.stderr
+    config = tmp_path / "concord.toml"
+    config.write_text(f'database_url = "{database_url}"\n')
+    for args in (("series", "show", "--config", str(config)),
+                 ("--config", str(config), "series", "show"),
+                 ("series", "--database-url", database_url, "show")):
+        shown = _run(*args)
+        assert shown.returncode == 0, (args, shown.stderr)
+        invoice = next(s for s in json.loads(shown.stdout) if s["name"] == "invoice")
+        assert invoice["settings"]["format"] == "A-{NUMBER}"
+    missing = _run("series", "show", "--database-url")
+    assert missing.returncode == 2
+    assert "--database-url: expected one argument" in missing.stderr
+
+
+def test_database_and_port_problems_are_named_as_such(database_url: str) -> None:
+    absent = database_url.rsplit("/", 1)[0] + "/concord_no_such_database"
+    refused = _run("series", "show", "--database-url", absent)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        'concord: the database refused: database "concord_no_such_database" does not exist')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _run("serve", "--database-url", database_url, "--port", str(port))
+    assert busy.returncode == 1
+    assert f"concord: cannot listen on 127.0.0.1:{port}: " in busy.stderr
+    assert "database" not in busy.stderr.splitlines()[-1]

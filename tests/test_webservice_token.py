@@ -44,8 +44,8 @@ def test_a_new_token_replaces_the_old_one_and_keeps_the_rest(
                         'webservice_token = "old-token"   # given to the e-invoicing provider'
                         ) == SETTINGS
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
-    # Every run makes another token.
-    _, again, _ = _run(capsys, "--config", str(config), "webservice-token")
+    # Every run makes another token; --config may also follow the command.
+    _, again, _ = _run(capsys, "webservice-token", "--config", str(config))
     assert again != token
     assert load_agent_settings(config).webservice_token == again
 
