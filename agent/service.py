@@ -66,9 +66,13 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     relay = Relay(pool, client, rules, has_invoicedata, settings.batch_size)
     changes = ChangeReporter(pool, client, rules, has_invoicedata)
 
+    # /healthz shows it; its numbering_rounds tell how many rounds have finished.
+    health: dict[str, Any] = {"store": settings.store, "numbering_rounds": 0}
+
     async def number_all() -> None:
         while await numbering.round() >= settings.batch_size:
             pass
+        health["numbering_rounds"] += 1
 
     async def confirm_all() -> None:
         while await relay.round() > 0:
@@ -79,7 +83,6 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
         await number_all()
         await changes.reconcile()
 
-    health: dict[str, Any] = {"store": settings.store}
     feed = AgentFeed(
         pool=pool, rules=DueRules("payment", "payment", settings.credit_note_rule),
         has_invoicedata=has_invoicedata, token=settings.webservice_token,

@@ -293,6 +293,19 @@ def run_hook(php: str, tmp_path: Path) -> Callable[..., Awaitable[HookRun]]:
     return run
 
 
+async def numbering_rounds(agent: AgentProcess, *, at_least: int) -> int:
+    """The numbering rounds the agent has finished (its /healthz), once at least ``at_least``."""
+    deadline = asyncio.get_running_loop().time() + 15
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{agent.url}/healthz") as resp:
+                rounds = (await resp.json())["numbering_rounds"]
+            if rounds >= at_least:
+                return rounds
+            assert asyncio.get_running_loop().time() < deadline, f"{rounds} rounds after 15 s"
+            await asyncio.sleep(0.05)
+
+
 async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
         coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
         run_hook: Callable[..., Awaitable[HookRun]], tmp_path: Path) -> None:
@@ -302,8 +315,9 @@ async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
                          env={**IDLE_LOOPS, "CONCORD_AGENT_HOOK_TOKEN": HOOK_TOKEN})
     await agent.start()
     try:
+        # Its start-up rounds (the numbering loop's and the reconciliation's) are behind it.
+        await numbering_rounds(agent, at_least=2)
         invoice_id = await paid_invoice(whmcs_url, generator)
-        await asyncio.sleep(1.0)  # past the agent's start-up round
         assert await invoicenum(whmcs_url, invoice_id) == "", "the idle agent numbered it"
 
         run = await run_hook("InvoicePaidPreEmail", invoice_id, agent.url, HOOK_TOKEN)
@@ -311,8 +325,10 @@ async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
         assert run.exit_code == 0, run.stderr
         assert run.registered == {"InvoicePaidPreEmail": 1, "InvoiceCreationPreEmail": 1}
         assert run.activity == []
-        # When php returns, the number is in WHMCS: the email WHMCS composes next shows it.
+        # When php returns, the number is in WHMCS: the email WHMCS composes next shows it;
+        # the hook numbered it, not a round of the loop.
         number = await invoicenum(whmcs_url, invoice_id)
+        assert await numbering_rounds(agent, at_least=2) == 2
         status, listed = await coordinator.call("GET", "/v1/reservations")
         assert status == 200, listed
         ledger = [r for r in listed["reservations"]

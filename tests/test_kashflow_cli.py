@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from coordinator.app import create_app
 from coordinator.settings import Settings, load_settings
@@ -90,16 +91,23 @@ async def test_replicas_run_the_daily_sync_once_at_the_scheduled_time(
     soon = (datetime.now(ZoneInfo(zone)) + timedelta(seconds=2.5)).time()
     config = tmp_path / "concord.toml"
     config.write_text(CONFIG)
-    async with serve_fake(fake) as url:
-        settings: Settings = load_settings(
-            config, database_url=database_url, timezone=zone, kashflow_url=url,
-            kashflow_password="secret", kashflow_daily_at=soon, data_dir=tmp_path)
-        for _ in range(2):  # two replicas of one database
-            await aiohttp_client(create_app(settings))
-        for _ in range(100):
-            if len(fake.payments) == 4:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # room for a second run, which must not happen
+    with capture_logs() as logs:
+        async with serve_fake(fake) as url:
+            settings: Settings = load_settings(
+                config, database_url=database_url, timezone=zone, kashflow_url=url,
+                kashflow_password="secret", kashflow_daily_at=soon, data_dir=tmp_path)
+            for _ in range(2):  # two replicas of one database
+                await aiohttp_client(create_app(settings))
+
+            def decided() -> list[str]:
+                """What each replica did at the time: a replica schedules tomorrow's run once it
+                has run today's or left it to the other."""
+                return [e["event"] for e in logs if e["event"].startswith("kashflow_sync_")]
+
+            deadline = asyncio.get_running_loop().time() + 15
+            while decided().count("kashflow_sync_scheduled") < 4:
+                assert asyncio.get_running_loop().time() < deadline, decided()
+                await asyncio.sleep(0.1)
+        assert decided().count("kashflow_sync_skipped") == 1, decided()
     assert len(fake.payments) == 4 and len(fake.invoices) == 4
     assert fake.count("GetCurrencies") == 1
