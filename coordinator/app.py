@@ -13,10 +13,11 @@ from coordinator.accounting.schedule import run_daily as run_kashflow_daily
 from coordinator.console import add_console
 from coordinator.db import connect, create_pool
 from coordinator.http.errors import MAX_BODY
-from coordinator.http.middleware import TOKENS, observe
+from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, WRITER
+from coordinator.http.middleware import observe
 from coordinator.http.openapi import openapi_document
-from coordinator.http.routes import POOL, TIMEZONE, WRITER, add_routes
-from coordinator.ledger.chain_watch import CHAIN_WATCH, ChainWatch
+from coordinator.http.routes import add_routes
+from coordinator.ledger.chain_watch import ChainWatch
 from coordinator.ledger.pending import flag_overdue
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate

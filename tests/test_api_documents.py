@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.http.routes import POOL, WRITER
+from coordinator.http.keys import POOL, WRITER
 from coordinator.peers.liveness import flag_silent
 from tests.api_helpers import DOCUMENT, add_store, confirm, ledger_position, reserve
 from tests.conftest import bearer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from coordinator.http.routes import POOL, WRITER
+from coordinator.http.keys import POOL, WRITER
 from coordinator.ledger.pending import flag_overdue
 from tests.api_helpers import add_store, confirm, reserve
 from tests.conftest import bearer

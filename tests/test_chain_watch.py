@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from coordinator.ledger.chain_watch import CHAIN_WATCH
+from coordinator.http.keys import CHAIN_WATCH
 from tests.conftest import bearer
 from tests.ledger_tamper import populate, rewrite_tail
 

@@ -15,7 +15,7 @@ from coordinator.console.overview import IssuedCounts, Remembered
 from coordinator.console.overview import read as read_overview
 from coordinator.console.pages import REMEMBERED
 from coordinator.console.setup import WARM_UP
-from coordinator.http.routes import POOL, WRITER
+from coordinator.http.keys import POOL, WRITER
 from coordinator.ledger import queries
 from coordinator.ledger.pending import flag_overdue
 from tests.api_helpers import add_store, confirm, ledger_position, reserve

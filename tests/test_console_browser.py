@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from coordinator.app import create_app
-from coordinator.http.routes import POOL, WRITER
+from coordinator.http.keys import POOL, WRITER
 from coordinator.ledger.pending import flag_overdue
 
 playwright = pytest.importorskip("playwright.async_api")

@@ -15,7 +15,7 @@ import pytest
 from coordinator.app import create_app
 from coordinator.db import connect
 from coordinator.embedded import embedded_service_url, start_embedded, stop_embedded
-from coordinator.http.routes import POOL
+from coordinator.http.keys import POOL
 from coordinator.migrations import migrate
 from coordinator.service_role import SERVICE_ROLE
 from coordinator.settings import Settings

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from coordinator.app import create_app
-from coordinator.http.routes import WRITER
+from coordinator.http.keys import WRITER
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.writer import LedgerWriter, open_ledger

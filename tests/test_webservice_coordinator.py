@@ -9,7 +9,7 @@ import pytest
 
 from coordinator.app import create_app
 from coordinator.events.get_query import BILLING_EXTENSION_PATH
-from coordinator.http.routes import POOL
+from coordinator.http.keys import POOL
 from coordinator.settings import Settings
 from coordinator.webservice import feed as feed_module
 from tests.api_helpers import add_store, reserve

@@ -17,8 +17,8 @@ from coordinator.console import session
 from coordinator.console.pages import UUID, sign_in_page, store_of
 from coordinator.console.view import page, see_other
 from coordinator.http.json import describe_validation_error
-from coordinator.http.middleware import TOKENS
-from coordinator.http.routes import POOL, TIMEZONE, WRITER, PeerBody, SeriesBody
+from coordinator.http.keys import POOL, TIMEZONE, TOKENS, WRITER
+from coordinator.http.routes import PeerBody, SeriesBody
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.commands import DomainError

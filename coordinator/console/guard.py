@@ -10,7 +10,7 @@ from aiohttp import web
 from coordinator.console import session
 from coordinator.console.view import SESSION, error_page, see_other
 from coordinator.http.errors import ApiError
-from coordinator.http.routes import POOL
+from coordinator.http.keys import POOL
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import LedgerUnavailable
 

@@ -15,9 +15,9 @@ from coordinator.console.view import page
 from coordinator.events.canonical import NotCanonical, check_text
 from coordinator.events.feed import complete, feed_item
 from coordinator.events.vies import ViesLookup
-from coordinator.http.routes import DOC_ID_MAX, POOL, TIMEZONE
+from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE
+from coordinator.http.routes import DOC_ID_MAX
 from coordinator.ledger import queries
-from coordinator.ledger.chain_watch import CHAIN_WATCH
 from coordinator.webservice.vies import PgVerdictCache
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

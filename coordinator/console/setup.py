@@ -15,7 +15,7 @@ from aiohttp import web
 from coordinator.console import actions, overview, pages
 from coordinator.console.guard import guard
 from coordinator.console.overview import Remembered
-from coordinator.http.routes import POOL, TIMEZONE
+from coordinator.http.keys import POOL, TIMEZONE
 
 log = structlog.get_logger("concord.console")
 

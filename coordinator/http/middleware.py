@@ -13,9 +13,10 @@ from prometheus_client import Counter, Histogram
 
 from coordinator.http import agent_protocol
 from coordinator.http.errors import MAX_BODY_MIB, ApiError, error_response
+from coordinator.http.keys import TOKENS
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import DATABASE_AWAY, CommandFailed, LedgerUnavailable
-from coordinator.peers.tokens import Principal, TokenCache
+from coordinator.peers.tokens import Principal
 
 log = structlog.get_logger("concord.http")
 
@@ -27,7 +28,6 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-TOKENS = web.AppKey("tokens", TokenCache)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 

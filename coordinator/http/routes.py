@@ -26,25 +26,21 @@ from coordinator.events.get_query import BILLING_EXTENSION_PATH, ISO_DATE
 from coordinator.http import answers
 from coordinator.http.errors import ApiError, error_response
 from coordinator.http.json import json_response, read_body
+from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, WRITER
 from coordinator.http.middleware import (
     RETRY_AFTER_SECONDS,
-    TOKENS,
     guarded,
     ledger_failure,
     principal_of,
 )
 from coordinator.ledger import commands as c
 from coordinator.ledger import queries
-from coordinator.ledger.chain_watch import CHAIN_WATCH
 from coordinator.ledger.numbering import MAX_INCREMENT, MAX_START, SERIES_NAMES
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.peers.liveness import record_heartbeat
 from coordinator.peers.tokens import new_token, token_sha256
 from coordinator.webservice import feed
 
-WRITER = web.AppKey("writer", LedgerWriter)
-POOL = web.AppKey("pool", object)
-TIMEZONE = web.AppKey("timezone", str)
 HEALTH_SECONDS = 2.0  # a health check answers within this, whatever the database does
 
 # Every body has passed read_body's check (no NUL or lone surrogate, integers within bigint,

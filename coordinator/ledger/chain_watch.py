@@ -15,7 +15,6 @@ import asyncio
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.ledger import commands as c
@@ -87,5 +86,3 @@ class ChainWatch:
                     f"Events up to {self.position} are verified. Run `concord audit` "
                     "(with the stores' receipts) to see what changed."))
 
-
-CHAIN_WATCH = web.AppKey("chain_watch", ChainWatch)

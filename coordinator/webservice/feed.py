@@ -28,7 +28,7 @@ from coordinator.events.get_query import (
     parse_get,
 )
 from coordinator.events.vies import ViesSettings
-from coordinator.http.middleware import TOKENS
+from coordinator.http.keys import TOKENS
 from coordinator.webservice.vies import PgVerdictCache
 from getfeed.http import request_fields, stream_answer
 

@@ -1,0 +1,16 @@
+"""What the app holds for its handlers (aiohttp AppKeys): one home, so that handler modules
+and the background jobs they report on need not import each other for a key."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from coordinator.ledger.chain_watch import ChainWatch
+from coordinator.ledger.writer import LedgerWriter
+from coordinator.peers.tokens import TokenCache
+
+WRITER = web.AppKey("writer", LedgerWriter)
+POOL = web.AppKey("pool", object)
+TIMEZONE = web.AppKey("timezone", str)
+TOKENS = web.AppKey("tokens", TokenCache)
+CHAIN_WATCH = web.AppKey("chain_watch", ChainWatch)
