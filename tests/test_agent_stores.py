@@ -790,7 +790,7 @@ async def count_events(database_url: str, event_type: str) -> int:
 async def test_agent_log_stays_json_lines_across_a_restart(
         database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
         tmp_path: Path) -> None:
-    """Log shippers read one JSON event per line (DESIGN §8); a restarted agent meets its
+    """Log shippers read one JSON event per line (docs/design.md §8); a restarted agent meets its
     tables already there, and whatever the driver says about that must not break the stream."""
     rules = Rules(invoice=Series(), creditnote=Series())
     async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,

@@ -1,4 +1,4 @@
-"""Canonical JSON and the hash chain (DESIGN §3). Pure."""
+"""Canonical JSON and the hash chain (docs/design.md §3). Pure."""
 
 from __future__ import annotations
 

@@ -417,7 +417,7 @@ def _client_docs(load: Load) -> list[list[Doc]]:
 # -- checking the ledger -----------------------------------------------------------------
 
 def _chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
-    """DESIGN §3: sha256(prev_hash ‖ canonical JSON: sorted keys, no whitespace, UTF-8)."""
+    """docs/design.md §3: sha256(prev_hash ‖ canonical JSON: sorted keys, no whitespace, UTF-8)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(prev + canonical.encode()).digest()
 
@@ -534,7 +534,7 @@ def _replay(events: list[asyncpg.Record], problems: list[str]) -> Replayed:
 
 
 async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, int]]:
-    """Every invariant of DESIGN §2/§3 and everything the clients were told, against the DB."""
+    """Every invariant of docs/design.md §2/§3 and everything the clients were told, against the DB."""
     problems = list(load.problems)
     conn = await asyncpg.connect(database_url)
     try:

@@ -1,4 +1,4 @@
-"""The numbering invariants of DESIGN §2, checked on event streams (pure)."""
+"""The numbering invariants of docs/design.md §2, checked on event streams (pure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Numbering rules (DESIGN §2): formats, series settings, periods, counters, allocation. Pure."""
+"""Numbering rules (docs/design.md §2): formats, series settings, periods, counters, allocation. Pure."""
 
 from __future__ import annotations
 

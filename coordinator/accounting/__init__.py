@@ -1,1 +1,1 @@
-"""KashFlow accounting: paid invoices of the ledger posted to KashFlow (DESIGN §7)."""
+"""KashFlow accounting: paid invoices of the ledger posted to KashFlow (docs/design.md §7)."""

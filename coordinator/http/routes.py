@@ -1,4 +1,4 @@
-"""HTTP handlers of the coordinator API (DESIGN §6)."""
+"""HTTP handlers of the coordinator API (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ One pass over the events of a consistent snapshot (REPEATABLE READ, no lock: the
 keep writing meanwhile) feeds four checks:
 
 - the hash chain (chain.py): every hash recomputed from the genesis, positions gapless;
-- the numbering invariants of DESIGN §2 (invariants.py);
+- the numbering invariants of docs/design.md §2 (invariants.py);
 - the stores' receipts, when given (receipts.py);
 - the replay: every event applied by the live code (``LedgerState.apply``) and flushed by
   the live write path (``concord_write_batch``) into a scratch schema

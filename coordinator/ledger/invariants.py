@@ -1,4 +1,4 @@
-"""The numbering invariants of DESIGN §2, checked on the stream of events. Pure.
+"""The numbering invariants of docs/design.md §2, checked on the stream of events. Pure.
 
 Per series and period: the numbers handed out are the counter's numbers in order, with no
 hole except numbers sitting released in the pool; no number is handed out twice; each
