@@ -1,4 +1,4 @@
-"""The numbering deciders (DESIGN §2) driven through an in-memory ledger. Pure: no database.
+"""The numbering deciders (docs/design.md §2) driven through an in-memory ledger. Pure: no database.
 
 ``Ledger`` plays the writer's part: it emits events the way ``writer._Batch.emitter`` does
 (position + 1, chained hash, applied to the state at once) and, like ``store.load_for_batch``,
@@ -104,7 +104,7 @@ def refused(status: int, code: str | None = None) -> Iterator[None]:
 
 
 def check_invariants(ledger: Ledger) -> None:
-    """DESIGN §2 invariants over the whole state."""
+    """docs/design.md §2 invariants over the whole state."""
     state = ledger.state
     held: dict[tuple[str, str], list[int]] = {}
     per_key: Tally[tuple[str, str, str]] = Tally()
