@@ -21,14 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-import asyncpg
-
 from agent.settings import AgentSettings
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
 from agent.whmcs.fixture import connection, insert_rows
 from bench.audit import rebuild_projections
 from bench.ledger_fixture import LedgerBuilder, Peer, Record, copy_events
+from bench.postgres import connected
 from coordinator.ledger.numbering import SeriesSettings
 from coordinator.migrations import migrate
 
@@ -70,12 +69,9 @@ async def _copy(pg_url: str, builder: LedgerBuilder, documents: int,
                     data["reservation_id"]))
             yield record
 
-    conn = await asyncpg.connect(pg_url)
-    try:
+    async with connected(pg_url) as conn:
         await migrate(conn)
         await copy_events(conn, records())
-    finally:
-        await conn.close()
     for docs in numbered.values():
         docs.sort(key=lambda d: d.invoice_id)
     return numbered
@@ -93,11 +89,8 @@ async def preload_ledger(pg_url: str, stores: Sequence[str], documents: int) -> 
                             churn=False)
     numbered = await _copy(pg_url, builder, documents, {p.peer_id: p.name for p in peers})
     await asyncio.to_thread(rebuild_projections, pg_url)
-    conn = await asyncpg.connect(pg_url)
-    try:
+    async with connected(pg_url) as conn:
         head = await conn.fetchval("SELECT max(position) FROM events")
-    finally:
-        await conn.close()
     return Ledger(tokens=tokens, peer_ids={p.name: p.peer_id for p in peers},
                   numbered=numbered, head=head, seconds=loop.time() - started)
 

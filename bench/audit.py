@@ -38,10 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.ledger_fixture import LedgerBuilder, copy_events
-from bench.postgres import admin_url, checkpoint, fresh_database, server_facts
+from bench.postgres import admin_url, checkpoint, connected, fresh_database, server_facts
 from bench.report import write_section
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.migrations import migrate
@@ -66,15 +64,12 @@ RUNS = 3
 async def load_ledger(url: str, count: int) -> float:
     """Build and COPY ``count`` events (bench/ledger_fixture.py); returns the seconds it took."""
     started = time.perf_counter()
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await migrate(conn)
         # Setup only: the events are read, never written, by what is measured.
         await conn.execute("ALTER TABLE events SET UNLOGGED")
         await copy_events(conn, LedgerBuilder().ledger(count))
         await conn.execute("ANALYZE events")
-    finally:
-        await conn.close()
     return time.perf_counter() - started
 
 

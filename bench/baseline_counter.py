@@ -16,7 +16,7 @@ import orjson
 
 from bench.cpu import CpuMeter
 from bench.load import DOCUMENT
-from bench.postgres import url_parts
+from bench.postgres import connected, url_parts
 
 SCHEMA = """
 CREATE TABLE counter (id int PRIMARY KEY, next bigint NOT NULL);
@@ -37,11 +37,8 @@ INSERT = "INSERT INTO numbers (number, doc_id, document) VALUES ($1, $2, $3::jso
 
 async def _run(url: str, *, concurrency: int, duration: float, warmup: float, connections: int,
                meter: CpuMeter) -> dict[str, Any]:
-    setup = await asyncpg.connect(url)
-    try:
+    async with connected(url) as setup:
         await setup.execute(SCHEMA)
-    finally:
-        await setup.close()
     document = orjson.dumps(DOCUMENT).decode()
     # synchronous_commit stays on, as for Concord: a number is durable when COMMIT returns.
     pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections,

@@ -35,11 +35,10 @@ from bench.postgres import (
     server_facts,
     url_parts,
 )
-from bench.report import BEGIN, END, Results, Row, results_block, targets, write_markdown
+from bench.report import BEGIN, END, Results, Row, cpu_model, results_block, targets, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-TEMPLATE = f"# Benchmarks\n\nReproduce with `make bench`.\n\n{BEGIN}\n{END}\n"
 
 
 DISTURBED = 0.25  # cores used by other processes during a run above which it is repeated
@@ -134,11 +133,11 @@ class Bench:
                 coordinators(url, processes) as cluster:
             self.prime(cluster, url)
             self.settle(label)
-            before = writer_stats(cluster)
+            before = writer_stats(cluster.urls)
             result = run_clients(cluster, url_parts(url).dbname, "closed",
                                  processes=p.client_processes, concurrency=p.concurrency,
                                  duration=p.duration, warmup=p.warmup, http=p.http)
-            writer = writer_delta(before, writer_stats(cluster))
+            writer = writer_delta(before, writer_stats(cluster.urls))
             check = ledger_check(url)
         if not check["gapless"]:
             raise BenchError(f"{label}: the numbers 1..{check['handed_out']} have a hole")
@@ -174,14 +173,7 @@ def _commit() -> str:
 
 
 def machine_facts(facts: dict[str, str], where: str) -> dict[str, str]:
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {**facts, "cpus": str(os.cpu_count()), "cpu_model": model, "postgres": where,
+    return {**facts, "cpus": str(os.cpu_count()), "cpu_model": cpu_model(), "postgres": where,
             "python": f"Python {platform.python_version()}", "commit": _commit()}
 
 
@@ -256,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(block))
     output = args.output or (None if args.quick else DOC)
     if output is not None:
-        write_markdown(output, block, TEMPLATE)
+        write_section(output, "## Results", BEGIN, END, block,
+                      intro=["Reproduce with `make bench`.", ""])
         sys.stderr.write(f"bench: results written to {output}\n")
     missed = [t for t, _, ok in targets(res) if not ok]
     if missed:

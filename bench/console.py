@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from bench.audit import run_measured
 from bench.ledger_fixture import LedgerBuilder, Record, copy_events
+from bench.postgres import connected
 from coordinator.app import create_app
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
@@ -63,25 +63,18 @@ def _say(text: str) -> None:
 
 
 async def _load(url: str, events: int, days: float) -> None:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await migrate(conn)
         await copy_events(conn, RecentLedger(events, days).ledger(events))
-    finally:
-        await conn.close()
 
 
 async def _operator(url: str) -> str:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         return await create_api_token(conn, "operator", "bench.console")
-    finally:
-        await conn.close()
 
 
 async def _targets(url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         # A number issued half-way through the ledger, by its primary key's order.
         row = await conn.fetchrow(
             "SELECT r.formatted, r.doc_id, r.peer_id::text, d.snapshot->'ClientData'->>'UserID'"
@@ -90,8 +83,6 @@ async def _targets(url: str) -> dict[str, Any]:
             " ORDER BY r.position LIMIT 1")
         head = await conn.fetchval("SELECT max(position) FROM events")
         return {**dict(row), "head": head}
-    finally:
-        await conn.close()
 
 
 async def _chain_checked(base: str) -> None:

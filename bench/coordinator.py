@@ -6,23 +6,20 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+from bench.postgres import connected
+from bench.processes import START_TIMEOUT, Process, ProcessError, free_port, start, stop, wait_healthy
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 CHAIN_TIMEOUT = 900.0  # the background chain check of a large ledger after a start
 
 
@@ -37,13 +34,8 @@ class Cluster:
     peer_token: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(database_url: str, *args: str) -> list[str]:
+def command(database_url: str, *args: str) -> list[str]:
+    """The command line of ``concord --database-url database_url args…``."""
     return [sys.executable, "-m", "coordinator", "--database-url", database_url, *args]
 
 
@@ -59,30 +51,31 @@ def _request(url: str, *, body: dict[str, Any] | None = None, token: str | None 
         return json.loads(resp.read())
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise CoordinatorError(f"coordinator exited with {process.returncode}:\n"
-                                   f"{log.read_text()[-2000:]}")
-        try:
-            if _request(f"{url}/healthz", timeout=1.0).get("status") == "ok":
-                return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise CoordinatorError(f"{url}/healthz did not answer within {START_TIMEOUT:.0f} s")
+def operator_token(database_url: str, env: dict[str, str]) -> str:
+    """A new operator token, made by ``concord tokens create``."""
+    made = subprocess.run(command(database_url, "tokens", "create", "--role", "operator"),
+                          env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    if made.returncode != 0:
+        raise CoordinatorError(f"tokens create failed: {made.stderr[-2000:]}")
+    return made.stdout.strip()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
+def register_peer(url: str, operator: str, name: str) -> dict[str, Any]:
+    """Register a peer (an agent) named ``name``; its ``peer_id`` and ``token``."""
     try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
+        return _request(f"{url}/v1/peers", token=operator,
+                        body={"name": name, "url": "http://127.0.0.1:8701"})
+    except urllib.error.HTTPError as exc:
+        raise CoordinatorError(f"POST /v1/peers: {exc.code} {exc.read()[:2000].decode()}") from None
+
+
+def serve(database_url: str, env: dict[str, str], log_path: Path,
+          name: str = "coordinator") -> tuple[Process, str]:
+    """A ``concord serve`` process on a free port, and its base URL (not waited for)."""
+    port = free_port()
+    process = start(name, command(database_url, "serve", "--host", "127.0.0.1", "--port",
+                                  str(port)), log_path, env)
+    return process, f"http://127.0.0.1:{port}"
 
 
 def wait_for_chain(url: str, head: int) -> float:
@@ -105,32 +98,25 @@ def coordinators(database_url: str, count: int) -> Iterator[Cluster]:
     """``count`` coordinator processes serving one database, and a registered peer's token."""
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp:
         env = {**os.environ, "CONCORD_DATA_DIR": tmp, "CONCORD_LOG_LEVEL": "warning"}
-        made = subprocess.run(_cli(database_url, "tokens", "create", "--role", "operator"),
-                              env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
-        if made.returncode != 0:
-            raise CoordinatorError(f"tokens create failed: {made.stderr[-2000:]}")
-        operator = made.stdout.strip()
-        processes: list[subprocess.Popen[bytes]] = []
+        operator = operator_token(database_url, env)
+        processes: list[Process] = []
         try:
-            urls, logs = [], []
+            urls = []
             for index in range(count):
-                port = _free_port()
-                log = Path(tmp) / f"coordinator-{index}.log"
-                with log.open("wb") as out:
-                    processes.append(subprocess.Popen(
-                        _cli(database_url, "serve", "--host", "127.0.0.1", "--port", str(port)),
-                        env=env, stdout=out, stderr=subprocess.STDOUT,
-                    ))
-                urls.append(f"http://127.0.0.1:{port}")
-                logs.append(log)
-            for url, process, log in zip(urls, processes, logs, strict=True):
-                _wait_healthy(url, process, log)
-            peer = _request(f"{urls[0]}/v1/peers", token=operator,
-                            body={"name": "bench", "url": "http://127.0.0.1:8701"})
+                process, url = serve(database_url, env, Path(tmp) / f"coordinator-{index}.log",
+                                     f"coordinator {index}")
+                processes.append(process)
+                urls.append(url)
+            for url, process in zip(urls, processes, strict=True):
+                try:
+                    asyncio.run(wait_healthy(process, url))
+                except ProcessError as exc:
+                    raise CoordinatorError(str(exc)) from None
+            peer = register_peer(urls[0], operator, "bench")
             yield Cluster(urls=urls, pids=[p.pid for p in processes], peer_token=peer["token"])
         finally:
             for process in processes:
-                _stop(process)
+                stop(process)
 
 
 def _metric_sums(text: str) -> dict[str, float]:
@@ -142,36 +128,43 @@ def _metric_sums(text: str) -> dict[str, float]:
     return sums
 
 
-def writer_stats(cluster: Cluster) -> dict[str, float]:
-    """Group commit as the coordinators saw it: transactions, commands per one, time in one.
+def writer_stats(urls: Sequence[str]) -> dict[str, float]:
+    """Group commit as the coordinators at ``urls`` saw it so far: the sums and counts of
+    their ``concord_ledger_batch_*`` histograms, added up.
 
-    Read from each process's /metrics before and after a run, so only the run counts.
+    Read before and after a run (``writer_totals``), so only the run counts.
     """
     totals: dict[str, float] = {}
-    for url in cluster.urls:
+    for url in urls:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
             for name, value in _metric_sums(resp.read().decode()).items():
                 totals[name] = totals.get(name, 0.0) + value
     return totals
 
 
-def writer_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def writer_totals(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Between two ``writer_stats``: ledger transactions, commands in them, seconds in them."""
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    batches = delta("concord_ledger_batch_commands_count")
+    return {"transactions": delta("concord_ledger_batch_commands_count"),
+            "commands": delta("concord_ledger_batch_commands_sum"),
+            "seconds": delta("concord_ledger_batch_seconds_sum")}
+
+
+def writer_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``writer_totals`` per transaction: commands in one, milliseconds in one."""
+    totals = writer_totals(before, after)
+    batches = totals["transactions"]
     return {
         "transactions": int(batches),
-        "commands_per_transaction": round(delta("concord_ledger_batch_commands_sum")
-                                          / max(batches, 1), 1),
-        "ms_per_transaction": round(delta("concord_ledger_batch_seconds_sum") * 1000
-                                    / max(batches, 1), 2),
+        "commands_per_transaction": round(totals["commands"] / max(batches, 1), 1),
+        "ms_per_transaction": round(totals["seconds"] * 1000 / max(batches, 1), 2),
     }
 
 
 async def _ledger_check(url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         row = await conn.fetchrow(
             "SELECT count(*) AS handed_out, count(*) FILTER (WHERE state = 'issued') AS issued"
             " FROM reservations WHERE series = 'invoice' AND state <> 'released'"
@@ -190,8 +183,6 @@ async def _ledger_check(url: str) -> dict[str, Any]:
             "   WHERE q.series = h.series AND q.period = h.period)) <> 1"
         )
         events = await conn.fetchval("SELECT count(*) FROM events")
-    finally:
-        await conn.close()
     return {"issued": row["issued"], "handed_out": row["handed_out"], "events": events,
             "gapless": holes == 0}
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+Pids = Callable[[], Iterable[int]]  # read again at each reading: processes may come and go
 
 
 def cpu_seconds(pid: int) -> float:
@@ -31,63 +33,103 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
 
 
-def _postgres_pids(database: str | None) -> list[int]:
-    """Backends of ``database`` plus the shared server processes (postmaster, WAL writer...).
-
-    Backends of other databases are left out: they belong to whoever else uses the server.
-    """
-    pids = []
+def _processes(names: set[str]) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose command name is one of ``names``."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() != "postgres":
+            if (entry / "comm").read_text().strip() not in names:
                 continue
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        found.append((int(entry.name), title))
+    return found
+
+
+def _postgres(database: str | None, *, backends: bool, shared: bool) -> list[int]:
+    pids = []
+    for pid, title in _processes({"postgres"}):
         client_backend = "(" in title or "[local]" in title
-        if not client_backend or (database is not None and f" {database} " in title):
-            pids.append(int(entry.name))
+        if client_backend:
+            if backends and database is not None and f" {database} " in title:
+                pids.append(pid)
+        elif shared:
+            pids.append(pid)
     return pids
 
 
-class CpuMeter:
-    """Cores used by named process groups between ``start`` and ``stop`` (1.0 = one core busy).
+def postgres_backends(database: str) -> list[int]:
+    """The backends serving ``database``; other databases' belong to whoever else uses the
+    server."""
+    return _postgres(database, backends=True, shared=False)
+
+
+def postgres_shared() -> list[int]:
+    """The server's shared processes (postmaster, WAL writer, checkpointer…)."""
+    return _postgres(None, backends=False, shared=True)
+
+
+def mariadb_pids() -> list[int]:
+    return [pid for pid, _ in _processes({"mariadbd", "mysqld"})]
+
+
+class CpuClock:
+    """CPU seconds of named process groups between ``start`` and ``stop``, and ``other``:
+    what the rest of the machine used meanwhile.
 
     A process that exits during the interval is not counted, so measured systems keep their
     processes and connections until ``stop``; one that starts during it counts in full.
     """
 
-    def __init__(self, groups: dict[str, Iterable[int]] | None = None, *,
-                 database: str | None = None) -> None:
-        self._groups = {name: list(pids) for name, pids in (groups or {}).items()}
-        self._groups["bench"] = [os.getpid()]
-        self._database = database
+    def __init__(self, groups: Mapping[str, Pids]) -> None:
+        self._groups = dict(groups)
         self._before: dict[str, dict[int, float]] = {}
-        self._started = 0.0
         self._busy = 0.0
 
     def _take(self) -> dict[str, dict[int, float]]:
-        pids = {**self._groups, "postgres": _postgres_pids(self._database)}
-        return {name: {p: cpu_seconds(p) for p in group} for name, group in pids.items()}
+        return {name: {p: cpu_seconds(p) for p in pids()} for name, pids in self._groups.items()}
 
     def start(self) -> None:
         self._before = self._take()
         self._busy = machine_busy_seconds()
-        self._started = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         after = self._take()
         busy = machine_busy_seconds() - self._busy
-        wall = max(time.monotonic() - self._started, 1e-9)
         used = {}
         for name, times in after.items():
             before = self._before.get(name, {})
-            spent = sum(max(t - before.get(pid, 0.0), 0.0) for pid, t in times.items())
-            used[name] = spent / wall
-        used["other"] = max(busy / wall - sum(used.values()), 0.0)
-        return {name: round(value, 2) for name, value in used.items()}
+            used[name] = sum(max(t - before.get(pid, 0.0), 0.0) for pid, t in times.items())
+        used["other"] = max(busy - sum(used.values()), 0.0)
+        return used
+
+
+class CpuMeter:
+    """Cores used by named process groups between ``start`` and ``stop`` (1.0 = one core
+    busy), with ``bench`` (this process) and ``postgres`` (``database``'s backends and the
+    shared server processes) added."""
+
+    def __init__(self, groups: dict[str, Iterable[int]] | None = None, *,
+                 database: str | None = None) -> None:
+        fixed = {name: list(pids) for name, pids in (groups or {}).items()}
+        self._clock = CpuClock({
+            **{name: (lambda pids=pids: pids) for name, pids in fixed.items()},
+            "bench": lambda: [os.getpid()],
+            "postgres": lambda: _postgres(database, backends=True, shared=True),
+        })
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._clock.start()
+        self._started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        seconds = self._clock.stop()
+        wall = max(time.monotonic() - self._started, 1e-9)
+        return {name: round(value / wall, 2) for name, value in seconds.items()}
 
 
 def wait_for_quiet(*, limit: float = 0.3, longest: float = 20.0) -> float:

@@ -44,7 +44,7 @@ from bench.coordinator import Cluster, CoordinatorError, coordinators, ledger_ch
 from bench.cpu import wait_for_quiet
 from bench.drive import DriveError, run_clients
 from bench.ledger_fixture import LedgerBuilder, copy_events
-from bench.postgres import admin_url, checkpoint, fresh_database, server_facts, url_parts
+from bench.postgres import admin_url, checkpoint, connected, fresh_database, server_facts, url_parts
 from bench.report import cpu_ms_per_number, write_section
 from coordinator.migrations import migrate
 from coordinator.scratch_postgres import run_sql
@@ -109,20 +109,14 @@ def _say(text: str) -> None:
 
 
 async def _preload(url: str, events: int) -> None:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await migrate(conn)
         await copy_events(conn, LedgerBuilder().ledger(events))
-    finally:
-        await conn.close()
 
 
 async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 def disk_sizes(url: str) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -12,8 +13,8 @@ import asyncpg
 from coordinator import scratch_postgres
 from coordinator.scratch_postgres import admin_url, run_sql, with_database
 
-__all__ = ["admin_url", "analyze", "checkpoint", "fresh_database", "server_facts", "url_parts",
-           "with_database"]
+__all__ = ["admin_url", "analyze", "checkpoint", "connected", "fresh_database", "server_facts",
+           "url_parts", "with_database"]
 
 # A baseline opens at most this many connections: PostgreSQL's default max_connections is 100.
 MAX_CONNECTIONS = 64
@@ -47,6 +48,16 @@ def fresh_database(admin: str, label: str) -> contextlib.AbstractContextManager[
     return scratch_postgres.fresh_database(admin, f"concord_bench_{label}")
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to ``url`` (no pool, no set-up), closed on leaving."""
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def _checkpoint(url: str) -> None:
     with contextlib.suppress(asyncpg.PostgresError):  # needs superuser or pg_checkpoint
         await run_sql(url, "CHECKPOINT")
@@ -63,15 +74,12 @@ def analyze(url: str) -> None:
 
 
 async def _server_facts(url: str) -> dict[str, str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         rows = await conn.fetch(
             "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
             ["server_version", "synchronous_commit", "fsync", "wal_sync_method",
              "shared_buffers", "max_connections"],
         )
-    finally:
-        await conn.close()
     return {r["name"]: r["setting"] for r in rows}
 
 

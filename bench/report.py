@@ -1,9 +1,10 @@
-"""The results table (printed and written to docs/benchmarks.md) and the targets it checks."""
+"""What the benchmarks report: the machine they ran on, `make bench`'s results table and the
+targets it checks, and the writing of a benchmark's block into docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,15 @@ class Results:
         """The fastest configuration that failed no request (any, if all failed some)."""
         clean = [r for r in self.ours if not r.result["errors"]]
         return max(clean or self.ours, key=lambda r: r.rate)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def _ratio(a: float, b: float) -> float:
@@ -164,16 +174,6 @@ def results_block(res: Results, when: str) -> list[str]:
         "shared); a run with more than 0.25 was repeated when time allowed and the least "
         "disturbed one is shown.",
     ]
-
-
-def write_markdown(path: Path, block: list[str], template: str) -> None:
-    """Replace the results between the markers, keeping everything written around them."""
-    text = path.read_text() if path.exists() else template
-    if BEGIN not in text or END not in text:
-        text = template
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    new = "\n".join([BEGIN, *block, END])
-    path.write_text(pattern.sub(lambda _: new, text, count=1))
 
 
 def write_section(path: Path, title: str, begin: str, end: str, block: list[str],

@@ -17,8 +17,8 @@ import gc
 import hashlib
 import logging
 import os
-import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 import orjson
 import uvloop
 from aiohttp import web
@@ -41,10 +40,10 @@ from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
 from agent.whmcs.fixture import connection, create_database, drop_database, load_schema, load_store
 from agent.whmcs.fixture import parse_mysql_url as parse_admin_url
 from agent.whmcs.generator import StoreGenerator
-from bench.agent_numbering import mariadb_pids
-from bench.cpu import CpuMeter, cpu_seconds, wait_for_quiet
-from bench.postgres import admin_url, fresh_database
-from bench.report import write_section
+from bench.cpu import CpuMeter, cpu_seconds, mariadb_pids, wait_for_quiet
+from bench.postgres import admin_url, connected, fresh_database
+from bench.processes import free_port, start, stopped, wait_healthy
+from bench.report import cpu_model, write_section
 from coordinator.app import create_app
 from coordinator.db import connect
 from coordinator.events.europe import home_member_state
@@ -262,33 +261,19 @@ def _status_kb(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def server(system: str, url: str) -> AsyncIterator[tuple[int, str]]:
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.webservice", "serve", system, url, str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):  # up to 30 s to start
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"the {system} server did not start")
-        yield proc.pid, base
-    finally:
-        proc.terminate()
-        await proc.wait()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="concord-bench-ws-") as tmp:
+        process = start(f"the {system} server", [
+            sys.executable, "-m", "bench.webservice", "serve", system, url, str(port)],
+            Path(tmp) / "server.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await wait_healthy(process, base, within=30)
+            yield process.pid, base
+        finally:
+            await stopped(process)
 
 
 MARKER = b'"DocData":'
@@ -387,19 +372,14 @@ def render(results: list[Measurement], documents: int, facts: str, setup: float)
 
 def _facts(pg_url: str, mysql_url: str) -> str:
     async def versions() -> str:
-        conn = await asyncpg.connect(pg_url)
-        try:
+        async with connected(pg_url) as conn:
             pg = await conn.fetchval("SHOW server_version")
-        finally:
-            await conn.close()
         async with connection(mysql_url) as my, my.cursor() as cur:
             await cur.execute("SELECT VERSION()")
             (maria,) = await cur.fetchone()
         return f"PostgreSQL {pg.split()[0]}, MariaDB/MySQL {maria}"
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), "unknown CPU")
-    return (f"{os.cpu_count()} CPU cores ({cpu}), Python {sys.version.split()[0]}, "
+    return (f"{os.cpu_count()} CPU cores ({cpu_model()}), Python {sys.version.split()[0]}, "
             f"{asyncio.run(versions())}; everything on one machine")
 
 
