@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from coordinator.events import catalogue as ev
 from coordinator.events.canonical import GENESIS_HASH, chain_hash, event_body, format_recorded_at
 from coordinator.ledger import commands as c
-from coordinator.ledger.commands import DomainError
+from coordinator.ledger.commands import DomainError, Refusal
 from coordinator.ledger.decide import DECIDERS, Emit
 from coordinator.ledger.numbering import counter_series, period_of
 from coordinator.ledger.state import Event, LedgerState, Reservation
@@ -93,12 +93,12 @@ class Ledger:
 
 
 @contextmanager
-def refused(status: int, code: str | None = None) -> Iterator[None]:
-    """Expect a DomainError with this status (and code)."""
+def refused(refusal: Refusal, code: str | None = None) -> Iterator[None]:
+    """Expect a DomainError of this kind (and code)."""
     with pytest.raises(DomainError) as info:
         yield
     err = info.value
-    assert err.status == status, f"status {err.status} ({err.code}: {err.message})"
+    assert err.refusal == refusal, f"{err.refusal} ({err.code}: {err.message})"
     if code is not None:
         assert err.code == code, err.message
 
@@ -233,9 +233,9 @@ def test_a_released_document_gets_a_new_reservation(ledger: Ledger) -> None:
 def test_retired_or_unknown_peer_cannot_reserve(ledger: Ledger) -> None:
     p = ledger.peer("eu")
     ledger.run(c.RetirePeer(peer_id=p))
-    with refused(403, "peer_retired"):
+    with refused(Refusal.FORBIDDEN, "peer_retired"):
         ledger.reserve(p, "1")
-    with refused(403):
+    with refused(Refusal.FORBIDDEN):
         ledger.reserve("00000000-0000-4000-8000-999999999999", "1")
 
 
@@ -320,9 +320,9 @@ def test_confirm_stores_the_document_and_is_idempotent(ledger: Ledger) -> None:
 def test_only_the_owner_confirms_or_releases(ledger: Ledger) -> None:
     p, q = ledger.peer("eu"), ledger.peer("us")
     rid = ledger.reserve(p, "1")["reservation_id"]
-    with refused(403, "not_your_reservation"):
+    with refused(Refusal.FORBIDDEN, "not_your_reservation"):
         ledger.confirm(rid, q)
-    with refused(403, "not_your_reservation"):
+    with refused(Refusal.FORBIDDEN, "not_your_reservation"):
         ledger.release(rid, q)
     assert ledger.state.reservations[rid].state == "reserved"
 
@@ -337,9 +337,9 @@ def test_operator_may_release(ledger: Ledger) -> None:
 
 def test_unknown_reservation(ledger: Ledger) -> None:
     p = ledger.peer("eu")
-    with refused(404, "reservation_not_found"):
+    with refused(Refusal.NOT_FOUND, "reservation_not_found"):
         ledger.confirm("00000000-0000-4000-8000-999999999999", p)
-    with refused(404, "reservation_not_found"):
+    with refused(Refusal.NOT_FOUND, "reservation_not_found"):
         ledger.release("00000000-0000-4000-8000-999999999999", None)
 
 
@@ -351,7 +351,7 @@ def test_release_is_idempotent_and_a_released_number_cannot_be_confirmed(ledger:
     assert ledger.release(rid, p)["state"] == "released"
     assert len(ledger.events) == events
     assert ledger.state.pool[("invoice", "all")] == [1]  # not twice in the pool
-    with refused(409, "reservation_released"):
+    with refused(Refusal.CONFLICT, "reservation_released"):
         ledger.confirm(rid, p)
 
 
@@ -359,9 +359,9 @@ def test_an_issued_number_cannot_be_released(ledger: Ledger) -> None:
     p = ledger.peer("eu")
     rid = ledger.reserve(p, "1")["reservation_id"]
     ledger.confirm(rid, p)
-    with refused(409, "reservation_issued"):
+    with refused(Refusal.CONFLICT, "reservation_issued"):
         ledger.release(rid, p)
-    with refused(409, "reservation_issued"):
+    with refused(Refusal.CONFLICT, "reservation_issued"):
         ledger.release(rid, None)
     assert ledger.state.reservations[rid].state == "issued"
     assert ledger.state.released("invoice", "all") == []
@@ -380,7 +380,7 @@ def test_void_keeps_the_number_used(ledger: Ledger) -> None:
     # The cancelled document keeps its number.
     again = ledger.reserve(p, "1")
     assert (again["created"], again["number"], again["state"]) == (False, 1, "void")
-    with refused(409, "reservation_void"):
+    with refused(Refusal.CONFLICT, "reservation_void"):
         ledger.release(rid, p)
     check_invariants(ledger)
 
@@ -399,9 +399,9 @@ def test_void_of_a_pending_reservation(ledger: Ledger) -> None:
     rid = ledger.reserve(p, "1")["reservation_id"]
     ledger.void("invoice", "all", 1)
     assert ledger.events[-1].data["was"] == "reserved"
-    with refused(409, "reservation_void"):
+    with refused(Refusal.CONFLICT, "reservation_void"):
         ledger.confirm(rid, p)
-    with refused(409, "reservation_void"):
+    with refused(Refusal.CONFLICT, "reservation_void"):
         ledger.release(rid, p)
 
 
@@ -409,11 +409,11 @@ def test_void_of_a_released_or_unknown_number(ledger: Ledger) -> None:
     p = ledger.peer("eu")
     rid = ledger.reserve(p, "1")["reservation_id"]
     ledger.release(rid, p)
-    with refused(409, "number_released"):
+    with refused(Refusal.CONFLICT, "number_released"):
         ledger.void("invoice", "all", 1)
-    with refused(404, "number_not_found"):
+    with refused(Refusal.NOT_FOUND, "number_not_found"):
         ledger.void("invoice", "all", 2)
-    with refused(404, "number_not_found"):
+    with refused(Refusal.NOT_FOUND, "number_not_found"):
         ledger.void("creditnote", "all", 1)
 
 
@@ -434,10 +434,10 @@ def test_next_cannot_go_back_to_or_below_a_handed_out_number(ledger: Ledger) -> 
     p = ledger.peer("eu")
     rids = [ledger.reserve(p, str(n))["reservation_id"] for n in range(1, 6)]  # 1..5
     for bad in (0, 1, 3, 5):
-        with refused(409, "next_below_issued"):
+        with refused(Refusal.CONFLICT, "next_below_issued"):
             ledger.configure("invoice", next=bad)
     ledger.release(rids[-1], p)  # 5 is back in the pool, but it was handed out
-    with refused(409, "next_below_issued"):
+    with refused(Refusal.CONFLICT, "next_below_issued"):
         ledger.configure("invoice", next=5)
     assert ledger.state.counter("invoice", "all").next == 6
 
@@ -449,7 +449,7 @@ def test_next_may_move_forward(ledger: Ledger) -> None:
     assert out["next"] == {"period": "all", "number": 1000}
     assert ledger.reserve(p, "2")["number"] == 1000
     assert ledger.reserve(p, "3")["number"] == 1001
-    with refused(409, "next_below_issued"):
+    with refused(Refusal.CONFLICT, "next_below_issued"):
         ledger.configure("invoice", next=1001)
     ledger.configure("invoice", next=1002)
 
@@ -466,9 +466,9 @@ def test_next_is_per_period_for_a_yearly_series(ledger: Ledger) -> None:
     p = ledger.peer("eu")
     ledger.reserve(p, "a", date(2026, 3, 1))
     ledger.reserve(p, "b", date(2026, 3, 1))
-    with refused(409, "next_below_issued"):
+    with refused(Refusal.CONFLICT, "next_below_issued"):
         ledger.configure("invoice", next=2)  # today's period, 2026
-    with refused(409, "next_below_issued"):
+    with refused(Refusal.CONFLICT, "next_below_issued"):
         ledger.configure("invoice", next=2, period="2026")
     ledger.configure("invoice", next=1, period="2027")
     ledger.configure("invoice", next=40, period="2025")
@@ -479,32 +479,32 @@ def test_next_is_per_period_for_a_yearly_series(ledger: Ledger) -> None:
 
 def test_next_applies_to_the_shared_counter_only(ledger: Ledger) -> None:
     ledger.configure("creditnote", dedicated=False)
-    with refused(409, "shared_counter"):
+    with refused(Refusal.CONFLICT, "shared_counter"):
         ledger.configure("creditnote", next=10)
     p = ledger.peer("eu")
     ledger.reserve(p, "1", doctype="creditnote")
-    with refused(409, "next_below_issued"):
+    with refused(Refusal.CONFLICT, "next_below_issued"):
         ledger.configure("invoice", next=1)  # the credit note took 1 from the invoice counter
 
 
 @pytest.mark.parametrize(
-    ("series", "kwargs", "status", "code"),
+    ("series", "kwargs", "refusal", "code"),
     [
-        ("quote", {}, 404, "series_not_found"),
-        ("invoice", {"increment": 0}, 400, "invalid_settings"),
-        ("invoice", {"format": "{NUMBER}{FOO}"}, 400, "invalid_settings"),
-        ("invoice", {"reset": "yearly"}, 400, "invalid_settings"),  # default format has no year
-        ("invoice", {"colour": "red"}, 400, "invalid_settings"),
-        ("invoice", {"dedicated": False}, 400, "invalid_settings"),
-        ("invoice", {"next": -1}, 400, "invalid_settings"),
-        ("invoice", {"next": 5, "period": "2026"}, 400, "invalid_period"),
+        ("quote", {}, Refusal.NOT_FOUND, "series_not_found"),
+        ("invoice", {"increment": 0}, Refusal.INVALID, "invalid_settings"),
+        ("invoice", {"format": "{NUMBER}{FOO}"}, Refusal.INVALID, "invalid_settings"),
+        ("invoice", {"reset": "yearly"}, Refusal.INVALID, "invalid_settings"),  # default format has no year
+        ("invoice", {"colour": "red"}, Refusal.INVALID, "invalid_settings"),
+        ("invoice", {"dedicated": False}, Refusal.INVALID, "invalid_settings"),
+        ("invoice", {"next": -1}, Refusal.INVALID, "invalid_settings"),
+        ("invoice", {"next": 5, "period": "2026"}, Refusal.INVALID, "invalid_period"),
         ("invoice", {"next": 5, "period": "26", "reset": "yearly", "format": "{YY}{NUMBER}"},
-         400, "invalid_period"),
+         Refusal.INVALID, "invalid_period"),
     ],
 )
-def test_configure_series_refuses(ledger: Ledger, series: str, kwargs: dict[str, Any], status: int,
-                                  code: str) -> None:
-    with refused(status, code):
+def test_configure_series_refuses(ledger: Ledger, series: str, kwargs: dict[str, Any],
+                                  refusal: Refusal, code: str) -> None:
+    with refused(refusal, code):
         ledger.configure(series, **kwargs)
     assert ledger.events == []
 
@@ -536,7 +536,7 @@ def test_shared_counter_with_yearly_reset_keeps_credit_note_numbers_unique(
         for step in steps if invoice_first else reversed(steps):
             step()
     except DomainError as err:
-        assert err.status in (400, 409)
+        assert err.refusal in (Refusal.INVALID, Refusal.CONFLICT)
         return
     p = ledger.peer("eu")
     a = ledger.reserve(p, "1", date(2025, 12, 31), doctype="creditnote")["formatted"]
@@ -659,10 +659,10 @@ def _step(ledger: Ledger, model: Model, peers: list[str], op: tuple[Any, ...]) -
     if op[0] == "confirm":
         assert who is not None
         if who != owner:
-            with refused(403):
+            with refused(Refusal.FORBIDDEN):
                 ledger.confirm(rid, who)
         elif status in ("released", "void"):
-            with refused(409):
+            with refused(Refusal.CONFLICT):
                 ledger.confirm(rid, who)
         else:
             assert ledger.confirm(rid, who)["state"] == "issued"
@@ -670,10 +670,10 @@ def _step(ledger: Ledger, model: Model, peers: list[str], op: tuple[Any, ...]) -
             model.status[rid] = "issued"
     else:  # release
         if who is not None and who != owner:
-            with refused(403):
+            with refused(Refusal.FORBIDDEN):
                 ledger.release(rid, who)
         elif status in ("issued", "void"):
-            with refused(409):
+            with refused(Refusal.CONFLICT):
                 ledger.release(rid, who)
         else:
             assert ledger.release(rid, who)["state"] == "released"
@@ -688,7 +688,7 @@ def _void(ledger: Ledger, model: Model, slot: tuple[str, str, int], events: int)
     holder = model.holder(slot)
     if holder is None:
         in_pool = slot[2] in ledger.state.released(slot[0], slot[1])
-        with refused(409 if in_pool else 404):
+        with refused(Refusal.CONFLICT if in_pool else Refusal.NOT_FOUND):
             ledger.void(*slot)
         return
     assert ledger.void(*slot)["reservation_id"] == holder
@@ -773,7 +773,7 @@ def test_moving_next_never_hands_a_number_out_twice(
         elif op[0] == "next":
             value = op[1]
             if handed and value <= max(handed):
-                with refused(409, "next_below_issued"):
+                with refused(Refusal.CONFLICT, "next_below_issued"):
                     ledger.configure("invoice", next=value)
             else:
                 ledger.configure("invoice", next=value)

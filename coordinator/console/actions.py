@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from coordinator.console import session
 from coordinator.console.pages import UUID, sign_in_page, store_of
 from coordinator.console.view import page, see_other
+from coordinator.http.errors import refused_status
 from coordinator.http.json import describe_validation_error
 from coordinator.http.keys import POOL, TIMEZONE, TOKENS, WRITER
 from coordinator.http.routes import PeerBody, SeriesBody
@@ -153,7 +154,7 @@ async def series_apply(request: web.Request) -> web.Response:
             series=name, changes=body.model_dump(exclude_none=True, exclude={"next", "period"}),
             next=body.next, period=body.period, today=_today(request)))
     except DomainError as exc:
-        return _series_refused(request, state, name, exc.message, exc.status)
+        return _series_refused(request, state, name, exc.message, refused_status(exc))
     notice = f"Series {name} saved: {result['settings']['format']}"
     if result["next"]:
         notice += f", next {result['next']['number']:,} in {result['next']['period']}"

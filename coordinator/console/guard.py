@@ -9,7 +9,7 @@ from aiohttp import web
 
 from coordinator.console import session
 from coordinator.console.view import SESSION, error_page, see_other
-from coordinator.http.errors import ApiError
+from coordinator.http.errors import ApiError, refused_status
 from coordinator.http.keys import POOL
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import LedgerUnavailable
@@ -46,8 +46,10 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
             if refused is not None:
                 return refused
         return await handler(request)
-    except (ApiError, DomainError) as exc:
+    except ApiError as exc:
         return error_page(request, exc.status, "Refused", exc.message)
+    except DomainError as exc:
+        return error_page(request, refused_status(exc), "Refused", exc.message)
     except LedgerUnavailable as exc:
         return error_page(request, 503, "The ledger is unavailable",
                           f"{exc.reason}. Nothing may have been written; look before you try "

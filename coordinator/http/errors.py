@@ -5,9 +5,19 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from coordinator.ledger.commands import DomainError, Refusal
+
 # The largest request body: a batch of 500 confirmations with their documents fits.
 MAX_BODY_MIB = 8
 MAX_BODY = MAX_BODY_MIB * 1024 * 1024
+
+# How each kind of refused command is answered.
+STATUS_OF_REFUSAL = {Refusal.INVALID: 400, Refusal.FORBIDDEN: 403, Refusal.NOT_FOUND: 404,
+                     Refusal.CONFLICT: 409}
+
+
+def refused_status(exc: DomainError) -> int:
+    return STATUS_OF_REFUSAL[exc.refusal]
 
 
 class ApiError(Exception):

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from coordinator.http import agent_protocol
-from coordinator.http.errors import MAX_BODY_MIB, ApiError, error_response
+from coordinator.http.errors import MAX_BODY_MIB, ApiError, error_response, refused_status
 from coordinator.http.keys import TOKENS
 from coordinator.ledger.commands import DomainError
 from coordinator.ledger.writer import DATABASE_AWAY, CommandFailed, LedgerUnavailable
@@ -104,7 +104,7 @@ def ledger_failure(exc: DomainError | LedgerUnavailable | CommandFailed) -> tupl
     store, whose repeat is refused once the first was written."""
     match exc:
         case DomainError():
-            return exc.status, exc.code, exc.message
+            return refused_status(exc), exc.code, exc.message
         case LedgerUnavailable(busy=True):
             return 503, "busy", f"{exc.reason}: nothing was written; send the same request again"
         case LedgerUnavailable(outcome_unknown=True):

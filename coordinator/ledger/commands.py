@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from typing import Any
 
 
-class DomainError(Exception):
-    """A refused command. Nothing was written."""
+class Refusal(StrEnum):
+    """Why a command was refused, in the domain's terms; the HTTP layer answers each with a
+    status of its own (coordinator/http/errors.py)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    INVALID = "invalid"  # its values break a rule
+    FORBIDDEN = "forbidden"  # not the caller's to do
+    NOT_FOUND = "not_found"  # it names something the ledger does not hold
+    CONFLICT = "conflict"  # the ledger's state does not allow it
+
+
+class DomainError(Exception):
+    """A refused command. Nothing was written. ``code`` names the rule for the client."""
+
+    def __init__(self, refusal: Refusal, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.refusal = refusal
         self.code = code
         self.message = message
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from coordinator.events import catalogue as ev
 from coordinator.ledger import commands as c
-from coordinator.ledger.commands import DomainError
+from coordinator.ledger.commands import DomainError, Refusal
 from coordinator.ledger.numbering import (
     ALL_TIME,
     SERIES_NAMES,
@@ -58,9 +58,9 @@ def _new_id() -> str:
 def _owned(state: LedgerState, reservation_id: str, peer_id: str | None) -> Reservation:
     r = state.reservations.get(reservation_id)
     if r is None:
-        raise DomainError(404, "reservation_not_found", f"no reservation {reservation_id}")
+        raise DomainError(Refusal.NOT_FOUND, "reservation_not_found", f"no reservation {reservation_id}")
     if peer_id is not None and r.peer_id != peer_id:
-        raise DomainError(403, "not_your_reservation",
+        raise DomainError(Refusal.FORBIDDEN, "not_your_reservation",
                           f"reservation {reservation_id} belongs to another store")
     return r
 
@@ -68,7 +68,8 @@ def _owned(state: LedgerState, reservation_id: str, peer_id: str | None) -> Rese
 def reserve(state: LedgerState, cmd: c.Reserve, emit: Emit) -> dict[str, Any]:
     peer = state.peers.get(cmd.peer_id)
     if peer is None or peer.state != "active":
-        raise DomainError(403, "peer_retired", "this store is retired and cannot reserve numbers")
+        raise DomainError(Refusal.FORBIDDEN, "peer_retired",
+                          "this store is retired and cannot reserve numbers")
     existing = state.active_reservation(cmd.peer_id, cmd.doctype, cmd.doc_id)
     if existing is not None:
         return {**reservation_view(existing), "created": False}
@@ -119,7 +120,7 @@ def confirm(state: LedgerState, cmd: c.Confirm, emit: Emit) -> dict[str, Any]:
             _record_update(doc, cmd.document, emit)
         return reservation_view(r)
     if r.state != "reserved":
-        raise DomainError(409, f"reservation_{r.state}",
+        raise DomainError(Refusal.CONFLICT, f"reservation_{r.state}",
                           f"reservation {r.id} is {r.state} and can no longer be confirmed")
     emit(ev.NUMBER_ISSUED, f"reservation-{r.id}", {
         "reservation_id": r.id, "peer_id": r.peer_id, "doctype": r.doctype,
@@ -136,7 +137,7 @@ def release(state: LedgerState, cmd: c.Release, emit: Emit) -> dict[str, Any]:
         return reservation_view(r)
     if r.state != "reserved":
         hint = "; void the number instead" if r.state == "issued" else ""
-        raise DomainError(409, f"reservation_{r.state}",
+        raise DomainError(Refusal.CONFLICT, f"reservation_{r.state}",
                           f"reservation {r.id} is {r.state}: only a pending reservation can be "
                           f"released{hint}")
     emit(ev.NUMBER_RELEASED, f"reservation-{r.id}", {
@@ -151,10 +152,10 @@ def void(state: LedgerState, cmd: c.Void, emit: Emit) -> dict[str, Any]:
     r = state.reservation_holding(cmd.series, cmd.period, cmd.number)
     if r is None:
         if cmd.number in state.released(cmd.series, cmd.period):
-            raise DomainError(409, "number_released",
+            raise DomainError(Refusal.CONFLICT, "number_released",
                               f"{cmd.series} {cmd.period} number {cmd.number} was released and "
                               "will be handed out again; there is nothing to void")
-        raise DomainError(404, "number_not_found",
+        raise DomainError(Refusal.NOT_FOUND, "number_not_found",
                           f"{cmd.series} {cmd.period} number {cmd.number} was never handed out")
     if r.state == "void":
         return reservation_view(r)
@@ -169,15 +170,15 @@ def void(state: LedgerState, cmd: c.Void, emit: Emit) -> dict[str, Any]:
 
 def configure_series(state: LedgerState, cmd: c.ConfigureSeries, emit: Emit) -> dict[str, Any]:
     if cmd.series not in SERIES_NAMES:
-        raise DomainError(404, "series_not_found",
+        raise DomainError(Refusal.NOT_FOUND, "series_not_found",
                           f"no series {cmd.series!r}; the series are {', '.join(SERIES_NAMES)}")
     current = state.settings[cmd.series]
     try:
         settings = SeriesSettings.model_validate({**current.model_dump(), **cmd.changes})
     except ValidationError as exc:
-        raise DomainError(400, "invalid_settings", _first_error(exc)) from None
+        raise DomainError(Refusal.INVALID, "invalid_settings", _first_error(exc)) from None
     if cmd.series == "invoice" and "dedicated" in cmd.changes:
-        raise DomainError(400, "invalid_settings",
+        raise DomainError(Refusal.INVALID, "invalid_settings",
                           "'dedicated' is a setting of the creditnote series only")
     _refuse_changes_that_repeat_numbers(state, cmd.series, current, settings)
     next_change = None
@@ -197,19 +198,19 @@ def _refuse_changes_that_repeat_numbers(state: LedgerState, name: str, current: 
                                         settings: SeriesSettings) -> None:
     """Settings under which a number already issued would be issued again are refused."""
     if settings.reset != current.reset and _handed_out(state, name):
-        raise DomainError(409, "series_in_use",
+        raise DomainError(Refusal.CONFLICT, "series_in_use",
                           f"series {name} has handed out numbers: changing 'reset' would start "
                           "new periods at numbers already issued")
     if settings.dedicated != current.dedicated and (
             _handed_out(state, "invoice") or _handed_out(state, "creditnote")):
-        raise DomainError(409, "series_in_use",
+        raise DomainError(Refusal.CONFLICT, "series_in_use",
                           "numbers have been handed out: changing 'dedicated' would make credit "
                           "notes repeat numbers of the counter they leave or join")
     after = {**state.settings, name: settings}
     invoice, creditnote = after["invoice"], after["creditnote"]
     if (not creditnote.dedicated and invoice.reset == "yearly"
             and "{YEAR}" not in creditnote.format and "{YY}" not in creditnote.format):
-        raise DomainError(400, "invalid_settings",
+        raise DomainError(Refusal.INVALID, "invalid_settings",
                           "credit notes draw from the yearly invoice counter: their format needs "
                           "{YEAR} or {YY}, otherwise their numbers would repeat across years")
 
@@ -217,20 +218,20 @@ def _refuse_changes_that_repeat_numbers(state: LedgerState, name: str, current: 
 def _next_change(state: LedgerState, cmd: c.ConfigureSeries,
                  settings: SeriesSettings) -> dict[str, Any]:
     if cmd.series == "creditnote" and not settings.dedicated:
-        raise DomainError(409, "shared_counter",
+        raise DomainError(Refusal.CONFLICT, "shared_counter",
                           "credit notes draw from the invoice counter; set 'next' on the "
                           "invoice series")
     period = cmd.period or period_of(settings, cmd.today)
     if settings.reset == "never" and period != "all":
-        raise DomainError(400, "invalid_period",
+        raise DomainError(Refusal.INVALID, "invalid_period",
                           f"series {cmd.series} never resets: its only period is 'all'")
     if settings.reset == "yearly" and not (period.isdigit() and len(period) == 4):
-        raise DomainError(400, "invalid_period", f"period {period!r} is not a year like 2026")
+        raise DomainError(Refusal.INVALID, "invalid_period", f"period {period!r} is not a year like 2026")
     if cmd.next < 0:
-        raise DomainError(400, "invalid_settings", "'next' must be 0 or more")
+        raise DomainError(Refusal.INVALID, "invalid_settings", "'next' must be 0 or more")
     highest = state.counter(cmd.series, period).highest
     if highest is not None and cmd.next <= highest:
-        raise DomainError(409, "next_below_issued",
+        raise DomainError(Refusal.CONFLICT, "next_below_issued",
                           f"'next' {cmd.next} is not above {highest}, the highest number "
                           f"already handed out in {cmd.series} {period}")
     return {"period": period, "number": cmd.next}
@@ -244,7 +245,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def register_peer(state: LedgerState, cmd: c.RegisterPeer, emit: Emit) -> dict[str, Any]:
     if state.peer_by_name(cmd.name) is not None:
-        raise DomainError(409, "peer_exists",
+        raise DomainError(Refusal.CONFLICT, "peer_exists",
                           f"a store named {cmd.name!r} exists already; names are never reused "
                           "(if an earlier registration of it got no answer, it was written: "
                           "rotate the store's token to get one)")
@@ -258,9 +259,9 @@ def register_peer(state: LedgerState, cmd: c.RegisterPeer, emit: Emit) -> dict[s
 def _active_peer(state: LedgerState, peer_id: str) -> None:
     peer = state.peers.get(peer_id)
     if peer is None:
-        raise DomainError(404, "peer_not_found", f"no store {peer_id}")
+        raise DomainError(Refusal.NOT_FOUND, "peer_not_found", f"no store {peer_id}")
     if peer.state != "active":
-        raise DomainError(409, "peer_retired", f"store {peer.name} is retired")
+        raise DomainError(Refusal.CONFLICT, "peer_retired", f"store {peer.name} is retired")
 
 
 def rotate_peer_token(state: LedgerState, cmd: c.RotatePeerToken, emit: Emit) -> dict[str, Any]:
@@ -273,7 +274,7 @@ def rotate_peer_token(state: LedgerState, cmd: c.RotatePeerToken, emit: Emit) ->
 def retire_peer(state: LedgerState, cmd: c.RetirePeer, emit: Emit) -> dict[str, Any]:
     peer = state.peers.get(cmd.peer_id)
     if peer is None:
-        raise DomainError(404, "peer_not_found", f"no store {cmd.peer_id}")
+        raise DomainError(Refusal.NOT_FOUND, "peer_not_found", f"no store {cmd.peer_id}")
     if peer.state == "active":
         emit(ev.PEER_RETIRED, f"peer-{cmd.peer_id}", {"peer_id": cmd.peer_id})
     return {"peer_id": cmd.peer_id, "state": "retired"}
@@ -345,7 +346,7 @@ def _keep_warning(state: LedgerState, emit: Emit, code: str, subject: str, activ
 def update_document(state: LedgerState, cmd: c.UpdateDocument, emit: Emit) -> dict[str, Any]:
     doc = state.document(cmd.peer_id, cmd.doctype, cmd.doc_id)
     if doc is None:
-        raise DomainError(404, "document_not_found",
+        raise DomainError(Refusal.NOT_FOUND, "document_not_found",
                           f"{cmd.doctype} {cmd.doc_id} of this store was neither issued through "
                           "Concord nor imported")
     changed = doc.snapshot != cmd.document
@@ -446,7 +447,7 @@ def flag_pending(state: LedgerState, cmd: c.FlagPendingReservation, emit: Emit) 
 def resolve_warning(state: LedgerState, cmd: c.ResolveWarning, emit: Emit) -> dict[str, Any]:
     w = state.warnings.get(cmd.warning_id)
     if w is None:
-        raise DomainError(404, "warning_not_found", f"no warning {cmd.warning_id}")
+        raise DomainError(Refusal.NOT_FOUND, "warning_not_found", f"no warning {cmd.warning_id}")
     if w.state == "open":
         emit(ev.WARNING_RESOLVED, f"warning-{w.subject}", {"warning_id": w.id, "by": cmd.by})
     return {"warning_id": w.id, "state": w.state}
@@ -488,7 +489,7 @@ def answer_again(state: LedgerState, cmd: c.Command, event: Event) -> dict[str, 
                     "changed": True, "position": event.position}
         case c.ImportDocuments() if _imported_by(cmd, event):
             return None
-    raise DomainError(409, "event_id_reused",
+    raise DomainError(Refusal.CONFLICT, "event_id_reused",
                       f"event id {event.event_id} names another request ({event.type} at "
                       f"position {event.position}); a new request needs a new event id")
 
