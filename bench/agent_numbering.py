@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,29 +234,7 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
             spies.append(await Spy.attach(f"agent {PROFILED_AGENT}", profiled.agent.pid, workdir))
             undo.push(f"stop py-spy on agent {PROFILED_AGENT}", spies[-1].stop)
 
-        first_number = numbered_at = 0.0
-        deadline = started + limit
-        while True:
-            progress = [tuple(n - len(s.numbered) for n in await store_progress(conn))
-                        for conn, s in zip(watchers, stores, strict=True)]
-            now = time.monotonic() - started
-            written = sum(p[0] for p in progress)
-            if not first_number and written:
-                first_number = now
-            if written == invoices and not numbered_at:
-                numbered_at = now
-            if all(p == (s.invoices, s.invoices) for p, s in zip(progress, stores, strict=True)):
-                break
-            for store in stores:
-                if store.agent is not None and not store.agent.running():
-                    raise BenchError(f"agent {store.name} exited with"
-                                     f" {store.agent.returncode}:\n{store.agent.log_tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"not done within {limit:.0f} s: {invoices - written} invoices without a"
-                    f" number, {sum(p[0] - p[1] for p in progress)} outbox rows unconfirmed\n"
-                    + "\n".join(f"== {s.name}\n{s.agent.log_tail(10)}" for s in stores if s.agent))
-            await asyncio.sleep(POLL_SECONDS)
+        first_number, numbered_at = await _until_numbered(watchers, stores, started, limit)
         wall = time.monotonic() - started
         cpu = meter.stop()
         writer = writer_totals(writer_before,
@@ -307,6 +285,36 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
 async def _close(conn: Any) -> None:
     conn.close()
 
+
+async def _until_numbered(watchers: Sequence[Any], stores: Sequence[Store], started: float,
+                          limit: float) -> tuple[float, float]:
+    """Poll the stores until every invoice is numbered and confirmed (at most ``limit`` s
+    after ``started``); seconds from ``started`` to the first number and to the last."""
+    invoices = sum(s.invoices for s in stores)
+    first_number = numbered_at = 0.0
+    deadline = started + limit
+    while True:
+        progress = [tuple(n - len(s.numbered) for n in await store_progress(conn))
+                    for conn, s in zip(watchers, stores, strict=True)]
+        now = time.monotonic() - started
+        written = sum(p[0] for p in progress)
+        if not first_number and written:
+            first_number = now
+        if written == invoices and not numbered_at:
+            numbered_at = now
+        if all(p == (s.invoices, s.invoices) for p, s in zip(progress, stores, strict=True)):
+            break
+        for store in stores:
+            if store.agent is not None and not store.agent.running():
+                raise BenchError(f"agent {store.name} exited with"
+                                 f" {store.agent.returncode}:\n{store.agent.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"not done within {limit:.0f} s: {invoices - written} invoices without a"
+                f" number, {sum(p[0] - p[1] for p in progress)} outbox rows unconfirmed\n"
+                + "\n".join(f"== {s.name}\n{s.agent.log_tail(10)}" for s in stores if s.agent))
+        await asyncio.sleep(POLL_SECONDS)
+    return first_number, numbered_at
 
 
 # -- main ------------------------------------------------------------------------------------

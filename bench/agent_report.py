@@ -33,10 +33,6 @@ class Result:
     preload_events: int = 0  # the ledger's events before the run
     preload_seconds: float = 0.0  # building and loading them, rebuilding the projections
 
-    @property
-    def rate(self) -> float:
-        return self.invoices / self.wall
-
 
 def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"
