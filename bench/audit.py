@@ -40,7 +40,7 @@ from typing import Any
 
 from bench.ledger_fixture import LedgerBuilder, copy_events
 from bench.postgres import admin_url, checkpoint, connected, fresh_database, server_facts
-from bench.report import write_section
+from bench.report import git_head, write_section
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.migrations import migrate
 from coordinator.scratch_postgres import run_sql
@@ -265,9 +265,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="concord-bench-audit-") as tmp:
         results = measure(args.events, Path(tmp))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip() or "?"
-    lines = block(results, commit)
+    lines = block(results, git_head() or "?")
     print("\n".join(lines))
     if not args.no_docs:
         write_section(DOCS, TITLE, BEGIN, END, lines)

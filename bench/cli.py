@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +34,18 @@ from bench.postgres import (
     server_facts,
     url_parts,
 )
-from bench.report import BEGIN, END, Results, Row, cpu_model, results_block, targets, write_section
+from bench.report import (
+    BEGIN,
+    END,
+    Results,
+    Row,
+    cpu_model,
+    git_head,
+    results_block,
+    targets,
+    uncommitted,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -163,13 +173,8 @@ class Bench:
 
 def _commit() -> str:
     """The coordinator code measured: commit, and whether coordinator/ differs from it."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                              timeout=10)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return head + (" + uncommitted changes" if git("status", "--porcelain", "coordinator") else "")
+    return ((git_head() or "unknown commit")
+            + (" + uncommitted changes" if uncommitted("coordinator") else ""))
 
 
 def machine_facts(facts: dict[str, str], where: str) -> dict[str, str]:

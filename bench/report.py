@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATE = 2500.0
 TARGET_VS_COUNTER = 2.0
 TARGET_VS_EVENTSOURCING = 3.0
@@ -56,6 +58,22 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return "unknown CPU"
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          timeout=10, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def git_head() -> str:
+    """The commit measured (short), or "" when git cannot tell."""
+    return _git("rev-parse", "--short", "HEAD")
+
+
+def uncommitted(folder: str) -> bool:
+    """Whether ``folder`` (from the repository's root) differs from the commit."""
+    return bool(_git("status", "--porcelain", folder))
 
 
 def _ratio(a: float, b: float) -> float:
