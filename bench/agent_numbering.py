@@ -39,7 +39,8 @@ from typing import Any
 import asyncpg
 
 from agent.settings import AgentSettings
-from agent.whmcs.fixture import MySQLURL, connect, connection, drop_database, fetch_all, parse_mysql_url
+from agent.whmcs.fixture import MySQLURL, connect, drop_database, parse_mysql_url
+from bench import mariadb
 from bench.agent_ledger import event_counts, function_times, ledger_span, table_scans, verify
 from bench.agent_preload import preload_ledger
 from bench.agent_profile import Profile, Spy
@@ -66,7 +67,6 @@ TITLE = "## Agent: numbering 10,000 paid invoices across three stores"
 BEGIN = "<!-- bench:agent:begin (written by `python -m bench.agent_numbering`; edit outside) -->"
 END = "<!-- bench:agent:end -->"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-MYSQL_ADMIN = os.environ.get("CONCORD_TEST_MYSQL_URL", "").strip() or "mysql://root@127.0.0.1:3306/"
 
 # Agent log lines that mean something went wrong (as in tests/test_agent_stores.py).
 BAD_AGENT_LOG = re.compile(
@@ -82,15 +82,12 @@ class BenchError(Exception):
 
 async def _server_versions(pg_url: str, mysql_admin: MySQLURL) -> dict[str, str]:
     pg = await asyncio.to_thread(server_facts, pg_url)
-    async with connection(mysql_admin) as mconn:
-        rows = await fetch_all(mconn, "SELECT VERSION() AS v,"
-                               " @@innodb_flush_log_at_trx_commit AS flush, @@log_bin AS binlog")
-    my = rows[0]
+    my = await mariadb.server_facts(mysql_admin)
     return {
         "postgres": f"PostgreSQL {pg.get('server_version', '?')} (fsync {pg.get('fsync')},"
                     f" synchronous_commit {pg.get('synchronous_commit')})",
-        "mariadb": f"MariaDB/MySQL {my['v']} (innodb_flush_log_at_trx_commit {my['flush']},"
-                   f" binlog {'on' if my['binlog'] else 'off'})",
+        "mariadb": f"MariaDB/MySQL {my['version']} (innodb_flush_log_at_trx_commit"
+                   f" {my['innodb_flush_log_at_trx_commit']}, binlog {my['log_bin']})",
     }
 
 
@@ -129,7 +126,7 @@ async def cleanup() -> AsyncIterator[Cleanup]:
 async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
               workdir: Path, pg_settings: list[str] | None = None, preload: int = 0,
               batch_size: int = AGENT_BATCH_SIZE) -> Result:
-    mysql_admin = parse_mysql_url(MYSQL_ADMIN).with_database("")
+    mysql_admin = parse_mysql_url(mariadb.ADMIN_URL).with_database("")
     tag = uuid.uuid4().hex[:8]
     pg_name = f"concord_bench_agent_{tag}"
     pg_url = with_database(pg_admin, pg_name)

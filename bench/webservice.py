@@ -40,6 +40,7 @@ from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
 from agent.whmcs.fixture import connection, create_database, drop_database, load_schema, load_store
 from agent.whmcs.fixture import parse_mysql_url as parse_admin_url
 from agent.whmcs.generator import StoreGenerator
+from bench import mariadb
 from bench.cpu import CpuMeter, cpu_seconds, mariadb_pids, wait_for_quiet
 from bench.postgres import admin_url, connected, fresh_database
 from bench.processes import free_port, start, stopped, wait_healthy
@@ -374,9 +375,7 @@ def _facts(pg_url: str, mysql_url: str) -> str:
     async def versions() -> str:
         async with connected(pg_url) as conn:
             pg = await conn.fetchval("SHOW server_version")
-        async with connection(mysql_url) as my, my.cursor() as cur:
-            await cur.execute("SELECT VERSION()")
-            (maria,) = await cur.fetchone()
+        maria = (await mariadb.server_facts(mysql_url))["version"]
         return f"PostgreSQL {pg.split()[0]}, MariaDB/MySQL {maria}"
 
     return (f"{os.cpu_count()} CPU cores ({cpu_model()}), Python {sys.version.split()[0]}, "
@@ -392,7 +391,7 @@ async def _setup(documents: int, mysql_admin: str, pg_url: str, database: str
 
 def run(documents: int, write: bool) -> int:
     logging.getLogger("asyncmy").setLevel(logging.ERROR)  # the WHMCS schema's missing defaults
-    mysql_admin = os.environ.get("CONCORD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+    mysql_admin = mariadb.ADMIN_URL
     database = f"concord_bench_ws_{uuid.uuid4().hex[:8]}"
     with admin_url() as (pg_admin, _), fresh_database(pg_admin, "webservice") as pg_url:
         started = time.perf_counter()
