@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -106,3 +108,16 @@ async def create_agent_tables(pool: Any) -> None:
             match = _CREATE_TABLE.search(statement)
             if match and match.group(1) not in present:
                 await cur.execute(statement)
+
+
+@asynccontextmanager
+async def in_transaction(conn: Any) -> AsyncIterator[Any]:
+    """A cursor inside BEGIN … COMMIT, rolled back on any error."""
+    await conn.begin()
+    try:
+        async with conn.cursor() as cursor:
+            yield cursor
+        await conn.commit()
+    except BaseException:
+        await conn.rollback()
+        raise

@@ -21,6 +21,7 @@ import asyncmy
 import asyncmy.errors
 from asyncmy.cursors import DictCursor
 
+from agent.whmcs.database import in_transaction
 from agent.whmcs.generator import TABLES, InvoiceRows, Row, StoreGenerator, money
 
 WHMCS_SQL_MODE = "NO_ENGINE_SUBSTITUTION"
@@ -95,19 +96,6 @@ async def connection(url: str | MySQLURL, *, autocommit: bool = True) -> AsyncIt
         conn.close()
 
 
-@asynccontextmanager
-async def transaction(conn: Any) -> AsyncIterator[Any]:
-    """A cursor inside BEGIN … COMMIT, rolled back on error."""
-    await conn.begin()
-    try:
-        async with conn.cursor() as cursor:
-            yield cursor
-        await conn.commit()
-    except BaseException:
-        await conn.rollback()
-        raise
-
-
 def _identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"not a plain identifier: {name!r}")
@@ -173,7 +161,7 @@ async def insert_rows(conn: Any, table: str, rows: Iterable[Row]) -> int:
     """Bulk insert of dict rows (columns by key); returns the number of rows."""
     batch = list(rows)
     if batch:
-        async with transaction(conn) as cursor:
+        async with in_transaction(conn) as cursor:
             await _insert(cursor, table, batch)
     return len(batch)
 
@@ -181,7 +169,7 @@ async def insert_rows(conn: Any, table: str, rows: Iterable[Row]) -> int:
 async def load_store(conn: Any, store: StoreGenerator | dict[str, list[Row]]) -> dict[str, int]:
     """Loads a generated store's base data in one transaction; returns rows per table."""
     tables = store.base() if isinstance(store, StoreGenerator) else store
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         for table in TABLES:
             if tables.get(table):
                 await _insert(cursor, table, tables[table])
@@ -207,7 +195,7 @@ async def fetch_invoice(conn: Any, invoice_id: int) -> Row:
 async def create_invoice(conn: Any, rows: InvoiceRows) -> int:
     """Inserts a document from `StoreGenerator.new_invoice` with its items, snapshot and payments;
     returns the new tblinvoices.id (auto-increment, unless the rows carry one)."""
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         columns = list(rows.invoice)
         await cursor.execute(
             f"INSERT INTO tblinvoices ({', '.join(_identifier(c) for c in columns)}) "
@@ -256,7 +244,7 @@ async def get_config(conn: Any, setting: str) -> str | None:
 
 async def set_config(conn: Any, setting: str, value: str) -> None:
     # tblconfiguration has no unique key on setting, so no INSERT … ON DUPLICATE KEY.
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute("SELECT COUNT(*) FROM tblconfiguration WHERE setting = %s", (setting,))
         (count,) = await cursor.fetchone()
         if count:
@@ -316,7 +304,7 @@ async def add_payment(
     becomes Paid with `datepaid`, and WHMCS's own number is given if its sequential numbering is on.
     Returns the tblaccounts id. Drafts take no payment."""
     when = when or datetime.now().replace(microsecond=0)
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute(
             "SELECT userid, total, status, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,))
         found = await cursor.fetchone()
@@ -358,7 +346,7 @@ async def mark_paid(conn: Any, invoice_id: int, when: datetime | None = None, ga
 async def publish_draft(conn: Any, invoice_id: int, when: datetime | None = None) -> None:
     """Draft → Unpaid; gives the custom (Unpaid) number if TaxCustomInvoiceNumbering is on."""
     when = when or datetime.now().replace(microsecond=0)
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute(
             "UPDATE tblinvoices SET status = 'Unpaid', updated_at = %s WHERE id = %s AND status = 'Draft'",
             (when, invoice_id))
@@ -372,7 +360,7 @@ async def publish_draft(conn: Any, invoice_id: int, when: datetime | None = None
 async def set_status(conn: Any, invoice_id: int, status: str, when: datetime | None = None) -> None:
     """Cancelled, Refunded (with a refund row for what was paid), Collections, Unpaid, Payment Pending."""
     when = when or datetime.now().replace(microsecond=0)
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute(
             "SELECT userid, total, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,))
         found = await cursor.fetchone()
@@ -403,7 +391,7 @@ async def set_status(conn: Any, invoice_id: int, status: str, when: datetime | N
 async def update_invoice(conn: Any, invoice_id: int, values: Row) -> None:
     """Sets columns of one invoice (an admin's edit)."""
     assignments = ", ".join(f"{_identifier(column)} = %s" for column in values)
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute(f"UPDATE tblinvoices SET {assignments} WHERE id = %s",
                              (*values.values(), invoice_id))
 
@@ -412,6 +400,6 @@ async def update_client(conn: Any, values: Row) -> None:
     """Applies `StoreGenerator.relocate_client` output (a dict with "id") to tblclients."""
     changes = {column: value for column, value in values.items() if column != "id"}
     assignments = ", ".join(f"{_identifier(column)} = %s" for column in changes)
-    async with transaction(conn) as cursor:
+    async with in_transaction(conn) as cursor:
         await cursor.execute(f"UPDATE tblclients SET {assignments}, updated_at = NOW() WHERE id = %s",
                              (*changes.values(), values["id"]))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from asyncmy.errors import OperationalError
 
+from agent.whmcs.database import in_transaction
 from coordinator.events.canonical import canonical_json
 from coordinator.events.document import amount, document, moment, text
 
@@ -177,6 +178,7 @@ async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
     return out
 
 
+T = TypeVar("T")
 LOCK_CONFLICTS = (1213, 1205)  # MySQL: deadlock found; lock wait timeout exceeded
 WRITE_ATTEMPTS = 3
 
@@ -188,12 +190,17 @@ async def write_numbers(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) ->
     Returns per invoice "written", "already" (this number was written before: a repeat), or
     the number the invoice carries from someone else ("" when the invoice is gone).
     """
+    # It only fills empty numbers: running it again is safe.
+    return await _again_on_lock_conflict(lambda: _write_numbers_once(pool, numbered))
+
+
+async def _again_on_lock_conflict(run: Callable[[], Awaitable[T]]) -> T:
+    """Run the transaction ``run`` again when InnoDB rolled it back whole (a deadlock victim,
+    or a lock wait that timed out): only for transactions that may run twice."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            return await _write_numbers_once(pool, numbered)
+            return await run()
         except OperationalError as exc:
-            # InnoDB rolled the whole transaction back (a deadlock victim, or a lock wait
-            # that timed out); it only fills empty numbers, so running it again is safe.
             if exc.args[0] not in LOCK_CONFLICTS or attempt == WRITE_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
@@ -202,21 +209,14 @@ async def write_numbers(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) ->
 async def _write_numbers_once(pool: Any, numbered: Mapping[int, Mapping[str, Any]]
                               ) -> dict[int, str]:
     marks, ids = _in(numbered)
-    async with pool.acquire() as conn:
-        await conn.begin()
-        try:
-            async with conn.cursor() as cur:
-                # Locked, in id order: what is empty now is still empty when written.
-                await cur.execute(f"SELECT id, invoicenum FROM tblinvoices WHERE id IN ({marks})"
-                                  " ORDER BY id FOR UPDATE", ids)
-                current = {row["id"]: row["invoicenum"] for row in await cur.fetchall()}
-                empty = {i: r for i, r in numbered.items() if current.get(i) == ""}
-                if empty:
-                    await _fill_numbers(cur, empty)
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+    async with pool.acquire() as conn, in_transaction(conn) as cur:
+        # Locked, in id order: what is empty now is still empty when written.
+        await cur.execute(f"SELECT id, invoicenum FROM tblinvoices WHERE id IN ({marks})"
+                          " ORDER BY id FOR UPDATE", ids)
+        current = {row["id"]: row["invoicenum"] for row in await cur.fetchall()}
+        empty = {i: r for i, r in numbered.items() if current.get(i) == ""}
+        if empty:
+            await _fill_numbers(cur, empty)
     return {i: "written" if i in empty
             else "already" if current.get(i) == r["formatted"] else current.get(i, "")
             for i, r in numbered.items()}
@@ -258,29 +258,26 @@ class Confirmed(NamedTuple):
 
 
 async def mark_confirmed(pool: Any, confirmed: Sequence[Confirmed]) -> None:
-    """Record confirms the coordinator acknowledged, in one transaction."""
-    if not confirmed:
-        return
+    """Record confirms the coordinator acknowledged, in one transaction; it sets what it sets
+    whatever was there, so a run that InnoDB rolled back runs again."""
+    if confirmed:
+        await _again_on_lock_conflict(lambda: _mark_confirmed_once(pool, confirmed))
+
+
+async def _mark_confirmed_once(pool: Any, confirmed: Sequence[Confirmed]) -> None:
     marks, rids = _in(c.reservation_id for c in confirmed)
     cases = " ".join(["WHEN %s THEN %s"] * len(confirmed))
-    async with pool.acquire() as conn:
-        await conn.begin()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute("UPDATE mod_concord_outbox SET confirmed_at = NOW(6)"
-                                  f" WHERE reservation_id IN ({marks})", rids)
-                await cur.execute(
-                    f"UPDATE mod_concord_receipts SET issued_position = CASE reservation_id"
-                    f" {cases} END, issued_hash = CASE reservation_id {cases} END"
-                    f" WHERE reservation_id IN ({marks})",
-                    [v for c in confirmed for v in (c.reservation_id, c.receipt["position"])]
-                    + [v for c in confirmed for v in (c.reservation_id, c.receipt["hash"])]
-                    + rids)
-                await _remember_documents(cur, [c.snapshot for c in confirmed], "issued")
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+    async with pool.acquire() as conn, in_transaction(conn) as cur:
+        await cur.execute("UPDATE mod_concord_outbox SET confirmed_at = NOW(6)"
+                          f" WHERE reservation_id IN ({marks})", rids)
+        await cur.execute(
+            f"UPDATE mod_concord_receipts SET issued_position = CASE reservation_id"
+            f" {cases} END, issued_hash = CASE reservation_id {cases} END"
+            f" WHERE reservation_id IN ({marks})",
+            [v for c in confirmed for v in (c.reservation_id, c.receipt["position"])]
+            + [v for c in confirmed for v in (c.reservation_id, c.receipt["hash"])]
+            + rids)
+        await _remember_documents(cur, [c.snapshot for c in confirmed], "issued")
 
 
 async def _remember_documents(cur: Any, snaps: Sequence[Snapshot], origin: str) -> None:
@@ -303,18 +300,11 @@ async def remember_documents(pool: Any, snaps: Iterable[Snapshot], origin: str) 
 
 async def undo_number(pool: Any, reservation_id: str, invoice_id: int, formatted: str) -> None:
     """Take back a number whose reservation was released meanwhile (by an operator)."""
-    async with pool.acquire() as conn:
-        await conn.begin()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute("UPDATE tblinvoices SET invoicenum = '' WHERE id = %s"
-                                  " AND invoicenum = %s", (invoice_id, formatted))
-                await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
-                                  (reservation_id,))
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+    async with pool.acquire() as conn, in_transaction(conn) as cur:
+        await cur.execute("UPDATE tblinvoices SET invoicenum = '' WHERE id = %s"
+                          " AND invoicenum = %s", (invoice_id, formatted))
+        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
+                          (reservation_id,))
 
 
 async def forget_outbox(pool: Any, reservation_id: str) -> None:
