@@ -20,8 +20,9 @@ log = structlog.get_logger(__name__)
 
 
 class ChangeReporter:
-    def __init__(self, pool: Any, client: CoordinatorClient, rules: RulesHolder,
-                 has_invoicedata: bool) -> None:
+    def __init__(
+        self, pool: Any, client: CoordinatorClient, rules: RulesHolder, has_invoicedata: bool
+    ) -> None:
         self._pool = pool
         self._client = client
         self._rules = rules
@@ -40,28 +41,32 @@ class ChangeReporter:
             if not known:
                 return reported
             after = known[-1]["invoice_id"]
-            reported += await self._report([row["invoice_id"] for row in known],
-                                           only_if_different=True,
-                                           last_seen={r["invoice_id"]: r["snapshot_sha256"]
-                                                      for r in known})
+            reported += await self._report(
+                [row["invoice_id"] for row in known],
+                only_if_different=True,
+                last_seen={r["invoice_id"]: r["snapshot_sha256"] for r in known},
+            )
 
-    async def _report(self, invoice_ids: Sequence[int], *, only_if_different: bool,
-                      last_seen: dict[int, str] | None = None) -> int:
+    async def _report(
+        self, invoice_ids: Sequence[int], *, only_if_different: bool, last_seen: dict[int, str] | None = None
+    ) -> int:
         if not invoice_ids:
             return 0
         async with self._pool.acquire() as conn:
-            snaps = await queries.snapshots(conn, invoice_ids, self._rules.current,
-                                            self._has_invoicedata)
+            snaps = await queries.snapshots(conn, invoice_ids, self._rules.current, self._has_invoicedata)
         sent = []
         for snap in snaps.values():
             if only_if_different and last_seen and last_seen.get(snap.invoice_id) == snap.sha256:
                 continue
             try:
-                await self._client.update_document(snap.doctype, str(snap.invoice_id),
-                                                   snap.document)
+                await self._client.update_document(snap.doctype, str(snap.invoice_id), snap.document)
             except CoordinatorRefused as refused:
-                log.error("document_update_refused", invoice_id=snap.invoice_id,
-                          code=refused.code, message=refused.message)
+                log.error(
+                    "document_update_refused",
+                    invoice_id=snap.invoice_id,
+                    code=refused.code,
+                    message=refused.message,
+                )
                 continue
             sent.append(snap)
         await queries.remember_documents(self._pool, sent, "issued")

@@ -36,8 +36,10 @@ def database_target(settings: AgentSettings) -> MysqlTarget:
         return parse_mysql_url(settings.whmcs_url)
     if settings.whmcs_config:
         return read_configuration_php(settings.whmcs_config)
-    raise ValueError("set CONCORD_AGENT_WHMCS_URL (mysql://user:pass@host:port/db) or "
-                     "CONCORD_AGENT_WHMCS_CONFIG (path of WHMCS's configuration.php)")
+    raise ValueError(
+        "set CONCORD_AGENT_WHMCS_URL (mysql://user:pass@host:port/db) or "
+        "CONCORD_AGENT_WHMCS_CONFIG (path of WHMCS's configuration.php)"
+    )
 
 
 def cmd_serve(settings: AgentSettings, args: argparse.Namespace) -> int:
@@ -78,15 +80,18 @@ def cmd_backfill(settings: AgentSettings, args: argparse.Namespace) -> int:
             rules = RulesHolder(settings.credit_note_rule)
             async with CoordinatorClient(settings.coordinator_url, settings.token) as client:
                 await beat(pool, client, rules, settings.reported())
-                return await backfill(pool, client, rules, has_invoicedata, args.since,
-                                      progress=not args.quiet)
+                return await backfill(
+                    pool, client, rules, has_invoicedata, args.since, progress=not args.quiet
+                )
         finally:
             pool.close()
             await pool.wait_closed()
 
     totals = asyncio.run(work())
-    print(f"imported {totals['imported']}, already known {totals['already_imported']}, "
-          f"collisions {totals['collisions']} (see the coordinator's warnings)")
+    print(
+        f"imported {totals['imported']}, already known {totals['already_imported']}, "
+        f"collisions {totals['collisions']} (see the coordinator's warnings)"
+    )
     return 0
 
 
@@ -108,8 +113,10 @@ def cmd_receipts_export(settings: AgentSettings, args: argparse.Namespace) -> in
 
 def cmd_webservice_token(config: Path | None) -> int:
     if config is None:
-        sys.stderr.write("concord-agent: webservice-token writes the token into the settings "
-                         "file: pass --config FILE, the TOML file the agent runs with\n")
+        sys.stderr.write(
+            "concord-agent: webservice-token writes the token into the settings "
+            "file: pass --config FILE, the TOML file the agent runs with\n"
+        )
         return 2
     token = new_token()
     try:
@@ -118,8 +125,10 @@ def cmd_webservice_token(config: Path | None) -> int:
         sys.stderr.write(f"concord-agent: {exc}\n")
         return 1
     print(token)
-    sys.stderr.write(f"stored as webservice_token in {config}; restart the agent to use it, and "
-                     "give it to the clients of the Get feed\n")
+    sys.stderr.write(
+        f"stored as webservice_token in {config}; restart the agent to use it, and "
+        "give it to the clients of the Get feed\n"
+    )
     return 0
 
 
@@ -141,27 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--since", type=date.fromisoformat, help="only documents dated from")
     fill.add_argument("--quiet", action="store_true", help="no progress bar")
     fill.set_defaults(func=cmd_backfill)
-    receipts = sub.add_parser("receipts", help="the coordinator's receipts for this store's "
-                              "numbers").add_subparsers(dest="receipts_command", required=True)
-    export = receipts.add_parser("export", help="write them to a new JSON-lines file in DIR, for "
-                                 "`concord audit --receipts DIR`")
+    receipts = sub.add_parser(
+        "receipts", help="the coordinator's receipts for this store's numbers"
+    ).add_subparsers(dest="receipts_command", required=True)
+    export = receipts.add_parser(
+        "export", help="write them to a new JSON-lines file in DIR, for `concord audit --receipts DIR`"
+    )
     export.add_argument("directory", type=Path, metavar="DIR")
     export.set_defaults(func=cmd_receipts_export)
-    sub.add_parser("webservice-token", help="make a new token for the WebService Get feed and "
-                   "store it in the --config file")
+    sub.add_parser(
+        "webservice-token",
+        help="make a new token for the WebService Get feed and store it in the --config file",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     # --config before or after the command: `concord-agent serve --config FILE` too.
-    options, rest = _config_option(argparse.ArgumentParser(
-        prog="concord-agent", add_help=False, allow_abbrev=False)).parse_known_args(argv)
+    options, rest = _config_option(
+        argparse.ArgumentParser(prog="concord-agent", add_help=False, allow_abbrev=False)
+    ).parse_known_args(argv)
     args = build_parser().parse_args(rest, namespace=options)
     if args.command == "webservice-token":  # needs no other setting: it may write the first
         return cmd_webservice_token(args.config)
     try:
-        settings = load_agent_settings(args.config, host=getattr(args, "host", None),
-                                       port=getattr(args, "port", None))
+        settings = load_agent_settings(
+            args.config, host=getattr(args, "host", None), port=getattr(args, "port", None)
+        )
     except (FileNotFoundError, ValueError) as exc:
         sys.stderr.write(f"concord-agent: {exc}\n")
         return 2

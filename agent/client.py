@@ -76,11 +76,13 @@ PROTOCOL = 2
 
 
 class CoordinatorClient:
-    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0,
-                 patience: float = 60.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0, patience: float = 60.0) -> None:
         self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                         PROTOCOL_HEADER: str(PROTOCOL)}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            PROTOCOL_HEADER: str(PROTOCOL),
+        }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._patience = patience
         self._session: aiohttp.ClientSession | None = None
@@ -99,15 +101,17 @@ class CoordinatorClient:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=32))
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=32)
+            )
         return self._session
 
     async def once(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """One attempt; raises CoordinatorUnavailable or CoordinatorRefused."""
         data = None if body is None else orjson.dumps(body)
         try:
-            async with self._client().request(method, self._base + path, data=data,
-                                              headers=self._headers) as resp:
+            async with self._client().request(
+                method, self._base + path, data=data, headers=self._headers
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -120,12 +124,14 @@ class CoordinatorClient:
             raise CoordinatorUnavailable(f"{method} {path}: HTTP {status}")
         if status >= 400:
             error = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise CoordinatorRefused(status, error.get("code", "refused"),
-                                     error.get("message", raw.decode(errors="replace")))
+            raise CoordinatorRefused(
+                status, error.get("code", "refused"), error.get("message", raw.decode(errors="replace"))
+            )
         return payload
 
-    async def call(self, method: str, path: str, body: Any = None,
-                   patience: float | None = None) -> dict[str, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, patience: float | None = None
+    ) -> dict[str, Any]:
         """Retry while the coordinator is unavailable, for up to ``patience`` seconds."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(CoordinatorUnavailable),
@@ -137,8 +143,7 @@ class CoordinatorClient:
                 return await self.once(method, path, body)
         raise AssertionError("unreachable")
 
-    async def batch(self, path: str, key: str,
-                    items: Sequence[dict[str, Any]]) -> list[ItemResult]:
+    async def batch(self, path: str, key: str, items: Sequence[dict[str, Any]]) -> list[ItemResult]:
         """One result per item, in order, in as few requests as the coordinator's body limit
         allows. Items the coordinator answered 503 (or a whole request, unanswered) are sent
         again, as they were, for up to ``patience`` seconds; what is still unavailable then
@@ -154,8 +159,7 @@ class CoordinatorClient:
                 break
         return results
 
-    async def _batch_request(self, path: str, key: str,
-                             items: Sequence[dict[str, Any]]) -> list[ItemResult]:
+    async def _batch_request(self, path: str, key: str, items: Sequence[dict[str, Any]]) -> list[ItemResult]:
         results: list[ItemResult] = [CoordinatorUnavailable("not sent")] * len(items)
         todo = list(range(len(items)))
         try:
@@ -171,51 +175,57 @@ class CoordinatorClient:
                     if not isinstance(answers, list) or len(answers) != len(todo):
                         raise CoordinatorUnavailable(
                             f"POST {path}: {len(todo)} items sent, answer holds "
-                            f"{len(answers) if isinstance(answers, list) else 'no'} results")
+                            f"{len(answers) if isinstance(answers, list) else 'no'} results"
+                        )
                     for index, one in zip(todo, answers, strict=True):
                         results[index] = item_result(one)
                     todo = [i for i in todo if isinstance(results[i], CoordinatorUnavailable)]
                     if todo:
                         raise CoordinatorUnavailable(
-                            f"POST {path}: {len(todo)} of {len(items)} items unavailable")
+                            f"POST {path}: {len(todo)} of {len(items)} items unavailable"
+                        )
         except CoordinatorUnavailable:
             if len(todo) == len(items):
                 raise
         return results
 
     async def reserve(self, doctype: str, doc_id: str, on: date) -> dict[str, Any]:
-        return await self.call("POST", "/v1/reservations",
-                               {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()})
+        return await self.call(
+            "POST", "/v1/reservations", {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()}
+        )
 
     async def confirm(self, reservation_id: str, document: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("POST", f"/v1/reservations/{reservation_id}/confirm",
-                               {"document": document})
+        return await self.call("POST", f"/v1/reservations/{reservation_id}/confirm", {"document": document})
 
-    async def reserve_many(self, documents: Sequence[tuple[str, str, date]]
-                           ) -> list[ItemResult]:
+    async def reserve_many(self, documents: Sequence[tuple[str, str, date]]) -> list[ItemResult]:
         """Reserve numbers for (doctype, doc_id, date) documents in one request (≤ 500)."""
-        return await self.batch("/v1/reservations/batch", "documents", [
-            {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()}
-            for doctype, doc_id, on in documents])
+        return await self.batch(
+            "/v1/reservations/batch",
+            "documents",
+            [
+                {"doctype": doctype, "doc_id": doc_id, "date": on.isoformat()}
+                for doctype, doc_id, on in documents
+            ],
+        )
 
-    async def confirm_many(self, confirmations: Sequence[tuple[str, dict[str, Any]]]
-                           ) -> list[ItemResult]:
+    async def confirm_many(self, confirmations: Sequence[tuple[str, dict[str, Any]]]) -> list[ItemResult]:
         """Confirm (reservation id, document snapshot) pairs in one request (≤ 500)."""
-        return await self.batch("/v1/reservations/confirm", "confirmations", [
-            {"reservation_id": rid, "document": document} for rid, document in confirmations])
+        return await self.batch(
+            "/v1/reservations/confirm",
+            "confirmations",
+            [{"reservation_id": rid, "document": document} for rid, document in confirmations],
+        )
 
     async def release(self, reservation_id: str, reason: str) -> dict[str, Any]:
-        return await self.call("POST", f"/v1/reservations/{reservation_id}/release",
-                               {"reason": reason[:500]})
+        return await self.call("POST", f"/v1/reservations/{reservation_id}/release", {"reason": reason[:500]})
 
-    async def update_document(self, doctype: str, doc_id: str,
-                              document: dict[str, Any]) -> dict[str, Any]:
+    async def update_document(self, doctype: str, doc_id: str, document: dict[str, Any]) -> dict[str, Any]:
         return await self.call("PUT", f"/v1/documents/{doctype}/{doc_id}", {"document": document})
 
     async def import_documents(self, documents: list[dict[str, Any]]) -> dict[str, Any]:
         return await self.call("POST", "/v1/documents/import", {"documents": documents})
 
     async def heartbeat(self, agent_version: str, settings: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("POST", "/v1/heartbeat",
-                               {"agent_version": agent_version, "settings": settings},
-                               patience=0)
+        return await self.call(
+            "POST", "/v1/heartbeat", {"agent_version": agent_version, "settings": settings}, patience=0
+        )

@@ -30,8 +30,7 @@ class _Scan:
 _scans: weakref.WeakKeyDictionary[Any, _Scan] = weakref.WeakKeyDictionary()
 
 
-async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder,
-               extra: dict[str, str]) -> None:
+async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder, extra: dict[str, str]) -> None:
     async with pool.acquire() as conn:
         settings: dict[str, Any] = await queries.configuration(conn, queries.NUMBERING_SETTINGS)
         # The billing checks recompute Tax and Tax2 as this store's WHMCS does.
@@ -49,5 +48,6 @@ async def _duplicates(pool: Any, conn: Any) -> dict[str, list[int]]:
     last = _scans.get(pool)
     if last is None or time.monotonic() - last.at >= DUPLICATE_SCAN_SECONDS:
         last = _scans[pool] = _Scan(
-            time.monotonic(), await queries.duplicate_numbers(conn, DUPLICATES_REPORTED))
+            time.monotonic(), await queries.duplicate_numbers(conn, DUPLICATES_REPORTED)
+        )
     return last.duplicates

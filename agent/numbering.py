@@ -23,8 +23,14 @@ log = structlog.get_logger(__name__)
 
 
 class Numbering:
-    def __init__(self, pool: Any, client: CoordinatorClient, rules: RulesHolder,
-                 batch_size: int, relay_wakeup: asyncio.Event) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        client: CoordinatorClient,
+        rules: RulesHolder,
+        batch_size: int,
+        relay_wakeup: asyncio.Event,
+    ) -> None:
         self._pool = pool
         self._client = client
         self._rules = rules
@@ -39,10 +45,10 @@ class Numbering:
         Returns how many got a number."""
         async with self._lock:
             async with self._pool.acquire() as conn:
-                due = await queries.due_documents(conn, self._rules.current,
-                                                  self._batch + len(self._skipped))
+                due = await queries.due_documents(conn, self._rules.current, self._batch + len(self._skipped))
             numbered = await self._number(
-                [doc for doc in due if doc.invoice_id not in self._skipped][:self._batch])
+                [doc for doc in due if doc.invoice_id not in self._skipped][: self._batch]
+            )
         if numbered:
             self._relay_wakeup.set()
         return numbered
@@ -52,8 +58,10 @@ class Numbering:
         async with self._lock:
             async with self._pool.acquire() as conn:
                 rows = await queries.fetch(
-                    conn, "SELECT id, total, status, date, invoicenum FROM tblinvoices"
-                    " WHERE id = %s", (invoice_id,))
+                    conn,
+                    "SELECT id, total, status, date, invoicenum FROM tblinvoices WHERE id = %s",
+                    (invoice_id,),
+                )
             if not rows:
                 raise LookupError(f"no invoice {invoice_id}")
             row = rows[0]
@@ -64,25 +72,27 @@ class Numbering:
                 self._relay_wakeup.set()
                 async with self._pool.acquire() as conn:
                     rows = await queries.fetch(
-                        conn, "SELECT invoicenum FROM tblinvoices WHERE id = %s", (invoice_id,))
+                        conn, "SELECT invoicenum FROM tblinvoices WHERE id = %s", (invoice_id,)
+                    )
             return rows[0]["invoicenum"]
 
     async def _number(self, due: Sequence[DueDocument]) -> int:
         if not due:
             return 0
         results = await self._client.reserve_many(
-            [(doc.doctype, str(doc.invoice_id), doc.date) for doc in due])
+            [(doc.doctype, str(doc.invoice_id), doc.date) for doc in due]
+        )
         reserved: dict[int, dict[str, Any]] = {}
         unavailable = 0
         for doc, result in zip(due, results, strict=True):
             if isinstance(result, CoordinatorUnavailable):
                 unavailable += 1  # reserved again in a later round, as it was
             elif isinstance(result, CoordinatorRefused):
-                log.warning("reserve_refused", invoice_id=doc.invoice_id, code=result.code,
-                            message=result.message)
+                log.warning(
+                    "reserve_refused", invoice_id=doc.invoice_id, code=result.code, message=result.message
+                )
             elif result["state"] == "void":
-                log.warning("document_number_voided", invoice_id=doc.invoice_id,
-                            number=result["formatted"])
+                log.warning("document_number_voided", invoice_id=doc.invoice_id, number=result["formatted"])
                 self._skipped.add(doc.invoice_id)
             else:
                 reserved[doc.invoice_id] = result
@@ -101,13 +111,15 @@ class Numbering:
             reservation = reserved[invoice_id]
             if outcome == "written":
                 written += 1
-                log.info("numbered", invoice_id=invoice_id, doctype=reservation["doctype"],
-                         number=reservation["formatted"])
+                log.info(
+                    "numbered",
+                    invoice_id=invoice_id,
+                    doctype=reservation["doctype"],
+                    number=reservation["formatted"],
+                )
             elif outcome != "already":
-                log.warning("invoice_numbered_elsewhere", invoice_id=invoice_id,
-                            invoicenum=outcome)
-                await self._release([reservation],
-                                    f"invoice {invoice_id} already carries number {outcome}")
+                log.warning("invoice_numbered_elsewhere", invoice_id=invoice_id, invoicenum=outcome)
+                await self._release([reservation], f"invoice {invoice_id} already carries number {outcome}")
         return written
 
     async def _release(self, reservations: Iterable[dict[str, Any]], reason: str) -> None:

@@ -24,25 +24,38 @@ import orjson
 from asyncmy.cursors import SSDictCursor
 from tqdm import tqdm
 
-COLUMNS = ("reservation_id, invoice_id, doctype, series, period, number, formatted,"
-           " reserved_position, reserved_hash, issued_position, issued_hash")
+COLUMNS = (
+    "reservation_id, invoice_id, doctype, series, period, number, formatted,"
+    " reserved_position, reserved_hash, issued_position, issued_hash"
+)
 
 
 def receipt_line(store: str, row: dict[str, Any]) -> bytes:
     issued = None
     if row["issued_position"] is not None:
         issued = {"position": row["issued_position"], "hash": row["issued_hash"]}
-    return orjson.dumps({
-        "store": store, "reservation_id": row["reservation_id"], "invoice_id": row["invoice_id"],
-        "doctype": row["doctype"], "series": row["series"], "period": row["period"],
-        "number": row["number"], "formatted": row["formatted"],
-        "reserved": {"position": row["reserved_position"], "hash": row["reserved_hash"]},
-        "issued": issued,
-    }) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                "store": store,
+                "reservation_id": row["reservation_id"],
+                "invoice_id": row["invoice_id"],
+                "doctype": row["doctype"],
+                "series": row["series"],
+                "period": row["period"],
+                "number": row["number"],
+                "formatted": row["formatted"],
+                "reserved": {"position": row["reserved_position"], "hash": row["reserved_hash"]},
+                "issued": issued,
+            }
+        )
+        + b"\n"
+    )
 
 
-async def export_receipts(pool: Any, directory: Path, store: str, *,
-                          progress: bool | None = None) -> tuple[Path, int]:
+async def export_receipts(
+    pool: Any, directory: Path, store: str, *, progress: bool | None = None
+) -> tuple[Path, int]:
     """Write every receipt to a new file in ``directory`` (which exists); return the file and
     the count."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -53,12 +66,17 @@ async def export_receipts(pool: Any, directory: Path, store: str, *,
         async with conn.cursor() as cur:
             await cur.execute("SELECT COUNT(*) AS n FROM mod_concord_receipts")
             total = (await cur.fetchone())["n"]
-        with partial.open("wb") as out, tqdm(total=total, unit="receipt", desc="receipts",
-                                             disable=None if progress is None
-                                             else not progress) as bar:
+        with (
+            partial.open("wb") as out,
+            tqdm(
+                total=total,
+                unit="receipt",
+                desc="receipts",
+                disable=None if progress is None else not progress,
+            ) as bar,
+        ):
             async with conn.cursor(SSDictCursor) as cur:
-                await cur.execute(f"SELECT {COLUMNS} FROM mod_concord_receipts"
-                                  " ORDER BY reserved_position")
+                await cur.execute(f"SELECT {COLUMNS} FROM mod_concord_receipts ORDER BY reserved_position")
                 while rows := await cur.fetchmany(1000):
                     out.write(b"".join(receipt_line(store, row) for row in rows))
                     count += len(rows)

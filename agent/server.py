@@ -20,8 +20,7 @@ HOOK_WAIT_SECONDS = 4.0
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status,
-                        content_type="application/json")
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -50,8 +49,7 @@ async def hook_number(request: web.Request) -> web.Response:
         return _error(401, "unauthenticated", "wrong or missing hook token")
     raw = str(fields.get("invoiceid", "")).strip()
     if not raw.isdigit():
-        return _error(400, "invalid_invoiceid",
-                      f"invoiceid must be a positive integer, received {raw!r}")
+        return _error(400, "invalid_invoiceid", f"invoiceid must be a positive integer, received {raw!r}")
     # The hook gives up after 5 s; the numbering goes on in the background past that.
     work = asyncio.ensure_future(request.app[NUMBERING].number_invoice(int(raw)))
     work.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
@@ -60,14 +58,17 @@ async def hook_number(request: web.Request) -> web.Response:
     except LookupError as exc:
         return _error(404, "invoice_not_found", str(exc))
     except (CoordinatorUnavailable, TimeoutError):
-        return _error(503, "coordinator_unavailable",
-                      "the coordinator did not answer in time; the agent numbers the invoice "
-                      "as soon as it does")
+        return _error(
+            503,
+            "coordinator_unavailable",
+            "the coordinator did not answer in time; the agent numbers the invoice as soon as it does",
+        )
     return _json({"invoiceid": int(raw), "invoicenum": number})
 
 
-def create_agent_app(numbering: Numbering, hook_token: str, health: dict[str, Any],
-                     feed: AgentFeed | None = None) -> web.Application:
+def create_agent_app(
+    numbering: Numbering, hook_token: str, health: dict[str, Any], feed: AgentFeed | None = None
+) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     if feed is not None:
         add_webservice_routes(app, feed)

@@ -28,8 +28,9 @@ from agent.whmcs.queries import DueRules
 log = structlog.get_logger("concord.agent")
 
 
-async def repeat(name: str, seconds: float, job: Callable[[], Awaitable[Any]],
-                 wakeup: asyncio.Event | None = None) -> None:
+async def repeat(
+    name: str, seconds: float, job: Callable[[], Awaitable[Any]], wakeup: asyncio.Event | None = None
+) -> None:
     """Run ``job`` every ``seconds`` (sooner when woken); failures are logged and retried."""
     while True:
         try:
@@ -84,12 +85,17 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
         await changes.reconcile()
 
     feed = AgentFeed(
-        pool=pool, rules=DueRules("payment", "payment", settings.credit_note_rule),
-        has_invoicedata=has_invoicedata, token=settings.webservice_token,
-        timezone=settings.timezone, country=settings.country,
-        vies=settings.vies())
-    runner = web.AppRunner(create_agent_app(numbering, settings.hook_token, health, feed),
-                           access_log=None, handle_signals=False)
+        pool=pool,
+        rules=DueRules("payment", "payment", settings.credit_note_rule),
+        has_invoicedata=has_invoicedata,
+        token=settings.webservice_token,
+        timezone=settings.timezone,
+        country=settings.country,
+        vies=settings.vies(),
+    )
+    runner = web.AppRunner(
+        create_agent_app(numbering, settings.hook_token, health, feed), access_log=None, handle_signals=False
+    )
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
     # What is alive now lives as long as the process: keep the collector from re-scanning it
@@ -97,10 +103,10 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     gc.freeze()
     tasks = [
         asyncio.create_task(repeat("relay", settings.poll_seconds, confirm_all, relay_wakeup)),
-        asyncio.create_task(repeat("numbering", settings.poll_seconds, number_all,
-                                   numbering_wakeup)),
-        asyncio.create_task(repeat("heartbeat", settings.heartbeat_seconds,
-                                   lambda: beat(pool, client, rules, extra))),
+        asyncio.create_task(repeat("numbering", settings.poll_seconds, number_all, numbering_wakeup)),
+        asyncio.create_task(
+            repeat("heartbeat", settings.heartbeat_seconds, lambda: beat(pool, client, rules, extra))
+        ),
         asyncio.create_task(repeat("changes", settings.update_scan_seconds, changes.scan)),
         asyncio.create_task(repeat("reconcile", settings.reconcile_seconds, reconcile)),
     ]

@@ -62,13 +62,11 @@ def _failure(status: int, message: str) -> web.Response:
     return web.Response(body=error_body(message), status=status, content_type="application/json")
 
 
-def _checked_request(feed: AgentFeed, request: web.Request, fields: dict[str, Any],
-                     today: date) -> GetQuery:
+def _checked_request(feed: AgentFeed, request: web.Request, fields: dict[str, Any], today: date) -> GetQuery:
     if request.path == BILLING_EXTENSION_PATH:
         check_alias(fields, request.query.get("ws"))
     if not feed.token:
-        raise GetQueryError("the WebService is switched off: set CONCORD_AGENT_WEBSERVICE_TOKEN",
-                            status=403)
+        raise GetQueryError("the WebService is switched off: set CONCORD_AGENT_WEBSERVICE_TOKEN", status=403)
     given = fields.get("token")
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), feed.token.encode()):
         raise GetQueryError("wrong or missing token: send token=<the WebService token>", status=401)
@@ -93,8 +91,7 @@ async def serve_get(request: web.Request) -> web.StreamResponse:
         return await _answer(request, feed, query, today)
 
 
-async def _answer(request: web.Request, feed: AgentFeed, query: GetQuery,
-                  today: date) -> web.StreamResponse:
+async def _answer(request: web.Request, feed: AgentFeed, query: GetQuery, today: date) -> web.StreamResponse:
     pages = _pages(feed, query)
     try:
         # Read the first chunk before the status line: a failure here is still an error reply.
@@ -103,8 +100,7 @@ async def _answer(request: web.Request, feed: AgentFeed, query: GetQuery,
         await pages.aclose()
         log.warning("whmcs_unavailable", error=repr(exc))
         return _failure(503, "the WHMCS database is unavailable: retry the same request")
-    return await stream_answer(request, first, pages, MysqlVerdictCache(feed.pool), feed.vies,
-                               today, {})
+    return await stream_answer(request, first, pages, MysqlVerdictCache(feed.pool), feed.vies, today, {})
 
 
 def add_webservice_routes(app: web.Application, feed: AgentFeed) -> None:

@@ -35,10 +35,15 @@ def store_token(path: Path, token: str) -> None:
     top_end = tables.start() if tables else len(text)
     found = _EXISTING.search(text, 0, top_end)
     if found:
-        text = text[:found.start()] + line + text[found.end():]
+        text = text[: found.start()] + line + text[found.end() :]
     else:
-        text = text[:top_end] + ("" if not text[:top_end] or text[:top_end].endswith("\n")
-                                 else "\n") + line + "\n" + text[top_end:]
+        text = (
+            text[:top_end]
+            + ("" if not text[:top_end] or text[:top_end].endswith("\n") else "\n")
+            + line
+            + "\n"
+            + text[top_end:]
+        )
     if tomllib.loads(text).get(KEY) != token:
         raise ValueError(f"{path}: could not set {KEY} (is it defined twice, or in a table?)")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600

@@ -14,8 +14,10 @@ from bench.postgres import connected
 async def event_counts(pg_url: str) -> dict[str, int]:
     """Events in the ledger, by type."""
     async with connected(pg_url) as conn:
-        return {r["type"]: r["n"] for r in await conn.fetch(
-            "SELECT type, count(*) AS n FROM events GROUP BY type")}
+        return {
+            r["type"]: r["n"]
+            for r in await conn.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
+        }
 
 
 async def verify(pg_url: str, stores: Sequence[Store], total: int) -> list[str]:
@@ -25,22 +27,24 @@ async def verify(pg_url: str, stores: Sequence[Store], total: int) -> list[str]:
     async with connected(pg_url) as conn:
         reservations = await conn.fetch(
             "SELECT peer_id::text AS peer_id, doc_id, number, formatted, state"
-            " FROM reservations WHERE series = 'invoice'")
+            " FROM reservations WHERE series = 'invoice'"
+        )
     problems: list[str] = []
     if events.get("NumberIssued", 0) != total:
         problems.append(f"{events.get('NumberIssued', 0)} NumberIssued events, expected {total}")
     numbers = sorted(r["number"] for r in reservations)
     if numbers != list(range(1, total + 1)):
-        problems.append(f"numbers are not exactly 1..{total}: {len(numbers)} handed out,"
-                        f" lowest {numbers[:1]}, highest {numbers[-1:]}")
+        problems.append(
+            f"numbers are not exactly 1..{total}: {len(numbers)} handed out,"
+            f" lowest {numbers[:1]}, highest {numbers[-1:]}"
+        )
     states = Counter(r["state"] for r in reservations)
     if set(states) - {"issued"}:
         problems.append(f"reservation states {dict(states)}")
     ledger = {(r["peer_id"], r["doc_id"]): r for r in reservations}
     for store in stores:
         async with connection(store.url) as mconn:
-            rows = await fetch_all(mconn, "SELECT id, date, invoicenum FROM tblinvoices"
-                                   " ORDER BY date, id")
+            rows = await fetch_all(mconn, "SELECT id, date, invoicenum FROM tblinvoices ORDER BY date, id")
         wrong, previous, out_of_order = 0, 0, 0
         for row in rows:
             reservation = ledger.get((store.peer_id, str(row["id"])))
@@ -63,7 +67,8 @@ async def table_scans(pg_url: str) -> dict[str, tuple[int, int, int]]:
         rows = await conn.fetch(
             "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan"
             " FROM pg_stat_user_tables WHERE relname = ANY($1::text[])",
-            ["events", "reservations", "documents", "counters", "released_numbers"])
+            ["events", "reservations", "documents", "counters", "released_numbers"],
+        )
     return {r["relname"]: (r["seq_scan"], r["seq_tup_read"], r["idx_scan"]) for r in rows}
 
 
@@ -80,7 +85,9 @@ async def ledger_span(pg_url: str, after: int) -> float:
         row = await conn.fetchrow(
             "SELECT min(recorded_at) FILTER (WHERE type = 'NumberReserved') AS first,"
             " max(recorded_at) FILTER (WHERE type = 'NumberIssued') AS last FROM events"
-            " WHERE position > $1", after)
+            " WHERE position > $1",
+            after,
+        )
     if row["first"] is None or row["last"] is None:
         return 0.0
     return float((row["last"] - row["first"]).total_seconds())

@@ -71,7 +71,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 # Agent log lines that mean something went wrong (as in tests/test_agent_stores.py).
 BAD_AGENT_LOG = re.compile(
     r'"level": ?"(error|critical)"|Traceback|job_crashed|confirm_refused|outbox_invoice_missing'
-    r"|invoice_numbered_elsewhere|number_taken_back|whmcs_write_failed")
+    r"|invoice_numbered_elsewhere|number_taken_back|whmcs_write_failed"
+)
 AGENT_BATCH_SIZE: int = AgentSettings.model_fields["batch_size"].default
 PRELOAD = 100_000  # documents numbered before the run: stores (and a ledger) in service
 
@@ -85,15 +86,14 @@ async def _server_versions(pg_url: str, mysql_admin: MySQLURL) -> dict[str, str]
     my = await mariadb.server_facts(mysql_admin)
     return {
         "postgres": f"PostgreSQL {pg.get('server_version', '?')} (fsync {pg.get('fsync')},"
-                    f" synchronous_commit {pg.get('synchronous_commit')})",
+        f" synchronous_commit {pg.get('synchronous_commit')})",
         "mariadb": f"MariaDB/MySQL {my['version']} (innodb_flush_log_at_trx_commit"
-                   f" {my['innodb_flush_log_at_trx_commit']}, binlog {my['log_bin']})",
+        f" {my['innodb_flush_log_at_trx_commit']}, binlog {my['log_bin']})",
     }
 
 
 def machine_facts() -> dict[str, str]:
-    return {"cores": str(os.cpu_count() or 0), "cpu": cpu_model(),
-            "python": platform.python_version()}
+    return {"cores": str(os.cpu_count() or 0), "cpu": cpu_model(), "python": platform.python_version()}
 
 
 class Cleanup:
@@ -123,16 +123,25 @@ async def cleanup() -> AsyncIterator[Cleanup]:
         await asyncio.shield(steps.run())
 
 
-async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
-              workdir: Path, pg_settings: list[str] | None = None, preload: int = 0,
-              batch_size: int = AGENT_BATCH_SIZE) -> Result:
+async def run(
+    invoices: int,
+    pg_admin: str,
+    profile: bool,
+    limit: float,
+    workdir: Path,
+    pg_settings: list[str] | None = None,
+    preload: int = 0,
+    batch_size: int = AGENT_BATCH_SIZE,
+) -> Result:
     mysql_admin = parse_mysql_url(mariadb.ADMIN_URL).with_database("")
     tag = uuid.uuid4().hex[:8]
     pg_name = f"concord_bench_agent_{tag}"
     pg_url = with_database(pg_admin, pg_name)
     share, extra = divmod(invoices, len(STORES))
-    stores = [Store(name, f"concord_bench_whmcs_{name}_{tag}", "",
-                    share + (1 if index < extra else 0)) for index, name in enumerate(STORES)]
+    stores = [
+        Store(name, f"concord_bench_whmcs_{name}_{tag}", "", share + (1 if index < extra else 0))
+        for index, name in enumerate(STORES)
+    ]
     machine = {**machine_facts(), **await _server_versions(pg_admin, mysql_admin)}
     async with cleanup() as undo:
         # -- set up (not timed) ------------------------------------------------------------
@@ -145,10 +154,16 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
             if not re.fullmatch(r"[a-z_]+", name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
                 raise BenchError(f"--pg-set {setting!r}: expected name=value")
             await run_sql(pg_admin, f'ALTER DATABASE "{pg_name}" SET {name} = {value}')
-        undo.push("drop PostgreSQL database",
-                  lambda: run_sql(pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-        env = {**clean_env(), "CONCORD_DATA_DIR": str(workdir), "CONCORD_LOG_LEVEL": "warning",
-               "CONCORD_LOG_JSON": "true"}
+        undo.push(
+            "drop PostgreSQL database",
+            lambda: run_sql(pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'),
+        )
+        env = {
+            **clean_env(),
+            "CONCORD_DATA_DIR": str(workdir),
+            "CONCORD_LOG_LEVEL": "warning",
+            "CONCORD_LOG_JSON": "true",
+        }
         history = None
         if preload:
             print(f"preloading {preload:,} numbered documents …", file=sys.stderr, flush=True)
@@ -163,11 +178,14 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
         coordinator, coordinator_url = serve(pg_url, env, workdir / "coordinator.log")
         undo.push("stop coordinator", lambda: stopped(coordinator))
         for store in stores:
-            undo.push(f"drop WHMCS database {store.database}",
-                      lambda store=store: drop_database(mysql_admin, store.database))
+            undo.push(
+                f"drop WHMCS database {store.database}",
+                lambda store=store: drop_database(mysql_admin, store.database),
+            )
         # Building the stores overlaps with the coordinator's start.
-        urls = await asyncio.gather(*(create_store(mysql_admin, s.database, s.name, s.invoices,
-                                                   s.numbered) for s in stores))
+        urls = await asyncio.gather(
+            *(create_store(mysql_admin, s.database, s.name, s.invoices, s.numbered) for s in stores)
+        )
         for store, url in zip(stores, urls, strict=True):
             store.url = url
         await wait_healthy(coordinator, coordinator_url)
@@ -181,14 +199,16 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
             await run_sql(pg_url, "CHECKPOINT")  # no run pays for the setup's dirty pages
 
         # -- the run -----------------------------------------------------------------------
-        meter = CpuClock({
-            "coordinator": lambda: [coordinator.pid],
-            **{f"agent {s.name}": (lambda s=s: [s.agent.pid] if s.agent else []) for s in stores},
-            "postgres backends": lambda: postgres_backends(pg_name),
-            "postgres shared processes": postgres_shared,
-            "mariadb": mariadb_pids,
-            "benchmark (polling)": lambda: [os.getpid()],
-        })
+        meter = CpuClock(
+            {
+                "coordinator": lambda: [coordinator.pid],
+                **{f"agent {s.name}": (lambda s=s: [s.agent.pid] if s.agent else []) for s in stores},
+                "postgres backends": lambda: postgres_backends(pg_name),
+                "postgres shared processes": postgres_shared,
+                "mariadb": mariadb_pids,
+                "benchmark (polling)": lambda: [os.getpid()],
+            }
+        )
         spies: list[Spy] = []
         writer_before = await asyncio.to_thread(writer_stats, [coordinator_url])
         events_before = await event_counts(pg_url)
@@ -221,8 +241,12 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                 "CONCORD_AGENT_LOG_LEVEL": "warning",
                 "CONCORD_AGENT_LOG_JSON": "true",
             }
-            store.agent = start(f"agent {store.name}", [sys.executable, "-m", "agent", "serve"],
-                                workdir / f"agent-{store.name}.log", agent_env)
+            store.agent = start(
+                f"agent {store.name}",
+                [sys.executable, "-m", "agent", "serve"],
+                workdir / f"agent-{store.name}.log",
+                agent_env,
+            )
             undo.push(f"stop agent {store.name}", lambda agent=store.agent: stopped(agent))
         if profile:
             profiled = next(s for s in stores if s.name == PROFILED_AGENT)
@@ -234,8 +258,7 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
         first_number, numbered_at = await _until_numbered(watchers, stores, started, limit)
         wall = time.monotonic() - started
         cpu = meter.stop()
-        writer = writer_totals(writer_before,
-                               await asyncio.to_thread(writer_stats, [coordinator_url]))
+        writer = writer_totals(writer_before, await asyncio.to_thread(writer_stats, [coordinator_url]))
         profiles: dict[str, Profile] = {}
         errors: list[str] = []
         for spy in spies:
@@ -247,52 +270,82 @@ async def run(invoices: int, pg_admin: str, profile: bool, limit: float,
                 errors.append(f"{spy.name}: {exc}; py-spy said: {spy.process.log_tail(5)}")
         span = await ledger_span(pg_url, head)
         await asyncio.sleep(0.6)  # statistics reach pg_stat_* within PGSTAT_MIN_INTERVAL
-        scans = {table: tuple(a - b for a, b in zip(after, scans_before.get(table, (0, 0, 0)),
-                                                    strict=True))
-                 for table, after in (await table_scans(pg_url)).items()}
-        functions = {name: (calls - functions_before.get(name, (0, 0.0))[0],
-                            total - functions_before.get(name, (0, 0.0))[1])
-                     for name, (calls, total) in (await function_times(pg_url)).items()
-                     if calls > functions_before.get(name, (0, 0.0))[0]}
+        scans = {
+            table: tuple(a - b for a, b in zip(after, scans_before.get(table, (0, 0, 0)), strict=True))
+            for table, after in (await table_scans(pg_url)).items()
+        }
+        functions = {
+            name: (
+                calls - functions_before.get(name, (0, 0.0))[0],
+                total - functions_before.get(name, (0, 0.0))[1],
+            )
+            for name, (calls, total) in (await function_times(pg_url)).items()
+            if calls > functions_before.get(name, (0, 0.0))[0]
+        }
         # The history holds a few documents more than asked: those still reserved when the
         # ledger reached its size were issued too (bench/ledger_fixture.py, finish_pending).
         preloaded = sum(len(s.numbered) for s in stores)
         checks = await verify(pg_url, stores, preloaded + invoices)
-        events = {kind: count - events_before.get(kind, 0)
-                  for kind, count in (await event_counts(pg_url)).items()
-                  if count > events_before.get(kind, 0)}
+        events = {
+            kind: count - events_before.get(kind, 0)
+            for kind, count in (await event_counts(pg_url)).items()
+            if count > events_before.get(kind, 0)
+        }
         if events.get("DocumentUpdated"):
-            checks.append(f"{events['DocumentUpdated']} documents reported as changed: the"
-                          " numbered history should have been found unchanged")
+            checks.append(
+                f"{events['DocumentUpdated']} documents reported as changed: the"
+                " numbered history should have been found unchanged"
+            )
         for store in stores:
             if store.agent is not None:
-                bad = [line for line in store.agent.log_path.read_text(errors="replace").splitlines()
-                       if BAD_AGENT_LOG.search(line)]
+                bad = [
+                    line
+                    for line in store.agent.log_path.read_text(errors="replace").splitlines()
+                    if BAD_AGENT_LOG.search(line)
+                ]
                 if bad:
                     checks.append(f"agent {store.name} logged {len(bad)} problems, e.g. {bad[0][:300]}")
-        return Result(invoices=invoices, wall=wall, first_number=first_number,
-                      numbered_at=numbered_at, ledger_span=span, cpu=cpu, events=events,
-                      writer=writer, checks=checks, machine=machine, neighbours=neighbours,
-                      scans=scans, functions=functions, profiles=profiles, profile_errors=errors,
-                      stores=stores, preloaded=preloaded, preload_events=head,
-                      preload_seconds=history.seconds if history else 0.0,
-                      batch_size=batch_size)
+        return Result(
+            invoices=invoices,
+            wall=wall,
+            first_number=first_number,
+            numbered_at=numbered_at,
+            ledger_span=span,
+            cpu=cpu,
+            events=events,
+            writer=writer,
+            checks=checks,
+            machine=machine,
+            neighbours=neighbours,
+            scans=scans,
+            functions=functions,
+            profiles=profiles,
+            profile_errors=errors,
+            stores=stores,
+            preloaded=preloaded,
+            preload_events=head,
+            preload_seconds=history.seconds if history else 0.0,
+            batch_size=batch_size,
+        )
 
 
 async def _close(conn: Any) -> None:
     conn.close()
 
 
-async def _until_numbered(watchers: Sequence[Any], stores: Sequence[Store], started: float,
-                          limit: float) -> tuple[float, float]:
+async def _until_numbered(
+    watchers: Sequence[Any], stores: Sequence[Store], started: float, limit: float
+) -> tuple[float, float]:
     """Poll the stores until every invoice is numbered and confirmed (at most ``limit`` s
     after ``started``); seconds from ``started`` to the first number and to the last."""
     invoices = sum(s.invoices for s in stores)
     first_number = numbered_at = 0.0
     deadline = started + limit
     while True:
-        progress = [tuple(n - len(s.numbered) for n in await store_progress(conn))
-                    for conn, s in zip(watchers, stores, strict=True)]
+        progress = [
+            tuple(n - len(s.numbered) for n in await store_progress(conn))
+            for conn, s in zip(watchers, stores, strict=True)
+        ]
         now = time.monotonic() - started
         written = sum(p[0] for p in progress)
         if not first_number and written:
@@ -303,13 +356,15 @@ async def _until_numbered(watchers: Sequence[Any], stores: Sequence[Store], star
             break
         for store in stores:
             if store.agent is not None and not store.agent.running():
-                raise BenchError(f"agent {store.name} exited with"
-                                 f" {store.agent.returncode}:\n{store.agent.log_tail()}")
+                raise BenchError(
+                    f"agent {store.name} exited with {store.agent.returncode}:\n{store.agent.log_tail()}"
+                )
         if time.monotonic() > deadline:
             raise BenchError(
                 f"not done within {limit:.0f} s: {invoices - written} invoices without a"
                 f" number, {sum(p[0] - p[1] for p in progress)} outbox rows unconfirmed\n"
-                + "\n".join(f"== {s.name}\n{s.agent.log_tail(10)}" for s in stores if s.agent))
+                + "\n".join(f"== {s.name}\n{s.agent.log_tail(10)}" for s in stores if s.agent)
+            )
         await asyncio.sleep(POLL_SECONDS)
     return first_number, numbered_at
 
@@ -318,27 +373,53 @@ async def _until_numbered(watchers: Sequence[Any], stores: Sequence[Store], star
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.agent_numbering", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--invoices", type=int, default=None,
-                        help="paid invoices across the three stores (default 10,000; 1,500 with --quick)")
-    parser.add_argument("--preload", type=int, default=None,
-                        help="documents the stores (and the ledger) already hold, numbered by"
-                             " Concord before the run (default 100,000; 3,000 with --quick;"
-                             " 0 for fresh stores and a fresh ledger)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1,500 invoices on 3,000 numbered documents; print, do not write docs")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy on one agent and on the coordinator during the run")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the agents get to finish (default 30 s + 12 ms per"
-                             " invoice + 1 ms per preloaded document)")
-    parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
-                        help="a PostgreSQL setting for the benchmark's database (ALTER DATABASE …"
-                             " SET), e.g. plan_cache_mode=force_custom_plan; repeatable")
-    parser.add_argument("--batch-size", type=int, default=AGENT_BATCH_SIZE,
-                        help=f"the agents' CONCORD_AGENT_BATCH_SIZE (default {AGENT_BATCH_SIZE},"
-                             " the agent's own default)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.agent_numbering",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--invoices",
+        type=int,
+        default=None,
+        help="paid invoices across the three stores (default 10,000; 1,500 with --quick)",
+    )
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=None,
+        help="documents the stores (and the ledger) already hold, numbered by"
+        " Concord before the run (default 100,000; 3,000 with --quick;"
+        " 0 for fresh stores and a fresh ledger)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1,500 invoices on 3,000 numbered documents; print, do not write docs",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on one agent and on the coordinator during the run"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds the agents get to finish (default 30 s + 12 ms per"
+        " invoice + 1 ms per preloaded document)",
+    )
+    parser.add_argument(
+        "--pg-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the benchmark's database (ALTER DATABASE …"
+        " SET), e.g. plan_cache_mode=force_custom_plan; repeatable",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=AGENT_BATCH_SIZE,
+        help=f"the agents' CONCORD_AGENT_BATCH_SIZE (default {AGENT_BATCH_SIZE}, the agent's own default)",
+    )
     parser.add_argument("--output", type=Path, default=DOCS, help="the markdown file to rewrite")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--keep", action="store_true", help="keep the logs and profiles (printed path)")
@@ -365,8 +446,18 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="concord-bench-agent-"))
     try:
         with admin_url() as (pg_admin, _where):
-            result = asyncio.run(run(args.invoices, pg_admin, args.profile, args.timeout, workdir,
-                                     args.pg_set, args.preload, args.batch_size))
+            result = asyncio.run(
+                run(
+                    args.invoices,
+                    pg_admin,
+                    args.profile,
+                    args.timeout,
+                    workdir,
+                    args.pg_set,
+                    args.preload,
+                    args.batch_size,
+                )
+            )
     except (BenchError, CoordinatorError, ProcessError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)
@@ -377,12 +468,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     block = render(result, profile_requested=args.profile)
     print(block)
-    print("\nPostgreSQL scans (sequential scans, rows read by them, index scans):",
-          ", ".join(f"{name} {v[0]:,}/{v[1]:,}/{v[2]:,}" for name, v in sorted(result.scans.items())))
+    print(
+        "\nPostgreSQL scans (sequential scans, rows read by them, index scans):",
+        ", ".join(f"{name} {v[0]:,}/{v[1]:,}/{v[2]:,}" for name, v in sorted(result.scans.items())),
+    )
     if result.functions:
-        print("PostgreSQL functions (calls, ms per call):", ", ".join(
-            f"{name} {calls:,} {total / max(calls, 1):.2f}"
-            for name, (calls, total) in sorted(result.functions.items())))
+        print(
+            "PostgreSQL functions (calls, ms per call):",
+            ", ".join(
+                f"{name} {calls:,} {total / max(calls, 1):.2f}"
+                for name, (calls, total) in sorted(result.functions.items())
+            ),
+        )
     if args.keep:
         print(f"\nlogs and profiles in {workdir}")
     else:
@@ -398,4 +495,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -54,8 +54,9 @@ class Ledger:
     seconds: float  # building, COPY and rebuild
 
 
-async def _copy(pg_url: str, builder: LedgerBuilder, documents: int,
-                names: dict[str, str]) -> dict[str, list[Numbered]]:
+async def _copy(
+    pg_url: str, builder: LedgerBuilder, documents: int, names: dict[str, str]
+) -> dict[str, list[Numbered]]:
     numbered: dict[str, list[Numbered]] = {name: [] for name in names.values()}
     header = len(names) + 1  # PeerRegistered per store, SeriesConfigured
 
@@ -63,10 +64,14 @@ async def _copy(pg_url: str, builder: LedgerBuilder, documents: int,
         for record in builder.ledger(header + 2 * documents, finish_pending=True):
             if record[2] == "NumberIssued":
                 data = json.loads(record[4])
-                numbered[names[data["peer_id"]]].append(Numbered(
-                    int(data["doc_id"]), data["formatted"],
-                    date.fromisoformat(data["document"]["DocData"]["Date"]),
-                    data["reservation_id"]))
+                numbered[names[data["peer_id"]]].append(
+                    Numbered(
+                        int(data["doc_id"]),
+                        data["formatted"],
+                        date.fromisoformat(data["document"]["DocData"]["Date"]),
+                        data["reservation_id"],
+                    )
+                )
             yield record
 
     async with connected(pg_url) as conn:
@@ -83,16 +88,21 @@ async def preload_ledger(pg_url: str, stores: Sequence[str], documents: int) -> 
     loop = asyncio.get_running_loop()
     started = loop.time()
     tokens = {name: secrets.token_urlsafe(32) for name in stores}
-    peers = [Peer(str(uuid.uuid4()), name, hashlib.sha256(tokens[name].encode()).hexdigest())
-             for name in stores]
-    builder = LedgerBuilder(peers=peers, invoice=SeriesSettings(), first_day=FIRST_DAY,
-                            churn=False)
+    peers = [
+        Peer(str(uuid.uuid4()), name, hashlib.sha256(tokens[name].encode()).hexdigest()) for name in stores
+    ]
+    builder = LedgerBuilder(peers=peers, invoice=SeriesSettings(), first_day=FIRST_DAY, churn=False)
     numbered = await _copy(pg_url, builder, documents, {p.peer_id: p.name for p in peers})
     await asyncio.to_thread(rebuild_projections, pg_url)
     async with connected(pg_url) as conn:
         head = await conn.fetchval("SELECT max(position) FROM events")
-    return Ledger(tokens=tokens, peer_ids={p.name: p.peer_id for p in peers},
-                  numbered=numbered, head=head, seconds=loop.time() - started)
+    return Ledger(
+        tokens=tokens,
+        peer_ids={p.name: p.peer_id for p in peers},
+        numbered=numbered,
+        head=head,
+        seconds=loop.time() - started,
+    )
 
 
 async def remember_numbered(store_url: str, numbered: Sequence[Numbered]) -> None:
@@ -102,21 +112,25 @@ async def remember_numbered(store_url: str, numbered: Sequence[Numbered]) -> Non
     pool = await create_pool(parse_mysql_url(store_url))
     try:
         await create_agent_tables(pool)
-        settled = [{"reservation_id": n.reservation_id, "invoice_id": n.invoice_id,
-                    "doctype": "invoice", "formatted": n.formatted,
-                    "created_at": datetime.combine(n.day, time(12), UTC).replace(tzinfo=None),
-                    "confirmed_at": datetime.combine(n.day, time(12, 1), UTC).replace(tzinfo=None)}
-                   for n in numbered]
+        settled = [
+            {
+                "reservation_id": n.reservation_id,
+                "invoice_id": n.invoice_id,
+                "doctype": "invoice",
+                "formatted": n.formatted,
+                "created_at": datetime.combine(n.day, time(12), UTC).replace(tzinfo=None),
+                "confirmed_at": datetime.combine(n.day, time(12, 1), UTC).replace(tzinfo=None),
+            }
+            for n in numbered
+        ]
         async with connection(store_url) as conn:
             for start in range(0, len(settled), SNAPSHOT_PAGE):
-                await insert_rows(conn, "mod_concord_outbox", settled[start:start + SNAPSHOT_PAGE])
-        rules = queries.DueRules("payment", "payment",
-                                 AgentSettings.model_fields["credit_note_rule"].default)
+                await insert_rows(conn, "mod_concord_outbox", settled[start : start + SNAPSHOT_PAGE])
+        rules = queries.DueRules("payment", "payment", AgentSettings.model_fields["credit_note_rule"].default)
         ids = [n.invoice_id for n in numbered]
         for start in range(0, len(ids), SNAPSHOT_PAGE):
             async with pool.acquire() as conn:
-                snaps = await queries.snapshots(conn, ids[start:start + SNAPSHOT_PAGE], rules,
-                                                True)
+                snaps = await queries.snapshots(conn, ids[start : start + SNAPSHOT_PAGE], rules, True)
             await queries.remember_documents(pool, snaps.values(), "issued")
     finally:
         pool.close()

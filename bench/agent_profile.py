@@ -28,10 +28,24 @@ class Spy:
             raise ProcessError("--profile needs py-spy: .venv/bin/pip install py-spy")
         slug = name.replace(" ", "-")
         output = workdir / f"profile-{slug}.txt"
-        process = start(f"py-spy {name}", [
-            binary, "record", "--pid", str(pid), "--format", "raw", "--nolineno",
-            "--rate", "100", "--output", str(output)],
-            workdir / f"py-spy-{slug}.log", clean_env())
+        process = start(
+            f"py-spy {name}",
+            [
+                binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--nolineno",
+                "--rate",
+                "100",
+                "--output",
+                str(output),
+            ],
+            workdir / f"py-spy-{slug}.log",
+            clean_env(),
+        )
         await asyncio.sleep(0.3)
         if not process.running():
             raise ProcessError(f"py-spy could not attach to {name}: {process.log_tail()}")
@@ -49,8 +63,7 @@ AGENT_ACTIVITIES: list[tuple[str, str, str]] = [
     ("changes scan / reconcile", r"^ChangeReporter\.", "agent/changes.py"),
     ("heartbeat", r"^beat$", "agent/heartbeat.py"),
     ("numbering: batch reserve over HTTP", r"^CoordinatorClient\.reserve_many$", "agent/client.py"),
-    ("numbering: MySQL transaction (invoicenums + outbox + receipts)", r"^write_numbers$",
-     "queries.py"),
+    ("numbering: MySQL transaction (invoicenums + outbox + receipts)", r"^write_numbers$", "queries.py"),
     ("numbering: query due documents", r"^due_documents$", "queries.py"),
     ("relay: batch confirm over HTTP", r"^CoordinatorClient\.confirm_many$", "agent/client.py"),
     ("relay: MySQL transaction (mark confirmed + documents)", r"^mark_confirmed$", "queries.py"),
@@ -74,14 +87,24 @@ COORDINATOR_ACTIVITIES: list[tuple[str, str, str]] = [
 ]
 # The layer a sample's innermost frame belongs to.
 LAYERS: list[tuple[str, str]] = [
-    ("aiohttp/", "aiohttp"), ("yarl/", "aiohttp"), ("multidict/", "aiohttp"),
-    ("asyncmy/", "asyncmy (MySQL driver)"), ("asyncpg/", "asyncpg (PostgreSQL driver)"),
-    ("asyncio/", "asyncio"), ("uvloop/", "uvloop"), ("tenacity/", "tenacity (retries)"),
-    ("structlog/", "structlog (logging)"), ("logging/", "logging"),
-    ("pydantic", "pydantic (validation)"), ("json/", "json"),
-    ("coordinator/events/", "canonical JSON / document"), ("coordinator/ledger/", "ledger code"),
-    ("coordinator/", "coordinator code"), ("agent/", "agent code"),
-    ("importlib", "imports"), ("<frozen", "imports"),
+    ("aiohttp/", "aiohttp"),
+    ("yarl/", "aiohttp"),
+    ("multidict/", "aiohttp"),
+    ("asyncmy/", "asyncmy (MySQL driver)"),
+    ("asyncpg/", "asyncpg (PostgreSQL driver)"),
+    ("asyncio/", "asyncio"),
+    ("uvloop/", "uvloop"),
+    ("tenacity/", "tenacity (retries)"),
+    ("structlog/", "structlog (logging)"),
+    ("logging/", "logging"),
+    ("pydantic", "pydantic (validation)"),
+    ("json/", "json"),
+    ("coordinator/events/", "canonical JSON / document"),
+    ("coordinator/ledger/", "ledger code"),
+    ("coordinator/", "coordinator code"),
+    ("agent/", "agent code"),
+    ("importlib", "imports"),
+    ("<frozen", "imports"),
 ]
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")
 
@@ -147,4 +170,3 @@ class Profile:
         if not total:
             raise ValueError(f"no samples in {path}")
         return cls(name, total, waiting, activities, layers, leaves)
-

@@ -70,16 +70,19 @@ def render(result: Result, *, profile_requested: bool) -> str:
         f" ({', '.join(f'{s.invoices:,}' for s in result.stores)}; dated over 2024 in random"
         " order of id, each with its items, payment and `mod_invoicedata` snapshot),"
         " bulk-inserted before the clock starts; "
-        + (f"the stores already hold {result.preloaded:,} invoices numbered by Concord before"
-           f" the run ({', '.join(f'{len(s.numbered):,}' for s in result.stores)}, dated 2023),"
-           " and so does the ledger: its"
-           f" {result.preload_events:,} events built and COPYed as `bench.audit` builds its"
-           " ledger (bench/agent_preload.py), projections by `concord audit --rebuild`, the"
-           " agents' tables as their relay leaves them; set up in"
-           f" {result.preload_seconds:.0f} s, not timed. One coordinator process on that"
-           " database, started cold (the clock starts once its start-up chain check has"
-           " reached the head)"
-           if result.preloaded else "one coordinator process on a fresh PostgreSQL database")
+        + (
+            f"the stores already hold {result.preloaded:,} invoices numbered by Concord before"
+            f" the run ({', '.join(f'{len(s.numbered):,}' for s in result.stores)}, dated 2023),"
+            " and so does the ledger: its"
+            f" {result.preload_events:,} events built and COPYed as `bench.audit` builds its"
+            " ledger (bench/agent_preload.py), projections by `concord audit --rebuild`, the"
+            " agents' tables as their relay leaves them; set up in"
+            f" {result.preload_seconds:.0f} s, not timed. One coordinator process on that"
+            " database, started cold (the clock starts once its start-up chain check has"
+            " reached the head)"
+            if result.preloaded
+            else "one coordinator process on a fresh PostgreSQL database"
+        )
         + "; series `invoice` with its defaults (`{NUMBER}`, on payment)."
         " The clock starts when the three `python -m agent serve` processes are started (poll"
         f" interval 0.2 s, batch {result.batch_size}, log level warning) and stops when every"
@@ -95,18 +98,26 @@ def render(result: Result, *, profile_requested: bool) -> str:
         f"| **end to end** | **{n / wall:,.0f} numbers/s** |",
         f"| first number written after (agent start-up, first heartbeat) | {result.first_number:.1f} s |",
         f"| last number written after | {result.numbered_at:.1f} s |",
-        (f"| ledger: first NumberReserved → last NumberIssued | {result.ledger_span:.1f} s"
-         f" ({n / result.ledger_span:,.0f} numbers/s) |") if result.ledger_span else
-        "| ledger span | - |",
+        (
+            f"| ledger: first NumberReserved → last NumberIssued | {result.ledger_span:.1f} s"
+            f" ({n / result.ledger_span:,.0f} numbers/s) |"
+        )
+        if result.ledger_span
+        else "| ledger span | - |",
         f"| per store: one document every | {wall / per_store * 1000:.1f} ms |",
         f"| ledger transactions (group commit) | {tx:,.0f}: {writer.get('commands', 0) / max(tx, 1):.1f}"
         f" commands and {writer.get('seconds', 0) * 1000 / max(tx, 1):.2f} ms each; the writer was"
         f" busy {100 * writer.get('seconds', 0) / wall:.0f}% of the wall time |",
     ]
     if result.functions:
-        lines.append("| of which in PostgreSQL functions | " + ", ".join(
-            f"`{name}` {total / max(calls, 1):.2f} ms" for name, (calls, total)
-            in sorted(result.functions.items())) + " per call |")
+        lines.append(
+            "| of which in PostgreSQL functions | "
+            + ", ".join(
+                f"`{name}` {total / max(calls, 1):.2f} ms"
+                for name, (calls, total) in sorted(result.functions.items())
+            )
+            + " per call |"
+        )
     lines += [
         f"| sequential scans of `reservations` | {reservations[0]:,}, reading {reservations[1]:,}"
         f" rows ({reservations[1] / n:,.0f} per number) |",
@@ -119,8 +130,10 @@ def render(result: Result, *, profile_requested: bool) -> str:
     ]
     for name, seconds in _cpu_rows(result):
         lines.append(f"| {name} | {seconds:.1f} | {seconds / wall:.2f} | {seconds * 1000 / n:.2f} |")
-    lines.append(f"| **all but other** | **{total_cpu:.1f}** | **{total_cpu / wall:.2f}**"
-                 f" of {m['cores']} | **{total_cpu * 1000 / n:.2f}** |")
+    lines.append(
+        f"| **all but other** | **{total_cpu:.1f}** | **{total_cpu / wall:.2f}**"
+        f" of {m['cores']} | **{total_cpu * 1000 / n:.2f}** |"
+    )
     lines += [
         "",
         "`postgres` is the backends of the benchmark's database plus the shared server processes"
@@ -131,27 +144,41 @@ def render(result: Result, *, profile_requested: bool) -> str:
         "**What bounds it.** " + bound_text(result),
     ]
     if result.profiles:
-        lines += ["", "**Profile** (py-spy, 100 Hz, attached to the processes of the same run;"
-                  " `--format raw`, summarised):", ""]
+        lines += [
+            "",
+            "**Profile** (py-spy, 100 Hz, attached to the processes of the same run;"
+            " `--format raw`, summarised):",
+            "",
+        ]
         for prof in result.profiles.values():
-            lines += [f"*{prof.name}*: {prof.samples:,} samples, of which {_pct(prof.waiting, prof.samples)}"
-                      " in the event loop's poll (asleep, or woken and waiting for a core); the"
-                      f" other {prof.busy:,} by what they were doing (first matching frame of"
-                      " the stack):", "",
-                      "| where | share |", "|---|---|"]
-            lines += [f"| {label} | {_pct(count, prof.busy)} |"
-                      for label, count in prof.activities.most_common(10)
-                      if count >= 0.005 * prof.busy]
-            layers = ", ".join(f"{label} {_pct(count, prof.busy)}"
-                               for label, count in prof.layers.most_common(6))
-            leaves = ", ".join(f"`{label}` {_pct(count, prof.busy)}"
-                               for label, count in prof.leaves.most_common(4))
+            lines += [
+                f"*{prof.name}*: {prof.samples:,} samples, of which {_pct(prof.waiting, prof.samples)}"
+                " in the event loop's poll (asleep, or woken and waiting for a core); the"
+                f" other {prof.busy:,} by what they were doing (first matching frame of"
+                " the stack):",
+                "",
+                "| where | share |",
+                "|---|---|",
+            ]
+            lines += [
+                f"| {label} | {_pct(count, prof.busy)} |"
+                for label, count in prof.activities.most_common(10)
+                if count >= 0.005 * prof.busy
+            ]
+            layers = ", ".join(
+                f"{label} {_pct(count, prof.busy)}" for label, count in prof.layers.most_common(6)
+            )
+            leaves = ", ".join(
+                f"`{label}` {_pct(count, prof.busy)}" for label, count in prof.leaves.most_common(4)
+            )
             lines += ["", f"Innermost frame by layer: {layers}. Hottest functions: {leaves}.", ""]
-        lines += ["`_SelectorSocketTransport.write`, `Connection._do_execute` and"
-                  " `StreamWriter._writelines` are where a process sends on a socket: on loopback"
-                  " the kernel delivers the data and wakes the receiver inside that call, so their"
-                  " share is the cost of round trips (MySQL statements, HTTP requests, PostgreSQL"
-                  " calls), not of Python code."]
+        lines += [
+            "`_SelectorSocketTransport.write`, `Connection._do_execute` and"
+            " `StreamWriter._writelines` are where a process sends on a socket: on loopback"
+            " the kernel delivers the data and wakes the receiver inside that call, so their"
+            " share is the cost of round trips (MySQL statements, HTTP requests, PostgreSQL"
+            " calls), not of Python code."
+        ]
     elif profile_requested:
         lines += ["", f"Profile: failed ({'; '.join(result.profile_errors)})."]
     lines += [
@@ -176,37 +203,46 @@ def bound_text(result: Result) -> str:
     commands = result.writer.get("commands", 0.0) / tx
     tx_ms = result.writer.get("seconds", 0.0) * 1000 / tx
     agent_core = max((v for k, v in result.cpu.items() if k.startswith("agent ")), default=0) / wall
-    text = (f"The two cores were {100 * busy / cores:.0f}% busy ({used:.2f} cores by the measured"
-            f" processes, {sum(v for k, v in result.cpu.items() if k != 'other') * 1000 / n:.1f} ms"
-            f" of CPU per number); no agent used more than {agent_core:.2f} of a core. ")
+    text = (
+        f"The two cores were {100 * busy / cores:.0f}% busy ({used:.2f} cores by the measured"
+        f" processes, {sum(v for k, v in result.cpu.items() if k != 'other') * 1000 / n:.1f} ms"
+        f" of CPU per number); no agent used more than {agent_core:.2f} of a core. "
+    )
     if writer_busy > 0.8:
-        text += (f"The coordinator's ledger writer, which appends one transaction at a time, was"
-                 f" busy {100 * writer_busy:.0f}% of the run: it is the bottleneck. Each of its"
-                 f" transactions took {tx_ms:.1f} ms but carried only {commands:.1f} commands"
-                 f" ({commands / 2:.1f} numbers, a number being a reserve and a confirm), because"
-                 " each store's agent reserves one document at a time, in date order, so three"
-                 " stores put at most three reserves (plus the relay's confirms) into a"
-                 f" transaction. {n:,} numbers at {commands / 2:.1f} per transaction need about"
-                 f" {n / (commands / 2):,.0f} transactions; at {tx_ms:.1f} ms that is"
-                 f" {n / (commands / 2) * tx_ms / 1000:.0f} s. ")
+        text += (
+            f"The coordinator's ledger writer, which appends one transaction at a time, was"
+            f" busy {100 * writer_busy:.0f}% of the run: it is the bottleneck. Each of its"
+            f" transactions took {tx_ms:.1f} ms but carried only {commands:.1f} commands"
+            f" ({commands / 2:.1f} numbers, a number being a reserve and a confirm), because"
+            " each store's agent reserves one document at a time, in date order, so three"
+            " stores put at most three reserves (plus the relay's confirms) into a"
+            f" transaction. {n:,} numbers at {commands / 2:.1f} per transaction need about"
+            f" {n / (commands / 2):,.0f} transactions; at {tx_ms:.1f} ms that is"
+            f" {n / (commands / 2) * tx_ms / 1000:.0f} s. "
+        )
         if result.functions:
             inside = sum(total for _, total in result.functions.values()) / tx
-            text += (f"{inside:.1f} ms of each transaction is spent inside the ledger's"
-                     " PostgreSQL functions. ")
+            text += f"{inside:.1f} ms of each transaction is spent inside the ledger's PostgreSQL functions. "
         reservations = result.scans.get("reservations", (0, 0, 0))
         if reservations[1] > 50 * n:
-            text += (f"PostgreSQL read {reservations[1]:,} rows of `reservations` in"
-                     f" {reservations[0]:,} sequential scans: lookups by key scan the whole"
-                     " table, so a transaction costs more the longer the ledger (the keys come"
-                     " from `jsonb_array_elements`/`jsonb_to_recordset`, which the planner takes"
-                     " for 100 rows, so a hash join over a sequential scan looks cheaper than"
-                     " index probes). ")
+            text += (
+                f"PostgreSQL read {reservations[1]:,} rows of `reservations` in"
+                f" {reservations[0]:,} sequential scans: lookups by key scan the whole"
+                " table, so a transaction costs more the longer the ledger (the keys come"
+                " from `jsonb_array_elements`/`jsonb_to_recordset`, which the planner takes"
+                " for 100 rows, so a hash join over a sequential scan looks cheaper than"
+                " index probes). "
+            )
     elif busy > 0.85 * cores:
-        text += ("The run is CPU-bound: everything shares two cores, so numbers/s follow the CPU"
-                 " a number costs across all processes. ")
+        text += (
+            "The run is CPU-bound: everything shares two cores, so numbers/s follow the CPU"
+            " a number costs across all processes. "
+        )
     else:
-        text += (f"Neither the cores nor the ledger writer ({100 * writer_busy:.0f}% busy) are"
-                 " saturated: the rate is bounded by latency, each agent numbering one document"
-                 f" at a time ({wall / (n / len(STORES)) * 1000:.1f} ms per document per store:"
-                 " a reserve round trip, then one MySQL transaction). ")
+        text += (
+            f"Neither the cores nor the ledger writer ({100 * writer_busy:.0f}% busy) are"
+            " saturated: the rate is bounded by latency, each agent numbering one document"
+            f" at a time ({wall / (n / len(STORES)) * 1000:.1f} ms per document per store:"
+            " a reserve round trip, then one MySQL transaction). "
+        )
     return text

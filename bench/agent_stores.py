@@ -47,8 +47,9 @@ class Store:
 INVOICE_TABLES = ("tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoicedata")
 
 
-def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random,
-                  numbered: Sequence[Numbered] = ()) -> dict[str, list[Any]]:
+def paid_invoices(
+    generator: StoreGenerator, count: int, rng: random.Random, numbered: Sequence[Numbered] = ()
+) -> dict[str, list[Any]]:
     """The store's ``numbered`` history (invoice ids 1..k, with their numbers and dates), then
     ``count`` Paid invoices without a number, dated over 2024 in random order of id."""
     tables: dict[str, list[Any]] = {table: [] for table in INVOICE_TABLES}
@@ -56,7 +57,8 @@ def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random,
     if [n.invoice_id for n in numbered] != list(range(1, len(numbered) + 1)):
         raise ValueError("the numbered history must hold invoice ids 1..k")
     wanted = [(n.day, n.formatted) for n in numbered] + [
-        (first + timedelta(days=rng.randrange(366)), None) for _ in range(count)]
+        (first + timedelta(days=rng.randrange(366)), None) for _ in range(count)
+    ]
     for invoice_id, (day, invoicenum) in enumerate(wanted, 1):
         rows = generator.new_invoice(status="Paid", date=day, invoicenum=invoicenum)
         tables["tblinvoices"].append({"id": invoice_id, **rows.invoice})
@@ -67,18 +69,19 @@ def paid_invoices(generator: StoreGenerator, count: int, rng: random.Random,
     return tables
 
 
-async def create_store(admin: MySQLURL, database: str, store: str, count: int,
-                       numbered: Sequence[Numbered] = ()) -> str:
+async def create_store(
+    admin: MySQLURL, database: str, store: str, count: int, numbered: Sequence[Numbered] = ()
+) -> str:
     """A WHMCS database with the store's clients and settings, its ``numbered`` history (and
     the agent's tables as they are once it is confirmed) and ``count`` unnumbered paid
     invoices; returns its URL."""
     generator = StoreGenerator(SEED, store, clients=60, invoices=40)
-    base = {table: ([] if table in INVOICE_TABLES else rows)
-            for table, rows in generator.base().items()}
+    base = {table: ([] if table in INVOICE_TABLES else rows) for table, rows in generator.base().items()}
     # In a thread: building a large history takes seconds of CPU, during which the event loop
     # must go on serving the other stores' MariaDB connections.
-    invoices = await asyncio.to_thread(paid_invoices, generator, count,
-                                       random.Random(f"{SEED}:{store}"), numbered)
+    invoices = await asyncio.to_thread(
+        paid_invoices, generator, count, random.Random(f"{SEED}:{store}"), numbered
+    )
     url = await create_database(admin, database)
     async with connection(url) as conn:
         await load_schema(conn)
@@ -86,7 +89,7 @@ async def create_store(admin: MySQLURL, database: str, store: str, count: int,
         for table in INVOICE_TABLES:
             rows = invoices[table]
             for start in range(0, len(rows), INSERT_CHUNK):
-                await insert_rows(conn, table, rows[start:start + INSERT_CHUNK])
+                await insert_rows(conn, table, rows[start : start + INSERT_CHUNK])
     await remember_numbered(url, numbered)
     return url
 
@@ -98,9 +101,9 @@ async def store_progress(conn: Any) -> tuple[int, int]:
     that starts without any, outbox rows = numbered invoices (checked again at the end).
     """
     try:
-        rows = await fetch_all(conn, "SELECT COUNT(*) AS outbox, COUNT(confirmed_at) AS confirmed"
-                               " FROM mod_concord_outbox")
+        rows = await fetch_all(
+            conn, "SELECT COUNT(*) AS outbox, COUNT(confirmed_at) AS confirmed FROM mod_concord_outbox"
+        )
     except asyncmy.errors.ProgrammingError:  # the agent has not created its tables yet
         return 0, 0
     return int(rows[0]["outbox"]), int(rows[0]["confirmed"])
-

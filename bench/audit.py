@@ -61,6 +61,7 @@ RUNS = 3
 
 # -- the ledger --------------------------------------------------------------------------------
 
+
 async def load_ledger(url: str, count: int) -> float:
     """Build and COPY ``count`` events (bench/ledger_fixture.py); returns the seconds it took."""
     started = time.perf_counter()
@@ -75,21 +76,27 @@ async def load_ledger(url: str, count: int) -> float:
 
 # -- measuring ---------------------------------------------------------------------------------
 
+
 def run_measured(args: list[str]) -> dict[str, Any]:
     """Run a `concord` command; wall seconds, peak RSS (MiB) and its output."""
     env = {**os.environ, "CONCORD_LOG_LEVEL": "warning"}
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator", *args], stdout=out,
-                                stderr=err, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "coordinator", *args], stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
-    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "code": proc.returncode,
-            "cpu": usage.ru_utime + usage.ru_stime, "stdout": stdout, "stderr": stderr}
+    return {
+        "seconds": seconds,
+        "rss_mib": usage.ru_maxrss / 1024,
+        "code": proc.returncode,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "stdout": stdout,
+        "stderr": stderr,
+    }
 
 
 class RebuildFailed(Exception):
@@ -103,10 +110,14 @@ def rebuild_projections(url: str) -> dict[str, Any]:
     the benchmark's start would be an upgrade's one-time catch-up, not the load measured."""
     rebuilt = run_measured(["--database-url", url, "audit", "--rebuild", "--json"])
     if rebuilt["code"] != 0 or not json.loads(rebuilt["stdout"] or "{}").get("rebuilt"):
-        raise RebuildFailed(f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}"
-                            f"{rebuilt['stderr'][-2000:]}")
-    asyncio.run(run_sql(url, "UPDATE billing_checkpoint SET position ="
-                             " (SELECT coalesce(max(position), 0) FROM events)"))
+        raise RebuildFailed(
+            f"concord audit --rebuild failed: {rebuilt['stdout'][-2000:]}{rebuilt['stderr'][-2000:]}"
+        )
+    asyncio.run(
+        run_sql(
+            url, "UPDATE billing_checkpoint SET position = (SELECT coalesce(max(position), 0) FROM events)"
+        )
+    )
     return rebuilt
 
 
@@ -179,8 +190,10 @@ def measure(count: int, workdir: Path) -> dict[str, Any]:
         print(f"building {count:,} events …", flush=True)
         results["load_seconds"] = asyncio.run(load_ledger(url, count))
         print(f"  {results['load_seconds']:.1f} s", flush=True)
-        for name, args, runs in (("rebuild", ["audit", "--rebuild", "--json"], 1),
-                                 ("audit", ["audit", "--json"], RUNS)):
+        for name, args, runs in (
+            ("rebuild", ["audit", "--rebuild", "--json"], 1),
+            ("audit", ["audit", "--json"], RUNS),
+        ):
             settle(url)
             results[name] = median_run([_audit_run(url, args) for _ in range(runs)])
         export = workdir / "ledger.jsonl"
@@ -205,6 +218,7 @@ def measure(count: int, workdir: Path) -> dict[str, Any]:
 
 # -- reporting ---------------------------------------------------------------------------------
 
+
 def block(r: dict[str, Any], commit: str) -> list[str]:
     n = r["events"]
     sha = r["sha_rate"]
@@ -223,22 +237,28 @@ def block(r: dict[str, Any], commit: str) -> list[str]:
         "| run | seconds | events/s | vs bare SHA-256 | peak RSS | CPU s | all checks hold |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, label in (("verify", "`concord verify FILE` (offline)"),
-                       ("audit", "`concord audit`"),
-                       ("rebuild", "`concord audit --rebuild` (first run: builds the projections)"),
-                       ("export", "`concord export FILE`")):
+    for key, label in (
+        ("verify", "`concord verify FILE` (offline)"),
+        ("audit", "`concord audit`"),
+        ("rebuild", "`concord audit --rebuild` (first run: builds the projections)"),
+        ("export", "`concord export FILE`"),
+    ):
         got = r[key]
         ok = {"export": "—"}.get(key, "yes" if got.get("ok") else "**no**")
-        lines.append(f"| {label} | {got['seconds']:.1f} | {rate[key]:,.0f} | "
-                     f"{rate[key] / sha:.0%} | {got['rss_mib']:.0f} MiB | {got['cpu']:.1f} | {ok} |")
-    lines.append(f"| bare sha256(prev ‖ event), in memory, tight loop | — | {sha:,.0f} | 100% | — "
-                 f"| — | — |")
+        lines.append(
+            f"| {label} | {got['seconds']:.1f} | {rate[key]:,.0f} | "
+            f"{rate[key] / sha:.0%} | {got['rss_mib']:.0f} MiB | {got['cpu']:.1f} | {ok} |"
+        )
+    lines.append(f"| bare sha256(prev ‖ event), in memory, tight loop | — | {sha:,.0f} | 100% | — | — | — |")
     tenth = r["verify_tenth"]
     lines += [
         "",
         "Audit and verify ran {} times each; the table shows the median run. All runs: audit "
-        "{} s, verify {} s.".format(RUNS, ", ".join(f"{s:.1f}" for s in r["audit"]["all_seconds"]),
-                                    ", ".join(f"{s:.1f}" for s in r["verify"]["all_seconds"])),
+        "{} s, verify {} s.".format(
+            RUNS,
+            ", ".join(f"{s:.1f}" for s in r["audit"]["all_seconds"]),
+            ", ".join(f"{s:.1f}" for s in r["verify"]["all_seconds"]),
+        ),
         "",
         f"Memory: `concord verify` of the first {n // 10:,} events peaked at "
         f"{tenth['rss_mib']:.0f} MiB, of all {n:,} at {r['verify']['rss_mib']:.0f} MiB.",
@@ -247,12 +267,21 @@ def block(r: dict[str, Any], commit: str) -> list[str]:
         "|---|---|---|",
     ]
     targets = [
-        (f"verify ≥ {TARGET_VERIFY_RATE:,} events/s", f"{rate['verify']:,.0f}",
-         rate["verify"] >= TARGET_VERIFY_RATE),
-        (f"verify ≥ {TARGET_VS_SHA:.0%} of bare SHA-256", f"{rate['verify'] / sha:.0%}",
-         rate["verify"] / sha >= TARGET_VS_SHA),
-        (f"audit of {n:,} events ≤ {TARGET_AUDIT_SECONDS:.0f} s", f"{r['audit']['seconds']:.1f} s",
-         r["audit"]["seconds"] <= TARGET_AUDIT_SECONDS),
+        (
+            f"verify ≥ {TARGET_VERIFY_RATE:,} events/s",
+            f"{rate['verify']:,.0f}",
+            rate["verify"] >= TARGET_VERIFY_RATE,
+        ),
+        (
+            f"verify ≥ {TARGET_VS_SHA:.0%} of bare SHA-256",
+            f"{rate['verify'] / sha:.0%}",
+            rate["verify"] / sha >= TARGET_VS_SHA,
+        ),
+        (
+            f"audit of {n:,} events ≤ {TARGET_AUDIT_SECONDS:.0f} s",
+            f"{r['audit']['seconds']:.1f} s",
+            r["audit"]["seconds"] <= TARGET_AUDIT_SECONDS,
+        ),
     ]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
     return lines

@@ -35,14 +35,16 @@ NEXT = "UPDATE counter SET next = next + 1 WHERE id = 1 RETURNING next - 1"
 INSERT = "INSERT INTO numbers (number, doc_id, document) VALUES ($1, $2, $3::jsonb)"
 
 
-async def _run(url: str, *, concurrency: int, duration: float, warmup: float, connections: int,
-               meter: CpuMeter) -> dict[str, Any]:
+async def _run(
+    url: str, *, concurrency: int, duration: float, warmup: float, connections: int, meter: CpuMeter
+) -> dict[str, Any]:
     async with connected(url) as setup:
         await setup.execute(SCHEMA)
     document = orjson.dumps(DOCUMENT).decode()
     # synchronous_commit stays on, as for Concord: a number is durable when COMMIT returns.
-    pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections,
-                                     server_settings={"synchronous_commit": "on"})
+    pool = await asyncpg.create_pool(
+        url, min_size=connections, max_size=connections, server_settings={"synchronous_commit": "on"}
+    )
     assert pool is not None
     count = errors = 0
     try:
@@ -71,12 +73,25 @@ async def _run(url: str, *, concurrency: int, duration: float, warmup: float, co
             issued, highest = await conn.fetchrow("SELECT count(*), max(number) FROM numbers")
     finally:
         await pool.close()
-    return {"numbers": count, "window": duration, "errors": errors, "cores": cores,
-            "gapless": issued == highest}
+    return {
+        "numbers": count,
+        "window": duration,
+        "errors": errors,
+        "cores": cores,
+        "gapless": issued == highest,
+    }
 
 
-def run(url: str, *, concurrency: int, duration: float, warmup: float,
-        connections: int = CONNECTIONS) -> dict[str, Any]:
-    return asyncio.run(_run(url, concurrency=concurrency, duration=duration, warmup=warmup,
-                            connections=connections,
-                            meter=CpuMeter(database=url_parts(url).dbname)))
+def run(
+    url: str, *, concurrency: int, duration: float, warmup: float, connections: int = CONNECTIONS
+) -> dict[str, Any]:
+    return asyncio.run(
+        _run(
+            url,
+            concurrency=concurrency,
+            duration=duration,
+            warmup=warmup,
+            connections=connections,
+            meter=CpuMeter(database=url_parts(url).dbname),
+        )
+    )

@@ -38,10 +38,13 @@ def _env(url: str, connections: int) -> dict[str, str]:
     parts = url_parts(url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": parts.dbname, "POSTGRES_HOST": parts.host,
-        "POSTGRES_PORT": parts.port, "POSTGRES_USER": parts.user,
+        "POSTGRES_DBNAME": parts.dbname,
+        "POSTGRES_HOST": parts.host,
+        "POSTGRES_PORT": parts.port,
+        "POSTGRES_USER": parts.user,
         "POSTGRES_PASSWORD": parts.password,
-        "POSTGRES_POOL_SIZE": str(connections), "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_POOL_SIZE": str(connections),
+        "POSTGRES_MAX_OVERFLOW": "0",
         "CREATE_TABLE": "y",
     }
 
@@ -72,8 +75,7 @@ def run(url: str, *, concurrency: int, duration: float, warmup: float) -> dict[s
                     with lock:
                         count += 1
 
-        threads = [threading.Thread(target=worker, args=(i,), daemon=True)
-                   for i in range(concurrency)]
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -43,28 +43,34 @@ class BatchError(Exception):
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
-    async with session.post(url, data=orjson.dumps(body),
-                            headers={"Content-Type": "application/json"}) as resp:
+    async with session.post(
+        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    ) as resp:
         payload = orjson.loads(await resp.read())
     if resp.status != 200:
         raise BatchError(f"POST {url} -> {resp.status}: {str(payload)[:200]}")
     return payload
 
 
-async def _batch_worker(session: aiohttp.ClientSession, url: str, prefix: str, size: int,
-                        until: float, counted_from: float) -> int:
+async def _batch_worker(
+    session: aiohttp.ClientSession, url: str, prefix: str, size: int, until: float, counted_from: float
+) -> int:
     """Reserve and confirm batches of ``size`` until ``until``; return the numbers confirmed
     at or after ``counted_from``."""
     confirmed, seq = 0, itertools.count()
     while time.monotonic() < until:
-        docs = [{"doctype": "invoice", "doc_id": f"{prefix}-{next(seq)}", "date": DOC_DATE}
-                for _ in range(size)]
+        docs = [
+            {"doctype": "invoice", "doc_id": f"{prefix}-{next(seq)}", "date": DOC_DATE} for _ in range(size)
+        ]
         reserved = await _post(session, f"{url}/v1/reservations/batch", {"documents": docs})
         items = reserved["results"]
         if any(r["status"] != 201 for r in items):
             raise BatchError(f"a batch reserve item failed: {items[0]}")
-        done = await _post(session, f"{url}/v1/reservations/confirm", {"confirmations": [
-            {"reservation_id": r["reservation_id"], "document": DOCUMENT} for r in items]})
+        done = await _post(
+            session,
+            f"{url}/v1/reservations/confirm",
+            {"confirmations": [{"reservation_id": r["reservation_id"], "document": DOCUMENT} for r in items]},
+        )
         if any(r["status"] != 200 for r in done["results"]):
             raise BatchError(f"a batch confirm item failed: {done['results'][0]}")
         if time.monotonic() >= counted_from:
@@ -73,62 +79,81 @@ async def _batch_worker(session: aiohttp.ClientSession, url: str, prefix: str, s
 
 
 def _session(token: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                 timeout=aiohttp.ClientTimeout(total=60))
+    return aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=60)
+    )
 
 
-async def _throughput(url: str, token: str, *, workers: int, size: int, duration: float,
-                      warmup: float, meter: CpuMeter) -> dict[str, Any]:
+async def _throughput(
+    url: str, token: str, *, workers: int, size: int, duration: float, warmup: float, meter: CpuMeter
+) -> dict[str, Any]:
     async with _session(token) as session:
         begin = time.monotonic()
         meter.start()
-        counts = await asyncio.gather(*(
-            _batch_worker(session, url, f"t{w}", size, begin + warmup + duration,
-                          begin + warmup) for w in range(workers)))
+        counts = await asyncio.gather(
+            *(
+                _batch_worker(session, url, f"t{w}", size, begin + warmup + duration, begin + warmup)
+                for w in range(workers)
+            )
+        )
         cores = meter.stop()
         wall = time.monotonic() - begin - warmup
     # Batches finishing after the window still count: divide by the time they took.
     rate = sum(counts) / max(wall, duration)
-    return {"numbers_per_s": round(rate), "cores": cores,
-            "cpu_ms_per_number": round(cpu_ms_per_number(cores, rate), 2)}
+    return {
+        "numbers_per_s": round(rate),
+        "cores": cores,
+        "cpu_ms_per_number": round(cpu_ms_per_number(cores, rate), 2),
+    }
 
 
-async def _beside(url: str, token: str, *, size: int, rate: float, duration: float,
-                  warmup: float) -> dict[str, Any]:
+async def _beside(
+    url: str, token: str, *, size: int, rate: float, duration: float, warmup: float
+) -> dict[str, Any]:
     """Single reserves at ``rate`` (open loop) while two clients send batches."""
     async with _session(token) as session:
         stop = time.monotonic() + warmup + duration + 60  # ends early: cancelled below
-        batches = [asyncio.create_task(_batch_worker(session, url, f"b{w}", size, stop, 0.0))
-                   for w in range(2)]
+        batches = [
+            asyncio.create_task(_batch_worker(session, url, f"b{w}", size, stop, 0.0)) for w in range(2)
+        ]
         try:
-            single = await open_loop([url], token, rate=rate, duration=duration, warmup=warmup,
-                                     prefix="single")
+            single = await open_loop(
+                [url], token, rate=rate, duration=duration, warmup=warmup, prefix="single"
+            )
         finally:
             for task in batches:
                 task.cancel()
             beside = await asyncio.gather(*batches, return_exceptions=True)
-    failures = [b for b in beside if isinstance(b, BaseException)
-                and not isinstance(b, asyncio.CancelledError)]
+    failures = [
+        b for b in beside if isinstance(b, BaseException) and not isinstance(b, asyncio.CancelledError)
+    ]
     if failures:
         raise BatchError(f"a batch client failed: {failures[0]!r}")
     return single
 
 
 def _single_row(args: argparse.Namespace, single: dict[str, Any], beside: str) -> str:
-    return (f"| {args.rate:g}/s | {single['numbers']:,} of {single['offered']:,} | "
-            f"{single['errors']} | {single['reserve_ms']['p50']} ms | "
-            f"{single['reserve_ms']['p99']} ms | {single['reserve_ms']['max']} ms | {beside} |")
+    return (
+        f"| {args.rate:g}/s | {single['numbers']:,} of {single['offered']:,} | "
+        f"{single['errors']} | {single['reserve_ms']['p50']} ms | "
+        f"{single['reserve_ms']['p99']} ms | {single['reserve_ms']['max']} ms | {beside} |"
+    )
 
 
-def _lines(baseline: dict[str, Any], thr: dict[str, Any], alone: dict[str, Any],
-           single: dict[str, Any], args: argparse.Namespace, quiet: list[float]) -> list[str]:
+def _lines(
+    baseline: dict[str, Any],
+    thr: dict[str, Any],
+    alone: dict[str, Any],
+    single: dict[str, Any],
+    args: argparse.Namespace,
+    quiet: list[float],
+) -> list[str]:
     base = baseline["numbers"] / baseline["window"]
     ratio = thr["numbers_per_s"] / base if base else 0.0
     p99 = single["reserve_ms"]["p99"]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
-        f"Measured {stamp}; neighbours' load before each run: "
-        f"{', '.join(f'{q:.2f}' for q in quiet)} cores.",
+        f"Measured {stamp}; neighbours' load before each run: {', '.join(f'{q:.2f}' for q in quiet)} cores.",
         "",
         "| run | numbers/s | vs (a) | CPU ms/number | cores | notes |",
         "|---|---|---|---|---|---|",
@@ -157,41 +182,64 @@ def _lines(baseline: dict[str, Any], thr: dict[str, Any], alone: dict[str, Any],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.batches", description=__doc__)
     parser.add_argument("--workers", type=int, default=4, help="batch clients (default 4)")
-    parser.add_argument("--batch", type=int, default=500,
-                        help="documents per batch request (default 500, the most)")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds measured per run (default 10)")
+    parser.add_argument(
+        "--batch", type=int, default=500, help="documents per batch request (default 500, the most)"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds not counted (1)")
-    parser.add_argument("--rate", type=float, default=500.0,
-                        help="single reserves offered per second beside batches (500)")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md",
-                        help="markdown file whose block to rewrite")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="single reserves offered per second beside batches (500)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "docs" / "benchmarks.md",
+        help="markdown file whose block to rewrite",
+    )
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args(argv)
     quiet: list[float] = []
     with admin_url() as (admin, _):
         with fresh_database(admin, "batches_a") as url:
             quiet.append(wait_for_quiet())
-            baseline = baseline_counter.run(url, concurrency=BASELINE_CLIENTS,
-                                            duration=args.duration, warmup=args.warmup)
+            baseline = baseline_counter.run(
+                url, concurrency=BASELINE_CLIENTS, duration=args.duration, warmup=args.warmup
+            )
         with fresh_database(admin, "batches") as url, coordinators(url, 1) as cluster:
             target, token = cluster.urls[0], cluster.peer_token
             checkpoint(url)
             quiet.append(wait_for_quiet())
             meter = CpuMeter({"coordinator": cluster.pids}, database=url_parts(url).dbname)
-            thr = asyncio.run(_throughput(target, token, workers=args.workers, size=args.batch,
-                                          duration=args.duration, warmup=args.warmup,
-                                          meter=meter))
+            thr = asyncio.run(
+                _throughput(
+                    target,
+                    token,
+                    workers=args.workers,
+                    size=args.batch,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    meter=meter,
+                )
+            )
             checkpoint(url)
             quiet.append(wait_for_quiet())
-            alone = asyncio.run(open_loop([target], token, rate=args.rate,
-                                          duration=args.duration, warmup=args.warmup,
-                                          prefix="alone"))
-            single = asyncio.run(_beside(target, token, size=args.batch, rate=args.rate,
-                                         duration=args.duration, warmup=args.warmup))
+            alone = asyncio.run(
+                open_loop(
+                    [target],
+                    token,
+                    rate=args.rate,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    prefix="alone",
+                )
+            )
+            single = asyncio.run(
+                _beside(
+                    target, token, size=args.batch, rate=args.rate, duration=args.duration, warmup=args.warmup
+                )
+            )
             check = ledger_check(url)
-    lines = [*_lines(baseline, thr, alone, single, args, quiet), "",
-             f"Afterwards the ledger holds {check}."]
+    lines = [*_lines(baseline, thr, alone, single, args, quiet), "", f"Afterwards the ledger holds {check}."]
     print("\n".join(lines))
     if not args.no_docs:
         write_section(args.output, TITLE, BEGIN, END, lines)

@@ -24,12 +24,26 @@ async def _wait_for_go() -> None:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "closed":
-        return await closed_loop(args.target, args.token, concurrency=args.concurrency,
-                                 duration=args.duration, warmup=args.warmup, prefix=args.prefix,
-                                 http=args.http, gate=_wait_for_go)
-    return await open_loop(args.target, args.token, rate=args.rate, duration=args.duration,
-                           warmup=args.warmup, prefix=args.prefix, http=args.http,
-                           gate=_wait_for_go)
+        return await closed_loop(
+            args.target,
+            args.token,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            warmup=args.warmup,
+            prefix=args.prefix,
+            http=args.http,
+            gate=_wait_for_go,
+        )
+    return await open_loop(
+        args.target,
+        args.token,
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        prefix=args.prefix,
+        http=args.http,
+        gate=_wait_for_go,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,8 @@ async def _targets(url: str) -> dict[str, Any]:
             "SELECT r.formatted, r.doc_id, r.peer_id::text, d.snapshot->'ClientData'->>'UserID'"
             " AS client FROM reservations r JOIN documents d ON d.reservation_id = r.id"
             " WHERE r.position >= (SELECT max(position) / 2 FROM events) AND r.state = 'issued'"
-            " ORDER BY r.position LIMIT 1")
+            " ORDER BY r.position LIMIT 1"
+        )
         head = await conn.fetchval("SELECT max(position) FROM events")
         return {**dict(row), "head": head}
 
@@ -102,8 +103,7 @@ async def _screenshots(base: str, operator: str, pages: dict[str, str], folder: 
     from playwright.async_api import async_playwright  # a dev dependency, only for this
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
-                                          args=["--no-sandbox"])
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         await page.goto(base + "/console/sign-in")
         await page.get_by_label("Token").fill(operator)
@@ -115,12 +115,14 @@ async def _screenshots(base: str, operator: str, pages: dict[str, str], folder: 
         await browser.close()
 
 
-async def _time_pages(url: str, operator: str, rounds: int,
-                      screenshots: Path | None) -> dict[str, list[float]]:
+async def _time_pages(
+    url: str, operator: str, rounds: int, screenshots: Path | None
+) -> dict[str, list[float]]:
     """Each page's times, the first (a cold start's) first."""
     with tempfile.TemporaryDirectory() as data_dir:
-        app = create_app(Settings(database_url=url, data_dir=Path(data_dir), timezone="UTC",
-                                  log_level="warning"))
+        app = create_app(
+            Settings(database_url=url, data_dir=Path(data_dir), timezone="UTC", log_level="warning")
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -147,8 +149,11 @@ async def _time_pages(url: str, operator: str, rounds: int,
             jar = aiohttp.CookieJar(unsafe=True)
             async with aiohttp.ClientSession(base, cookie_jar=jar) as http:
                 form = await (await http.get("/console/sign-in")).text()
-                signed = await http.post("/console/sign-in", allow_redirects=False, data={
-                    "csrf": CSRF.search(form)[1], "token": operator})
+                signed = await http.post(
+                    "/console/sign-in",
+                    allow_redirects=False,
+                    data={"csrf": CSRF.search(form)[1], "token": operator},
+                )
                 assert signed.status == 303, await signed.text()
                 times: dict[str, list[float]] = {name: [] for name in pages}
                 for _ in range(rounds + 1):  # the first round warms the caches: reported apart
@@ -159,10 +164,17 @@ async def _time_pages(url: str, operator: str, rounds: int,
                             assert resp.status == 200, (path, resp.status)
                         times[name].append((time.perf_counter() - started) * 1000)
             if screenshots:
-                await _screenshots(base, operator, {
-                    "overview": "/console/", "ledger": "/console/ledger",
-                    "history": pages["history"], "numbers": pages["search client"]},
-                    screenshots)
+                await _screenshots(
+                    base,
+                    operator,
+                    {
+                        "overview": "/console/",
+                        "ledger": "/console/ledger",
+                        "history": pages["history"],
+                        "numbers": pages["search client"],
+                    },
+                    screenshots,
+                )
             return times
         finally:
             await runner.cleanup()
@@ -173,32 +185,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--database-url", default=None,
-                        help="time a ledger loaded before (by an earlier run's build) instead")
-    parser.add_argument("--screenshots", type=Path, default=None,
-                        help="save the main pages as PNGs into this folder (needs chromium)")
+    parser.add_argument(
+        "--database-url", default=None, help="time a ledger loaded before (by an earlier run's build) instead"
+    )
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="save the main pages as PNGs into this folder (needs chromium)",
+    )
     args = parser.parse_args(argv)
     if args.database_url:  # a ledger loaded before: time it as it is
         operator = asyncio.run(_operator(args.database_url))
-        times = asyncio.run(_time_pages(args.database_url, operator, args.rounds,
-                                        args.screenshots))
+        times = asyncio.run(_time_pages(args.database_url, operator, args.rounds, args.screenshots))
     else:
         times = _build_and_time(args)
-    ledger = (f"the ledger at {args.database_url}" if args.database_url
-              else f"{args.events:,} events over {args.days:g} days")
-    print(f"console pages on {ledger} "
-          f"({args.rounds} rounds, ms over loopback HTTP; budget {BUDGET_MS:.0f} ms)")
+    ledger = (
+        f"the ledger at {args.database_url}"
+        if args.database_url
+        else f"{args.events:,} events over {args.days:g} days"
+    )
+    print(
+        f"console pages on {ledger} ({args.rounds} rounds, ms over loopback HTTP; budget {BUDGET_MS:.0f} ms)"
+    )
     print(f"{'page':<20} {'first':>8} {'median':>8} {'p95':>8} {'max':>8}")
     over = []
     for name, (first, *values) in times.items():
         values.sort()
         p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
-        print(f"{name:<20} {first:8.1f} {statistics.median(values):8.1f} {p95:8.1f} "
-              f"{values[-1]:8.1f}")
+        print(f"{name:<20} {first:8.1f} {statistics.median(values):8.1f} {p95:8.1f} {values[-1]:8.1f}")
         if values[-1] > BUDGET_MS:
             over.append(name)
-    print("first: the first request after the coordinator started (cold caches); median, p95 "
-          "and max over the rounds after it")
+    print(
+        "first: the first request after the coordinator started (cold caches); median, p95 "
+        "and max over the rounds after it"
+    )
     if over:
         print(f"over the budget: {', '.join(over)}")
     return 1 if over else 0
@@ -218,6 +239,7 @@ def _build_and_time(args: argparse.Namespace) -> dict[str, list[float]]:
         asyncio.run(run_sql(url, "VACUUM (ANALYZE)"))
         _say(f"timing the pages, {args.rounds} rounds …")
         return asyncio.run(_time_pages(url, operator, args.rounds, args.screenshots))
+
 
 if __name__ == "__main__":
     sys.exit(main())

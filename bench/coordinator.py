@@ -39,22 +39,29 @@ def command(database_url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "coordinator", "--database-url", database_url, *args]
 
 
-def _request(url: str, *, body: dict[str, Any] | None = None, token: str | None = None,
-             timeout: float = 5.0) -> dict[str, Any]:
+def _request(
+    url: str, *, body: dict[str, Any] | None = None, token: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers=headers,
-                                     method="GET" if body is None else "POST")
+    request = urllib.request.Request(
+        url, data=data, headers=headers, method="GET" if body is None else "POST"
+    )
     with urllib.request.urlopen(request, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
 def operator_token(database_url: str, env: dict[str, str]) -> str:
     """A new operator token, made by ``concord tokens create``."""
-    made = subprocess.run(command(database_url, "tokens", "create", "--role", "operator"),
-                          env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    made = subprocess.run(
+        command(database_url, "tokens", "create", "--role", "operator"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+    )
     if made.returncode != 0:
         raise CoordinatorError(f"tokens create failed: {made.stderr[-2000:]}")
     return made.stdout.strip()
@@ -63,18 +70,21 @@ def operator_token(database_url: str, env: dict[str, str]) -> str:
 def register_peer(url: str, operator: str, name: str) -> dict[str, Any]:
     """Register a peer (an agent) named ``name``; its ``peer_id`` and ``token``."""
     try:
-        return _request(f"{url}/v1/peers", token=operator,
-                        body={"name": name, "url": "http://127.0.0.1:8701"})
+        return _request(
+            f"{url}/v1/peers", token=operator, body={"name": name, "url": "http://127.0.0.1:8701"}
+        )
     except urllib.error.HTTPError as exc:
         raise CoordinatorError(f"POST /v1/peers: {exc.code} {exc.read()[:2000].decode()}") from None
 
 
-def serve(database_url: str, env: dict[str, str], log_path: Path,
-          name: str = "coordinator") -> tuple[Process, str]:
+def serve(
+    database_url: str, env: dict[str, str], log_path: Path, name: str = "coordinator"
+) -> tuple[Process, str]:
     """A ``concord serve`` process on a free port, and its base URL (not waited for)."""
     port = free_port()
-    process = start(name, command(database_url, "serve", "--host", "127.0.0.1", "--port",
-                                  str(port)), log_path, env)
+    process = start(
+        name, command(database_url, "serve", "--host", "127.0.0.1", "--port", str(port)), log_path, env
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -89,8 +99,7 @@ def wait_for_chain(url: str, head: int) -> float:
         if (chain.get("verified_position") or 0) >= head:
             return time.monotonic() - started
         time.sleep(0.5)
-    raise CoordinatorError(f"the chain check did not reach position {head} in "
-                           f"{CHAIN_TIMEOUT:.0f} s")
+    raise CoordinatorError(f"the chain check did not reach position {head} in {CHAIN_TIMEOUT:.0f} s")
 
 
 @contextlib.contextmanager
@@ -103,8 +112,9 @@ def coordinators(database_url: str, count: int) -> Iterator[Cluster]:
         try:
             urls = []
             for index in range(count):
-                process, url = serve(database_url, env, Path(tmp) / f"coordinator-{index}.log",
-                                     f"coordinator {index}")
+                process, url = serve(
+                    database_url, env, Path(tmp) / f"coordinator-{index}.log", f"coordinator {index}"
+                )
                 processes.append(process)
                 urls.append(url)
             for url, process in zip(urls, processes, strict=True):
@@ -144,12 +154,15 @@ def writer_stats(urls: Sequence[str]) -> dict[str, float]:
 
 def writer_totals(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Between two ``writer_stats``: ledger transactions, commands in them, seconds in them."""
+
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    return {"transactions": delta("concord_ledger_batch_commands_count"),
-            "commands": delta("concord_ledger_batch_commands_sum"),
-            "seconds": delta("concord_ledger_batch_seconds_sum")}
+    return {
+        "transactions": delta("concord_ledger_batch_commands_count"),
+        "commands": delta("concord_ledger_batch_commands_sum"),
+        "seconds": delta("concord_ledger_batch_seconds_sum"),
+    }
 
 
 def writer_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -183,8 +196,7 @@ async def _ledger_check(url: str) -> dict[str, Any]:
             "   WHERE q.series = h.series AND q.period = h.period)) <> 1"
         )
         events = await conn.fetchval("SELECT count(*) FROM events")
-    return {"issued": row["issued"], "handed_out": row["handed_out"], "events": events,
-            "gapless": holes == 0}
+    return {"issued": row["issued"], "handed_out": row["handed_out"], "events": events, "gapless": holes == 0}
 
 
 def ledger_check(url: str) -> dict[str, Any]:

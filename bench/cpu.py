@@ -112,14 +112,17 @@ class CpuMeter:
     busy), with ``bench`` (this process) and ``postgres`` (``database``'s backends and the
     shared server processes) added."""
 
-    def __init__(self, groups: dict[str, Iterable[int]] | None = None, *,
-                 database: str | None = None) -> None:
+    def __init__(
+        self, groups: dict[str, Iterable[int]] | None = None, *, database: str | None = None
+    ) -> None:
         fixed = {name: list(pids) for name, pids in (groups or {}).items()}
-        self._clock = CpuClock({
-            **{name: (lambda pids=pids: pids) for name, pids in fixed.items()},
-            "bench": lambda: [os.getpid()],
-            "postgres": lambda: _postgres(database, backends=True, shared=True),
-        })
+        self._clock = CpuClock(
+            {
+                **{name: (lambda pids=pids: pids) for name, pids in fixed.items()},
+                "bench": lambda: [os.getpid()],
+                "postgres": lambda: _postgres(database, backends=True, shared=True),
+            }
+        )
         self._started = 0.0
 
     def start(self) -> None:

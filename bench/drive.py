@@ -29,8 +29,12 @@ class _Client:
     def __init__(self, args: list[str], stack: contextlib.ExitStack) -> None:
         self.errors: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.client", *args], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+            [sys.executable, "-m", "bench.client", *args],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
         )
         stack.callback(self.close)
 
@@ -43,8 +47,9 @@ class _Client:
         line = out.readline()
         if not line:
             self.errors.seek(0)
-            raise DriveError(f"client {self.process.pid} exited: "
-                             f"{self.errors.read()[-2000:].decode(errors='replace')}")
+            raise DriveError(
+                f"client {self.process.pid} exited: {self.errors.read()[-2000:].decode(errors='replace')}"
+            )
         return line.strip()
 
     def send(self, line: str) -> None:
@@ -62,9 +67,19 @@ class _Client:
             self.process.wait(timeout=10)
 
 
-def run_clients(cluster: Cluster, database: str, mode: str, *, processes: int, duration: float,
-                warmup: float, concurrency: int = 64, rate: float = 500.0,
-                http: str = "raw", tag: str = "") -> dict[str, Any]:
+def run_clients(
+    cluster: Cluster,
+    database: str,
+    mode: str,
+    *,
+    processes: int,
+    duration: float,
+    warmup: float,
+    concurrency: int = 64,
+    rate: float = 500.0,
+    http: str = "raw",
+    tag: str = "",
+) -> dict[str, Any]:
     """Start ``processes`` clients sharing the concurrency (or rate); sum their results.
 
     ``tag`` keeps the doc_ids of several runs against one database apart.
@@ -73,17 +88,35 @@ def run_clients(cluster: Cluster, database: str, mode: str, *, processes: int, d
     targets = [arg for url in cluster.urls for arg in ("--target", url)]
     with contextlib.ExitStack() as stack:
         clients = [
-            _Client([mode, *targets, f"--token={cluster.peer_token}", "--prefix", f"{tag}{mode}{index}",
-                     "--concurrency", str(share), "--rate", str(rate / processes),
-                     "--duration", str(duration), "--warmup", str(warmup), "--http", http], stack)
+            _Client(
+                [
+                    mode,
+                    *targets,
+                    f"--token={cluster.peer_token}",
+                    "--prefix",
+                    f"{tag}{mode}{index}",
+                    "--concurrency",
+                    str(share),
+                    "--rate",
+                    str(rate / processes),
+                    "--duration",
+                    str(duration),
+                    "--warmup",
+                    str(warmup),
+                    "--http",
+                    http,
+                ],
+                stack,
+            )
             for index, share in enumerate(shares)
         ]
         deadline = time.monotonic() + READY_TIMEOUT
         for client in clients:
             if client.read_line(deadline) != "ready":
                 raise DriveError(f"client {client.process.pid} did not get ready")
-        meter = CpuMeter({"coordinator": cluster.pids,
-                          "client": [c.process.pid for c in clients]}, database=database)
+        meter = CpuMeter(
+            {"coordinator": cluster.pids, "client": [c.process.pid for c in clients]}, database=database
+        )
         meter.start()
         for client in clients:
             client.send("go")

@@ -42,11 +42,11 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(HttpError("answer without Content-Length"))
             return
         stop = head.find(b"\r\n", at + 2)
-        length = int(head[at + 17: stop if stop > 0 else None])
+        length = int(head[at + 17 : stop if stop > 0 else None])
         total = end + 4 + length
         if len(self._buffer) < total:
             return
-        body = bytes(self._buffer[end + 4: total])
+        body = bytes(self._buffer[end + 4 : total])
         del self._buffer[:total]
         waiter.set_result((int(head[9:12]), body))
 
@@ -68,8 +68,10 @@ class Client:
     def __init__(self, base_url: str, token: str) -> None:
         parts = urlsplit(base_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
-        self._head = (f"Host: {self._host}:{self._port}\r\nAuthorization: Bearer {token}\r\n"
-                      "Content-Type: application/json\r\n").encode()
+        self._head = (
+            f"Host: {self._host}:{self._port}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
         self._idle: list[_Connection] = []
         self._all: list[_Connection] = []
 
@@ -78,15 +80,24 @@ class Client:
             conn = self._idle.pop()
             if not conn.broken:
                 return conn
-        _, conn = await asyncio.get_running_loop().create_connection(
-            _Connection, self._host, self._port)
+        _, conn = await asyncio.get_running_loop().create_connection(_Connection, self._host, self._port)
         self._all.append(conn)
         return conn
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body); bound it with ``asyncio.timeout`` (a timed-out connection is dropped)."""
-        request = b"".join((b"POST ", path.encode(), b" HTTP/1.1\r\n", self._head,
-                            b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
+        request = b"".join(
+            (
+                b"POST ",
+                path.encode(),
+                b" HTTP/1.1\r\n",
+                self._head,
+                b"Content-Length: ",
+                str(len(body)).encode(),
+                b"\r\n\r\n",
+                body,
+            )
+        )
         conn = await self._connection()
         try:
             answer = await conn.exchange(request)

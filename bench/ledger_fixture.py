@@ -33,8 +33,7 @@ STORES = ("north", "south", "west")
 INVOICE = SeriesSettings(format="INV-{YEAR}-{NUMBER:6}", reset="yearly", assign_on="payment")
 EVENTS_PER_DAY = 1500  # the documents' date moves on by a day every this many events
 COPY_ROWS = 20_000
-EVENT_COLUMNS = ["position", "event_id", "type", "stream", "data", "recorded_at", "prev_hash",
-                 "hash"]
+EVENT_COLUMNS = ["position", "event_id", "type", "stream", "data", "recorded_at", "prev_hash", "hash"]
 
 Record = tuple[Any, ...]  # one row of ``events``, in EVENT_COLUMNS order
 
@@ -52,28 +51,68 @@ def _templates(rng: random.Random) -> list[dict[str, Any]]:
     """Document snapshots built by the real snapshot code from WHMCS-like rows."""
     out = []
     for n in range(40):
-        items = [{"id": 9000 + n * 10 + i, "type": rng.choice(("Hosting", "Domain", "Addon", "")),
-                  "relid": rng.randrange(1, 5000),
-                  "description": rng.choice(("Shared hosting - Starter", "Domain renewal -"
-                                             " example.com - 1 Year/s", "VPS M (monthly)",
-                                             "SSL certificate")) + f" #{i}",
-                  "amount": f"{rng.randrange(100, 20000) / 100:.2f}", "taxed": rng.randrange(2)}
-                 for i in range(rng.randrange(1, 6))]
-        client = {"firstname": rng.choice(("Ada", "Jan", "Marie", "Luc")),
-                  "lastname": rng.choice(("Lovelace", "de Vries", "Curie", "Dupont")),
-                  "companyname": rng.choice(("", "Analytical Engines Ltd", "Radium BV")),
-                  "email": f"client{n}@example.com", "address1": f"{n} Main Street",
-                  "address2": "", "city": rng.choice(("Amsterdam", "Lyon", "London")),
-                  "state": "", "postcode": "1011 AB", "country": rng.choice(("NL", "FR", "GB")),
-                  "phonenumber": "+31.201234567", "tax_id": "NL123456789B01", "currency": 1,
-                  "taxexempt": 0}
-        invoice = {"id": 1, "userid": 100 + n, "status": "Paid", "date": date(2026, 1, 1),
-                   "duedate": date(2026, 1, 15), "datepaid": datetime(2026, 1, 2, 10, 11, 12),
-                   "subtotal": "100.00", "credit": "0.00", "tax": "21.00", "tax2": "0.00",
-                   "taxrate": "21.00", "taxrate2": "0.00", "total": "121.00",
-                   "paymentmethod": rng.choice(("stripe", "paypal", "banktransfer"))}
-        out.append(document("invoice", "", invoice, items, client, None,
-                            [{"id": 3, "fieldname": "VAT Number", "value": "NL123456789B01"}]))
+        items = [
+            {
+                "id": 9000 + n * 10 + i,
+                "type": rng.choice(("Hosting", "Domain", "Addon", "")),
+                "relid": rng.randrange(1, 5000),
+                "description": rng.choice(
+                    (
+                        "Shared hosting - Starter",
+                        "Domain renewal - example.com - 1 Year/s",
+                        "VPS M (monthly)",
+                        "SSL certificate",
+                    )
+                )
+                + f" #{i}",
+                "amount": f"{rng.randrange(100, 20000) / 100:.2f}",
+                "taxed": rng.randrange(2),
+            }
+            for i in range(rng.randrange(1, 6))
+        ]
+        client = {
+            "firstname": rng.choice(("Ada", "Jan", "Marie", "Luc")),
+            "lastname": rng.choice(("Lovelace", "de Vries", "Curie", "Dupont")),
+            "companyname": rng.choice(("", "Analytical Engines Ltd", "Radium BV")),
+            "email": f"client{n}@example.com",
+            "address1": f"{n} Main Street",
+            "address2": "",
+            "city": rng.choice(("Amsterdam", "Lyon", "London")),
+            "state": "",
+            "postcode": "1011 AB",
+            "country": rng.choice(("NL", "FR", "GB")),
+            "phonenumber": "+31.201234567",
+            "tax_id": "NL123456789B01",
+            "currency": 1,
+            "taxexempt": 0,
+        }
+        invoice = {
+            "id": 1,
+            "userid": 100 + n,
+            "status": "Paid",
+            "date": date(2026, 1, 1),
+            "duedate": date(2026, 1, 15),
+            "datepaid": datetime(2026, 1, 2, 10, 11, 12),
+            "subtotal": "100.00",
+            "credit": "0.00",
+            "tax": "21.00",
+            "tax2": "0.00",
+            "taxrate": "21.00",
+            "taxrate2": "0.00",
+            "total": "121.00",
+            "paymentmethod": rng.choice(("stripe", "paypal", "banktransfer")),
+        }
+        out.append(
+            document(
+                "invoice",
+                "",
+                invoice,
+                items,
+                client,
+                None,
+                [{"id": 3, "fieldname": "VAT Number", "value": "NL123456789B01"}],
+            )
+        )
     return out
 
 
@@ -86,9 +125,15 @@ class LedgerBuilder:
     and issued, nothing else) shape a ledger that given stores can go on using.
     """
 
-    def __init__(self, seed: int = 5, *, peers: Sequence[Peer] | None = None,
-                 invoice: SeriesSettings = INVOICE, first_day: date = date(2025, 1, 1),
-                 churn: bool = True) -> None:
+    def __init__(
+        self,
+        seed: int = 5,
+        *,
+        peers: Sequence[Peer] | None = None,
+        invoice: SeriesSettings = INVOICE,
+        first_day: date = date(2025, 1, 1),
+        churn: bool = True,
+    ) -> None:
         self.rng = random.Random(seed)
         self.position = 0
         self.hash = GENESIS_HASH
@@ -103,27 +148,46 @@ class LedgerBuilder:
         self.moment += timedelta(microseconds=self.rng.randrange(200, 40_000))
         event_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         data_json = canonical_json(data)
-        body = canonical_event(self.position, event_id, type_, stream, data_json,
-                               format_recorded_at(self.moment))
+        body = canonical_event(
+            self.position, event_id, type_, stream, data_json, format_recorded_at(self.moment)
+        )
         prev, self.hash = self.hash, hashlib.sha256(self.hash + body).digest()
-        return (self.position, event_id, type_, stream, data_json.decode(), self.moment, prev,
-                self.hash)
+        return (self.position, event_id, type_, stream, data_json.decode(), self.moment, prev, self.hash)
 
     def ledger(self, count: int, *, finish_pending: bool = False) -> Iterator[Record]:
         """Yields ``count`` events; with ``finish_pending``, then issues the (at most three)
         numbers still reserved, so no document is left half-numbered."""
         rng = self.rng
         templates = _templates(rng)
-        peers = self.peers if self.peers is not None else [
-            Peer(str(uuid.UUID(int=rng.getrandbits(128), version=4)), name,
-                 hashlib.sha256(name.encode()).hexdigest()) for name in STORES]
+        peers = (
+            self.peers
+            if self.peers is not None
+            else [
+                Peer(
+                    str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    name,
+                    hashlib.sha256(name.encode()).hexdigest(),
+                )
+                for name in STORES
+            ]
+        )
         self.peers = peers
         for peer in peers:
-            yield self.event("PeerRegistered", f"peer-{peer.peer_id}", {
-                "peer_id": peer.peer_id, "name": peer.name,
-                "url": f"http://{peer.name}.example:8701", "token_sha256": peer.token_sha256})
-        yield self.event("SeriesConfigured", "series-invoice", {
-            "series": "invoice", "settings": self.invoice.model_dump(), "next": None})
+            yield self.event(
+                "PeerRegistered",
+                f"peer-{peer.peer_id}",
+                {
+                    "peer_id": peer.peer_id,
+                    "name": peer.name,
+                    "url": f"http://{peer.name}.example:8701",
+                    "token_sha256": peer.token_sha256,
+                },
+            )
+        yield self.event(
+            "SeriesConfigured",
+            "series-invoice",
+            {"series": "invoice", "settings": self.invoice.model_dump(), "next": None},
+        )
         settings = {"invoice": self.invoice, "creditnote": SeriesSettings()}
         counters: dict[tuple[str, str], int] = {}
         pools: dict[tuple[str, str], list[int]] = {}
@@ -135,14 +199,20 @@ class LedgerBuilder:
 
         def issue(done: dict[str, Any]) -> Record:
             snapshot = templates[rng.randrange(len(templates))]
-            doc = {"ClientData": snapshot["ClientData"],
-                   "DocData": {**snapshot["DocData"], "ID": int(done["doc_id"]),
-                               "Num": done["formatted"], "Date": day.isoformat(),
-                               "Type": "CreditNote" if done["doctype"] == "creditnote"
-                               else "Invoice"}}
+            doc = {
+                "ClientData": snapshot["ClientData"],
+                "DocData": {
+                    **snapshot["DocData"],
+                    "ID": int(done["doc_id"]),
+                    "Num": done["formatted"],
+                    "Date": day.isoformat(),
+                    "Type": "CreditNote" if done["doctype"] == "creditnote" else "Invoice",
+                },
+            }
             issued.append({**done, "document": doc})
-            return self.event("NumberIssued", f"reservation-{done['reservation_id']}",
-                              {**done, "document": doc})
+            return self.event(
+                "NumberIssued", f"reservation-{done['reservation_id']}", {**done, "document": doc}
+            )
 
         while emitted < count:
             store = rng.randrange(len(peers))
@@ -163,22 +233,39 @@ class LedgerBuilder:
             doc_ids[store] += 1
             peer = peers[store]
             rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            r = {"reservation_id": rid, "peer_id": peer.peer_id, "doctype": doctype,
-                 "doc_id": str(doc_ids[store]), "series": doctype, "period": period,
-                 "number": number,
-                 "formatted": render(series_settings.format, number, day, peer.name)}
-            yield self.event("NumberReserved", f"reservation-{rid}", {
-                **r, "date": day.isoformat(), "from_pool": from_pool, "next": next_number})
+            r = {
+                "reservation_id": rid,
+                "peer_id": peer.peer_id,
+                "doctype": doctype,
+                "doc_id": str(doc_ids[store]),
+                "series": doctype,
+                "period": period,
+                "number": number,
+                "formatted": render(series_settings.format, number, day, peer.name),
+            }
+            yield self.event(
+                "NumberReserved",
+                f"reservation-{rid}",
+                {**r, "date": day.isoformat(), "from_pool": from_pool, "next": next_number},
+            )
             pending.append(r)
             emitted += 1
             while len(pending) > rng.randrange(0, 4) and emitted < count:
                 done = pending.popleft()
                 rid = done["reservation_id"]
                 if self.churn and rng.random() < 0.01:  # the WHMCS write failed: number back
-                    yield self.event("NumberReleased", f"reservation-{rid}", {
-                        "reservation_id": rid, "series": done["series"], "period": done["period"],
-                        "number": done["number"], "reason": "write failed",
-                        "by": done["peer_id"]})
+                    yield self.event(
+                        "NumberReleased",
+                        f"reservation-{rid}",
+                        {
+                            "reservation_id": rid,
+                            "series": done["series"],
+                            "period": done["period"],
+                            "number": done["number"],
+                            "reason": "write failed",
+                            "by": done["peer_id"],
+                        },
+                    )
                     pools[(done["series"], done["period"])].append(done["number"])
                     pools[(done["series"], done["period"])].sort()
                 else:
@@ -188,19 +275,32 @@ class LedgerBuilder:
                 continue
             if issued and emitted < count and rng.random() < 0.01:
                 doc = issued[rng.randrange(len(issued))]
-                changed = {**doc["document"], "DocData": {**doc["document"]["DocData"],
-                                                          "Status": "Refunded"}}
-                yield self.event("DocumentUpdated",
-                                 f"document-{doc['peer_id']}-{doc['doctype']}-{doc['doc_id']}",
-                                 {"peer_id": doc["peer_id"], "doctype": doc["doctype"],
-                                  "doc_id": doc["doc_id"], "document": changed})
+                changed = {**doc["document"], "DocData": {**doc["document"]["DocData"], "Status": "Refunded"}}
+                yield self.event(
+                    "DocumentUpdated",
+                    f"document-{doc['peer_id']}-{doc['doctype']}-{doc['doc_id']}",
+                    {
+                        "peer_id": doc["peer_id"],
+                        "doctype": doc["doctype"],
+                        "doc_id": doc["doc_id"],
+                        "document": changed,
+                    },
+                )
                 emitted += 1
             if issued and emitted < count and rng.random() < 0.002:
                 doc = issued.popleft()
-                yield self.event("NumberVoided", f"reservation-{doc['reservation_id']}", {
-                    "reservation_id": doc["reservation_id"], "series": doc["series"],
-                    "period": doc["period"], "number": doc["number"], "reason": "cancelled",
-                    "was": "issued"})
+                yield self.event(
+                    "NumberVoided",
+                    f"reservation-{doc['reservation_id']}",
+                    {
+                        "reservation_id": doc["reservation_id"],
+                        "series": doc["series"],
+                        "period": doc["period"],
+                        "number": doc["number"],
+                        "reason": "cancelled",
+                        "was": "issued",
+                    },
+                )
                 emitted += 1
         while finish_pending and pending:
             yield issue(pending.popleft())

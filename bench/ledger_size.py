@@ -91,13 +91,13 @@ class Size:
     gapless: bool = True
 
     def median_rate(self) -> float:
-        return statistics.median(r["closed"]["numbers"] / r["closed"]["window"]
-                                 for r in self.rounds)
+        return statistics.median(r["closed"]["numbers"] / r["closed"]["window"] for r in self.rounds)
 
     def median_cpu_ms(self) -> float:
         return statistics.median(
             cpu_ms_per_number(r["closed"]["cores"], r["closed"]["numbers"] / r["closed"]["window"])
-            for r in self.rounds)
+            for r in self.rounds
+        )
 
     def median_p99(self) -> float:
         return statistics.median(r["open"]["reserve_ms"]["p99"] for r in self.rounds)
@@ -121,8 +121,13 @@ async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 def disk_sizes(url: str) -> dict[str, int]:
     """Bytes on disk of each ledger table, its indexes and TOAST included."""
-    rows = asyncio.run(_fetch(url, "SELECT t AS name, pg_total_relation_size(t::regclass) AS bytes"
-                                   " FROM unnest($1::text[]) t", list(TABLES)))
+    rows = asyncio.run(
+        _fetch(
+            url,
+            "SELECT t AS name, pg_total_relation_size(t::regclass) AS bytes FROM unnest($1::text[]) t",
+            list(TABLES),
+        )
+    )
     return {r["name"]: r["bytes"] for r in rows}
 
 
@@ -132,8 +137,13 @@ def head(url: str) -> int:
 
 
 def seq_scans(url: str) -> dict[str, tuple[int, int]]:
-    rows = asyncio.run(_fetch(url, "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables"
-                                   " WHERE relname = ANY($1::text[])", list(TABLES)))
+    rows = asyncio.run(
+        _fetch(
+            url,
+            "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables WHERE relname = ANY($1::text[])",
+            list(TABLES),
+        )
+    )
     return {r["relname"]: (r["seq_scan"], r["seq_tup_read"]) for r in rows}
 
 
@@ -177,8 +187,9 @@ def prepare(stack: contextlib.ExitStack, admin: str, plan: Plan, events: int) ->
     cluster = stack.enter_context(coordinators(url, 1))
     started_at = head(url)
     size.chain_seconds = wait_for_chain(cluster.urls[0], started_at)
-    _say(f"{events:,} events: chain check of {started_at:,} events took "
-         f"{size.chain_seconds:.1f} s after start")
+    _say(
+        f"{events:,} events: chain check of {started_at:,} events took {size.chain_seconds:.1f} s after start"
+    )
     return Subject(size, url, cluster, issued_before)
 
 
@@ -190,16 +201,34 @@ def measure_round(admin: str, plan: Plan, subject: Subject, index: int) -> None:
     round_: dict[str, Any] = {"events": subject.readings[-1][0], "quiet": quiet}
     database = url_parts(url).dbname
     round_["closed"] = run_clients(
-        subject.cluster, database, "closed", processes=1, concurrency=plan.concurrency,
-        duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
+        subject.cluster,
+        database,
+        "closed",
+        processes=1,
+        concurrency=plan.concurrency,
+        duration=plan.duration,
+        warmup=plan.warmup,
+        http=plan.http,
+        tag=f"r{index}",
+    )
     _settle(admin, plan, f"{label}, latency")
     round_["open"] = run_clients(
-        subject.cluster, database, "open", processes=1, rate=plan.rate,
-        duration=plan.duration, warmup=plan.warmup, http=plan.http, tag=f"r{index}")
+        subject.cluster,
+        database,
+        "open",
+        processes=1,
+        rate=plan.rate,
+        duration=plan.duration,
+        warmup=plan.warmup,
+        http=plan.http,
+        tag=f"r{index}",
+    )
     rate = round_["closed"]["numbers"] / round_["closed"]["window"]
-    _say(f"  {rate:,.0f} numbers/s (other {round_['closed']['cores']['other']:.2f}),"
-         f" p99 reserve {round_['open']['reserve_ms']['p99']} ms at "
-         f"{plan.rate:,.0f}/s (other {round_['open']['cores']['other']:.2f})")
+    _say(
+        f"  {rate:,.0f} numbers/s (other {round_['closed']['cores']['other']:.2f}),"
+        f" p99 reserve {round_['open']['reserve_ms']['p99']} ms at "
+        f"{plan.rate:,.0f}/s (other {round_['open']['cores']['other']:.2f})"
+    )
     size.rounds.append(round_)
 
 
@@ -208,8 +237,7 @@ def finish(subject: Subject) -> Size:
     size, url = subject.size, subject.url
     subject.readings.append((head(url), seq_scans(url)))
     readings = subject.readings
-    for round_, (head0, scans0), (head1, scans1) in zip(size.rounds, readings, readings[1:],
-                                                         strict=False):
+    for round_, (head0, scans0), (head1, scans1) in zip(size.rounds, readings, readings[1:], strict=False):
         round_["appended"] = head1 - head0
         round_["seq_rows"] = {t: scans1[t][1] - scans0[t][1] for t in scans1}
     (head0, first), (head1, last) = readings[0], readings[-1]
@@ -239,6 +267,7 @@ def measure(admin: str, plan: Plan) -> list[Size]:
 
 # -- report ------------------------------------------------------------------------------------
 
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -254,12 +283,16 @@ def targets(sizes: list[Size]) -> list[tuple[str, str, bool]]:
     share = _ratio(top.median_rate(), base.median_rate())
     factor = _ratio(top.median_p99(), base.median_p99())
     return [
-        (f"throughput at {top.events:,} events ≥ {TARGET_RATE_SHARE:.0%} of that at 0",
-         f"{share:.0%} ({top.median_rate():,.0f} vs {base.median_rate():,.0f} numbers/s)",
-         share >= TARGET_RATE_SHARE),
-        (f"p99 reserve at {top.events:,} events ≤ {TARGET_P99_FACTOR:g}x that at 0",
-         f"{factor:.2f}x ({top.median_p99():.1f} vs {base.median_p99():.1f} ms)",
-         factor <= TARGET_P99_FACTOR),
+        (
+            f"throughput at {top.events:,} events ≥ {TARGET_RATE_SHARE:.0%} of that at 0",
+            f"{share:.0%} ({top.median_rate():,.0f} vs {base.median_rate():,.0f} numbers/s)",
+            share >= TARGET_RATE_SHARE,
+        ),
+        (
+            f"p99 reserve at {top.events:,} events ≤ {TARGET_P99_FACTOR:g}x that at 0",
+            f"{factor:.2f}x ({top.median_p99():.1f} vs {base.median_p99():.1f} ms)",
+            factor <= TARGET_P99_FACTOR,
+        ),
     ]
 
 
@@ -272,8 +305,11 @@ def block(sizes: list[Size], plan: Plan, machine: dict[str, str]) -> list[str]:
         f"{machine['synchronous_commit']}). Per round: {plan.concurrency} clients closed loop "
         f"for {plan.duration:g} s, then {plan.rate:,.0f} numbers/s offered open loop for "
         f"{plan.duration:g} s (each after {plan.warmup:g} s not counted). "
-        + ("VACUUM ANALYZE after the preload (`--analyze`)." if plan.analyze else
-           "No ANALYZE or VACUUM by hand: statistics are whatever autovacuum made meanwhile."),
+        + (
+            "VACUUM ANALYZE after the preload (`--analyze`)."
+            if plan.analyze
+            else "No ANALYZE or VACUUM by hand: statistics are whatever autovacuum made meanwhile."
+        ),
         "",
         "| ledger at start | round | events before the round | numbers/s | errors | CPU ms/number "
         "| cores (coordinator, client, postgres, other) | p50 reserve | p99 reserve | "
@@ -290,13 +326,16 @@ def block(sizes: list[Size], plan: Plan, machine: dict[str, str]) -> list[str]:
             lines.append(
                 f"| {size.events:,} | {index} | {r['events']:,} | {rate:,.0f} | "
                 f"{closed['errors']} | {cpu_ms_per_number(cores, rate):.2f} | "
-                + ", ".join(f"{cores.get(k, 0):.2f}" for k in ("coordinator", "client",
-                                                               "postgres", "other"))
+                + ", ".join(f"{cores.get(k, 0):.2f}" for k in ("coordinator", "client", "postgres", "other"))
                 + f" | {lat['p50']:.1f} ms | {lat['p99']:.1f} ms | {lat['max']:.1f} ms | "
                 f"{opened['numbers']:,} / {opened['offered']:,} | {opened['errors']} | "
                 f"{opened['cores'].get('other', 0):.2f} | "
-                + ", ".join(f"{r['seq_rows'].get(t, 0) / max(r['appended'], 1):,.1f}"
-                            for t in ("reservations", "documents")) + " |")
+                + ", ".join(
+                    f"{r['seq_rows'].get(t, 0) / max(r['appended'], 1):,.1f}"
+                    for t in ("reservations", "documents")
+                )
+                + " |"
+            )
     lines += [
         "",
         "Per round, left: the throughput run (CPU ms/number: CPU the coordinator, the load "
@@ -317,32 +356,33 @@ def block(sizes: list[Size], plan: Plan, machine: dict[str, str]) -> list[str]:
     for size in sizes:
         rate, p99 = size.median_rate(), size.median_p99()
         scans = ", ".join(
-            f"{size.scans.get(t, (0, 0))[0]:,} "
-            f"({size.scans.get(t, (0, 0))[1] / max(size.appended, 1):,.1f})"
-            for t in TABLES)
+            f"{size.scans.get(t, (0, 0))[0]:,} ({size.scans.get(t, (0, 0))[1] / max(size.appended, 1):,.1f})"
+            for t in TABLES
+        )
         disk = ", ".join(_mib(size.disk[t]) for t in TABLES) if size.disk else "—"
-        preload = (f"{size.preload_seconds:.0f} s + {size.rebuild_seconds:.0f} s"
-                   if size.events else "—")
+        preload = f"{size.preload_seconds:.0f} s + {size.rebuild_seconds:.0f} s" if size.events else "—"
         lines.append(
             f"| {size.events:,} | {rate:,.0f} | "
             f"{f'{_ratio(rate, base.median_rate()):.0%}' if base else '—'} | "
             f"{size.median_cpu_ms():.2f} | {p99:.1f} ms | "
             f"{f'{_ratio(p99, base.median_p99()):.2f}x' if base else '—'} | {scans} | {disk} | "
-            f"{preload} | {size.chain_seconds:.1f} s |")
+            f"{preload} | {size.chain_seconds:.1f} s |"
+        )
     checks = targets(sizes)
     if checks:
         lines += ["", "| target | measured | holds |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
     lines += [
         "",
-        "Numbers issued in all runs: " + ", ".join(
-            f"{s.events:,} events: {s.issued:,}" for s in sizes)
+        "Numbers issued in all runs: "
+        + ", ".join(f"{s.events:,} events: {s.issued:,}" for s in sizes)
         + "; every series and period afterwards holds exactly 1..highest.",
     ]
     return lines
 
 
 # -- main --------------------------------------------------------------------------------------
+
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
@@ -355,48 +395,81 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.ledger_size",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog="Runs about 15 minutes with the defaults.")
-    parser.add_argument("--sizes", type=_sizes, default=None,
-                        help="ledger sizes in events, comma-separated (default 0,100000,1000000;"
-                             " 0,20000 with --quick)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds (throughput run + latency run) per size (default 3; 1 with"
-                             " --quick)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds measured per run (default 10; 3 with --quick)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds before each run's measuring window (default 1)")
-    parser.add_argument("--concurrency", type=int, default=256,
-                        help="clients in the throughput run (default 256)")
-    parser.add_argument("--rate", type=float, default=500.0,
-                        help="numbers/s offered in the latency run (default 500)")
-    parser.add_argument("--http", choices=["raw", "aiohttp"], default="raw",
-                        help="load generator's HTTP client (default raw: bench.http1)")
-    parser.add_argument("--analyze", action="store_true",
-                        help="VACUUM ANALYZE after the preload, as autovacuum would have done"
-                             " in service (to compare with the default: nothing by hand)")
-    parser.add_argument("--quiet-wait", type=float, default=None,
-                        help="longest wait, before each run, for other processes to use under"
-                             " 0.3 cores (default 20 s; 3 s with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: sizes 0 and 20,000, one short round; prints only")
-    parser.add_argument("--output", type=Path, default=None,
-                        help=f"markdown file to write the block to (default "
-                             f"{DOCS.relative_to(DOCS.parent.parent)}; none with --quick)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ledger_size",
+        description=__doc__.split("\n\n")[0],
+        epilog="Runs about 15 minutes with the defaults.",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help="ledger sizes in events, comma-separated (default 0,100000,1000000; 0,20000 with --quick)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds (throughput run + latency run) per size (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds measured per run (default 10; 3 with --quick)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds before each run's measuring window (default 1)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=256, help="clients in the throughput run (default 256)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="numbers/s offered in the latency run (default 500)"
+    )
+    parser.add_argument(
+        "--http",
+        choices=["raw", "aiohttp"],
+        default="raw",
+        help="load generator's HTTP client (default raw: bench.http1)",
+    )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="VACUUM ANALYZE after the preload, as autovacuum would have done"
+        " in service (to compare with the default: nothing by hand)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="longest wait, before each run, for other processes to use under"
+        " 0.3 cores (default 20 s; 3 s with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: sizes 0 and 20,000, one short round; prints only"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"markdown file to write the block to (default "
+        f"{DOCS.relative_to(DOCS.parent.parent)}; none with --quick)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="print only")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    plan = Plan(sizes=args.sizes or ((0, 20_000) if args.quick else SIZES),
-                rounds=args.rounds or (1 if args.quick else 3),
-                duration=args.duration or (3.0 if args.quick else 10.0), warmup=args.warmup,
-                concurrency=args.concurrency, rate=args.rate, http=args.http,
-                analyze=args.analyze,
-                quiet_wait=args.quiet_wait or (3.0 if args.quick else 20.0))
+    plan = Plan(
+        sizes=args.sizes or ((0, 20_000) if args.quick else SIZES),
+        rounds=args.rounds or (1 if args.quick else 3),
+        duration=args.duration or (3.0 if args.quick else 10.0),
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        http=args.http,
+        analyze=args.analyze,
+        quiet_wait=args.quiet_wait or (3.0 if args.quick else 20.0),
+    )
     try:
         with admin_url() as (admin, where):
             machine = machine_facts(server_facts(admin), where)

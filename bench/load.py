@@ -28,14 +28,27 @@ DOC_DATE = "2026-03-02"
 # documents must not each raise warnings the real ones would not.
 DOCUMENT = {
     "ClientData": {
-        "ClientID": "4711", "CompanyName": "Example B.V.", "FirstName": "Ada",
-        "LastName": "Lovelace", "Address1": "Keizersgracht 1", "City": "Amsterdam",
-        "Postcode": "1015 AA", "Country": "NL", "VATNumber": "NL123456789B01",
+        "ClientID": "4711",
+        "CompanyName": "Example B.V.",
+        "FirstName": "Ada",
+        "LastName": "Lovelace",
+        "Address1": "Keizersgracht 1",
+        "City": "Amsterdam",
+        "Postcode": "1015 AA",
+        "Country": "NL",
+        "VATNumber": "NL123456789B01",
     },
     "DocData": {
-        "Date": DOC_DATE, "DueDate": "2026-03-16", "DatePaid": f"{DOC_DATE} 10:00:00",
-        "Currency": "EUR", "Subtotal": "100.00", "TaxRate": "21.00", "Tax": "21.00",
-        "Total": "121.00", "Status": "Paid", "PaymentMethod": "banktransfer",
+        "Date": DOC_DATE,
+        "DueDate": "2026-03-16",
+        "DatePaid": f"{DOC_DATE} 10:00:00",
+        "Currency": "EUR",
+        "Subtotal": "100.00",
+        "TaxRate": "21.00",
+        "Tax": "21.00",
+        "Total": "121.00",
+        "Status": "Paid",
+        "PaymentMethod": "banktransfer",
         "Items": [{"Description": "Hosting, March 2026", "Amount": "100.00", "Taxed": True}],
     },
 }
@@ -79,8 +92,7 @@ class _AiohttpPoster:
 
 
 @contextlib.asynccontextmanager
-async def poster(kind: str, targets: Sequence[str], token: str,
-                 connections: int) -> AsyncIterator[Poster]:
+async def poster(kind: str, targets: Sequence[str], token: str, connections: int) -> AsyncIterator[Poster]:
     """``raw`` (bench.http1, cheap) or ``aiohttp`` (ClientSession, as a typical client)."""
     if kind == "raw":
         raw = _RawPoster(targets, token)
@@ -112,12 +124,12 @@ class Issuer:
 
     async def issue(self, target: int) -> tuple[float, float]:
         """Reserve and confirm one number; return (reserve done, confirm done) monotonic times."""
-        body = orjson.dumps({"doctype": "invoice", "doc_id": f"{self._prefix}-{next(self._seq)}",
-                             "date": DOC_DATE})
+        body = orjson.dumps(
+            {"doctype": "invoice", "doc_id": f"{self._prefix}-{next(self._seq)}", "date": DOC_DATE}
+        )
         reply = orjson.loads(await self._post(target, "/v1/reservations", body, 201))
         reserved = time.monotonic()
-        await self._post(target, f"/v1/reservations/{reply['reservation_id']}/confirm",
-                         CONFIRM_BODY, 200)
+        await self._post(target, f"/v1/reservations/{reply['reservation_id']}/confirm", CONFIRM_BODY, 200)
         return reserved, time.monotonic()
 
 
@@ -139,9 +151,17 @@ async def _no_gate() -> None:
     return None
 
 
-async def closed_loop(targets: Sequence[str], token: str, *, concurrency: int, duration: float,
-                      warmup: float, prefix: str, http: str = "raw",
-                      gate: Gate = _no_gate) -> dict[str, Any]:
+async def closed_loop(
+    targets: Sequence[str],
+    token: str,
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    prefix: str,
+    http: str = "raw",
+    gate: Gate = _no_gate,
+) -> dict[str, Any]:
     """Numbers confirmed within [warmup, warmup + duration] by ``concurrency`` workers."""
     tally = Tally()
     async with poster(http, targets, token, concurrency) as post:
@@ -164,13 +184,26 @@ async def closed_loop(targets: Sequence[str], token: str, *, concurrency: int, d
                     tally.reserve.append(reserved - started)
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return {"numbers": tally.numbers, "window": duration, "errors": tally.errors,
-            "first_error": tally.first_error, "reserve_ms": summary_ms(tally.reserve)}
+    return {
+        "numbers": tally.numbers,
+        "window": duration,
+        "errors": tally.errors,
+        "first_error": tally.first_error,
+        "reserve_ms": summary_ms(tally.reserve),
+    }
 
 
-async def open_loop(targets: Sequence[str], token: str, *, rate: float, duration: float,
-                    warmup: float, prefix: str, http: str = "raw",
-                    gate: Gate = _no_gate) -> dict[str, Any]:
+async def open_loop(
+    targets: Sequence[str],
+    token: str,
+    *,
+    rate: float,
+    duration: float,
+    warmup: float,
+    prefix: str,
+    http: str = "raw",
+    gate: Gate = _no_gate,
+) -> dict[str, Any]:
     """Start ``rate`` numbers per second for ``warmup + duration``; latencies after warmup."""
     tally = Tally()
     total = round(rate * (warmup + duration))
@@ -197,6 +230,12 @@ async def open_loop(targets: Sequence[str], token: str, *, rate: float, duration
             tasks.append(asyncio.create_task(one(index, scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - begin
-    return {"offered": round(rate * duration), "numbers": tally.numbers, "errors": tally.errors,
-            "first_error": tally.first_error, "elapsed": round(elapsed, 2),
-            "reserve_ms": summary_ms(tally.reserve), "confirm_ms": summary_ms(tally.confirm)}
+    return {
+        "offered": round(rate * duration),
+        "numbers": tally.numbers,
+        "errors": tally.errors,
+        "first_error": tally.first_error,
+        "elapsed": round(elapsed, 2),
+        "reserve_ms": summary_ms(tally.reserve),
+        "confirm_ms": summary_ms(tally.confirm),
+    }

@@ -13,8 +13,12 @@ ADMIN_URL = os.environ.get("CONCORD_TEST_MYSQL_URL", "").strip() or "mysql://roo
 async def server_facts(url: str | MySQLURL) -> dict[str, str]:
     """The server's version and the settings that decide what a commit costs."""
     async with connection(url) as conn:
-        rows = await fetch_all(conn, "SELECT VERSION() AS version,"
-                               " @@innodb_flush_log_at_trx_commit AS flush, @@log_bin AS binlog")
-    return {"version": str(rows[0]["version"]),
-            "innodb_flush_log_at_trx_commit": str(rows[0]["flush"]),
-            "log_bin": "on" if rows[0]["binlog"] else "off"}
+        rows = await fetch_all(
+            conn,
+            "SELECT VERSION() AS version, @@innodb_flush_log_at_trx_commit AS flush, @@log_bin AS binlog",
+        )
+    return {
+        "version": str(rows[0]["version"]),
+        "innodb_flush_log_at_trx_commit": str(rows[0]["flush"]),
+        "log_bin": "on" if rows[0]["binlog"] else "off",
+    }

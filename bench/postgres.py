@@ -13,8 +13,16 @@ import asyncpg
 from coordinator import scratch_postgres
 from coordinator.scratch_postgres import admin_url, run_sql, with_database
 
-__all__ = ["admin_url", "analyze", "checkpoint", "connected", "fresh_database", "server_facts",
-           "url_parts", "with_database"]
+__all__ = [
+    "admin_url",
+    "analyze",
+    "checkpoint",
+    "connected",
+    "fresh_database",
+    "server_facts",
+    "url_parts",
+    "with_database",
+]
 
 # A baseline opens at most this many connections: PostgreSQL's default max_connections is 100.
 MAX_CONNECTIONS = 64
@@ -37,8 +45,10 @@ def url_parts(url: str) -> Parts:
     # pgserver URLs name a Unix socket directory in ?host= rather than in the netloc.
     host = parts.hostname or query.get("host", ["127.0.0.1"])[0]
     return Parts(
-        host=unquote(host), port=str(parts.port or query.get("port", ["5432"])[0]),
-        user=unquote(parts.username or "postgres"), password=unquote(parts.password or ""),
+        host=unquote(host),
+        port=str(parts.port or query.get("port", ["5432"])[0]),
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password or ""),
         dbname=parts.path.lstrip("/") or "postgres",
     )
 
@@ -77,8 +87,14 @@ async def _server_facts(url: str) -> dict[str, str]:
     async with connected(url) as conn:
         rows = await conn.fetch(
             "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
-            ["server_version", "synchronous_commit", "fsync", "wal_sync_method",
-             "shared_buffers", "max_connections"],
+            [
+                "server_version",
+                "synchronous_commit",
+                "fsync",
+                "wal_sync_method",
+                "shared_buffers",
+                "max_connections",
+            ],
         )
     return {r["name"]: r["setting"] for r in rows}
 

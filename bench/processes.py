@@ -64,18 +64,21 @@ class Process:
         return "(no log)"
 
 
-def start(name: str, argv: list[str], log_path: Path,
-          env: Mapping[str, str] | None = None) -> Process:
+def start(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
     """Start ``argv`` in its own session, so a Ctrl-C reaches the benchmark only and its
     clean-up stops the process."""
     with log_path.open("wb") as log:  # the child keeps its own descriptor
-        popen = subprocess.Popen(argv, env=None if env is None else dict(env), stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            env=None if env is None else dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Process(name, popen, log_path)
 
 
-def stop(process: Process, sig: signal.Signals = signal.SIGTERM,
-         grace: float = STOP_TIMEOUT) -> None:
+def stop(process: Process, sig: signal.Signals = signal.SIGTERM, grace: float = STOP_TIMEOUT) -> None:
     """Signal the process and wait for it; SIGKILL if it does not exit within ``grace``."""
     if not process.running():
         return
@@ -90,8 +93,9 @@ def stop(process: Process, sig: signal.Signals = signal.SIGTERM,
             process.popen.wait(timeout=grace)
 
 
-async def stopped(process: Process, sig: signal.Signals = signal.SIGTERM,
-                  grace: float = STOP_TIMEOUT) -> None:
+async def stopped(
+    process: Process, sig: signal.Signals = signal.SIGTERM, grace: float = STOP_TIMEOUT
+) -> None:
     """``stop`` for a caller on an event loop, which must go on meanwhile."""
     await asyncio.to_thread(stop, process, sig, grace)
 
@@ -102,12 +106,14 @@ async def wait_healthy(process: Process, url: str, within: float = START_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
         while time.monotonic() < deadline:
             if not process.running():
-                raise ProcessError(f"{process.name} exited with {process.returncode} while"
-                                   f" starting:\n{process.log_tail()}")
+                raise ProcessError(
+                    f"{process.name} exited with {process.returncode} while starting:\n{process.log_tail()}"
+                )
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(f"{url}/healthz") as resp:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.05)
-    raise ProcessError(f"{process.name}: {url}/healthz did not answer within {within:.0f} s:\n"
-                       f"{process.log_tail()}")
+    raise ProcessError(
+        f"{process.name}: {url}/healthz did not answer within {within:.0f} s:\n{process.log_tail()}"
+    )

@@ -61,8 +61,9 @@ def cpu_model() -> str:
 
 
 def _git(*args: str) -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          timeout=10, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -102,14 +103,31 @@ def throughput_table(res: Results) -> list[str]:
     for row in [*res.ours, *res.counters, res.eventsourcing]:
         if row is None:
             continue
-        rows.append([
-            row.system, f"{row.rate:,.0f}", f"{_ratio(row.rate, a):.2f}x",
-            f"{_ratio(row.rate, b):.2f}x", str(row.result["errors"]),
-            f"{cpu_ms_per_number(row.result['cores'], row.rate):.2f}",
-            _cores(row.result["cores"]), row.detail,
-        ])
-    return _table(["system", "numbers/s", "vs best (a)", "vs (b)", "errors", "CPU ms/number",
-                   "CPU cores used (by process)", "notes"], rows)
+        rows.append(
+            [
+                row.system,
+                f"{row.rate:,.0f}",
+                f"{_ratio(row.rate, a):.2f}x",
+                f"{_ratio(row.rate, b):.2f}x",
+                str(row.result["errors"]),
+                f"{cpu_ms_per_number(row.result['cores'], row.rate):.2f}",
+                _cores(row.result["cores"]),
+                row.detail,
+            ]
+        )
+    return _table(
+        [
+            "system",
+            "numbers/s",
+            "vs best (a)",
+            "vs (b)",
+            "errors",
+            "CPU ms/number",
+            "CPU cores used (by process)",
+            "notes",
+        ],
+        rows,
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -128,43 +146,71 @@ def latency_table(res: Results) -> list[str]:
         return []
     reserve, confirm = lat["reserve_ms"], lat["confirm_ms"]
     return _table(
-        ["offered", "issued", "errors", "reserve p50", "reserve p90", "reserve p99",
-         "reserve max", "confirm p99", "CPU cores used"],
-        [[f"{res.plan['rate']:,.0f}/s", f"{lat['numbers']:,} of {lat['offered']:,}",
-          str(lat["errors"]), _ms(reserve["p50"]), _ms(reserve["p90"]), _ms(reserve["p99"]),
-          _ms(reserve["max"]), _ms(confirm["p99"]), _cores(lat["cores"])]],
+        [
+            "offered",
+            "issued",
+            "errors",
+            "reserve p50",
+            "reserve p90",
+            "reserve p99",
+            "reserve max",
+            "confirm p99",
+            "CPU cores used",
+        ],
+        [
+            [
+                f"{res.plan['rate']:,.0f}/s",
+                f"{lat['numbers']:,} of {lat['offered']:,}",
+                str(lat["errors"]),
+                _ms(reserve["p50"]),
+                _ms(reserve["p90"]),
+                _ms(reserve["p99"]),
+                _ms(reserve["max"]),
+                _ms(confirm["p99"]),
+                _cores(lat["cores"]),
+            ]
+        ],
     )
 
 
 def targets(res: Results) -> list[tuple[str, str, bool]]:
     best = res.best()
-    out = [(f"≥ {TARGET_RATE:,.0f} numbers/s", f"{best.rate:,.0f} ({best.system})",
-            best.rate >= TARGET_RATE)]
+    out = [(f"≥ {TARGET_RATE:,.0f} numbers/s", f"{best.rate:,.0f} ({best.system})", best.rate >= TARGET_RATE)]
     if res.counter:
         r = _ratio(best.rate, res.counter.rate)
         out.append((f"≥ {TARGET_VS_COUNTER:g}x baseline (a)", f"{r:.2f}x", r >= TARGET_VS_COUNTER))
     if res.eventsourcing:
         r = _ratio(best.rate, res.eventsourcing.rate)
-        out.append((f"≥ {TARGET_VS_EVENTSOURCING:g}x baseline (b)", f"{r:.2f}x",
-                    r >= TARGET_VS_EVENTSOURCING))
+        out.append(
+            (f"≥ {TARGET_VS_EVENTSOURCING:g}x baseline (b)", f"{r:.2f}x", r >= TARGET_VS_EVENTSOURCING)
+        )
     if res.latency:
         ok = _p99(res) <= TARGET_P99_MS and res.latency["errors"] == 0
-        out.append((f"p99 reserve ≤ {TARGET_P99_MS:g} ms at {res.plan['rate']:,.0f}/s offered",
-                    _ms(res.latency["reserve_ms"]["p99"]), ok))
+        out.append(
+            (
+                f"p99 reserve ≤ {TARGET_P99_MS:g} ms at {res.plan['rate']:,.0f}/s offered",
+                _ms(res.latency["reserve_ms"]["p99"]),
+                ok,
+            )
+        )
     return out
 
 
 def targets_table(res: Results) -> list[str]:
-    return _table(["target", "measured", "holds"],
-                  [[t, m, "yes" if ok else "**no**"] for t, m, ok in targets(res)])
+    return _table(
+        ["target", "measured", "holds"], [[t, m, "yes" if ok else "**no**"] for t, m, ok in targets(res)]
+    )
 
 
 def error_lines(res: Results) -> list[str]:
     rows = [(r.system, r.result) for r in [*res.ours, *res.counters, res.eventsourcing] if r]
     if res.latency:
         rows.append(("latency run", res.latency))
-    return [f"- {name}: {result['errors']} failed, first: `{result['first_error']}`"
-            for name, result in rows if result["errors"]]
+    return [
+        f"- {name}: {result['errors']} failed, first: `{result['first_error']}`"
+        for name, result in rows
+        if result["errors"]
+    ]
 
 
 def results_block(res: Results, when: str) -> list[str]:
@@ -186,23 +232,23 @@ def results_block(res: Results, when: str) -> list[str]:
         "",
         *targets_table(res),
         "",
-        *(["Failed numbers (not counted above):", *error_lines(res), ""] if error_lines(res)
-          else []),
+        *(["Failed numbers (not counted above):", *error_lines(res), ""] if error_lines(res) else []),
         "`other` is CPU used meanwhile by processes outside the benchmark (the machine may be "
         "shared); a run with more than 0.25 was repeated when time allowed and the least "
         "disturbed one is shown.",
     ]
 
 
-def write_section(path: Path, title: str, begin: str, end: str, block: list[str],
-                  intro: list[str] | None = None) -> None:
+def write_section(
+    path: Path, title: str, begin: str, end: str, block: list[str], intro: list[str] | None = None
+) -> None:
     """Replace the block between ``begin`` and ``end`` in ``path``; when the markers are not
     there yet, append a new section ``title`` (with ``intro``) holding them."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     body = "\n".join([begin, *block, end])
     first, last = text.find(begin), text.find(end)
     if first != -1 and last != -1:
-        text = text[:first] + body + text[last + len(end):]
+        text = text[:first] + body + text[last + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join([title, "", *(intro or []), body]) + "\n"
     path.write_text(text)

@@ -16,6 +16,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
-    return {
-        f"p{q}": round(percentile(seconds, q) * 1000, 2) for q in (50, 90, 99)
-    } | {"max": round(max(seconds, default=math.nan) * 1000, 2)}
+    return {f"p{q}": round(percentile(seconds, q) * 1000, 2) for q in (50, 90, 99)} | {
+        "max": round(max(seconds, default=math.nan) * 1000, 2)
+    }

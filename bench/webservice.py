@@ -70,9 +70,9 @@ RUNS = 2
 
 # -- serving processes ------------------------------------------------------------------------
 
+
 def _lookup(cache: Any) -> ViesLookup:
-    return ViesLookup(None, cache, max_age=timedelta(days=7), budget=0,
-                      now=lambda: datetime.now(UTC))
+    return ViesLookup(None, cache, max_age=timedelta(days=7), budget=0, now=lambda: datetime.now(UTC))
 
 
 async def _fields(request: web.Request) -> dict[str, Any]:
@@ -80,9 +80,15 @@ async def _fields(request: web.Request) -> dict[str, Any]:
 
 
 def agent_app(pool: Any) -> web.Application:
-    feed = AgentFeed(pool=pool, rules=queries.DueRules("payment", "payment", "negative_total"),
-                     has_invoicedata=True, token=TOKEN, timezone="UTC", country="NL",
-                     vies=VIES_OFF)
+    feed = AgentFeed(
+        pool=pool,
+        rules=queries.DueRules("payment", "payment", "negative_total"),
+        has_invoicedata=True,
+        token=TOKEN,
+        timezone="UTC",
+        country="NL",
+        vies=VIES_OFF,
+    )
 
     async def baseline(request: web.Request) -> web.Response:
         query = parse_get(await _fields(request), date.today())
@@ -107,8 +113,9 @@ async def _ok(_: web.Request) -> web.Response:
 
 
 def coordinator_app(database_url: str) -> web.Application:
-    app = create_app(Settings(database_url=database_url, vies_url="", timezone="UTC",
-                              log_level="warning", log_json=True))
+    app = create_app(
+        Settings(database_url=database_url, vies_url="", timezone="UTC", log_level="warning", log_json=True)
+    )
 
     async def baseline(request: web.Request) -> web.Response:
         pool = request.app[POOL]
@@ -156,39 +163,47 @@ def serve(system: str, url: str, port: int) -> None:
 
 # -- data -------------------------------------------------------------------------------------
 
+
 async def make_store(admin: str, database: str, documents: int) -> str:
     """A WHMCS database with ``documents`` issued documents: a generated store of TEMPLATES
     documents, copied server-side with new ids and numbers."""
     url = await create_database(parse_admin_url(admin), database)
-    generator = StoreGenerator(7, STORE, clients=200, invoices=TEMPLATES,
-                               today=date(2025, 12, 31), numbered_until=date(2026, 1, 1))
+    generator = StoreGenerator(
+        7, STORE, clients=200, invoices=TEMPLATES, today=date(2025, 12, 31), numbered_until=date(2026, 1, 1)
+    )
     async with connection(url) as conn:
         await load_schema(conn)
         await load_store(conn, generator)
         async with conn.cursor() as cur:
-            await cur.execute("UPDATE tblinvoices SET invoicenum = CONCAT('B-', id)"
-                              " WHERE invoicenum = ''")
+            await cur.execute("UPDATE tblinvoices SET invoicenum = CONCAT('B-', id) WHERE invoicenum = ''")
             await cur.execute("SELECT MAX(id) FROM tblinvoiceitems")
             (items,) = await cur.fetchone()
-            columns = ("userid, invoicenum, date, duedate, datepaid, last_capture_attempt,"
-                       " subtotal, credit, tax, tax2, total, taxrate, taxrate2, status,"
-                       " paymentmethod, notes")
+            columns = (
+                "userid, invoicenum, date, duedate, datepaid, last_capture_attempt,"
+                " subtotal, credit, tax, tax2, total, taxrate, taxrate2, status,"
+                " paymentmethod, notes"
+            )
             for copy in range(1, documents // TEMPLATES):
                 await cur.execute(
                     f"INSERT INTO tblinvoices (id, {columns}) SELECT id + %s,"
                     f" {columns.replace('invoicenum', 'CONCAT(invoicenum, %s)')}"
                     f" FROM tblinvoices WHERE id <= %s",
-                    (copy * TEMPLATES, f"/{copy}", TEMPLATES))
+                    (copy * TEMPLATES, f"/{copy}", TEMPLATES),
+                )
                 await cur.execute(
                     "INSERT INTO tblinvoiceitems (id, invoiceid, userid, type, relid,"
                     " description, amount, taxed, duedate, paymentmethod, notes)"
                     " SELECT id + %s, invoiceid + %s, userid, type, relid, description, amount,"
                     " taxed, duedate, paymentmethod, notes FROM tblinvoiceitems"
-                    " WHERE invoiceid <= %s", (copy * items, copy * TEMPLATES, TEMPLATES))
+                    " WHERE invoiceid <= %s",
+                    (copy * items, copy * TEMPLATES, TEMPLATES),
+                )
                 await cur.execute(
                     "INSERT INTO mod_invoicedata (invoiceid, clientsdetails, customfields)"
                     " SELECT invoiceid + %s, clientsdetails, customfields FROM mod_invoicedata"
-                    " WHERE invoiceid <= %s", (copy * TEMPLATES, TEMPLATES))
+                    " WHERE invoiceid <= %s",
+                    (copy * TEMPLATES, TEMPLATES),
+                )
     pool = await create_pool(parse_mysql_url(url))
     try:
         await create_agent_tables(pool)
@@ -205,8 +220,12 @@ async def make_ledger(database_url: str, whmcs_url: str, documents: int) -> str:
     pool = await create_pool(parse_mysql_url(whmcs_url))
     try:
         async with pool.acquire() as conn:
-            snaps = await queries.snapshots(conn, list(range(1, TEMPLATES + 1)),
-                                            queries.DueRules("payment", "payment", "negative_total"), True)
+            snaps = await queries.snapshots(
+                conn,
+                list(range(1, TEMPLATES + 1)),
+                queries.DueRules("payment", "payment", "negative_total"),
+                True,
+            )
     finally:
         pool.close()
         await pool.wait_closed()
@@ -218,12 +237,16 @@ async def make_ledger(database_url: str, whmcs_url: str, documents: int) -> str:
         await conn.execute(
             "INSERT INTO peers (id, name, url, token_sha256, state, reported)"
             " VALUES ($1, $2, 'http://127.0.0.1:8701', $3, 'active', $4)",
-            peer_id, STORE, uuid.uuid4().hex, {"country": "NL"})
+            peer_id,
+            STORE,
+            uuid.uuid4().hex,
+            {"country": "NL"},
+        )
         await conn.executemany(
             "INSERT INTO documents (peer_id, doctype, doc_id, formatted, snapshot, voided,"
             " imported, position) VALUES ($1, $2, $3, $4, $5, false, true, 0)",
-            [(peer_id, s.doctype, str(s.invoice_id), s.formatted, s.document)
-             for s in snaps.values()])
+            [(peer_id, s.doctype, str(s.invoice_id), s.formatted, s.document) for s in snaps.values()],
+        )
         await conn.execute(
             "INSERT INTO documents (peer_id, doctype, doc_id, formatted, snapshot, voided,"
             " imported, position)"
@@ -231,7 +254,9 @@ async def make_ledger(database_url: str, whmcs_url: str, documents: int) -> str:
             " jsonb_set(jsonb_set(snapshot, '{DocData,ID}', to_jsonb(doc_id::int + k * $1)),"
             "           '{DocData,Num}', to_jsonb(formatted || '/' || k)),"
             " voided, imported, position FROM documents, generate_series(1, $2) AS k",
-            TEMPLATES, documents // TEMPLATES - 1)
+            TEMPLATES,
+            documents // TEMPLATES - 1,
+        )
         await conn.execute("ANALYZE documents")
     finally:
         await conn.close()
@@ -239,6 +264,7 @@ async def make_ledger(database_url: str, whmcs_url: str, documents: int) -> str:
 
 
 # -- measuring --------------------------------------------------------------------------------
+
 
 @dataclass
 class Measurement:
@@ -266,9 +292,11 @@ def _status_kb(pid: int, field: str) -> int:
 async def server(system: str, url: str) -> AsyncIterator[tuple[int, str]]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="concord-bench-ws-") as tmp:
-        process = start(f"the {system} server", [
-            sys.executable, "-m", "bench.webservice", "serve", system, url, str(port)],
-            Path(tmp) / "server.log")
+        process = start(
+            f"the {system} server",
+            [sys.executable, "-m", "bench.webservice", "serve", system, url, str(port)],
+            Path(tmp) / "server.log",
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             await wait_healthy(process, base, within=30)
@@ -280,10 +308,10 @@ async def server(system: str, url: str) -> AsyncIterator[tuple[int, str]]:
 MARKER = b'"DocData":'
 
 
-async def measure(system: str, mode: str, url: str, token: str, pg_database: str
-                  ) -> Measurement:
-    path = {"feed": "/v1/webservice" if system == "coordinator" else "/webservice",
-            "baseline": "/baseline"}[mode]
+async def measure(system: str, mode: str, url: str, token: str, pg_database: str) -> Measurement:
+    path = {"feed": "/v1/webservice" if system == "coordinator" else "/webservice", "baseline": "/baseline"}[
+        mode
+    ]
     async with server(system, url) as (pid, base):
         await asyncio.sleep(1.0)  # let start-up settle (pools, migrations check)
         wait_for_quiet(limit=0.3, longest=10)
@@ -302,16 +330,18 @@ async def measure(system: str, mode: str, url: str, token: str, pg_database: str
                     size += len(chunk)
                     window = tail + chunk
                     count += window.count(MARKER)
-                    tail = chunk[-(len(MARKER) - 1):]
+                    tail = chunk[-(len(MARKER) - 1) :]
             seconds = time.perf_counter() - started
             cores = meter.stop()
         peak = _status_kb(pid, "VmHWM")
         cpu = cpu_seconds(pid) - cpu_before
-    return Measurement(system, mode, count, size / 1e6, seconds, idle / 1024, peak / 1024,
-                       digest.hexdigest(), cpu, cores)
+    return Measurement(
+        system, mode, count, size / 1e6, seconds, idle / 1024, peak / 1024, digest.hexdigest(), cpu, cores
+    )
 
 
 # -- report -----------------------------------------------------------------------------------
+
 
 def _cores(cores: dict[str, float]) -> str:
     order = ("server", "mariadb", "postgres", "bench", "other")
@@ -320,15 +350,19 @@ def _cores(cores: dict[str, float]) -> str:
 
 
 def render(results: list[Measurement], documents: int, facts: str, setup: float) -> str:
-    rows = ["| system | answer | documents | MB sent | seconds (other run) | CPU s (server) "
-            "| CPU cores used | RSS before (MB) | peak RSS (MB) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| system | answer | documents | MB sent | seconds (other run) | CPU s (server) "
+        "| CPU cores used | RSS before (MB) | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in results:
         label = "streamed feed" if m.mode == "feed" else "baseline: whole answer in memory"
-        rows.append(f"| {m.system} | {label} | {m.documents:,} | {m.megabytes:,.1f} | "
-                    f"{m.seconds:.2f} ({', '.join(f'{o:.2f}' for o in m.other_seconds)}) | "
-                    f"{m.cpu_seconds:.2f} | {_cores(m.cores)} | {m.idle_mb:.0f} | "
-                    f"{m.peak_mb:.0f} |")
+        rows.append(
+            f"| {m.system} | {label} | {m.documents:,} | {m.megabytes:,.1f} | "
+            f"{m.seconds:.2f} ({', '.join(f'{o:.2f}' for o in m.other_seconds)}) | "
+            f"{m.cpu_seconds:.2f} | {_cores(m.cores)} | {m.idle_mb:.0f} | "
+            f"{m.peak_mb:.0f} |"
+        )
     checks = ["", "| target | agent | coordinator |", "|---|---|---|"]
     by = {(m.system, m.mode): m for m in results}
 
@@ -337,17 +371,23 @@ def render(results: list[Measurement], documents: int, facts: str, setup: float)
         value, holds = {
             "seconds": (f"{feed.seconds:.2f} s", feed.seconds <= TARGET_SECONDS),
             "peak": (f"{feed.peak_mb:.0f} MB", feed.peak_mb <= TARGET_PEAK_MB),
-            "half": (f"{feed.peak_mb / base.peak_mb:.0%} of {base.peak_mb:.0f} MB",
-                     feed.peak_mb < base.peak_mb / 2),
-            "same": ("identical" if feed.sha256 == base.sha256 else "DIFFERENT",
-                     feed.sha256 == base.sha256 and feed.documents == documents),
+            "half": (
+                f"{feed.peak_mb / base.peak_mb:.0%} of {base.peak_mb:.0f} MB",
+                feed.peak_mb < base.peak_mb / 2,
+            ),
+            "same": (
+                "identical" if feed.sha256 == base.sha256 else "DIFFERENT",
+                feed.sha256 == base.sha256 and feed.documents == documents,
+            ),
         }[what]
         return f"{value} ({'yes' if holds else '**no**'})"
 
-    for label, what in ((f"≤ {TARGET_SECONDS:g} s for {documents:,} documents", "seconds"),
-                        (f"peak RSS ≤ {TARGET_PEAK_MB:g} MB", "peak"),
-                        ("peak RSS under half the baseline's", "half"),
-                        ("answer bytes equal to the baseline's", "same")):
+    for label, what in (
+        (f"≤ {TARGET_SECONDS:g} s for {documents:,} documents", "seconds"),
+        (f"peak RSS ≤ {TARGET_PEAK_MB:g} MB", "peak"),
+        ("peak RSS under half the baseline's", "half"),
+        ("answer bytes equal to the baseline's", "same"),
+    ):
         checks.append(f"| {label} | {check('agent', what)} | {check('coordinator', what)} |")
     method = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {facts}. Data set up in "
@@ -367,7 +407,8 @@ def render(results: list[Measurement], documents: int, facts: str, setup: float)
         "the benchmark's PostgreSQL backends, the client (this process) and everything else "
         "on the machine (`other`: neighbours; each run waits up to 10 s for them to quieten). "
         "Peak RSS: the process's VmHWM after the answer (start-up included; RSS before = "
-        "after start-up).")
+        "after start-up)."
+    )
     return "\n".join([method, "", *rows, *checks])
 
 
@@ -378,12 +419,13 @@ def _facts(pg_url: str, mysql_url: str) -> str:
         maria = (await mariadb.server_facts(mysql_url))["version"]
         return f"PostgreSQL {pg.split()[0]}, MariaDB/MySQL {maria}"
 
-    return (f"{os.cpu_count()} CPU cores ({cpu_model()}), Python {sys.version.split()[0]}, "
-            f"{asyncio.run(versions())}; everything on one machine")
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu_model()}), Python {sys.version.split()[0]}, "
+        f"{asyncio.run(versions())}; everything on one machine"
+    )
 
 
-async def _setup(documents: int, mysql_admin: str, pg_url: str, database: str
-                 ) -> tuple[str, str]:
+async def _setup(documents: int, mysql_admin: str, pg_url: str, database: str) -> tuple[str, str]:
     whmcs_url = await make_store(mysql_admin, database, documents)
     token = await make_ledger(pg_url, whmcs_url, documents)
     return whmcs_url, token
@@ -404,34 +446,41 @@ def run(documents: int, write: bool) -> int:
             for system, url, key in (("agent", whmcs_url, TOKEN), ("coordinator", pg_url, token)):
                 for mode in ("feed", "baseline"):
                     # Best of RUNS, each in a fresh process: the machine is shared and noisy.
-                    runs = sorted((asyncio.run(measure(system, mode, url, key, pg_database))
-                                   for _ in range(RUNS)), key=lambda r: r.seconds)
+                    runs = sorted(
+                        (asyncio.run(measure(system, mode, url, key, pg_database)) for _ in range(RUNS)),
+                        key=lambda r: r.seconds,
+                    )
                     m = replace(runs[0], other_seconds=[r.seconds for r in runs[1:]])
                     results.append(m)
-                    print(f"{system:12} {mode:9} {m.documents:,} docs {m.seconds:6.2f} s "
-                          f"(server CPU {m.cpu_seconds:.2f} s; cores {_cores(m.cores)}) "
-                          f"peak {m.peak_mb:5.0f} MB",
-                          flush=True)
+                    print(
+                        f"{system:12} {mode:9} {m.documents:,} docs {m.seconds:6.2f} s "
+                        f"(server CPU {m.cpu_seconds:.2f} s; cores {_cores(m.cores)}) "
+                        f"peak {m.peak_mb:5.0f} MB",
+                        flush=True,
+                    )
             block = render(results, documents, _facts(pg_url, whmcs_url), setup)
         finally:
             asyncio.run(drop_database(parse_admin_url(mysql_admin), database))
     print(block)
     if write:
-        write_section(DOCS, "## WebService Get feed: 100,000 documents", BEGIN, END,
-                      block.split("\n"))
+        write_section(DOCS, "## WebService Get feed: 100,000 documents", BEGIN, END, block.split("\n"))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.webservice", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.webservice",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="(internal) one serving process")
     serve_parser.add_argument("system", choices=("agent", "coordinator"))
     serve_parser.add_argument("url")
     serve_parser.add_argument("port", type=int)
-    parser.add_argument("--documents", type=int, default=100_000,
-                        help=f"how many documents (a multiple of {TEMPLATES:,})")
+    parser.add_argument(
+        "--documents", type=int, default=100_000, help=f"how many documents (a multiple of {TEMPLATES:,})"
+    )
     parser.add_argument("--quick", action="store_true", help="10,000 documents, printed only")
     parser.add_argument("--print-only", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)

@@ -56,11 +56,18 @@ def create_app(settings: Settings) -> web.Application:
             await migrate(owner)
         finally:
             await owner.close()
-        pool = await create_pool(settings.database_url or "", size=settings.pool_size,
-                                 limit_seconds=settings.database_timeout_seconds)
-        writer = LedgerWriter(pool, max_batch=settings.max_batch, queue_limit=settings.queue_limit,
-                              answer_timeout=settings.answer_timeout_seconds,
-                              acquire_timeout=settings.database_timeout_seconds)
+        pool = await create_pool(
+            settings.database_url or "",
+            size=settings.pool_size,
+            limit_seconds=settings.database_timeout_seconds,
+        )
+        writer = LedgerWriter(
+            pool,
+            max_batch=settings.max_batch,
+            queue_limit=settings.queue_limit,
+            answer_timeout=settings.answer_timeout_seconds,
+            acquire_timeout=settings.database_timeout_seconds,
+        )
         await writer.start()
         app[POOL] = pool
         app[WRITER] = writer
@@ -68,21 +75,34 @@ def create_app(settings: Settings) -> web.Application:
         app[CHAIN_WATCH] = watch = ChainWatch(pool, writer)
         monitors = [
             asyncio.create_task(run_every("chain_check", ChainWatch.CHECK_SECONDS, watch.check)),
-            asyncio.create_task(run_every(
-                "pending_reservations", settings.pending_check_seconds,
-                lambda: flag_overdue(pool, writer, settings.pending_warning_minutes))),
-            asyncio.create_task(run_every(
-                "silent_stores", settings.heartbeat_seconds,
-                lambda: flag_silent(pool, writer, settings.heartbeat_seconds,
-                                    settings.missed_heartbeats))),
-            asyncio.create_task(run_every(
-                "billing_checks", settings.billing_check_seconds,
-                BillingMonitor(pool, writer, settings.vies()).check)),
+            asyncio.create_task(
+                run_every(
+                    "pending_reservations",
+                    settings.pending_check_seconds,
+                    lambda: flag_overdue(pool, writer, settings.pending_warning_minutes),
+                )
+            ),
+            asyncio.create_task(
+                run_every(
+                    "silent_stores",
+                    settings.heartbeat_seconds,
+                    lambda: flag_silent(pool, writer, settings.heartbeat_seconds, settings.missed_heartbeats),
+                )
+            ),
+            asyncio.create_task(
+                run_every(
+                    "billing_checks",
+                    settings.billing_check_seconds,
+                    BillingMonitor(pool, writer, settings.vies()).check,
+                )
+            ),
         ]
         if settings.kashflow_username:  # every replica schedules; the sync lock lets one run
             monitors.append(asyncio.create_task(run_kashflow_daily(pool, writer, settings)))
-        monitors += [asyncio.create_task(run_channel(pool, channel, settings))
-                     for channel in configured_channels(settings)]  # one replica delivers each
+        monitors += [
+            asyncio.create_task(run_channel(pool, channel, settings))
+            for channel in configured_channels(settings)
+        ]  # one replica delivers each
         yield
         for monitor in monitors:
             monitor.cancel()

@@ -45,8 +45,7 @@ class DatabaseUrls(NamedTuple):
 def database(settings: Settings) -> Iterator[DatabaseUrls]:
     """The configured PostgreSQL, or the embedded one for as long as the command runs."""
     if settings.database_url:
-        yield DatabaseUrls(settings.database_url,
-                           settings.migration_database_url or settings.database_url)
+        yield DatabaseUrls(settings.database_url, settings.migration_database_url or settings.database_url)
         return
     server, owner = start_embedded(settings.data_dir)
     try:
@@ -61,10 +60,12 @@ def _print(payload: Any) -> None:
 
 # -- serve -------------------------------------------------------------------------------
 
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     with database(settings) as urls:
-        settings = settings.model_copy(update={"database_url": urls.service,
-                                               "migration_database_url": urls.owner})
+        settings = settings.model_copy(
+            update={"database_url": urls.service, "migration_database_url": urls.owner}
+        )
         token = asyncio.run(_first_operator_token(urls.owner))
         if token is not None:
             _save_operator_token(token, settings.data_dir)
@@ -116,16 +117,16 @@ async def _serve(settings: Settings) -> None:
 
     # Requests in flight get SHUTDOWN_SECONDS to finish; the ledger answers each within
     # answer_timeout anyway, and whatever it had not written is refused with 503.
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(
+        create_app(settings), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:  # not the database: main() would say it is
         await runner.cleanup()
-        raise CliError(f"cannot listen on {settings.host}:{settings.port}: "
-                       f"{exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
     # What start-up made lives as long as the process: out of the collector's sight, so a
     # full collection scans only what requests made (a pause of tens of milliseconds
     # otherwise, in every request's way). And a young generation of 50,000 objects rather
@@ -150,8 +151,8 @@ async def _serve(settings: Settings) -> None:
 
 # -- database commands -------------------------------------------------------------------
 
-def _with_db(settings: Settings, work: Callable[[str], Awaitable[int]], *,
-             as_owner: bool = False) -> int:
+
+def _with_db(settings: Settings, work: Callable[[str], Awaitable[int]], *, as_owner: bool = False) -> int:
     """Run ``work`` with the service's URL, on a database the owner migrated first; or with
     the owner's URL (``as_owner``), as it is."""
     with database(settings) as urls:
@@ -172,8 +173,11 @@ async def _migrate(url: str) -> list[str]:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def work(url: str) -> int:
         applied = await _migrate(url)
-        print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
-              else "the database is up to date")
+        print(
+            f"applied {len(applied)} migration(s): {', '.join(applied)}"
+            if applied
+            else "the database is up to date"
+        )
         return 0
 
     return _with_db(settings, work, as_owner=True)
@@ -186,8 +190,9 @@ async def _run_command(url: str, command: c.Command) -> dict[str, Any]:
         return await writer.execute(command)
 
 
-def _ledger_command(settings: Settings, make: Callable[[], c.Command],
-                    show: Callable[[dict[str, Any]], None] = _print) -> int:
+def _ledger_command(
+    settings: Settings, make: Callable[[], c.Command], show: Callable[[dict[str, Any]], None] = _print
+) -> int:
     async def work(url: str) -> int:
         try:
             show(await _run_command(url, make()))
@@ -198,8 +203,9 @@ def _ledger_command(settings: Settings, make: Callable[[], c.Command],
     return _with_db(settings, work)
 
 
-def _read(settings: Settings, query: Callable[[Any], Awaitable[Any]],
-          show: Callable[[Any], None] = _print) -> int:
+def _read(
+    settings: Settings, query: Callable[[Any], Awaitable[Any]], show: Callable[[Any], None] = _print
+) -> int:
     async def work(url: str) -> int:
         conn = await connect(url)
         try:
@@ -219,16 +225,30 @@ def cmd_series_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_series_set(settings: Settings, args: argparse.Namespace) -> int:
-    changes = {k: v for k, v in {
-        "start": args.start, "increment": args.increment, "format": args.format,
-        "reset": args.reset, "assign_on": args.assign_on, "dedicated": args.dedicated,
-    }.items() if v is not None}
+    changes = {
+        k: v
+        for k, v in {
+            "start": args.start,
+            "increment": args.increment,
+            "format": args.format,
+            "reset": args.reset,
+            "assign_on": args.assign_on,
+            "dedicated": args.dedicated,
+        }.items()
+        if v is not None
+    }
     if not changes and args.next is None:
-        raise CliError("nothing to change: give at least one of --start --next --increment "
-                       "--format --reset --assign-on --dedicated")
+        raise CliError(
+            "nothing to change: give at least one of --start --next --increment "
+            "--format --reset --assign-on --dedicated"
+        )
     today = datetime.now(ZoneInfo(settings.timezone)).date()
-    return _ledger_command(settings, lambda: c.ConfigureSeries(
-        series=args.name, changes=changes, next=args.next, period=args.period, today=today))
+    return _ledger_command(
+        settings,
+        lambda: c.ConfigureSeries(
+            series=args.name, changes=changes, next=args.next, period=args.period, today=today
+        ),
+    )
 
 
 def cmd_peers_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -238,8 +258,9 @@ def cmd_peers_add(settings: Settings, args: argparse.Namespace) -> int:
         _print({**result, "token": token})
         sys.stderr.write("The token is shown once: give it to the store's agent now.\n")
 
-    return _ledger_command(settings, lambda: c.RegisterPeer(
-        name=args.name, url=args.url, token_sha256=token_sha256(token)), show)
+    return _ledger_command(
+        settings, lambda: c.RegisterPeer(name=args.name, url=args.url, token_sha256=token_sha256(token)), show
+    )
 
 
 def cmd_peers_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -251,8 +272,10 @@ def cmd_peers_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_peers_rotate(settings: Settings, args: argparse.Namespace) -> int:
     token = new_token()
     return _ledger_command(
-        settings, lambda: c.RotatePeerToken(peer_id=args.id, token_sha256=token_sha256(token)),
-        lambda result: _print({**result, "token": token}))
+        settings,
+        lambda: c.RotatePeerToken(peer_id=args.id, token_sha256=token_sha256(token)),
+        lambda result: _print({**result, "token": token}),
+    )
 
 
 def cmd_peers_retire(settings: Settings, args: argparse.Namespace) -> int:
@@ -284,14 +307,16 @@ def cmd_warnings(settings: Settings, args: argparse.Namespace) -> int:
 
     as_json = args.json or not sys.stdout.isatty()
     if args.resolve is not None:  # the API's command, so the resolution is a ledger event
+
         def resolved(result: dict[str, Any]) -> None:
             if as_json:
                 _print(result)
             else:
                 print(f"warning {result['warning_id']}: {result['state']}")
 
-        return _ledger_command(settings, lambda: c.ResolveWarning(
-            warning_id=args.resolve, by="operator"), resolved)
+        return _ledger_command(
+            settings, lambda: c.ResolveWarning(warning_id=args.resolve, by="operator"), resolved
+        )
 
     def show(rows: list[dict[str, Any]]) -> None:
         if len(rows) == WARNINGS_SHOWN:
@@ -311,29 +336,40 @@ def warnings_table(rows: list[dict[str, Any]], zone: str, *, with_resolved: bool
     tz = ZoneInfo(zone)
 
     def at(moment: str | None) -> str:
-        return datetime.fromisoformat(moment).astimezone(tz).strftime("%Y-%m-%d %H:%M") \
-            if moment else ""
+        return datetime.fromisoformat(moment).astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else ""
 
-    header = ["ID", "STATE", "RAISED", *(["RESOLVED"] if with_resolved else []), "CODE",
-              "SUBJECT", "MESSAGE"]
-    lines = [[w["warning_id"], w["state"], at(w["raised_at"]),
-              *([at(w["resolved_at"])] if with_resolved else []), w["code"], w["subject"],
-              " ".join(w["message"].split())] for w in rows]
+    header = ["ID", "STATE", "RAISED", *(["RESOLVED"] if with_resolved else []), "CODE", "SUBJECT", "MESSAGE"]
+    lines = [
+        [
+            w["warning_id"],
+            w["state"],
+            at(w["raised_at"]),
+            *([at(w["resolved_at"])] if with_resolved else []),
+            w["code"],
+            w["subject"],
+            " ".join(w["message"].split()),
+        ]
+        for w in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header) - 1)]
-    text = ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)),
-                       line[-1]]) for line in [header, *lines]]  # widths: all but the message
+    text = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]])
+        for line in [header, *lines]
+    ]  # widths: all but the message
     return "\n".join(text) + f"\n{len(rows)} warning(s), times in {zone}\n"
 
 
 # -- audit, export, verify ---------------------------------------------------------------
+
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from coordinator.ledger.audit_cli import read_receipts, run_audit
 
     try:
         receipts = read_receipts(args.receipts)
-        return _with_db(settings, lambda url: run_audit(url, receipts, args.rebuild, args.json),
-                        as_owner=True)  # its scratch schema: the service may create none
+        return _with_db(
+            settings, lambda url: run_audit(url, receipts, args.rebuild, args.json), as_owner=True
+        )  # its scratch schema: the service may create none
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -353,15 +389,18 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- sync kashflow -----------------------------------------------------------------------
 
+
 def cmd_sync_kashflow(settings: Settings, args: argparse.Namespace) -> int:
     from coordinator.accounting.cli import show_options, sync_daily, sync_once
     from coordinator.accounting.kashflow import KashFlowError
     from coordinator.accounting.sync import SyncBusy
 
     if not settings.kashflow_username:
-        raise CliError("KashFlow is not configured: set CONCORD_KASHFLOW_USERNAME and "
-                       "CONCORD_KASHFLOW_PASSWORD (or kashflow_username / kashflow_password in "
-                       "the settings file)")
+        raise CliError(
+            "KashFlow is not configured: set CONCORD_KASHFLOW_USERNAME and "
+            "CONCORD_KASHFLOW_PASSWORD (or kashflow_username / kashflow_password in "
+            "the settings file)"
+        )
     try:
         if args.show_options:
             return asyncio.run(show_options(settings))
@@ -373,6 +412,7 @@ def cmd_sync_kashflow(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- demo --------------------------------------------------------------------------------
+
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from coordinator.demo import DemoError, find_operator_token, run_demo
@@ -387,6 +427,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------
+
 
 def _bool(value: str) -> bool:
     lowered = value.lower()
@@ -405,6 +446,7 @@ def _positive(value: str) -> int:
 
 def _uuid_of(what: str) -> Callable[[str], str]:
     """An argument type: a UUID in its canonical text, else an error naming ``what``."""
+
     def parse(value: str) -> str:
         import uuid
 
@@ -441,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     series = sub.add_parser("series", help="numbering series").add_subparsers(
-        dest="series_command", required=True)
+        dest="series_command", required=True
+    )
     series.add_parser("show").set_defaults(func=cmd_series_show)
     sset = series.add_parser("set", help="change a series' settings")
     sset.add_argument("name", choices=["invoice", "creditnote"])
@@ -455,8 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("--dedicated", type=_bool, help="credit notes only: true or false")
     sset.set_defaults(func=cmd_series_set)
 
-    peers = sub.add_parser("peers", help="stores").add_subparsers(
-        dest="peers_command", required=True)
+    peers = sub.add_parser("peers", help="stores").add_subparsers(dest="peers_command", required=True)
     add = peers.add_parser("add", help="register a store and print its token once")
     add.add_argument("name")
     add.add_argument("--url", required=True, help="the store agent's URL")
@@ -470,46 +512,67 @@ def build_parser() -> argparse.ArgumentParser:
     retire.set_defaults(func=cmd_peers_retire)
 
     tokens = sub.add_parser("tokens", help="operator and reader tokens").add_subparsers(
-        dest="tokens_command", required=True)
+        dest="tokens_command", required=True
+    )
     create = tokens.add_parser("create", help="create a token and print it once")
     create.add_argument("--role", required=True, choices=["operator", "reader"])
     create.add_argument("--label", default="")
     create.set_defaults(func=cmd_tokens_create)
 
-    sync = sub.add_parser("sync", help="accounting sync").add_subparsers(
-        dest="sync_command", required=True)
-    kashflow = sync.add_parser("kashflow", help="post paid invoices to KashFlow (default: on the "
-                               "daily schedule, in the foreground)")
+    sync = sub.add_parser("sync", help="accounting sync").add_subparsers(dest="sync_command", required=True)
+    kashflow = sync.add_parser(
+        "kashflow", help="post paid invoices to KashFlow (default: on the daily schedule, in the foreground)"
+    )
     kashflow.add_argument("--once", action="store_true", help="one run now, with progress")
-    kashflow.add_argument("--limit", type=_positive, help="most invoices this run "
-                          "(default CONCORD_KASHFLOW_LIMIT, 200)")
-    kashflow.add_argument("--show-options", action="store_true", help="list KashFlow's payment "
-                          "methods, bank accounts and currencies for the mapping, and exit")
+    kashflow.add_argument(
+        "--limit", type=_positive, help="most invoices this run (default CONCORD_KASHFLOW_LIMIT, 200)"
+    )
+    kashflow.add_argument(
+        "--show-options",
+        action="store_true",
+        help="list KashFlow's payment methods, bank accounts and currencies for the mapping, and exit",
+    )
     kashflow.set_defaults(func=cmd_sync_kashflow)
 
-    warning_list = sub.add_parser("warnings", help="open warnings: a table in a terminal, "
-                                  "else JSON")
+    warning_list = sub.add_parser("warnings", help="open warnings: a table in a terminal, else JSON")
     shown = warning_list.add_mutually_exclusive_group()
     shown.add_argument("--all", action="store_true", help="resolved warnings too")
-    shown.add_argument("--resolve", type=_uuid_of("a warning id"), metavar="ID",
-                       help="resolve one warning (a ledger event, as through the API)")
+    shown.add_argument(
+        "--resolve",
+        type=_uuid_of("a warning id"),
+        metavar="ID",
+        help="resolve one warning (a ledger event, as through the API)",
+    )
     warning_list.add_argument("--json", action="store_true", help="JSON, also in a terminal")
     warning_list.set_defaults(func=cmd_warnings)
 
     demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
     demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
-    demo.add_argument("--token", help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
-                      "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)")
+    demo.add_argument(
+        "--token",
+        help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
+        "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)",
+    )
     demo.add_argument("--documents", type=int, default=60, help="how many documents to issue")
     demo.add_argument("--seed", type=int, help="seed of the generated documents")
     demo.set_defaults(func=cmd_demo)
 
-    audit = sub.add_parser("audit", help="replay the ledger and check chain, invariants, "
-                           "projections (and receipts); exit 0 only when every check holds")
-    audit.add_argument("--receipts", type=Path, metavar="DIR",
-                       help="receipts exported by the stores (concord-agent receipts export)")
-    audit.add_argument("--rebuild", action="store_true",
-                       help="after a successful check, replace the projections by the replay")
+    audit = sub.add_parser(
+        "audit",
+        help="replay the ledger and check chain, invariants, "
+        "projections (and receipts); exit 0 only when every check holds",
+    )
+    audit.add_argument(
+        "--receipts",
+        type=Path,
+        metavar="DIR",
+        help="receipts exported by the stores (concord-agent receipts export)",
+    )
+    audit.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="after a successful check, replace the projections by the replay",
+    )
     audit.add_argument("--json", action="store_true", help="the report as JSON")
     audit.set_defaults(func=cmd_audit)
     export = sub.add_parser("export", help="write the ledger to a JSON-lines file")
@@ -526,8 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(rest, namespace=options)
     try:
         settings = load_settings(
-            args.config, database_url=args.database_url,
-            host=getattr(args, "host", None), port=getattr(args, "port", None),
+            args.config,
+            database_url=args.database_url,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
         )
     except (FileNotFoundError, ValueError) as exc:
         sys.stderr.write(f"concord: {exc}\n")

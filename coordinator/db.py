@@ -13,8 +13,11 @@ from coordinator.service_role import enter_service_role
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("jsonb", "json"):
         await conn.set_type_codec(
-            type_name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads, format="text",
+            type_name,
+            schema="pg_catalog",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            format="text",
         )
 
 
@@ -23,8 +26,7 @@ async def _init_pool_connection(conn: asyncpg.Connection) -> None:
     await enter_service_role(conn)  # the service's own rights, whatever the login's
 
 
-async def create_pool(url: str, *, size: int = 10,
-                      limit_seconds: float | None = None) -> asyncpg.Pool:
+async def create_pool(url: str, *, size: int = 10, limit_seconds: float | None = None) -> asyncpg.Pool:
     """``limit_seconds`` (the service's pool): the longest a connection attempt, a statement or a
     lock wait (the ledger lock included) may take, so that no request waits without limit on
     a database that is away or stuck. The client-side limit, a little longer, also ends a
@@ -40,7 +42,11 @@ async def create_pool(url: str, *, size: int = 10,
         server_settings |= {"statement_timeout": milliseconds, "lock_timeout": milliseconds}
         limits = {"timeout": limit_seconds, "command_timeout": limit_seconds + 2}
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=_init_pool_connection, server_settings=server_settings,
+        url,
+        min_size=1,
+        max_size=size,
+        init=_init_pool_connection,
+        server_settings=server_settings,
         **limits,
     )
     assert pool is not None

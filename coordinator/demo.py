@@ -55,8 +55,10 @@ def find_operator_token(given: str | None, environ: Mapping[str, str], data_dir:
     except OSError:
         token = ""
     if not token:
-        raise DemoError(f"no operator token: pass --token, set CONCORD_OPERATOR_TOKEN, or run "
-                        f"`concord serve` once so that it saves one to {saved}")
+        raise DemoError(
+            f"no operator token: pass --token, set CONCORD_OPERATOR_TOKEN, or run "
+            f"`concord serve` once so that it saves one to {saved}"
+        )
     return token
 
 
@@ -66,8 +68,8 @@ class OperatorApi:
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=30))
+            headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=30)
+        )
 
     async def close(self) -> None:
         await self._session.close()
@@ -78,16 +80,19 @@ class OperatorApi:
                 payload = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DemoError(f"cannot reach the coordinator at {self.url} "
-                            f"({exc or type(exc).__name__}); start it with `concord serve` "
-                            "or pass --url") from None
+            raise DemoError(
+                f"cannot reach the coordinator at {self.url} "
+                f"({exc or type(exc).__name__}); start it with `concord serve` "
+                "or pass --url"
+            ) from None
         if status in (401, 403):
-            raise DemoError(f"the coordinator at {self.url} refused the operator token "
-                            f"(HTTP {status}); pass an operator token with --token")
+            raise DemoError(
+                f"the coordinator at {self.url} refused the operator token "
+                f"(HTTP {status}); pass an operator token with --token"
+            )
         if status >= 400:
             error = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise DemoError(f"{method} {path} failed with HTTP {status}: "
-                            f"{error.get('message', payload)}")
+            raise DemoError(f"{method} {path} failed with HTTP {status}: {error.get('message', payload)}")
         return payload
 
     async def open_warnings(self) -> list[dict[str, Any]]:
@@ -131,48 +136,55 @@ async def register_stores(api: OperatorApi, seed: int, today: date) -> list[Demo
     for name in STORE_NAMES:
         peer = existing.get(name)
         if peer is None:
-            made = await api.call("POST", "/v1/peers", {"name": name,
-                                                        "url": f"http://{name}.invalid"})
+            made = await api.call("POST", "/v1/peers", {"name": name, "url": f"http://{name}.invalid"})
         elif peer["state"] == "active":
             made = await api.call("POST", f"/v1/peers/{peer['peer_id']}/rotate-token")
         else:
-            raise DemoError(f"store {name} is retired, so the demo cannot use it; run the "
-                            "demo against a fresh coordinator database")
+            raise DemoError(
+                f"store {name} is retired, so the demo cannot use it; run the "
+                "demo against a fresh coordinator database"
+            )
         generator = StoreGenerator(seed, name, clients=10, invoices=40, today=today, days=60)
         clients = {row["id"]: row for row in generator.base()["tblclients"]}
         stores.append(DemoStore(name, made["peer_id"], made["token"], generator, clients))
     return stores
 
 
-def _snapshot(doctype: str, formatted: str, doc_id: int, store: DemoStore,
-              rows: Any) -> dict[str, Any]:
+def _snapshot(doctype: str, formatted: str, doc_id: int, store: DemoStore, rows: Any) -> dict[str, Any]:
     """The ClientData/DocData the agent would build from these WHMCS rows."""
     invoice = {**rows.invoice, "id": doc_id}
     items = [{**item, "id": doc_id * 100 + n} for n, item in enumerate(rows.items, start=1)]
-    return document(doctype, formatted, invoice, items, store.clients.get(invoice["userid"], {}),
-                    rows.snapshot, [])
+    return document(
+        doctype, formatted, invoice, items, store.clients.get(invoice["userid"], {}), rows.snapshot, []
+    )
 
 
-async def _report_sequential(run: DemoRun, store: DemoStore, client: CoordinatorClient,
-                             on: bool) -> None:
+async def _report_sequential(run: DemoRun, store: DemoStore, client: CoordinatorClient, on: bool) -> None:
     await client.heartbeat(DEMO_AGENT_VERSION, {"SequentialInvoiceNumbering": "on" if on else ""})
-    open_ = [w for w in await run.api.open_warnings()
-             if w["code"] == SEQUENTIAL_WARNING and w["subject"] == store.peer_id]
+    open_ = [
+        w
+        for w in await run.api.open_warnings()
+        if w["code"] == SEQUENTIAL_WARNING and w["subject"] == store.peer_id
+    ]
     if on:
         shown = open_[0]["message"] if open_ else "(no warning yet)"
-        run.say(f"{store.name:<12} heartbeat: WHMCS sequential numbering ON  -> warning "
-                f"{SEQUENTIAL_WARNING}: {shown}")
+        run.say(
+            f"{store.name:<12} heartbeat: WHMCS sequential numbering ON  -> warning "
+            f"{SEQUENTIAL_WARNING}: {shown}"
+        )
     else:
         state = "still open" if open_ else "resolved"
-        run.say(f"{store.name:<12} heartbeat: WHMCS sequential numbering OFF -> warning "
-                f"{SEQUENTIAL_WARNING} {state}")
+        run.say(
+            f"{store.name:<12} heartbeat: WHMCS sequential numbering OFF -> warning "
+            f"{SEQUENTIAL_WARNING} {state}"
+        )
 
 
-async def _issue_one(run: DemoRun, store: DemoStore, client: CoordinatorClient,
-                     rng: random.Random, force_release: bool) -> None:
+async def _issue_one(
+    run: DemoRun, store: DemoStore, client: CoordinatorClient, rng: random.Random, force_release: bool
+) -> None:
     credit_note = rng.random() < CREDIT_NOTE_SHARE
-    rows = store.generator.new_invoice(status="Paid", credit_note=credit_note,
-                                       date=store.generator.today)
+    rows = store.generator.new_invoice(status="Paid", credit_note=credit_note, date=store.generator.today)
     doctype = "creditnote" if rows.credit_note else "invoice"
     doc_id = run.new_doc_id()
     release_first = force_release or rng.random() < RELEASE_SHARE
@@ -184,20 +196,23 @@ async def _issue_one(run: DemoRun, store: DemoStore, client: CoordinatorClient,
         if release_first:
             release_first = False
             run.released_numbers.add(key)  # before the release: another store may take it at once
-            await client.release(reservation["reservation_id"],
-                                 "demo: simulated failed write to WHMCS")
+            await client.release(reservation["reservation_id"], "demo: simulated failed write to WHMCS")
             store.released += 1
-            run.say(f"{store.name:<12} {doctype:<10} #{doc_id:<10} {reservation['formatted']:<14}"
-                    " released: writing to WHMCS failed (simulated); the number returns to the "
-                    "pool")
+            run.say(
+                f"{store.name:<12} {doctype:<10} #{doc_id:<10} {reservation['formatted']:<14}"
+                " released: writing to WHMCS failed (simulated); the number returns to the "
+                "pool"
+            )
             continue
-        issued = await client.confirm(reservation["reservation_id"],
-                                      _snapshot(doctype, reservation["formatted"], doc_id, store,
-                                                rows))
+        issued = await client.confirm(
+            reservation["reservation_id"], _snapshot(doctype, reservation["formatted"], doc_id, store, rows)
+        )
         store.issued += 1
         note = "  (reused a released number)" if reused else ""
-        run.say(f"{store.name:<12} {doctype:<10} #{doc_id:<10} {issued['formatted']:<14}"
-                f" ledger position {issued['receipt']['position']}{note}")
+        run.say(
+            f"{store.name:<12} {doctype:<10} #{doc_id:<10} {issued['formatted']:<14}"
+            f" ledger position {issued['receipt']['position']}{note}"
+        )
         return
 
 
@@ -227,8 +242,7 @@ def shares(documents: int, stores: int) -> list[int]:
     return [documents // stores + (1 if i < documents % stores else 0) for i in range(stores)]
 
 
-async def run_demo(url: str, token: str, documents: int, seed: int | None,
-                   out: TextIO = sys.stdout) -> int:
+async def run_demo(url: str, token: str, documents: int, seed: int | None, out: TextIO = sys.stdout) -> int:
     if documents < 1:
         raise DemoError("--documents must be at least 1")
     seed = seed if seed is not None else random.randrange(1, 10**6)
@@ -240,13 +254,18 @@ async def run_demo(url: str, token: str, documents: int, seed: int | None,
         run = DemoRun(api, out, first_doc_id=int(time.time() * 1000) % 10**9)
         series = (await api.call("GET", "/v1/series"))["series"]
         formats = ", ".join(f"{s['name']} {s['settings']['format']!r}" for s in series)
-        run.say(f"concord demo: {documents} documents from {', '.join(STORE_NAMES)} "
-                f"(seed {seed}) at {api.url}; formats: {formats}")
+        run.say(
+            f"concord demo: {documents} documents from {', '.join(STORE_NAMES)} "
+            f"(seed {seed}) at {api.url}; formats: {formats}"
+        )
         run.say(f"{'store':<12} {'doctype':<10} {'document':<11} {'number':<14} ledger")
         try:
-            await asyncio.gather(*(
-                _store_worker(run, store, share, seed)
-                for store, share in zip(stores, shares(documents, len(stores)), strict=True)))
+            await asyncio.gather(
+                *(
+                    _store_worker(run, store, share, seed)
+                    for store, share in zip(stores, shares(documents, len(stores)), strict=True)
+                )
+            )
         except CoordinatorRefused as exc:
             raise DemoError(f"the coordinator refused a demo request: {exc}") from None
         except CoordinatorUnavailable as exc:
@@ -258,13 +277,17 @@ async def run_demo(url: str, token: str, documents: int, seed: int | None,
     per_store = Counter({s.name: s.issued for s in stores})
     released = sum(s.released for s in stores)
     run.say("")
-    run.say(f"issued {sum(per_store.values())} numbers ("
-            + ", ".join(f"{name} {per_store[name]}" for name in STORE_NAMES)
-            + f"); {released} reservation(s) released and their numbers handed out again")
+    run.say(
+        f"issued {sum(per_store.values())} numbers ("
+        + ", ".join(f"{name} {per_store[name]}" for name in STORE_NAMES)
+        + f"); {released} reservation(s) released and their numbers handed out again"
+    )
     run.say(f"ledger head: position {head['position']}, hash {head['hash']}")
     run.say(f"open warnings: {len(warnings)}")
     for warning in warnings:
         run.say(f"  {warning['code']}: {warning['message']}")
-    run.say(f"note: {DRIFTING_STORE} sent heartbeats and now sends none, so the coordinator "
-            "will report it silent (peer_silent) after three missed heartbeats.")
+    run.say(
+        f"note: {DRIFTING_STORE} sent heartbeats and now sends none, so the coordinator "
+        "will report it silent (peer_silent) after three missed heartbeats."
+    )
     return 0

@@ -42,7 +42,8 @@ def start_embedded(data_dir: Path) -> tuple[object, str]:
 def embedded_service_url(server: object) -> str:
     """The URL of our database as the service's login."""
     return server.get_postmaster_info().get_uri(  # type: ignore[attr-defined]
-        user=SERVICE_LOGIN, database=DATABASE)
+        user=SERVICE_LOGIN, database=DATABASE
+    )
 
 
 def stop_embedded(server: object) -> None:

@@ -26,9 +26,15 @@ async def enter_service_role(conn: asyncpg.Connection) -> None:
         "SELECT CASE WHEN to_regrole($1::text) IS NULL THEN NULL"
         " WHEN pg_has_role($1::text::name, 'MEMBER') THEN set_config('role', $1::text, false)"
         " END, pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass('events')),"
-        " 'USAGE')", SERVICE_ROLE, column=1)
+        " 'USAGE')",
+        SERVICE_ROLE,
+        column=1,
+    )
     if owns_ledger:
-        log.warning("service_role_owns_ledger", role=await conn.fetchval("SELECT current_user"),
-                    detail="the service's database role owns the ledger and could switch its "
-                    "append-only guard off; give the service a role of its own "
-                    "(docs/operations.md, 'Database roles and migrations')")
+        log.warning(
+            "service_role_owns_ledger",
+            role=await conn.fetchval("SELECT current_user"),
+            detail="the service's database role owns the ledger and could switch its "
+            "append-only guard off; give the service a role of its own "
+            "(docs/operations.md, 'Database roles and migrations')",
+        )

@@ -41,8 +41,10 @@ async def request_fields(request: web.Request) -> dict[str, Any]:
         try:
             fields = dict(await request.post())
         except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
-            raise GetQueryError(f"the form body cannot be read ({exc}): send url-encoded or "
-                                "multipart form fields, or a JSON object") from None
+            raise GetQueryError(
+                f"the form body cannot be read ({exc}): send url-encoded or "
+                "multipart form fields, or a JSON object"
+            ) from None
     check_fields(fields)
     return fields
 
@@ -52,8 +54,9 @@ def vies_asker(session: aiohttp.ClientSession, url: str) -> Ask:
 
     async def ask(key: VatKey) -> bool | None:
         try:
-            async with session.post(url, data=request_body(key),
-                                    headers={"Content-Type": "application/json"}) as reply:
+            async with session.post(
+                url, data=request_body(key), headers={"Content-Type": "application/json"}
+            ) as reply:
                 return parse_reply(reply.status, await reply.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("vies_unavailable", error=repr(exc))
@@ -62,17 +65,25 @@ def vies_asker(session: aiohttp.ClientSession, url: str) -> Ask:
     return ask
 
 
-async def stream_answer(request: web.Request, first: list[FeedItem],
-                        rest: AsyncIterator[list[FeedItem]], cache: VerdictCache,
-                        vies: ViesSettings, today: date,
-                        headers: Mapping[str, str]) -> web.StreamResponse:
+async def stream_answer(
+    request: web.Request,
+    first: list[FeedItem],
+    rest: AsyncIterator[list[FeedItem]],
+    cache: VerdictCache,
+    vies: ViesSettings,
+    today: date,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
     """Streams the JSON answer page by page: memory stays flat however many documents match.
     ``first`` was read before the status line, so that a failure there is still an error."""
-    async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=vies.timeout_seconds)) as session:
-        lookup = ViesLookup(vies_asker(session, vies.url) if vies.url else None, cache,
-                            max_age=timedelta(days=vies.cache_days),
-                            budget=vies.lookups_per_answer, now=lambda: datetime.now(UTC))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=vies.timeout_seconds)) as session:
+        lookup = ViesLookup(
+            vies_asker(session, vies.url) if vies.url else None,
+            cache,
+            max_age=timedelta(days=vies.cache_days),
+            budget=vies.lookups_per_answer,
+            now=lambda: datetime.now(UTC),
+        )
         response = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
         await response.prepare(request)
         async with aclosing(rest):

@@ -21,23 +21,37 @@ FAST_LOOPS = {
 class AgentProcess(ServiceProcess):
     """One store's agent."""
 
-    def __init__(self, store: str, whmcs_url: str, coordinator_url: str, token: str,
-                 log_dir: Path, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: str,
+        whmcs_url: str,
+        coordinator_url: str,
+        token: str,
+        log_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         port = port or free_port()
         self.store = store
         self.whmcs_url = whmcs_url
         self.coordinator_url = coordinator_url
         self.token = token
-        super().__init__(f"agent {store}", log_dir / f"agent-{store}.log", "agent", ["serve"], {
-            "CONCORD_AGENT_WHMCS_URL": whmcs_url,
-            "CONCORD_AGENT_COORDINATOR_URL": coordinator_url,
-            "CONCORD_AGENT_TOKEN": token,
-            "CONCORD_AGENT_STORE": store,
-            "CONCORD_AGENT_HOST": "127.0.0.1",
-            "CONCORD_AGENT_PORT": str(port),
-            "CONCORD_AGENT_LOG_LEVEL": "warning",
-            "CONCORD_AGENT_LOG_JSON": "true",
-            **FAST_LOOPS,
-            **(env or {}),
-        }, port)
+        super().__init__(
+            f"agent {store}",
+            log_dir / f"agent-{store}.log",
+            "agent",
+            ["serve"],
+            {
+                "CONCORD_AGENT_WHMCS_URL": whmcs_url,
+                "CONCORD_AGENT_COORDINATOR_URL": coordinator_url,
+                "CONCORD_AGENT_TOKEN": token,
+                "CONCORD_AGENT_STORE": store,
+                "CONCORD_AGENT_HOST": "127.0.0.1",
+                "CONCORD_AGENT_PORT": str(port),
+                "CONCORD_AGENT_LOG_LEVEL": "warning",
+                "CONCORD_AGENT_LOG_JSON": "true",
+                **FAST_LOOPS,
+                **(env or {}),
+            },
+            port,
+        )

@@ -59,8 +59,7 @@ async def tokens(database_url: str) -> Tokens:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path, timezone="Europe/Amsterdam",
-                    log_json=True)
+    return Settings(database_url=database_url, data_dir=tmp_path, timezone="Europe/Amsterdam", log_json=True)
 
 
 @pytest.fixture
@@ -73,8 +72,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def replicas(database_url: str, tokens: Tokens,
-                   tmp_path: Path) -> AsyncIterator[list[CoordinatorProcess]]:
+async def replicas(
+    database_url: str, tokens: Tokens, tmp_path: Path
+) -> AsyncIterator[list[CoordinatorProcess]]:
     """Two coordinator processes serving the same fresh database."""
     procs = [CoordinatorProcess(database_url, tmp_path, f"coordinator-{n}") for n in "ab"]
     try:

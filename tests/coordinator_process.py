@@ -12,14 +12,27 @@ from tests.service_process import ServiceProcess, free_port
 
 
 class CoordinatorProcess(ServiceProcess):
-    def __init__(self, database_url: str, data_dir: Path, name: str, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        name: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         port = port or free_port()
         self.database_url = database_url
         self.data_dir = data_dir
         super().__init__(
-            name, data_dir / f"{name}.log", "coordinator",
+            name,
+            data_dir / f"{name}.log",
+            "coordinator",
             ["--database-url", database_url, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            {"CONCORD_DATA_DIR": str(data_dir), "CONCORD_LOG_LEVEL": "warning",
-             "CONCORD_LOG_JSON": "true", **(env or {})},
-            port)
+            {
+                "CONCORD_DATA_DIR": str(data_dir),
+                "CONCORD_LOG_LEVEL": "warning",
+                "CONCORD_LOG_JSON": "true",
+                **(env or {}),
+            },
+            port,
+        )

@@ -38,12 +38,14 @@ SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 KF = "KashFlow"
 CIS_FIELDS = ("CISRCNetAmount", "CISRCVatAmount", "IsCISReverseCharge")
 _SIMPLE = {
-    "int": re.compile(r"-?\d+"), "integer": re.compile(r"-?\d+"),
-    "decimal": re.compile(r"-?\d+(\.\d+)?"), "boolean": re.compile(r"true|false|0|1"),
-    "dateTime": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"), "string": re.compile(r".*", re.S),
+    "int": re.compile(r"-?\d+"),
+    "integer": re.compile(r"-?\d+"),
+    "decimal": re.compile(r"-?\d+(\.\d+)?"),
+    "boolean": re.compile(r"true|false|0|1"),
+    "dateTime": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"),
+    "string": re.compile(r".*", re.S),
 }
-_ZERO = {"int": "0", "integer": "0", "decimal": "0", "boolean": "false",
-         "dateTime": "0001-01-01T00:00:00"}
+_ZERO = {"int": "0", "integer": "0", "decimal": "0", "boolean": "false", "dateTime": "0001-01-01T00:00:00"}
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,14 @@ def _schema() -> dict[str, list[Slot]]:
         sequence = node.find(f".//{{{XS}}}sequence")
         if node.get("name") and sequence is not None:
             out[node.get("name", "")] = [
-                Slot(e.get("name", ""), e.get("type", ""), e.get("minOccurs") == "1",
-                     e.get("maxOccurs") == "unbounded")
-                for e in sequence.findall(f"{{{XS}}}element")]
+                Slot(
+                    e.get("name", ""),
+                    e.get("type", ""),
+                    e.get("minOccurs") == "1",
+                    e.get("maxOccurs") == "unbounded",
+                )
+                for e in sequence.findall(f"{{{XS}}}element")
+            ]
     return out
 
 
@@ -145,19 +152,25 @@ class FakeKashFlow:
     username: str = "concord"
     password: str = "secret"
     timeout_delay: float = 1.5  # longer than the client timeout the tests use
-    currencies: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"CurrencyId": 1, "CurrencyCode": "GBP", "ExchangeRate": "1", "isDefault": 1},
-        {"CurrencyId": 2, "CurrencyCode": "EUR", "ExchangeRate": "1.17", "isDefault": 0},
-    ])
-    bank_accounts: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"AccountID": 11, "AccountName": "Current Account", "AccountCode": 1200},
-        {"AccountID": 12, "AccountName": "PayPal", "AccountCode": 1210},
-    ])
-    pay_methods: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"MethodID": 21, "MethodName": "Credit/Debit Card"},
-        {"MethodID": 22, "MethodName": "PayPal"},
-        {"MethodID": 23, "MethodName": "BACS"},
-    ])
+    currencies: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"CurrencyId": 1, "CurrencyCode": "GBP", "ExchangeRate": "1", "isDefault": 1},
+            {"CurrencyId": 2, "CurrencyCode": "EUR", "ExchangeRate": "1.17", "isDefault": 0},
+        ]
+    )
+    bank_accounts: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"AccountID": 11, "AccountName": "Current Account", "AccountCode": 1200},
+            {"AccountID": 12, "AccountName": "PayPal", "AccountCode": 1210},
+        ]
+    )
+    pay_methods: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"MethodID": 21, "MethodName": "Credit/Debit Card"},
+            {"MethodID": 22, "MethodName": "PayPal"},
+            {"MethodID": 23, "MethodName": "BACS"},
+        ]
+    )
     customers: dict[int, dict[str, Any]] = field(default_factory=dict)
     invoices: dict[int, dict[str, Any]] = field(default_factory=dict)
     payments: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -167,8 +180,16 @@ class FakeKashFlow:
     _next_invoice: Any = field(default_factory=lambda: itertools.count(1001))
 
     def fail(self, operation: str, kind: str, times: int = 1) -> None:
-        assert kind in ("status_no", "zero", "http_500", "timeout", "applied_500", "text_500",
-                        "empty_500", "html_502")
+        assert kind in (
+            "status_no",
+            "zero",
+            "http_500",
+            "timeout",
+            "applied_500",
+            "text_500",
+            "empty_500",
+            "html_502",
+        )
         self._failures.setdefault(operation, []).extend([kind] * times)
 
     def count(self, operation: str) -> int:
@@ -186,8 +207,9 @@ class FakeKashFlow:
             operation_node = envelope.find(f"{{{SOAP}}}Body")[0]  # type: ignore[index]
             operation = operation_node.tag.removeprefix(f"{{{KF}}}")
             if request.headers.get("SOAPAction", "").strip('"') != f"KashFlow/{operation}":
-                raise BadRequest(f"SOAPAction {request.headers.get('SOAPAction')!r} does not "
-                                 f"name {operation}")
+                raise BadRequest(
+                    f"SOAPAction {request.headers.get('SOAPAction')!r} does not name {operation}"
+                )
             if not request.content_type == "text/xml":
                 raise BadRequest(f"content type {request.content_type} is not SOAP 1.1's text/xml")
             arguments = check(operation_node, operation)
@@ -205,8 +227,7 @@ class FakeKashFlow:
         if failure in ("status_no", "zero"):
             result = 0 if failure == "zero" else None
             status = "OK" if failure == "zero" else "NO"
-            return _answer(operation, result, status, "" if failure == "zero" else
-                           "Injected refusal")
+            return _answer(operation, result, status, "" if failure == "zero" else "Injected refusal")
         if arguments.get("UserName") != self.username or arguments.get("Password") != self.password:
             return _answer(operation, None, "NO", "Incorrect username or password")
         try:
@@ -219,9 +240,14 @@ class FakeKashFlow:
         if failure == "applied_500":
             return _fault("Server was unable to process request. Timeout expired.")
         if failure == "html_502":
-            return web.Response(status=502, content_type="text/html", text=(
-                "<html><head><title>502 Bad Gateway</title></head><body><center>"
-                "<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"))
+            return web.Response(
+                status=502,
+                content_type="text/html",
+                text=(
+                    "<html><head><title>502 Bad Gateway</title></head><body><center>"
+                    "<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+                ),
+            )
         return _answer(operation, result, status, detail)
 
     # -- operations ------------------------------------------------------------------------
@@ -279,8 +305,11 @@ class FakeKashFlow:
         return number
 
     def _op_GetInvoicesForCustomer(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in inv.items() if k != "Lines"}
-                for inv in self.invoices.values() if inv["CustomerID"] == args["CustID"]]
+        return [
+            {k: v for k, v in inv.items() if k != "Lines"}
+            for inv in self.invoices.values()
+            if inv["CustomerID"] == args["CustID"]
+        ]
 
     def _op_InsertInvoicePayment(self, args: dict[str, Any]) -> int:
         payment = args["InvoicePayment"]
@@ -293,8 +322,9 @@ class FakeKashFlow:
         amount = Decimal(payment["PayAmount"])
         if amount == 0:
             raise BadRequest("Payment amount must not be zero")
-        paid = sum((Decimal(p["PayAmount"]) for p in self.payments_of(int(payment["PayInvoice"]))),
-                   Decimal(0))
+        paid = sum(
+            (Decimal(p["PayAmount"]) for p in self.payments_of(int(payment["PayInvoice"]))), Decimal(0)
+        )
         if paid + amount < 0:  # a refund (negative payment) of more than was paid
             raise BadRequest("Refund exceeds the payments of the invoice")
         new_id = next(self._ids)
@@ -314,21 +344,29 @@ class FakeKashFlow:
 
 
 _RESULT_TYPES = {
-    "GetCurrencies": "tns:ArrayOfCurrencies", "GetBankAccounts": "tns:ArrayOfBankAccount",
-    "GetInvPayMethods": "tns:ArrayOfPaymentMethod", "GetCustomer": "tns:Customer",
-    "InsertCustomer": "s:int", "UpdateCustomer": "s:string", "InsertInvoice": "s:int",
-    "GetInvoicesForCustomer": "tns:ArrayOfInvoice", "InsertInvoicePayment": "s:int",
+    "GetCurrencies": "tns:ArrayOfCurrencies",
+    "GetBankAccounts": "tns:ArrayOfBankAccount",
+    "GetInvPayMethods": "tns:ArrayOfPaymentMethod",
+    "GetCustomer": "tns:Customer",
+    "InsertCustomer": "s:int",
+    "UpdateCustomer": "s:string",
+    "InsertInvoice": "s:int",
+    "GetInvoicesForCustomer": "tns:ArrayOfInvoice",
+    "InsertInvoicePayment": "s:int",
     "GetInvoicePayment": "tns:ArrayOfPayment",
 }
-_ARRAY_ITEM = {"tns:ArrayOfCurrencies": "Currencies", "tns:ArrayOfBankAccount": "BankAccount",
-               "tns:ArrayOfPaymentMethod": "PaymentMethod", "tns:ArrayOfInvoice": "Invoice",
-               "tns:ArrayOfPayment": "Payment"}
+_ARRAY_ITEM = {
+    "tns:ArrayOfCurrencies": "Currencies",
+    "tns:ArrayOfBankAccount": "BankAccount",
+    "tns:ArrayOfPaymentMethod": "PaymentMethod",
+    "tns:ArrayOfInvoice": "Invoice",
+    "tns:ArrayOfPayment": "Payment",
+}
 
 
 def _answer(operation: str, result: Any, status: str, detail: str) -> web.Response:
     envelope = ET.Element(f"{{{SOAP}}}Envelope")
-    response = ET.SubElement(ET.SubElement(envelope, f"{{{SOAP}}}Body"),
-                             f"{{{KF}}}{operation}Response")
+    response = ET.SubElement(ET.SubElement(envelope, f"{{{SOAP}}}Body"), f"{{{KF}}}{operation}Response")
     result_type = _RESULT_TYPES[operation]
     if result_type in _ARRAY_ITEM and result is not None:
         result = {_ARRAY_ITEM[result_type]: result}
@@ -336,8 +374,11 @@ def _answer(operation: str, result: Any, status: str, detail: str) -> web.Respon
         render(response, f"{operation}Result", result_type, 0 if result is None else result)
     render(response, "Status", "s:string", status)
     render(response, "StatusDetail", "s:string", detail)
-    return web.Response(body=ET.tostring(envelope, xml_declaration=True, encoding="utf-8"),
-                        content_type="text/xml", charset="utf-8")
+    return web.Response(
+        body=ET.tostring(envelope, xml_declaration=True, encoding="utf-8"),
+        content_type="text/xml",
+        charset="utf-8",
+    )
 
 
 def _fault(message: str) -> web.Response:
@@ -345,5 +386,6 @@ def _fault(message: str) -> web.Response:
     fault = ET.SubElement(ET.SubElement(envelope, f"{{{SOAP}}}Body"), f"{{{SOAP}}}Fault")
     ET.SubElement(fault, "faultcode").text = "soap:Server"
     ET.SubElement(fault, "faultstring").text = message
-    return web.Response(status=500, body=ET.tostring(envelope, encoding="utf-8"),
-                        content_type="text/xml", charset="utf-8")
+    return web.Response(
+        status=500, body=ET.tostring(envelope, encoding="utf-8"), content_type="text/xml", charset="utf-8"
+    )

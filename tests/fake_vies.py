@@ -31,21 +31,49 @@ class FakeVies:
         country, number = str(body.get("countryCode", "")), str(body.get("vatNumber", ""))
         self.calls.append((country, number))
         if self.outage:
-            return web.json_response({"actionSucceed": False, "errorWrappers": [
-                {"error": "MS_UNAVAILABLE",
-                 "message": "The application at the Member State is not replying"}]})
+            return web.json_response(
+                {
+                    "actionSucceed": False,
+                    "errorWrappers": [
+                        {
+                            "error": "MS_UNAVAILABLE",
+                            "message": "The application at the Member State is not replying",
+                        }
+                    ],
+                }
+            )
         if not re.fullmatch(r"[A-Z]{2}", country) or not re.fullmatch(r"[0-9A-Z+*]{2,12}", number):
-            return web.json_response({"actionSucceed": False, "errorWrappers": [
-                {"error": "INVALID_INPUT", "message": "The provided CountryCode is invalid or "
-                 "the VAT number is empty"}]}, status=400)
+            return web.json_response(
+                {
+                    "actionSucceed": False,
+                    "errorWrappers": [
+                        {
+                            "error": "INVALID_INPUT",
+                            "message": "The provided CountryCode is invalid or the VAT number is empty",
+                        }
+                    ],
+                },
+                status=400,
+            )
         valid = f"{country}{number}" in self.registered
-        return web.json_response({
-            "countryCode": country, "vatNumber": number,
-            "requestDate": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "valid": valid, "requestIdentifier": "", "name": "ACME B.V." if valid else "---",
-            "address": "Main Street 1" if valid else "---", "traderName": "",
-            "traderStreet": "", "traderPostalCode": "", "traderCity": "",
-            "traderCompanyType": "", "traderNameMatch": "NOT_PROCESSED",
-            "traderStreetMatch": "NOT_PROCESSED", "traderPostalCodeMatch": "NOT_PROCESSED",
-            "traderCityMatch": "NOT_PROCESSED", "traderCompanyTypeMatch": "NOT_PROCESSED",
-        })
+        return web.json_response(
+            {
+                "countryCode": country,
+                "vatNumber": number,
+                "requestDate": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "valid": valid,
+                "requestIdentifier": "",
+                "name": "ACME B.V." if valid else "---",
+                "address": "Main Street 1" if valid else "---",
+                "traderName": "",
+                "traderStreet": "",
+                "traderPostalCode": "",
+                "traderCity": "",
+                "traderCompanyType": "",
+                "traderNameMatch": "NOT_PROCESSED",
+                "traderStreetMatch": "NOT_PROCESSED",
+                "traderPostalCodeMatch": "NOT_PROCESSED",
+                "traderCityMatch": "NOT_PROCESSED",
+                "traderCompanyTypeMatch": "NOT_PROCESSED",
+            }
+        )

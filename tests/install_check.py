@@ -41,12 +41,16 @@ async def run(program: Path, *args: str, env: dict[str, str] | None = None) -> s
     directory, so nothing is imported from the source tree."""
     with tempfile.TemporaryDirectory(prefix="concord-install-check-") as cwd:
         process = await asyncio.create_subprocess_exec(
-            str(program), *args, cwd=cwd, env={**os.environ, **(env or {})},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(program),
+            *args,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     if process.returncode != 0:
-        raise SystemExit(f"{program.name} {' '.join(args)} exited {process.returncode}:\n"
-                         f"{err.decode()}")
+        raise SystemExit(f"{program.name} {' '.join(args)} exited {process.returncode}:\n{err.decode()}")
     return out.decode()
 
 
@@ -62,11 +66,21 @@ async def check(venv: Path, url: str) -> None:
         config = Path(tmp) / "concord.toml"
         config.write_text(CONFIG)
         async with serve_fake(fake) as kashflow_url:
-            out = await run(venv / "bin" / "concord", "--config", str(config),
-                            "--database-url", url, "sync", "kashflow", "--once",
-                            env={"CONCORD_KASHFLOW_URL": kashflow_url,
-                                 "CONCORD_KASHFLOW_PASSWORD": fake.password,
-                                 "CONCORD_LOG_LEVEL": "warning"})
+            out = await run(
+                venv / "bin" / "concord",
+                "--config",
+                str(config),
+                "--database-url",
+                url,
+                "sync",
+                "kashflow",
+                "--once",
+                env={
+                    "CONCORD_KASHFLOW_URL": kashflow_url,
+                    "CONCORD_KASHFLOW_PASSWORD": fake.password,
+                    "CONCORD_LOG_LEVEL": "warning",
+                },
+            )
     report = json.loads(out)
     [invoice] = fake.invoice_by_reference(formatted)
     if report["posted"] != 1 or len(fake.payments_of(int(invoice["InvoiceNumber"]))) != 1:

@@ -68,8 +68,10 @@ def find_mysql_admin_url(environ: Mapping[str, str] = os.environ) -> tuple[str |
 
 
 def unreachable_message(reason: str) -> str:
-    return (f"MySQL/MariaDB not reachable: set {URL_VARIABLE}=mysql://user:pass@host:port/ "
-            f"to a server where databases may be created ({reason})")
+    return (
+        f"MySQL/MariaDB not reachable: set {URL_VARIABLE}=mysql://user:pass@host:port/ "
+        f"to a server where databases may be created ({reason})"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,12 @@ class ScratchCluster:
 
     def stop(self) -> None:
         """As an operator's restart or a failover does: clients are disconnected at once."""
-        self._pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata,
-                     user=self._server.system_user, timeout=30)
+        self._pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+            timeout=30,
+        )
 
     def start(self) -> None:
         self._server.ensure_postgres_running()

@@ -51,8 +51,15 @@ def free_port() -> int:
 class ServiceProcess:
     """One server process on a fixed port; ``kill`` and ``spawn``/``start`` again keep it."""
 
-    def __init__(self, name: str, log_path: Path, module: str, args: list[str],
-                 environment: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        log_path: Path,
+        module: str,
+        args: list[str],
+        environment: dict[str, str],
+        port: int | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self.port = port or free_port()
@@ -88,8 +95,9 @@ class ServiceProcess:
         self._log = self.log_path.open("ab")
         self._log.write(f"--- start #{self.starts + 1} on port {self.port}\n".encode())
         self._log.flush()
-        self._proc = subprocess.Popen(self._argv, env=env, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(
+            self._argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.starts += 1
 
     async def start(self, within: float = 30.0) -> None:
@@ -101,8 +109,10 @@ class ServiceProcess:
         """One ``/healthz`` probe."""
         try:
             timeout = aiohttp.ClientTimeout(total=1)
-            async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.get(f"{self.url}/healthz") as resp:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{self.url}/healthz") as resp,
+            ):
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -111,8 +121,9 @@ class ServiceProcess:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self._proc.returncode}"
-                                   f" while starting:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with code {self._proc.returncode} while starting:\n{self.log_tail()}"
+                )
             if await self.healthy():
                 return
             await asyncio.sleep(0.05)

@@ -69,9 +69,16 @@ INVOICE_TABLES = ("tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoiced
 SETTLE_SECONDS = 90.0  # bound on waiting for the agents to catch up after the load
 
 # Log lines of an agent that mean something went wrong (the agents log at warning level).
-BAD_AGENT_LOG = ("job_crashed", "Traceback", "confirm_refused", "outbox_invoice_missing",
-                 "invoice_numbered_elsewhere", "number_taken_back", "document_update_refused",
-                 "whmcs_write_failed")
+BAD_AGENT_LOG = (
+    "job_crashed",
+    "Traceback",
+    "confirm_refused",
+    "outbox_invoice_missing",
+    "invoice_numbered_elsewhere",
+    "number_taken_back",
+    "document_update_refused",
+    "whmcs_write_failed",
+)
 
 
 # -- the numbering rules, as the tests expect them -----------------------------------------
@@ -89,9 +96,13 @@ class Series:
     dedicated: bool = True
 
     def body(self, name: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"start": self.start, "increment": self.increment,
-                                "format": self.format, "reset": self.reset,
-                                "assign_on": self.assign_on}
+        body: dict[str, Any] = {
+            "start": self.start,
+            "increment": self.increment,
+            "format": self.format,
+            "reset": self.reset,
+            "assign_on": self.assign_on,
+        }
         if name == "creditnote":
             body["dedicated"] = self.dedicated
         return body
@@ -111,8 +122,13 @@ class Rules:
         return name, (str(day.year) if self.series(name).reset == "yearly" else "all")
 
     def formatted(self, doctype: str, number: int, day: date, store: str) -> str:
-        values = {"YEAR": f"{day.year:04d}", "YY": f"{day.year % 100:02d}",
-                  "MONTH": f"{day.month:02d}", "DAY": f"{day.day:02d}", "STORE": store}
+        values = {
+            "YEAR": f"{day.year:04d}",
+            "YY": f"{day.year % 100:02d}",
+            "MONTH": f"{day.month:02d}",
+            "DAY": f"{day.day:02d}",
+            "STORE": store,
+        }
 
         def token(match: re.Match[str]) -> str:
             name, width = match.groups()
@@ -132,6 +148,7 @@ def doctype_of(total: Any) -> str:
 
 
 # -- the cluster: one coordinator, three stores with their agents --------------------------
+
 
 @dataclass
 class Store:
@@ -159,27 +176,34 @@ class Cluster:
 
 def empty_store_tables(generator: StoreGenerator) -> dict[str, list[dict[str, Any]]]:
     """The store's clients, currencies, custom fields and settings, but no documents yet."""
-    return {table: ([] if table in INVOICE_TABLES else rows)
-            for table, rows in generator.base().items()}
+    return {table: ([] if table in INVOICE_TABLES else rows) for table, rows in generator.base().items()}
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(database_url: str, tokens: Tokens, make_whmcs: WhmcsDatabaseFactory,
-                          tmp_path: Path, rules: Rules, seed: int,
-                          agent_env: dict[str, str] | None = None) -> AsyncIterator[Cluster]:
+async def running_cluster(
+    database_url: str,
+    tokens: Tokens,
+    make_whmcs: WhmcsDatabaseFactory,
+    tmp_path: Path,
+    rules: Rules,
+    seed: int,
+    agent_env: dict[str, str] | None = None,
+) -> AsyncIterator[Cluster]:
     coordinator = CoordinatorProcess(database_url, tmp_path, "coordinator")
     stores: list[Store] = []
     try:
         await coordinator.start()
         async with aiohttp.ClientSession(headers=bearer(tokens.operator)) as http:
             for name in ("invoice", "creditnote"):
-                async with http.put(f"{coordinator.url}/v1/series/{name}",
-                                    json=rules.series(name).body(name)) as resp:
+                async with http.put(
+                    f"{coordinator.url}/v1/series/{name}", json=rules.series(name).body(name)
+                ) as resp:
                     assert resp.status == 200, await resp.text()
             peers = []
             for name in STORE_NAMES:
-                async with http.post(f"{coordinator.url}/v1/peers",
-                                     json={"name": name, "url": "http://127.0.0.1:8701"}) as resp:
+                async with http.post(
+                    f"{coordinator.url}/v1/peers", json={"name": name, "url": "http://127.0.0.1:8701"}
+                ) as resp:
                     assert resp.status == 201, await resp.text()
                     peers.append(await resp.json())
         for name, peer in zip(STORE_NAMES, peers, strict=True):
@@ -187,8 +211,7 @@ async def running_cluster(database_url: str, tokens: Tokens, make_whmcs: WhmcsDa
             url = make_whmcs()
             async with connection(url) as conn:
                 await load_store(conn, empty_store_tables(generator))
-            agent = AgentProcess(name, url, coordinator.url, peer["token"], tmp_path,
-                                 env=agent_env)
+            agent = AgentProcess(name, url, coordinator.url, peer["token"], tmp_path, env=agent_env)
             stores.append(Store(name, url, peer["peer_id"], peer["token"], generator, agent))
         for store in stores:
             store.agent.spawn()
@@ -258,8 +281,9 @@ class Writer:
         try:
             await mark_paid(self.conn, invoice_id)
         except ValueError:  # nothing left to pay (credit covered it): WHMCS marks it Paid
-            await update_invoice(self.conn, invoice_id,
-                                 {"status": "Paid", "datepaid": datetime.now().replace(microsecond=0)})
+            await update_invoice(
+                self.conn, invoice_id, {"status": "Paid", "datepaid": datetime.now().replace(microsecond=0)}
+            )
 
     async def publish(self, invoice_id: int, then_pay: bool) -> None:
         await publish_draft(self.conn, invoice_id)
@@ -289,14 +313,20 @@ class Writer:
             await set_status(self.conn, *self.to_change.pop())
 
 
-async def churn(store: Store, seed: int, mix: dict[str, int], days: Sequence[date], *,
-                count: int | None = None, stop: asyncio.Event | None = None,
-                pause: tuple[float, float] = (0.0, 0.02)) -> int:
+async def churn(
+    store: Store,
+    seed: int,
+    mix: dict[str, int],
+    days: Sequence[date],
+    *,
+    count: int | None = None,
+    stop: asyncio.Event | None = None,
+    pause: tuple[float, float] = (0.0, 0.02),
+) -> int:
     """A store's WHMCS at work until ``count`` documents exist or ``stop`` is set."""
     rng = random.Random(f"{seed}:{store.name}")
     async with Writer(store, rng) as writer:
-        while not ((count is not None and writer.created >= count)
-                   or (stop is not None and stop.is_set())):
+        while not ((count is not None and writer.created >= count) or (stop is not None and stop.is_set())):
             await writer.step(mix, days)
             await asyncio.sleep(rng.uniform(*pause))
         await writer.finish()
@@ -308,6 +338,7 @@ def day_range(first: date, last: date) -> list[date]:
 
 
 # -- reading both sides ----------------------------------------------------------------------
+
 
 @dataclass
 class StoreState:
@@ -329,8 +360,9 @@ class LedgerState:
 
 async def read_store(store: Store) -> StoreState:
     async with connection(store.whmcs_url) as conn:
-        invoices = await fetch_all(conn, "SELECT id, invoicenum, status, total, date"
-                                   " FROM tblinvoices ORDER BY id")
+        invoices = await fetch_all(
+            conn, "SELECT id, invoicenum, status, total, date FROM tblinvoices ORDER BY id"
+        )
         outbox = await fetch_all(conn, "SELECT * FROM mod_concord_outbox")
         receipts = await fetch_all(conn, "SELECT * FROM mod_concord_receipts")
     return StoreState(invoices, outbox, receipts)
@@ -339,28 +371,37 @@ async def read_store(store: Store) -> StoreState:
 async def read_ledger(database_url: str) -> LedgerState:
     conn = await asyncpg.connect(database_url)
     try:
-        reservations = [dict(r) for r in await conn.fetch(
-            "SELECT id::text AS id, peer_id::text AS peer_id, doctype, doc_id, series, period,"
-            " number, formatted, doc_date, state FROM reservations")]
+        reservations = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT id::text AS id, peer_id::text AS peer_id, doctype, doc_id, series, period,"
+                " number, formatted, doc_date, state FROM reservations"
+            )
+        ]
         documents = {}
         for r in await conn.fetch(
-                "SELECT peer_id::text AS peer_id, doctype, doc_id, reservation_id::text AS"
-                " reservation_id, series, period, number, formatted, snapshot, voided, imported"
-                " FROM documents"):
+            "SELECT peer_id::text AS peer_id, doctype, doc_id, reservation_id::text AS"
+            " reservation_id, series, period, number, formatted, snapshot, voided, imported"
+            " FROM documents"
+        ):
             row = dict(r)
             row["snapshot"] = json.loads(row["snapshot"])
             documents[(row["peer_id"], row["doctype"], row["doc_id"])] = row
         released = [dict(r) for r in await conn.fetch("SELECT * FROM released_numbers")]
         counters = [dict(r) for r in await conn.fetch("SELECT * FROM counters")]
-        events = {(r["rid"], r["type"]): (r["position"], r["hash"].hex(), r["recorded_at"])
-                  for r in await conn.fetch(
-                      "SELECT data->>'reservation_id' AS rid, type, position, hash, recorded_at"
-                      " FROM events WHERE type IN ('NumberReserved', 'NumberIssued')")}
+        events = {
+            (r["rid"], r["type"]): (r["position"], r["hash"].hex(), r["recorded_at"])
+            for r in await conn.fetch(
+                "SELECT data->>'reservation_id' AS rid, type, position, hash, recorded_at"
+                " FROM events WHERE type IN ('NumberReserved', 'NumberIssued')"
+            )
+        }
     finally:
         await conn.close()
     ledger = LedgerState(reservations, documents, released, counters, events)
-    ledger.issued = {(r["peer_id"], r["doctype"], r["doc_id"]): r
-                     for r in reservations if r["state"] == "issued"}
+    ledger.issued = {
+        (r["peer_id"], r["doctype"], r["doc_id"]): r for r in reservations if r["state"] == "issued"
+    }
     return ledger
 
 
@@ -373,8 +414,11 @@ async def outstanding(cluster: Cluster) -> list[str]:
         problems.append(f"{len(pending)} reservations still reserved")
     for store in cluster.stores:
         state = await read_store(store)
-        unnumbered = [row["id"] for row in state.invoices if row["invoicenum"] == ""
-                      and rules.is_due(doctype_of(row["total"]), row["status"])]
+        unnumbered = [
+            row["id"]
+            for row in state.invoices
+            if row["invoicenum"] == "" and rules.is_due(doctype_of(row["total"]), row["status"])
+        ]
         if unnumbered:
             problems.append(f"{store.name}: {len(unnumbered)} due documents without a number")
         unconfirmed = [row for row in state.outbox if row["confirmed_at"] is None]
@@ -406,6 +450,7 @@ async def wait_settled(cluster: Cluster, within: float = SETTLE_SECONDS) -> floa
 
 # -- the invariants --------------------------------------------------------------------------
 
+
 async def verify(cluster: Cluster) -> LedgerState:
     """Every invariant of the numbering, across the three stores and the ledger."""
     rules = cluster.rules
@@ -432,14 +477,16 @@ async def verify(cluster: Cluster) -> LedgerState:
         assert sorted(got) == expected, (
             f"{series} {period}: not contiguous from {settings.start} step "
             f"{settings.increment}; missing {missing[:20]}, unexpected "
-            f"{sorted(set(got) - set(expected))[:20]}")
+            f"{sorted(set(got) - set(expected))[:20]}"
+        )
     for counter in ledger.counters:
         key = (counter["series"], counter["period"])
         settings = rules.series(counter["series"])
         used = len(numbers.get(key, []))
         assert counter["next"] == settings.start + used * settings.increment, (
             f"counter {key} is at {counter['next']} after {used} numbers: numbers were "
-            "consumed that no document holds")
+            "consumed that no document holds"
+        )
 
     # No formatted number twice, across the stores.
     formatted = Counter(r["formatted"] for r in ledger.reservations if r["state"] != "released")
@@ -449,8 +496,11 @@ async def verify(cluster: Cluster) -> LedgerState:
     due_total = 0
     for store in cluster.stores:
         state = await read_store(store)
-        mine = {(r["doctype"], r["doc_id"]): r for r in ledger.reservations
-                if r["peer_id"] == store.peer_id and r["state"] != "released"}
+        mine = {
+            (r["doctype"], r["doc_id"]): r
+            for r in ledger.reservations
+            if r["peer_id"] == store.peer_id and r["state"] != "released"
+        }
         outbox = {row["invoice_id"]: row for row in state.outbox}
         receipts = {row["reservation_id"]: row for row in state.receipts}
         assert len(outbox) == len(state.outbox), f"{store.name}: two outbox rows for a document"
@@ -461,48 +511,91 @@ async def verify(cluster: Cluster) -> LedgerState:
             reservation = mine.get((doctype, doc_id))
             if not rules.is_due(doctype, row["status"]):
                 if row["invoicenum"] != "" or reservation is not None:
-                    wrong.append(f"{doc_id} ({doctype} {row['status']}) is not due but carries "
-                                 f"{row['invoicenum']!r} / reservation {reservation}")
+                    wrong.append(
+                        f"{doc_id} ({doctype} {row['status']}) is not due but carries "
+                        f"{row['invoicenum']!r} / reservation {reservation}"
+                    )
                 continue
             due_keys.add((doctype, doc_id))
             if reservation is None:
-                wrong.append(f"{doc_id} ({doctype} {row['status']}) is due but holds no number"
-                             f" (invoicenum {row['invoicenum']!r})")
+                wrong.append(
+                    f"{doc_id} ({doctype} {row['status']}) is due but holds no number"
+                    f" (invoicenum {row['invoicenum']!r})"
+                )
                 continue
             series, period = rules.counter(doctype, row["date"])
             expected = rules.formatted(doctype, reservation["number"], row["date"], store.name)
-            if (reservation["state"], reservation["series"], reservation["period"],
-                    reservation["formatted"], row["invoicenum"]) != (
-                    "issued", series, period, expected, expected):
-                wrong.append(f"{doc_id} ({doctype} {row['date']}): invoicenum "
-                             f"{row['invoicenum']!r}, ledger {reservation}, expected "
-                             f"{series} {period} {expected!r} issued")
+            if (
+                reservation["state"],
+                reservation["series"],
+                reservation["period"],
+                reservation["formatted"],
+                row["invoicenum"],
+            ) != ("issued", series, period, expected, expected):
+                wrong.append(
+                    f"{doc_id} ({doctype} {row['date']}): invoicenum "
+                    f"{row['invoicenum']!r}, ledger {reservation}, expected "
+                    f"{series} {period} {expected!r} issued"
+                )
                 continue
             box = outbox.get(row["id"])
-            if box is None or box["reservation_id"] != reservation["id"] \
-                    or box["formatted"] != expected or box["confirmed_at"] is None:
+            if (
+                box is None
+                or box["reservation_id"] != reservation["id"]
+                or box["formatted"] != expected
+                or box["confirmed_at"] is None
+            ):
                 wrong.append(f"{doc_id}: outbox row {box} for reservation {reservation['id']}")
             # The receipts the store keeps are those of the ledger's own events.
             receipt = receipts.get(reservation["id"])
             reserved = ledger.events.get((reservation["id"], "NumberReserved"))
             issued = ledger.events.get((reservation["id"], "NumberIssued"))
-            if receipt is None or reserved is None or issued is None or (
-                    receipt["number"], receipt["formatted"], receipt["period"],
-                    receipt["reserved_position"], receipt["reserved_hash"],
-                    receipt["issued_position"], receipt["issued_hash"]) != (
-                    reservation["number"], expected, period, *reserved[:2], *issued[:2]):
-                wrong.append(f"{doc_id}: receipt {receipt} for reservation {reservation},"
-                             f" events reserved {reserved} issued {issued}")
+            if (
+                receipt is None
+                or reserved is None
+                or issued is None
+                or (
+                    receipt["number"],
+                    receipt["formatted"],
+                    receipt["period"],
+                    receipt["reserved_position"],
+                    receipt["reserved_hash"],
+                    receipt["issued_position"],
+                    receipt["issued_hash"],
+                )
+                != (reservation["number"], expected, period, *reserved[:2], *issued[:2])
+            ):
+                wrong.append(
+                    f"{doc_id}: receipt {receipt} for reservation {reservation},"
+                    f" events reserved {reserved} issued {issued}"
+                )
             doc = ledger.documents.get((store.peer_id, doctype, doc_id))
             data = doc["snapshot"]["DocData"] if doc else {}
-            if doc is None or doc["formatted"] != expected \
-                    or doc["reservation_id"] != reservation["id"] or (
-                    data.get("Num"), data.get("ID"), data.get("Type"), data.get("Status"),
-                    data.get("Date"), data.get("Total")) != (
-                    expected, row["id"], "Invoice" if doctype == "invoice" else "CreditNote",
-                    row["status"], row["date"].isoformat(), f"{row['total']:.2f}"):
-                wrong.append(f"{doc_id}: ledger document {doc and (doc['formatted'], data)}"
-                             f" does not match the invoice {row}")
+            if (
+                doc is None
+                or doc["formatted"] != expected
+                or doc["reservation_id"] != reservation["id"]
+                or (
+                    data.get("Num"),
+                    data.get("ID"),
+                    data.get("Type"),
+                    data.get("Status"),
+                    data.get("Date"),
+                    data.get("Total"),
+                )
+                != (
+                    expected,
+                    row["id"],
+                    "Invoice" if doctype == "invoice" else "CreditNote",
+                    row["status"],
+                    row["date"].isoformat(),
+                    f"{row['total']:.2f}",
+                )
+            ):
+                wrong.append(
+                    f"{doc_id}: ledger document {doc and (doc['formatted'], data)}"
+                    f" does not match the invoice {row}"
+                )
         assert wrong == [], f"store {store.name}:\n" + "\n".join(wrong[:20])
         strays = set(mine) - due_keys
         assert strays == set(), f"{store.name}: ledger numbers for unknown documents {strays}"
@@ -535,32 +628,45 @@ def summary(ledger: LedgerState) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for r in ledger.issued.values():
         counts[f"{r['series']}/{r['period']}"] += 1
-    counts["released_then_reused"] = sum(1 for r in ledger.reservations
-                                         if r["state"] == "released")
+    counts["released_then_reused"] = sum(1 for r in ledger.reservations if r["state"] == "released")
     return dict(sorted(counts.items()))
 
 
 # -- the tests -------------------------------------------------------------------------------
 
-MIX_ON_PAYMENT = {"invoice_paid": 20, "invoice_pay_later": 30, "invoice_unpaid": 8,
-                  "invoice_draft": 4, "invoice_publish_pay": 8, "invoice_publish": 4,
-                  "invoice_refund_later": 3, "invoice_refunded": 2, "invoice_cancel_later": 3,
-                  "credit_paid": 16, "credit_unpaid": 5, "credit_draft": 3}
+MIX_ON_PAYMENT = {
+    "invoice_paid": 20,
+    "invoice_pay_later": 30,
+    "invoice_unpaid": 8,
+    "invoice_draft": 4,
+    "invoice_publish_pay": 8,
+    "invoice_publish": 4,
+    "invoice_refund_later": 3,
+    "invoice_refunded": 2,
+    "invoice_cancel_later": 3,
+    "credit_paid": 16,
+    "credit_unpaid": 5,
+    "credit_draft": 3,
+}
 
 
 async def test_three_stores_number_concurrently(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     """100 documents per store created, published, paid, refunded and cancelled at once in
     three stores: one gapless numbering across them, each invoicenum the ledger's."""
-    rules = Rules(invoice=Series(start=1000, format="INV-{NUMBER:6}"),
-                  creditnote=Series(start=1, format="CN-{NUMBER:5}"))
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=11) as cluster:
+    rules = Rules(
+        invoice=Series(start=1000, format="INV-{NUMBER:6}"),
+        creditnote=Series(start=1, format="CN-{NUMBER:5}"),
+    )
+    async with running_cluster(
+        database_url, tokens, whmcs_database_factory, tmp_path, rules, seed=11
+    ) as cluster:
         started = time.monotonic()
         days = day_range(date(2025, 3, 1), date(2025, 6, 30))
-        created = await asyncio.gather(*(churn(store, 11, MIX_ON_PAYMENT, days, count=100)
-                                         for store in cluster.stores))
+        created = await asyncio.gather(
+            *(churn(store, 11, MIX_ON_PAYMENT, days, count=100) for store in cluster.stores)
+        )
         load = time.monotonic() - started
         settle = await wait_settled(cluster)
         ledger = await verify(cluster)
@@ -572,39 +678,51 @@ async def test_three_stores_number_concurrently(
 
 
 async def test_agents_survive_sigkill_at_random_points(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     """The agents, in turn, are SIGKILLed 36 times at random moments (half of them right
     after a burst of paid documents) and restarted at once, while all three stores keep
     invoicing around 31 December: no duplicate, no gap, every due document numbered. Batches
     of 5 documents, so that a burst takes more than one and kills fall inside and between
     batches of reserves, writes and confirms."""
-    rules = Rules(invoice=Series(format="{YEAR}/{NUMBER:5}", reset="yearly"),
-                  creditnote=Series(start=1, format="CR{YY}/{NUMBER:4}", reset="yearly"))
+    rules = Rules(
+        invoice=Series(format="{YEAR}/{NUMBER:5}", reset="yearly"),
+        creditnote=Series(start=1, format="CR{YY}/{NUMBER:4}", reset="yearly"),
+    )
     days = day_range(date(2025, 12, 29), date(2026, 1, 3))
     rng = random.Random(2024)
     kills, busy_kills, target = 0, 0, 36
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=23,
-                               agent_env={"CONCORD_AGENT_BATCH_SIZE": "5"}) as cluster:
+    async with running_cluster(
+        database_url,
+        tokens,
+        whmcs_database_factory,
+        tmp_path,
+        rules,
+        seed=23,
+        agent_env={"CONCORD_AGENT_BATCH_SIZE": "5"},
+    ) as cluster:
         stop = asyncio.Event()
-        writers = [asyncio.create_task(churn(store, 23, MIX_ON_PAYMENT, days, stop=stop,
-                                             pause=(0.05, 0.35)))
-                   for store in cluster.stores]
+        writers = [
+            asyncio.create_task(churn(store, 23, MIX_ON_PAYMENT, days, stop=stop, pause=(0.05, 0.35)))
+            for store in cluster.stores
+        ]
         started = time.monotonic()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                bursts = {store.name: await stack.enter_async_context(
-                    Writer(store, random.Random(f"burst:{store.name}")))
-                    for store in cluster.stores}
+                bursts = {
+                    store.name: await stack.enter_async_context(
+                        Writer(store, random.Random(f"burst:{store.name}"))
+                    )
+                    for store in cluster.stores
+                }
                 while kills < target and time.monotonic() - started < 100:
                     store = cluster.stores[kills % len(cluster.stores)]
                     if rng.random() < 0.5:
                         # A burst of paid documents: the kill lands while the agent works.
                         for _ in range(rng.randint(3, 8)):
                             await bursts[store.name].create(
-                                rng.choice(("invoice_paid", "invoice_paid", "credit_paid")),
-                                rng.choice(days))
+                                rng.choice(("invoice_paid", "invoice_paid", "credit_paid")), rng.choice(days)
+                            )
                         await asyncio.sleep(rng.uniform(0.0, 0.4))
                     else:
                         await asyncio.sleep(rng.uniform(0.2, 1.5))
@@ -629,36 +747,43 @@ async def test_agents_survive_sigkill_at_random_points(
     assert busy_kills >= 10, f"only {busy_kills} of {kills} kills hit an agent with work to do"
     counts = summary(ledger)
     assert {"invoice/2025", "invoice/2026", "creditnote/2025", "creditnote/2026"} <= set(counts)
-    print(f"{kills} kills ({busy_kills} while busy) in {load:.1f}s, settled {settle:.1f}s "
-          f"later; {slow_issues(ledger)} numbers confirmed >1s after their reservation;"
-          f" issued {counts}")
+    print(
+        f"{kills} kills ({busy_kills} while busy) in {load:.1f}s, settled {settle:.1f}s "
+        f"later; {slow_issues(ledger)} numbers confirmed >1s after their reservation;"
+        f" issued {counts}"
+    )
 
 
 async def outstanding_in(store: Store, rules: Rules) -> int:
     """Due documents without a number plus unconfirmed outbox rows in one store."""
     async with connection(store.whmcs_url) as conn:
         rows = await fetch_all(conn, "SELECT total, status FROM tblinvoices WHERE invoicenum = ''")
-        (box,) = await fetch_all(conn, "SELECT COUNT(*) AS n FROM mod_concord_outbox"
-                                 " WHERE confirmed_at IS NULL")
+        (box,) = await fetch_all(
+            conn, "SELECT COUNT(*) AS n FROM mod_concord_outbox WHERE confirmed_at IS NULL"
+        )
     return sum(rules.is_due(doctype_of(r["total"]), r["status"]) for r in rows) + int(box["n"])
 
 
 async def test_coordinator_unreachable_for_30_seconds(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     """The coordinator freezes (SIGSTOP) for 15 s, then is gone (SIGKILL) for 15 s, then comes
     back on its port; the stores keep invoicing throughout and one agent is restarted in the
     middle. The agents wait and retry, the restarted one does not serve before its first
     heartbeat, and afterwards they catch up: nothing lost, nothing doubled."""
-    rules = Rules(invoice=Series(start=10, increment=3, format="A{NUMBER:6}"),
-                  creditnote=Series(start=2, increment=2, format="C{NUMBER:6}"))
+    rules = Rules(
+        invoice=Series(start=10, increment=3, format="A{NUMBER:6}"),
+        creditnote=Series(start=2, increment=2, format="C{NUMBER:6}"),
+    )
     days = day_range(date(2025, 8, 1), date(2025, 8, 31))
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=37) as cluster:
+    async with running_cluster(
+        database_url, tokens, whmcs_database_factory, tmp_path, rules, seed=37
+    ) as cluster:
         stop = asyncio.Event()
-        writers = [asyncio.create_task(churn(store, 37, MIX_ON_PAYMENT, days, stop=stop,
-                                             pause=(0.05, 0.3)))
-                   for store in cluster.stores]
+        writers = [
+            asyncio.create_task(churn(store, 37, MIX_ON_PAYMENT, days, stop=stop, pause=(0.05, 0.3)))
+            for store in cluster.stores
+        ]
         coordinator = cluster.coordinator
         late = cluster.stores[2]  # restarted while the coordinator is away
         try:
@@ -674,8 +799,9 @@ async def test_coordinator_unreachable_for_30_seconds(
             # 15-30 s: gone. Connections are refused; what hung is cut off.
             coordinator.kill()
             await asyncio.sleep(5)
-            assert not await late.agent.healthy(), \
+            assert not await late.agent.healthy(), (
                 "an agent started without its first heartbeat must not serve"
+            )
             await asyncio.sleep(30 - (time.monotonic() - outage) - 2)
             waiting = sum([await outstanding_in(store, rules) for store in cluster.stores])
             alive = [store.name for store in cluster.stores if store.agent.running()]
@@ -696,58 +822,92 @@ async def test_coordinator_unreachable_for_30_seconds(
         ledger = await verify(cluster)
         assert_clean_logs(cluster)
     counts = summary(ledger)
-    print(f"outage of {back - outage:.1f}s with {waiting} documents waiting; caught up "
-          f"{caught_up:.1f}s after the coordinator came back (writers stopped after 5s,"
-          f" settled {settle:.1f}s later); {slow_issues(ledger, 10)} numbers reserved before"
-          f" and confirmed after; issued {counts}")
+    print(
+        f"outage of {back - outage:.1f}s with {waiting} documents waiting; caught up "
+        f"{caught_up:.1f}s after the coordinator came back (writers stopped after 5s,"
+        f" settled {settle:.1f}s later); {slow_issues(ledger, 10)} numbers reserved before"
+        f" and confirmed after; issued {counts}"
+    )
 
 
 YEAR_END = day_range(date(2025, 12, 30), date(2026, 1, 2))
 
 
 async def test_credit_notes_on_a_dedicated_series_reset_yearly(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     # Invoices numbered on payment, credit notes as soon as they leave Draft.
-    rules = Rules(invoice=Series(format="{YEAR}-{NUMBER:4}", reset="yearly"),
-                  creditnote=Series(format="CN-{YEAR}-{NUMBER:4}", reset="yearly",
-                                    assign_on="creation"))
-    mix = {"invoice_paid": 25, "invoice_pay_later": 20, "invoice_unpaid": 8, "invoice_draft": 4,
-           "credit_paid": 10, "credit_unpaid": 12, "credit_draft": 5, "credit_publish": 12}
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=41) as cluster:
-        await asyncio.gather(*(churn(store, 41, mix, YEAR_END, count=40)
-                               for store in cluster.stores))
+    rules = Rules(
+        invoice=Series(format="{YEAR}-{NUMBER:4}", reset="yearly"),
+        creditnote=Series(format="CN-{YEAR}-{NUMBER:4}", reset="yearly", assign_on="creation"),
+    )
+    mix = {
+        "invoice_paid": 25,
+        "invoice_pay_later": 20,
+        "invoice_unpaid": 8,
+        "invoice_draft": 4,
+        "credit_paid": 10,
+        "credit_unpaid": 12,
+        "credit_draft": 5,
+        "credit_publish": 12,
+    }
+    async with running_cluster(
+        database_url, tokens, whmcs_database_factory, tmp_path, rules, seed=41
+    ) as cluster:
+        await asyncio.gather(*(churn(store, 41, mix, YEAR_END, count=40) for store in cluster.stores))
         await wait_settled(cluster)
         ledger = await verify(cluster)
         assert_clean_logs(cluster)
     counts = summary(ledger)
-    assert {k for k in counts if "/" in k} == {"invoice/2025", "invoice/2026", "creditnote/2025",
-                                               "creditnote/2026"}
+    assert {k for k in counts if "/" in k} == {
+        "invoice/2025",
+        "invoice/2026",
+        "creditnote/2025",
+        "creditnote/2026",
+    }
     numbers = {r["formatted"] for r in ledger.issued.values()}
     assert {"2025-0001", "2026-0001", "CN-2025-0001", "CN-2026-0001"} <= numbers
     by_year = {(r["doctype"], r["doc_date"].year, r["period"]) for r in ledger.issued.values()}
-    assert by_year == {("invoice", 2025, "2025"), ("invoice", 2026, "2026"),
-                       ("creditnote", 2025, "2025"), ("creditnote", 2026, "2026")}
+    assert by_year == {
+        ("invoice", 2025, "2025"),
+        ("invoice", 2026, "2026"),
+        ("creditnote", 2025, "2025"),
+        ("creditnote", 2026, "2026"),
+    }
     print(f"issued {counts}")
 
 
 async def test_credit_notes_on_the_shared_invoice_counter_reset_yearly(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     # Invoices numbered when they leave Draft (and reported again once paid); credit notes
     # on payment, drawing from the invoice counter with a format of their own.
-    rules = Rules(invoice=Series(start=100, increment=2, format="{YEAR}-{NUMBER:5}",
-                                 reset="yearly", assign_on="creation"),
-                  creditnote=Series(format="CN-{YEAR}-{NUMBER:5}", dedicated=False))
-    mix = {"invoice_paid": 15, "invoice_pay_later": 25, "invoice_unpaid": 8, "invoice_draft": 5,
-           "invoice_publish": 8, "invoice_publish_pay": 8, "invoice_refund_later": 4,
-           "invoice_cancel_later": 5, "credit_paid": 20, "credit_unpaid": 6, "credit_draft": 3}
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=43) as cluster:
+    rules = Rules(
+        invoice=Series(
+            start=100, increment=2, format="{YEAR}-{NUMBER:5}", reset="yearly", assign_on="creation"
+        ),
+        creditnote=Series(format="CN-{YEAR}-{NUMBER:5}", dedicated=False),
+    )
+    mix = {
+        "invoice_paid": 15,
+        "invoice_pay_later": 25,
+        "invoice_unpaid": 8,
+        "invoice_draft": 5,
+        "invoice_publish": 8,
+        "invoice_publish_pay": 8,
+        "invoice_refund_later": 4,
+        "invoice_cancel_later": 5,
+        "credit_paid": 20,
+        "credit_unpaid": 6,
+        "credit_draft": 3,
+    }
+    async with running_cluster(
+        database_url, tokens, whmcs_database_factory, tmp_path, rules, seed=43
+    ) as cluster:
         # Slow enough that most invoices are numbered before they are paid.
-        await asyncio.gather(*(churn(store, 43, mix, YEAR_END, count=40, pause=(0.02, 0.12))
-                               for store in cluster.stores))
+        await asyncio.gather(
+            *(churn(store, 43, mix, YEAR_END, count=40, pause=(0.02, 0.12)) for store in cluster.stores)
+        )
         await wait_settled(cluster)
         ledger = await verify(cluster)
         assert_clean_logs(cluster)
@@ -757,12 +917,14 @@ async def test_credit_notes_on_the_shared_invoice_counter_reset_yearly(
     assert status == 400, (
         f"a credit-note format without {{YEAR}}/{{YY}} on the yearly-reset shared counter was"
         f" accepted ({status} {answer}): credit notes of different years would get the same"
-        " number")
+        " number"
+    )
     counts = summary(ledger)
     assert {k for k in counts if "/" in k} == {"invoice/2025", "invoice/2026"}
     doctypes = Counter((r["doctype"], r["period"]) for r in ledger.issued.values())
-    assert all(doctypes[(doctype, year)] > 0 for doctype in ("invoice", "creditnote")
-               for year in ("2025", "2026")), doctypes
+    assert all(
+        doctypes[(doctype, year)] > 0 for doctype in ("invoice", "creditnote") for year in ("2025", "2026")
+    ), doctypes
     firsts = {(r["period"], r["number"]) for r in ledger.issued.values() if r["number"] == 100}
     assert firsts == {("2025", 100), ("2026", 100)}
     # Invoices numbered while Unpaid and paid afterwards reached the ledger as updates
@@ -773,8 +935,10 @@ async def test_credit_notes_on_the_shared_invoice_counter_reset_yearly(
 
 
 async def put_series(cluster: Cluster, name: str, body: dict[str, Any]) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(headers=bearer(cluster.operator)) as http, \
-            http.put(f"{cluster.coordinator.url}/v1/series/{name}", json=body) as resp:
+    async with (
+        aiohttp.ClientSession(headers=bearer(cluster.operator)) as http,
+        http.put(f"{cluster.coordinator.url}/v1/series/{name}", json=body) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -786,23 +950,24 @@ async def count_events(database_url: str, event_type: str) -> int:
         await conn.close()
 
 
-
 async def test_agent_log_stays_json_lines_across_a_restart(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     """Log shippers read one JSON event per line (docs/design.md §8); a restarted agent meets its
     tables already there, and whatever the driver says about that must not break the stream."""
     rules = Rules(invoice=Series(), creditnote=Series())
-    async with running_cluster(database_url, tokens, whmcs_database_factory, tmp_path,
-                               rules, seed=47) as cluster:
+    async with running_cluster(
+        database_url, tokens, whmcs_database_factory, tmp_path, rules, seed=47
+    ) as cluster:
         agent = cluster.stores[0].agent
         agent.stop()
         await agent.start()
         await churn(cluster.stores[0], 47, {"invoice_paid": 1}, [date(2025, 5, 5)], count=3)
         await wait_settled(cluster)
         agent.stop()
-    lines = [line for line in agent.log_text().splitlines()
-             if line.strip() and not line.startswith("--- start #")]
+    lines = [
+        line for line in agent.log_text().splitlines() if line.strip() and not line.startswith("--- start #")
+    ]
     not_json = []
     for line in lines:
         try:

@@ -68,13 +68,17 @@ SEED = 20250115
 INVOICE_TABLES = ("tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoicedata")
 # The agent numbers, confirms and reports only through its loops: these keep it idle, so
 # that whatever happens to an invoice can only come from the hook.
-IDLE_LOOPS = {"CONCORD_AGENT_POLL_SECONDS": "300", "CONCORD_AGENT_RECONCILE_SECONDS": "3600",
-              "CONCORD_AGENT_UPDATE_SCAN_SECONDS": "60"}
+IDLE_LOOPS = {
+    "CONCORD_AGENT_POLL_SECONDS": "300",
+    "CONCORD_AGENT_RECONCILE_SECONDS": "3600",
+    "CONCORD_AGENT_UPDATE_SCAN_SECONDS": "60",
+}
 
 T = TypeVar("T")
 
 
 # -- the coordinator and its stores ----------------------------------------------------------
+
 
 @dataclass
 class Coordinator:
@@ -85,16 +89,18 @@ class Coordinator:
     def url(self) -> str:
         return self.process.url
 
-    async def call(self, method: str, path: str, body: Any = None,
-                   token: str | None = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
         headers = bearer(token or self.tokens.operator)
-        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
-                    http.request(method, self.url + path, json=body, headers=headers) as resp):
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
+            http.request(method, self.url + path, json=body, headers=headers) as resp,
+        ):
             return resp.status, await resp.json(content_type=None)
 
     async def register_store(self, name: str) -> Peer:
-        status, body = await self.call("POST", "/v1/peers",
-                                       {"name": name, "url": "http://127.0.0.1:8701"})
+        status, body = await self.call("POST", "/v1/peers", {"name": name, "url": "http://127.0.0.1:8701"})
         assert status == 201, body
         return Peer(name, body["peer_id"], body["token"])
 
@@ -103,8 +109,9 @@ class Coordinator:
         found: list[dict[str, Any]] = []
         after = 0
         while True:
-            status, body = await self.call("GET", f"/v1/events?after={after}&limit=1000",
-                                           token=self.tokens.reader)
+            status, body = await self.call(
+                "GET", f"/v1/events?after={after}&limit=1000", token=self.tokens.reader
+            )
             assert status == 200, body
             if not body["events"]:
                 return [e for e in found if not types or e["type"] in types]
@@ -112,14 +119,12 @@ class Coordinator:
             after = body["events"][-1]["position"]
 
     async def warnings(self, state: str) -> list[dict[str, Any]]:
-        status, body = await self.call("GET", f"/v1/warnings?state={state}",
-                                       token=self.tokens.reader)
+        status, body = await self.call("GET", f"/v1/warnings?state={state}", token=self.tokens.reader)
         assert status == 200, body
         return body["warnings"]
 
     async def has_warning(self, state: str, code: str, subject: str) -> bool:
-        return any(w["code"] == code and w["subject"] == subject
-                   for w in await self.warnings(state))
+        return any(w["code"] == code and w["subject"] == subject for w in await self.warnings(state))
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,9 @@ class Peer:
 
 
 @contextlib.asynccontextmanager
-async def running_coordinator(database_url: str, tokens: Tokens, data_dir: Path,
-                              env: dict[str, str] | None = None) -> AsyncIterator[Coordinator]:
+async def running_coordinator(
+    database_url: str, tokens: Tokens, data_dir: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Coordinator]:
     process = CoordinatorProcess(database_url, data_dir, "coordinator", env=env)
     try:
         await process.start()
@@ -146,8 +152,7 @@ async def coordinator(database_url: str, tokens: Tokens, tmp_path: Path) -> Asyn
         yield running
 
 
-def agent_env(whmcs_url: str, coordinator_url: str, peer: Peer,
-              **extra: str) -> dict[str, str]:
+def agent_env(whmcs_url: str, coordinator_url: str, peer: Peer, **extra: str) -> dict[str, str]:
     return {
         "CONCORD_AGENT_WHMCS_URL": whmcs_url,
         "CONCORD_AGENT_COORDINATOR_URL": coordinator_url,
@@ -158,21 +163,25 @@ def agent_env(whmcs_url: str, coordinator_url: str, peer: Peer,
     }
 
 
-def run_agent_command(args: Sequence[str], env: Mapping[str, str],
-                      timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run_agent_command(
+    args: Sequence[str], env: Mapping[str, str], timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     """``python -m agent ARGS`` with only the given CONCORD_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
-    return subprocess.run([sys.executable, "-m", "agent", *args], env={**clean, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-async def agent_command(args: Sequence[str],
-                        env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+async def agent_command(args: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(run_agent_command, args, env)
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float,
-                     what: str) -> tuple[T, float]:
+async def eventually(probe: Callable[[], Awaitable[T | None]], within: float, what: str) -> tuple[T, float]:
     """Poll ``probe`` until it returns something truthy; returns it and the seconds it took."""
     started = time.monotonic()
     while True:
@@ -187,8 +196,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], within: float,
 
 def store_without_documents(generator: StoreGenerator) -> dict[str, list[dict[str, Any]]]:
     """A store's clients, currencies, custom fields and settings; no documents yet."""
-    return {table: ([] if table in INVOICE_TABLES else rows)
-            for table, rows in generator.base().items()}
+    return {table: ([] if table in INVOICE_TABLES else rows) for table, rows in generator.base().items()}
 
 
 async def empty_store(make_whmcs: WhmcsDatabaseFactory, name: str) -> tuple[str, StoreGenerator]:
@@ -260,8 +268,9 @@ def php() -> str:
     found = shutil.which("php")
     problem = "php-cli not found on PATH"
     if found:
-        probe = subprocess.run([found, "-r", "exit(function_exists('curl_init') ? 0 : 3);"],
-                               capture_output=True, timeout=30)
+        probe = subprocess.run(
+            [found, "-r", "exit(function_exists('curl_init') ? 0 : 3);"], capture_output=True, timeout=30
+        )
         problem = "" if probe.returncode == 0 else "php-cli has no curl extension (php-curl)"
     if problem:
         message = f"PHP hook tests need php-cli with curl: {problem}"
@@ -282,13 +291,23 @@ def run_hook(php: str, tmp_path: Path) -> Callable[..., Awaitable[HookRun]]:
         env.update({"CONCORD_AGENT_URL": agent_url, "CONCORD_AGENT_HOOK_TOKEN": token})
         started = time.monotonic()
         done = await asyncio.to_thread(
-            subprocess.run, [php, str(harness), str(HOOK_FILE), hook, str(invoice_id)],
-            env=env, capture_output=True, text=True, timeout=60)
+            subprocess.run,
+            [php, str(harness), str(HOOK_FILE), hook, str(invoice_id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         wall = time.monotonic() - started
         assert done.stdout.strip(), f"the harness printed nothing; stderr: {done.stderr}"
         report = json.loads(done.stdout)
-        return HookRun(done.returncode, report["registered"], report["activity"],
-                       max(wall, float(report["seconds"])), done.stderr)
+        return HookRun(
+            done.returncode,
+            report["registered"],
+            report["activity"],
+            max(wall, float(report["seconds"])),
+            done.stderr,
+        )
 
     return run
 
@@ -307,12 +326,21 @@ async def numbering_rounds(agent: AgentProcess, *, at_least: int) -> int:
 
 
 async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
-        run_hook: Callable[..., Awaitable[HookRun]], tmp_path: Path) -> None:
+    coordinator: Coordinator,
+    whmcs_database_factory: WhmcsDatabaseFactory,
+    run_hook: Callable[..., Awaitable[HookRun]],
+    tmp_path: Path,
+) -> None:
     peer = await coordinator.register_store("hooked")
     whmcs_url, generator = await empty_store(whmcs_database_factory, "hooked")
-    agent = AgentProcess("hooked", whmcs_url, coordinator.url, peer.token, tmp_path,
-                         env={**IDLE_LOOPS, "CONCORD_AGENT_HOOK_TOKEN": HOOK_TOKEN})
+    agent = AgentProcess(
+        "hooked",
+        whmcs_url,
+        coordinator.url,
+        peer.token,
+        tmp_path,
+        env={**IDLE_LOOPS, "CONCORD_AGENT_HOOK_TOKEN": HOOK_TOKEN},
+    )
     await agent.start()
     try:
         # Its start-up rounds (the numbering loop's and the reconciliation's) are behind it.
@@ -331,14 +359,18 @@ async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
         assert await numbering_rounds(agent, at_least=2) == 2
         status, listed = await coordinator.call("GET", "/v1/reservations")
         assert status == 200, listed
-        ledger = [r for r in listed["reservations"]
-                  if r["peer_id"] == peer.peer_id and r["doc_id"] == str(invoice_id)]
+        ledger = [
+            r
+            for r in listed["reservations"]
+            if r["peer_id"] == peer.peer_id and r["doc_id"] == str(invoice_id)
+        ]
         assert [r["formatted"] for r in ledger] == [number] and number == "1"
 
         # The relay confirms it right after, without waiting for its 300 s poll.
         async def issued() -> list[dict[str, Any]]:
-            return [e for e in await coordinator.events("NumberIssued")
-                    if e["data"]["doc_id"] == str(invoice_id)]
+            return [
+                e for e in await coordinator.events("NumberIssued") if e["data"]["doc_id"] == str(invoice_id)
+            ]
 
         (event,), _ = await eventually(issued, 10, "NumberIssued after the hook")
         assert event["data"]["document"]["DocData"]["Num"] == number
@@ -353,12 +385,21 @@ async def test_php_hook_numbers_the_invoice_before_whmcs_emails_it(
 
 
 async def test_php_hook_never_blocks_whmcs(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
-        run_hook: Callable[..., Awaitable[HookRun]], tmp_path: Path) -> None:
+    coordinator: Coordinator,
+    whmcs_database_factory: WhmcsDatabaseFactory,
+    run_hook: Callable[..., Awaitable[HookRun]],
+    tmp_path: Path,
+) -> None:
     peer = await coordinator.register_store("guarded")
     whmcs_url, generator = await empty_store(whmcs_database_factory, "guarded")
-    agent = AgentProcess("guarded", whmcs_url, coordinator.url, peer.token, tmp_path,
-                         env={**IDLE_LOOPS, "CONCORD_AGENT_HOOK_TOKEN": HOOK_TOKEN})
+    agent = AgentProcess(
+        "guarded",
+        whmcs_url,
+        coordinator.url,
+        peer.token,
+        tmp_path,
+        env={**IDLE_LOOPS, "CONCORD_AGENT_HOOK_TOKEN": HOOK_TOKEN},
+    )
     await agent.start()
     try:
         invoice_id = await paid_invoice(whmcs_url, generator)
@@ -399,18 +440,25 @@ async def test_php_hook_never_blocks_whmcs(
 
 # -- 2. backfill -------------------------------------------------------------------------------
 
+
 async def numbered_documents(whmcs_url: str) -> dict[str, tuple[str, str, date]]:
     """doc_id -> (doctype by the default rule, invoicenum, date) of every numbered row."""
     async with connection(whmcs_url) as conn:
-        rows = await fetch_all(conn, "SELECT id, invoicenum, total, date FROM tblinvoices"
-                               " WHERE invoicenum <> '' ORDER BY id")
-    return {str(r["id"]): ("creditnote" if r["total"] < 0 else "invoice", r["invoicenum"],
-                           r["date"]) for r in rows}
+        rows = await fetch_all(
+            conn, "SELECT id, invoicenum, total, date FROM tblinvoices WHERE invoicenum <> '' ORDER BY id"
+        )
+    return {
+        str(r["id"]): ("creditnote" if r["total"] < 0 else "invoice", r["invoicenum"], r["date"])
+        for r in rows
+    }
 
 
 async def imported_by(coordinator: Coordinator, peer: Peer) -> dict[str, tuple[str, str]]:
-    events = [e["data"] for e in await coordinator.events("DocumentImported")
-              if e["data"]["peer_id"] == peer.peer_id]
+    events = [
+        e["data"]
+        for e in await coordinator.events("DocumentImported")
+        if e["data"]["peer_id"] == peer.peer_id
+    ]
     found = {d["doc_id"]: (d["doctype"], d["formatted"]) for d in events}
     assert len(found) == len(events), "a document was imported twice"
     return found
@@ -420,27 +468,29 @@ def imported_counts(stdout: str) -> str:
     return stdout.strip().splitlines()[-1] if stdout.strip() else ""
 
 
-async def issue_through_api(coordinator: Coordinator, peer: Peer, generator: StoreGenerator,
-                            doc_id: str) -> str:
+async def issue_through_api(
+    coordinator: Coordinator, peer: Peer, generator: StoreGenerator, doc_id: str
+) -> str:
     """A number the ledger issued to ``peer`` for a document; returns its formatted number."""
     rows = generator.new_invoice(status="Paid")
     invoice = {**rows.invoice, "id": int(doc_id)}
     items = [{**item, "id": n} for n, item in enumerate(rows.items, start=1)]
     async with CoordinatorClient(coordinator.url, peer.token) as client:
         reservation = await client.reserve("invoice", doc_id, invoice["date"])
-        snapshot = document("invoice", reservation["formatted"], invoice, items, {},
-                            rows.snapshot, [])
+        snapshot = document("invoice", reservation["formatted"], invoice, items, {}, rows.snapshot, [])
         await client.confirm(reservation["reservation_id"], snapshot)
     return str(reservation["formatted"])
 
 
 async def test_backfill_imports_earlier_numbers_once_and_flags_collisions(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
+) -> None:
     numbered_until = date(2024, 7, 1)
     since = date(2024, 1, 1)
     alpha = await coordinator.register_store("alpha")
     alpha_url = whmcs_database_factory(
-        StoreGenerator(SEED, "alpha", clients=8, invoices=60, numbered_until=numbered_until))
+        StoreGenerator(SEED, "alpha", clients=8, invoices=60, numbered_until=numbered_until)
+    )
     alpha_env = agent_env(alpha_url, coordinator.url, alpha)
     alpha_docs = await numbered_documents(alpha_url)
     recent = {i: (t, n) for i, (t, n, d) in alpha_docs.items() if d >= since}
@@ -470,12 +520,12 @@ async def test_backfill_imports_earlier_numbers_once_and_flags_collisions(
     # more invoice carries a number the ledger issued through Concord.
     issued = await issue_through_api(coordinator, alpha, StoreGenerator(SEED, "alpha"), "9001")
     bravo = await coordinator.register_store("bravo")
-    bravo_generator = StoreGenerator(SEED, "bravo", clients=8, invoices=60,
-                                     numbered_until=numbered_until)
+    bravo_generator = StoreGenerator(SEED, "bravo", clients=8, invoices=60, numbered_until=numbered_until)
     bravo_url = whmcs_database_factory(bravo_generator)
     async with connection(bravo_url) as conn:
-        duplicate_id = await create_invoice(conn, bravo_generator.new_invoice(
-            status="Paid", invoicenum=issued, date=date(2025, 1, 10)))
+        duplicate_id = await create_invoice(
+            conn, bravo_generator.new_invoice(status="Paid", invoicenum=issued, date=date(2025, 1, 10))
+        )
     bravo_env = agent_env(bravo_url, coordinator.url, bravo)
     bravo_docs = await numbered_documents(bravo_url)
     taken = {n for _, n, _ in alpha_docs.values()} | {issued}
@@ -486,10 +536,12 @@ async def test_backfill_imports_earlier_numbers_once_and_flags_collisions(
     assert clash_run.returncode == 0, clash_run.stderr
     assert f"collisions {len(clashing)}" in imported_counts(clash_run.stdout)
     assert await imported_by(coordinator, bravo) == {
-        i: (t, n) for i, (t, n, _) in bravo_docs.items() if i not in clashing}
+        i: (t, n) for i, (t, n, _) in bravo_docs.items() if i not in clashing
+    }
     open_warnings = [w for w in await coordinator.warnings("open") if w["code"] == "import_collision"]
     assert {w["subject"] for w in open_warnings} == {
-        f"{bravo.peer_id}/{bravo_docs[i][0]}/{i}" for i in clashing}
+        f"{bravo.peer_id}/{bravo_docs[i][0]}/{i}" for i in clashing
+    }
     ours = next(w for w in open_warnings if w["subject"].endswith(f"/{duplicate_id}"))
     assert issued in ours["message"] and "store alpha" in ours["message"]
 
@@ -501,15 +553,13 @@ async def test_backfill_imports_earlier_numbers_once_and_flags_collisions(
     assert len(await coordinator.events("WarningRaised")) == raised_before
 
     # No formatted number belongs to two documents of the ledger.
-    numbers = [e["data"]["formatted"]
-               for e in await coordinator.events("DocumentImported", "NumberIssued")]
+    numbers = [e["data"]["formatted"] for e in await coordinator.events("DocumentImported", "NumberIssued")]
     assert len(numbers) == len(set(numbers))
 
 
 async def test_backfill_names_an_unreachable_database_in_one_line() -> None:
     closed = str(MySQLURL(port=free_port(), database="whmcs"))
-    done = await agent_command(["backfill"], agent_env(closed, "http://127.0.0.1:9",
-                                                       Peer("x", "", "token")))
+    done = await agent_command(["backfill"], agent_env(closed, "http://127.0.0.1:9", Peer("x", "", "token")))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -517,6 +567,7 @@ async def test_backfill_names_an_unreachable_database_in_one_line() -> None:
 
 
 # -- 3. check ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -539,7 +590,8 @@ async def scratch_store(make_whmcs: WhmcsDatabaseFactory, sql: Sequence[str] = (
 
 
 async def test_check_passes_on_a_healthy_setup(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
+) -> None:
     peer = await coordinator.register_store("healthy")
     whmcs_url, _ = await empty_store(whmcs_database_factory, "healthy")
     result = await run_check(agent_env(whmcs_url, coordinator.url, peer))
@@ -551,14 +603,17 @@ async def test_check_passes_on_a_healthy_setup(
 
 
 async def test_check_names_each_database_problem_on_one_line(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
+) -> None:
     peer = await coordinator.register_store("broken")
     missing_table = await scratch_store(whmcs_database_factory, ["DROP TABLE tblcustomfields"])
-    missing_column = await scratch_store(whmcs_database_factory,
-                                         ["ALTER TABLE tblinvoices DROP COLUMN taxrate2"])
+    missing_column = await scratch_store(
+        whmcs_database_factory, ["ALTER TABLE tblinvoices DROP COLUMN taxrate2"]
+    )
     # The agent reads tblclients.tax_id (the 8.x VAT number) into every snapshot.
-    missing_tax_id = await scratch_store(whmcs_database_factory,
-                                         ["ALTER TABLE tblclients DROP COLUMN tax_id"])
+    missing_tax_id = await scratch_store(
+        whmcs_database_factory, ["ALTER TABLE tblclients DROP COLUMN tax_id"]
+    )
     # Without tblinvoices nothing else about it (such as privileges) can be said.
     missing_invoices = await scratch_store(whmcs_database_factory, ["DROP TABLE tblinvoices"])
     sequential = await scratch_store(whmcs_database_factory)
@@ -580,8 +635,9 @@ async def test_check_names_each_database_problem_on_one_line(
         "sequential numbering": (sequential, ("sequential invoice numbering is on",)),
         "custom numbering": (custom_numbering, ("TaxCustomInvoiceNumbering",)),
     }
-    results = await asyncio.gather(*(
-        run_check(agent_env(url, coordinator.url, peer)) for url, _ in cases.values()))
+    results = await asyncio.gather(
+        *(run_check(agent_env(url, coordinator.url, peer)) for url, _ in cases.values())
+    )
     wrong = {
         name: (result.exit_code, result.lines, result.stderr[-500:])
         for (name, (_, words)), result in zip(cases.items(), results, strict=True)
@@ -591,8 +647,8 @@ async def test_check_names_each_database_problem_on_one_line(
 
 
 async def test_check_names_a_missing_privilege(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
-        mysql_admin_url: str) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory, mysql_admin_url: str
+) -> None:
     peer = await coordinator.register_store("readonly")
     whmcs_url = await scratch_store(whmcs_database_factory)
     root = await agent_command(["check"], agent_env(whmcs_url, coordinator.url, peer))
@@ -605,20 +661,22 @@ async def test_check_names_a_missing_privilege(
             # Everything the agent needs except writing tblinvoices.invoicenum.
             await cursor.execute(f"GRANT SELECT, CREATE ON `{database}`.* TO %s@'%%'", (user,))
             for table in ("mod_concord_outbox", "mod_concord_receipts", "mod_concord_documents"):
-                await cursor.execute(f"GRANT INSERT, UPDATE, DELETE ON `{database}`.`{table}`"
-                                     " TO %s@'%%'", (user,))
-            readonly_url = str(replace(parse_mysql_url(whmcs_url), user=user,
-                                       password=password))
+                await cursor.execute(
+                    f"GRANT INSERT, UPDATE, DELETE ON `{database}`.`{table}` TO %s@'%%'", (user,)
+                )
+            readonly_url = str(replace(parse_mysql_url(whmcs_url), user=user, password=password))
             result = await run_check(agent_env(readonly_url, coordinator.url, peer))
         finally:
             await cursor.execute("DROP USER %s@'%%'", (user,))
     assert result.exit_code == 1, result.lines
-    assert len(result.lines) == 1 and line_with(result.lines, "privilege", "UPDATE",
-                                                "tblinvoices"), result.lines
+    assert len(result.lines) == 1 and line_with(result.lines, "privilege", "UPDATE", "tblinvoices"), (
+        result.lines
+    )
 
 
 async def test_check_names_each_coordinator_problem_on_one_line(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
+) -> None:
     peer = await coordinator.register_store("lonely")
     whmcs_url, _ = await empty_store(whmcs_database_factory, "lonely")
     nowhere = f"http://127.0.0.1:{free_port()}"
@@ -627,8 +685,9 @@ async def test_check_names_each_coordinator_problem_on_one_line(
         run_check(agent_env(whmcs_url, coordinator.url, Peer(peer.name, peer.peer_id, "bogus"))),
         # The operator token `concord serve` printed, pasted where the store's belongs: it
         # may read the series, but the agent could not reserve a single number with it.
-        run_check(agent_env(whmcs_url, coordinator.url,
-                            Peer(peer.name, peer.peer_id, coordinator.tokens.operator))),
+        run_check(
+            agent_env(whmcs_url, coordinator.url, Peer(peer.name, peer.peer_id, coordinator.tokens.operator))
+        ),
     )
     assert unreachable.exit_code == 1 and len(unreachable.lines) == 1, unreachable
     assert line_with(unreachable.lines, "coordinator", nowhere, "unreachable")
@@ -640,21 +699,31 @@ async def test_check_names_each_coordinator_problem_on_one_line(
 
 # -- 4. DocumentUpdated --------------------------------------------------------------------------
 
+
 async def test_changes_of_an_issued_invoice_reach_the_ledger_within_seconds(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
+    coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
     peer = await coordinator.register_store("changing")
     whmcs_url, generator = await empty_store(whmcs_database_factory, "changing")
-    agent = AgentProcess("changing", whmcs_url, coordinator.url, peer.token, tmp_path,
-                         env={"CONCORD_AGENT_UPDATE_SCAN_SECONDS": "1"})
+    agent = AgentProcess(
+        "changing",
+        whmcs_url,
+        coordinator.url,
+        peer.token,
+        tmp_path,
+        env={"CONCORD_AGENT_UPDATE_SCAN_SECONDS": "1"},
+    )
     await agent.start()
     try:
         invoice_id = await paid_invoice(whmcs_url, generator)
         doc_id = str(invoice_id)
 
         async def documents(event_type: str) -> list[dict[str, Any]]:
-            return [e["data"]["document"] for e in await coordinator.events(event_type)
-                    if e["data"]["doc_id"] == doc_id]
+            return [
+                e["data"]["document"]
+                for e in await coordinator.events(event_type)
+                if e["data"]["doc_id"] == doc_id
+            ]
 
         (issued,), _ = await eventually(lambda: documents("NumberIssued"), 15, "NumberIssued")
         assert issued["DocData"]["Status"] == "Paid"
@@ -663,23 +732,25 @@ async def test_changes_of_an_issued_invoice_reach_the_ledger_within_seconds(
             await set_status(conn, invoice_id, "Refunded")
 
         async def refunded() -> list[dict[str, Any]]:
-            return [d for d in await documents("DocumentUpdated")
-                    if d["DocData"]["Status"] == "Refunded"]
+            return [d for d in await documents("DocumentUpdated") if d["DocData"]["Status"] == "Refunded"]
 
         _, status_seconds = await eventually(refunded, 5, "DocumentUpdated with Refunded")
 
         async with connection(whmcs_url) as conn:
             row = await fetch_invoice(conn, invoice_id)
             credit = Decimal("2.50")
-            await update_invoice(conn, invoice_id, {"credit": row["credit"] + credit,
-                                                    "total": row["total"] - credit})
+            await update_invoice(
+                conn, invoice_id, {"credit": row["credit"] + credit, "total": row["total"] - credit}
+            )
         expected_credit = f"{row['credit'] + credit:.2f}"
         expected_total = f"{row['total'] - credit:.2f}"
 
         async def recredited() -> list[dict[str, Any]]:
-            return [d for d in await documents("DocumentUpdated")
-                    if (d["DocData"]["Credit"], d["DocData"]["Total"])
-                    == (expected_credit, expected_total)]
+            return [
+                d
+                for d in await documents("DocumentUpdated")
+                if (d["DocData"]["Credit"], d["DocData"]["Total"]) == (expected_credit, expected_total)
+            ]
 
         (latest,), total_seconds = await eventually(recredited, 5, "DocumentUpdated with credit")
         assert latest["DocData"]["Status"] == "Refunded"
@@ -692,35 +763,44 @@ async def test_changes_of_an_issued_invoice_reach_the_ledger_within_seconds(
 
 # -- 5. heartbeat drift ----------------------------------------------------------------------------
 
+
 async def test_heartbeats_raise_and_resolve_drift_and_silence(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
-    async with running_coordinator(database_url, tokens, tmp_path,
-                                   env={"CONCORD_HEARTBEAT_SECONDS": "1"}) as coordinator:
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
+    async with running_coordinator(
+        database_url, tokens, tmp_path, env={"CONCORD_HEARTBEAT_SECONDS": "1"}
+    ) as coordinator:
         peer = await coordinator.register_store("drifting")
         whmcs_url, _ = await empty_store(whmcs_database_factory, "drifting")
-        agent = AgentProcess("drifting", whmcs_url, coordinator.url, peer.token, tmp_path,
-                             env={"CONCORD_AGENT_HEARTBEAT_SECONDS": "1"})
+        agent = AgentProcess(
+            "drifting",
+            whmcs_url,
+            coordinator.url,
+            peer.token,
+            tmp_path,
+            env={"CONCORD_AGENT_HEARTBEAT_SECONDS": "1"},
+        )
         await agent.start()
         try:
+
             def warning(state: str, code: str) -> Callable[[], Awaitable[bool]]:
                 return lambda: coordinator.has_warning(state, code, peer.peer_id)
 
             async with connection(whmcs_url) as conn:
                 await set_config(conn, "SequentialInvoiceNumbering", "on")
-            await eventually(warning("open", "whmcs_sequential_numbering"), 6,
-                             "whmcs_sequential_numbering raised")
+            await eventually(
+                warning("open", "whmcs_sequential_numbering"), 6, "whmcs_sequential_numbering raised"
+            )
             async with connection(whmcs_url) as conn:
                 await set_config(conn, "SequentialInvoiceNumbering", "")
-            await eventually(warning("resolved", "whmcs_sequential_numbering"), 6,
-                             "whmcs_sequential_numbering resolved")
-            assert not await coordinator.has_warning("open", "whmcs_sequential_numbering",
-                                                     peer.peer_id)
+            await eventually(
+                warning("resolved", "whmcs_sequential_numbering"), 6, "whmcs_sequential_numbering resolved"
+            )
+            assert not await coordinator.has_warning("open", "whmcs_sequential_numbering", peer.peer_id)
             assert not await coordinator.has_warning("open", "peer_silent", peer.peer_id)
 
             agent.kill()
-            _, silent_after = await eventually(warning("open", "peer_silent"), 10,
-                                               "peer_silent raised")
+            _, silent_after = await eventually(warning("open", "peer_silent"), 10, "peer_silent raised")
             await agent.start()
             await eventually(warning("resolved", "peer_silent"), 6, "peer_silent resolved")
             assert not await coordinator.has_warning("open", "peer_silent", peer.peer_id)
@@ -731,6 +811,7 @@ async def test_heartbeats_raise_and_resolve_drift_and_silence(
 
 
 # -- 6. configuration.php ------------------------------------------------------------------------
+
 
 def php_single_quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -763,21 +844,25 @@ def configuration_php(*, host: str, port: str, user: str, password: str, databas
 def test_configuration_php_is_read_as_php_reads_it(tmp_path: Path) -> None:
     path = tmp_path / "configuration.php"
     password = 'Pa$$w0rd\'s "best"; #1 // not a comment \\ end'
-    path.write_text(configuration_php(host="db.internal", port="3307", user="whmcs_live",
-                                      password=password, database="whmcs_prod"))
+    path.write_text(
+        configuration_php(
+            host="db.internal", port="3307", user="whmcs_live", password=password, database="whmcs_prod"
+        )
+    )
     assert read_configuration_php(path) == MysqlTarget(
-        host="db.internal", port=3307, user="whmcs_live", password=password,
-        database="whmcs_prod")
+        host="db.internal", port=3307, user="whmcs_live", password=password, database="whmcs_prod"
+    )
 
 
 def test_configuration_php_variants(tmp_path: Path) -> None:
     path = tmp_path / "configuration.php"
     # Port inside the host, an empty $db_port, double quotes.
-    path.write_text('<?php\n$db_host = "10.0.0.7:3310";\n$db_port = \'\';\n'
-                    '$db_username = "whmcs";\n$db_password = "say \\"hi\\"";\n'
-                    '$db_name = "billing";\n')
-    assert read_configuration_php(path) == MysqlTarget("10.0.0.7", 3310, "whmcs", 'say "hi"',
-                                                       "billing")
+    path.write_text(
+        "<?php\n$db_host = \"10.0.0.7:3310\";\n$db_port = '';\n"
+        '$db_username = "whmcs";\n$db_password = "say \\"hi\\"";\n'
+        '$db_name = "billing";\n'
+    )
+    assert read_configuration_php(path) == MysqlTarget("10.0.0.7", 3310, "whmcs", 'say "hi"', "billing")
     # No password line at all; no port: MySQL's default.
     path.write_text("<?php\n$db_host = 'localhost';\n$db_username = 'root';\n$db_name = 'w';\n")
     assert read_configuration_php(path) == MysqlTarget("localhost", 3306, "root", "", "w")
@@ -788,7 +873,8 @@ def test_configuration_php_variants(tmp_path: Path) -> None:
 
 def test_configuration_php_ignores_commented_out_credentials(tmp_path: Path) -> None:
     path = tmp_path / "configuration.php"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         <?php
         $db_host = 'localhost';
         $db_port = '3307';
@@ -799,32 +885,45 @@ def test_configuration_php_ignores_commented_out_credentials(tmp_path: Path) -> 
         // $db_password = 'old-password';
         # $db_host = 'old-db.example';
         /* $db_name = 'whmcs_old'; */
-        """))
-    assert read_configuration_php(path) == MysqlTarget("localhost", 3307, "whmcs", "current",
-                                                       "whmcs")
+        """)
+    )
+    assert read_configuration_php(path) == MysqlTarget("localhost", 3307, "whmcs", "current", "whmcs")
 
 
 def test_configuration_php_reads_a_port_written_as_a_number(tmp_path: Path) -> None:
     path = tmp_path / "configuration.php"
-    path.write_text("<?php\n$db_host = 'localhost';\n$db_port = 3307;\n"
-                    "$db_username = 'whmcs';\n$db_password = 'x';\n$db_name = 'whmcs';\n")
+    path.write_text(
+        "<?php\n$db_host = 'localhost';\n$db_port = 3307;\n"
+        "$db_username = 'whmcs';\n$db_password = 'x';\n$db_name = 'whmcs';\n"
+    )
     assert read_configuration_php(path).port == 3307
 
 
 async def test_check_reads_the_credentials_from_configuration_php(
-        coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory,
-        mysql_admin_url: str, tmp_path: Path, php: str) -> None:
+    coordinator: Coordinator,
+    whmcs_database_factory: WhmcsDatabaseFactory,
+    mysql_admin_url: str,
+    tmp_path: Path,
+    php: str,
+) -> None:
     peer = await coordinator.register_store("configured")
     whmcs_url, _ = await empty_store(whmcs_database_factory, "configured")
     target = parse_mysql_url(whmcs_url)
     user, password = f"cfg_{uuid.uuid4().hex[:10]}", 'it\'s a "secret" $pass; #1'
     path = tmp_path / "configuration.php"
-    path.write_text(configuration_php(host=target.host, port=str(target.port), user=user,
-                                      password=password, database=target.database))
+    path.write_text(
+        configuration_php(
+            host=target.host, port=str(target.port), user=user, password=password, database=target.database
+        )
+    )
     # The file says what PHP itself reads from it.
     echoed = await asyncio.to_thread(
-        subprocess.run, [php, "-r", f"include {php_single_quoted(str(path))}; echo $db_password;"],
-        capture_output=True, text=True, timeout=30)
+        subprocess.run,
+        [php, "-r", f"include {php_single_quoted(str(path))}; echo $db_password;"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert echoed.stdout == password, echoed.stderr
     async with connection(mysql_admin_url) as conn, conn.cursor() as cursor:
         await cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
@@ -833,8 +932,9 @@ async def test_check_reads_the_credentials_from_configuration_php(
             env = agent_env("", coordinator.url, peer)
             del env["CONCORD_AGENT_WHMCS_URL"]
             result = await run_check({**env, "CONCORD_AGENT_WHMCS_CONFIG": str(path)})
-            both = await run_check({**env, "CONCORD_AGENT_WHMCS_CONFIG": str(path),
-                                    "CONCORD_AGENT_WHMCS_URL": whmcs_url})
+            both = await run_check(
+                {**env, "CONCORD_AGENT_WHMCS_CONFIG": str(path), "CONCORD_AGENT_WHMCS_URL": whmcs_url}
+            )
         finally:
             await cursor.execute("DROP USER %s@'%%'", (user,))
     assert (result.exit_code, result.lines) == (0, ["all checks passed"]), result

@@ -17,9 +17,19 @@ GUARDED = [r for r in ROUTES if r.roles]
 
 
 def _concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: "1" if m.group(1) == "number" else (
-        "invoice" if m.group(1) in ("name", "series") else (
-            "all" if m.group(1) == "period" else str(uuid.uuid4()))), path)
+    return re.sub(
+        r"\{(\w+)\}",
+        lambda m: (
+            "1"
+            if m.group(1) == "number"
+            else (
+                "invoice"
+                if m.group(1) in ("name", "series")
+                else ("all" if m.group(1) == "period" else str(uuid.uuid4()))
+            )
+        ),
+        path,
+    )
 
 
 @pytest.mark.parametrize("route", GUARDED, ids=lambda r: f"{r.method} {r.path}")
@@ -32,8 +42,7 @@ async def test_every_guarded_route_needs_a_valid_token(client, tokens, route) ->
         assert resp.status == 401, (route.path, headers)
         body = await resp.json()
         assert body["error"]["code"] == "unauthenticated" and body["error"]["message"]
-    for role, token in (("operator", tokens.operator), ("reader", tokens.reader),
-                        ("peer", store["token"])):
+    for role, token in (("operator", tokens.operator), ("reader", tokens.reader), ("peer", store["token"])):
         if role in route.roles:
             continue
         resp = await client.request(route.method, path, headers=bearer(token), json={})
@@ -48,8 +57,9 @@ async def test_a_store_cannot_touch_another_stores_reservation(client, tokens) -
     r = await reserve(client, alpha["token"], "1")
     before = await ledger_position(client)
     for action, body in (("confirm", {"document": DOCUMENT}), ("release", {"reason": "x"})):
-        resp = await client.post(f"/v1/reservations/{r['reservation_id']}/{action}",
-                                 headers=bearer(beta["token"]), json=body)
+        resp = await client.post(
+            f"/v1/reservations/{r['reservation_id']}/{action}", headers=bearer(beta["token"]), json=body
+        )
         assert resp.status == 403
         assert (await resp.json())["error"]["code"] == "not_your_reservation"
     assert await ledger_position(client) == before
@@ -59,8 +69,7 @@ async def test_a_store_cannot_touch_another_stores_reservation(client, tokens) -
 
 async def test_rotated_and_retired_tokens_stop_working(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
-    resp = await client.post(f"/v1/peers/{store['peer_id']}/rotate-token",
-                             headers=bearer(tokens.operator))
+    resp = await client.post(f"/v1/peers/{store['peer_id']}/rotate-token", headers=bearer(tokens.operator))
     new_token = (await resp.json())["token"]
     await reserve(client, store["token"], "1", expect=401)
     await reserve(client, new_token, "1")
@@ -69,8 +78,9 @@ async def test_rotated_and_retired_tokens_stop_working(client, tokens) -> None:
     await reserve(client, new_token, "2", expect=401)
     peers = await (await client.get("/v1/peers", headers=bearer(tokens.reader))).json()
     assert peers["peers"][0]["state"] == "retired"
-    again = await client.post("/v1/peers", json={"name": "alpha", "url": "http://x.test"},
-                              headers=bearer(tokens.operator))
+    again = await client.post(
+        "/v1/peers", json={"name": "alpha", "url": "http://x.test"}, headers=bearer(tokens.operator)
+    )
     assert again.status == 409  # names are never reused
 
 
@@ -83,14 +93,12 @@ BAD_RESERVATIONS = [
     (b'{"doctype": "invoice", "doc_id": "1", "date": "2026-02-30"}', "date"),
     (b'{"doctype": "invoice", "doc_id": "1"}', "date"),
     (b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "x": 1}', "x"),
-    (b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "event_id": "no"}',
-     "event_id"),
+    (b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "event_id": "no"}', "event_id"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "named"), BAD_RESERVATIONS)
-async def test_bad_reservation_bodies_are_refused_and_change_nothing(client, tokens, raw,
-                                                                     named) -> None:
+async def test_bad_reservation_bodies_are_refused_and_change_nothing(client, tokens, raw, named) -> None:
     store = await add_store(client, tokens.operator)
     before = await ledger_position(client)
     resp = await client.post("/v1/reservations", data=raw, headers=bearer(store["token"]))
@@ -100,33 +108,42 @@ async def test_bad_reservation_bodies_are_refused_and_change_nothing(client, tok
     assert await ledger_position(client) == before
 
 
-@pytest.mark.parametrize(("document", "named"), [
-    ({"ClientData": {}}, "DocData"),
-    ({"ClientData": {}, "DocData": {"Total": 12.5}}, "decimal numbers must be sent as strings"),
-    ({"ClientData": {"Name": "a\u0000b"}, "DocData": {}}, "NUL"),
-    ("text", "document"),
-])
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ({"ClientData": {}}, "DocData"),
+        ({"ClientData": {}, "DocData": {"Total": 12.5}}, "decimal numbers must be sent as strings"),
+        ({"ClientData": {"Name": "a\u0000b"}, "DocData": {}}, "NUL"),
+        ("text", "document"),
+    ],
+)
 async def test_bad_documents_are_refused(client, tokens, document, named) -> None:
     store = await add_store(client, tokens.operator)
     r = await reserve(client, store["token"], "1")
     before = await ledger_position(client)
-    resp = await client.post(f"/v1/reservations/{r['reservation_id']}/confirm",
-                             headers=bearer(store["token"]), json={"document": document})
+    resp = await client.post(
+        f"/v1/reservations/{r['reservation_id']}/confirm",
+        headers=bearer(store["token"]),
+        json={"document": document},
+    )
     assert resp.status == 400
     assert named in (await resp.json())["error"]["message"]
     assert await ledger_position(client) == before
 
 
-@pytest.mark.parametrize(("body", "status", "named"), [
-    ({"format": "{NUMBER"}, 400, "braces"),
-    ({"format": "{ID}"}, 400, "unknown token"),
-    ({"reset": "yearly"}, 400, "{YEAR}"),
-    ({"increment": 0}, 400, "increment"),
-    ({"dedicated": False}, 400, "creditnote"),
-    ({"reset": "monthly"}, 400, "reset"),
-    ({}, 400, "nothing to change"),
-    ({"next": 5, "period": "2026"}, 400, "never resets"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "named"),
+    [
+        ({"format": "{NUMBER"}, 400, "braces"),
+        ({"format": "{ID}"}, 400, "unknown token"),
+        ({"reset": "yearly"}, 400, "{YEAR}"),
+        ({"increment": 0}, 400, "increment"),
+        ({"dedicated": False}, 400, "creditnote"),
+        ({"reset": "monthly"}, 400, "reset"),
+        ({}, 400, "nothing to change"),
+        ({"next": 5, "period": "2026"}, 400, "never resets"),
+    ],
+)
 async def test_bad_series_settings_are_refused(client, tokens, body, status, named) -> None:
     before = await ledger_position(client)
     resp = await client.put("/v1/series/invoice", headers=bearer(tokens.operator), json=body)
@@ -139,8 +156,7 @@ async def test_unknown_things_get_404(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
     for method, path, token, body in (
         ("PUT", "/v1/series/quote", tokens.operator, {"start": 1}),
-        ("POST", f"/v1/reservations/{uuid.uuid4()}/confirm", store["token"],
-         {"document": DOCUMENT}),
+        ("POST", f"/v1/reservations/{uuid.uuid4()}/confirm", store["token"], {"document": DOCUMENT}),
         ("POST", "/v1/reservations/not-a-uuid/release", store["token"], {"reason": "x"}),
         ("POST", f"/v1/warnings/{uuid.uuid4()}/resolve", tokens.operator, {}),
         ("DELETE", f"/v1/peers/{uuid.uuid4()}", tokens.operator, {}),
@@ -152,8 +168,13 @@ async def test_unknown_things_get_404(client, tokens) -> None:
 
 
 async def test_bad_query_parameters(client, tokens) -> None:
-    for path in ("/v1/reservations?state=lost", "/v1/reservations?limit=0",
-                 "/v1/events?after=x", "/v1/events?limit=5000", "/v1/warnings?state=closed"):
+    for path in (
+        "/v1/reservations?state=lost",
+        "/v1/reservations?limit=0",
+        "/v1/events?after=x",
+        "/v1/events?limit=5000",
+        "/v1/warnings?state=closed",
+    ):
         resp = await client.get(path, headers=bearer(tokens.operator))
         assert resp.status == 400, path
         assert "=" in (await resp.json())["error"]["message"]
@@ -162,8 +183,7 @@ async def test_bad_query_parameters(client, tokens) -> None:
 async def test_body_over_the_limit_is_413(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
     before = await ledger_position(client)
-    big = b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "pad": "' + (
-        b"x" * MAX_BODY) + b'"}'
+    big = b'{"doctype": "invoice", "doc_id": "1", "date": "2026-01-01", "pad": "' + (b"x" * MAX_BODY) + b'"}'
     resp = await client.post("/v1/reservations", data=big, headers=bearer(store["token"]))
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "body_too_large"

@@ -49,10 +49,8 @@ async def test_operator_resolves_a_warning(client, tokens) -> None:
     await reserve(client, store["token"], "1")
     app = client.server.app
     await flag_overdue(app[POOL], app[WRITER], minutes=0)
-    [warning] = (await (await client.get("/v1/warnings", headers=bearer(tokens.reader))).json())[
-        "warnings"]
-    resp = await client.post(f"/v1/warnings/{warning['warning_id']}/resolve",
-                             headers=bearer(tokens.operator))
+    [warning] = (await (await client.get("/v1/warnings", headers=bearer(tokens.reader))).json())["warnings"]
+    resp = await client.post(f"/v1/warnings/{warning['warning_id']}/resolve", headers=bearer(tokens.operator))
     assert (await resp.json())["state"] == "resolved"
     resp = await client.get("/v1/warnings?state=resolved", headers=bearer(tokens.reader))
     assert [w["warning_id"] for w in (await resp.json())["warnings"]] == [warning["warning_id"]]
@@ -81,9 +79,11 @@ async def test_events_page_in_order_with_a_chain(client, tokens) -> None:
 
 async def test_metrics_and_request_ids(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
-    resp = await client.post("/v1/reservations", headers={**bearer(store["token"]),
-                             "X-Request-Id": "req-42"},
-                             json={"doctype": "invoice", "doc_id": "1", "date": "2026-01-01"})
+    resp = await client.post(
+        "/v1/reservations",
+        headers={**bearer(store["token"]), "X-Request-Id": "req-42"},
+        json={"doctype": "invoice", "doc_id": "1", "date": "2026-01-01"},
+    )
     assert resp.headers["X-Request-Id"] == "req-42"
     generated = {(await client.get("/healthz")).headers["X-Request-Id"] for _ in range(3)}
     assert len(generated) == 3 and all(len(rid) >= 16 for rid in generated), generated
@@ -98,8 +98,11 @@ async def test_logs_carry_request_id_and_never_a_token(client, tokens, capsys) -
 
     configure_logging(json=True, level="debug")
     store = await add_store(client, tokens.operator)
-    await client.post("/v1/reservations", headers={**bearer(store["token"]), "X-Request-Id": "r-7"},
-                      json={"doctype": "invoice", "doc_id": "1", "date": "2026-01-01"})
+    await client.post(
+        "/v1/reservations",
+        headers={**bearer(store["token"]), "X-Request-Id": "r-7"},
+        json={"doctype": "invoice", "doc_id": "1", "date": "2026-01-01"},
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if '"r-7"' in line]
     assert lines, err

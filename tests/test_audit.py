@@ -23,23 +23,25 @@ async def test_a_clean_ledger_passes_every_check(client, tokens, database_url, t
     receipts = load_receipts(write_receipts(tmp_path / "r", told["receipts"]))
     result = await audit(database_url, receipts=receipts, progress=False)
     assert result.findings.ok, [f.line() for f in result.findings.kept]
-    assert result.findings.ran >= {"chain", "positions", "invariants", "replay", "projections",
-                                   "receipts"}
+    assert result.findings.ran >= {"chain", "positions", "invariants", "replay", "projections", "receipts"}
     assert result.receipts == len(receipts) > 10
     (invoice,) = result.series
     assert invoice["released"] == [told["pool"]]
     assert result.rows["reservations"] == 9 and result.rows["released_numbers"] == 1
     async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
-        left = await pool.fetchval("SELECT count(*) FROM pg_namespace"
-                                   " WHERE nspname LIKE 'concord_audit_%'")
+        left = await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'concord_audit_%'")
     assert left == 0  # the scratch schema is dropped
 
 
 async def test_an_edited_event_is_named(client, tokens, database_url) -> None:
     await populate(client, tokens.operator)
     position = await _position_of(database_url, "NumberIssued", 2)
-    await superuser(database_url, "UPDATE events SET data = jsonb_set(data, '{document,DocData,Total}',"
-                    " '\"0.01\"') WHERE position = $1", position)
+    await superuser(
+        database_url,
+        "UPDATE events SET data = jsonb_set(data, '{document,DocData,Total}',"
+        " '\"0.01\"') WHERE position = $1",
+        position,
+    )
     result = await audit(database_url, progress=False)
     assert not result.findings.ok
     (broken,) = named(result, "chain")
@@ -50,8 +52,7 @@ async def test_an_edited_event_is_named(client, tokens, database_url) -> None:
     assert snapshot.position == position and "0.01" in snapshot.message
 
 
-async def test_a_rewritten_tail_is_caught_by_the_receipts(client, tokens, database_url,
-                                                          tmp_path) -> None:
+async def test_a_rewritten_tail_is_caught_by_the_receipts(client, tokens, database_url, tmp_path) -> None:
     told = await populate(client, tokens.operator)
     receipts = load_receipts(write_receipts(tmp_path / "r", told["receipts"]))
     last_issue = max(r["issued"]["position"] for r in told["receipts"] if r["issued"])
@@ -69,14 +70,11 @@ async def test_a_rewritten_tail_is_caught_by_the_receipts(client, tokens, databa
     found = named(result, "receipts")
     assert found and found[0].position == last_issue
     assert "rewritten" in found[0].message
-    issued = next(r for r in told["receipts"] if r["issued"] and
-                  r["issued"]["position"] == last_issue)
-    assert (found[0].series, found[0].period, found[0].number) == ("invoice", "all",
-                                                                    issued["number"])
+    issued = next(r for r in told["receipts"] if r["issued"] and r["issued"]["position"] == last_issue)
+    assert (found[0].series, found[0].period, found[0].number) == ("invoice", "all", issued["number"])
 
 
-async def test_a_corrupted_projection_row_is_named_and_rebuilt(client, tokens,
-                                                               database_url) -> None:
+async def test_a_corrupted_projection_row_is_named_and_rebuilt(client, tokens, database_url) -> None:
     await populate(client, tokens.operator)
     await superuser(database_url, "UPDATE counters SET next = 3 WHERE series = 'invoice'")
     await superuser(database_url, "UPDATE reservations SET state = 'issued' WHERE number = 5")
@@ -93,8 +91,7 @@ async def test_a_corrupted_projection_row_is_named_and_rebuilt(client, tokens,
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT next FROM counters WHERE series = 'invoice'") == 9
-        assert await conn.fetchval("SELECT count(*) FROM warnings"
-                                   " WHERE code = 'projections_rebuilt'") == 1
+        assert await conn.fetchval("SELECT count(*) FROM warnings WHERE code = 'projections_rebuilt'") == 1
     finally:
         await conn.close()
 
@@ -105,15 +102,22 @@ async def test_a_number_removed_from_the_pool_is_named(client, tokens, database_
     result = await audit(database_url, progress=False)
     (missing,) = named(result, "projections")
     assert (missing.table, missing.series, missing.period, missing.number) == (
-        "released_numbers", "invoice", "all", told["pool"])
+        "released_numbers",
+        "invoice",
+        "all",
+        told["pool"],
+    )
     assert "missing from the live table" in missing.message
 
 
 async def test_rebuild_is_refused_when_the_chain_is_broken(client, tokens, database_url) -> None:
     await populate(client, tokens.operator)
     position = await _position_of(database_url, "NumberReserved", 1)
-    await superuser(database_url, "UPDATE events SET data = jsonb_set(data, '{number}', '2')"
-                    " WHERE position = $1", position)
+    await superuser(
+        database_url,
+        "UPDATE events SET data = jsonb_set(data, '{number}', '2') WHERE position = $1",
+        position,
+    )
     await superuser(database_url, "UPDATE counters SET next = 1")
     result = await audit(database_url, rebuild=True, progress=False)
     assert not result.rebuilt
@@ -130,16 +134,14 @@ async def test_rebuild_is_refused_when_the_chain_is_broken(client, tokens, datab
 async def _position_of(database_url: str, type_: str, nth: int) -> int:
     conn = await asyncpg.connect(database_url)
     try:
-        return await conn.fetchval("SELECT position FROM events WHERE type = $1"
-                                   " ORDER BY position OFFSET $2 LIMIT 1", type_, nth - 1)
+        return await conn.fetchval(
+            "SELECT position FROM events WHERE type = $1 ORDER BY position OFFSET $2 LIMIT 1", type_, nth - 1
+        )
     finally:
         await conn.close()
 
 
-
-
-async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens,
-                                                               database_url) -> None:
+async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens, database_url) -> None:
     await populate(client, tokens.operator)
     conn = await connect(database_url)
     replay = Replay(conn)
@@ -149,9 +151,11 @@ async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens,
         # Unqualified, "events" is the scratch view the batch functions see: the ledger itself.
         assert await conn.fetchval("SELECT max(position) FROM events") == head > 10
         with pytest.raises(asyncpg.PostgresError, match="refused"):
-            await conn.execute("INSERT INTO events SELECT position + 1, gen_random_uuid(), type,"
-                               " stream, data, recorded_at, hash, hash FROM events"
-                               " ORDER BY position DESC LIMIT 1")
+            await conn.execute(
+                "INSERT INTO events SELECT position + 1, gen_random_uuid(), type,"
+                " stream, data, recorded_at, hash, hash FROM events"
+                " ORDER BY position DESC LIMIT 1"
+            )
         assert await conn.fetchval("SELECT max(position) FROM public.events") == head
     finally:
         await replay.drop()
@@ -159,7 +163,8 @@ async def test_the_replay_reads_the_ledger_and_cannot_write_it(client, tokens,
 
 
 async def test_a_failure_mid_replay_surfaces_and_leaves_no_scratch_schema(
-        client, tokens, database_url, monkeypatch) -> None:
+    client, tokens, database_url, monkeypatch
+) -> None:
     await populate(client, tokens.operator)
 
     def failing_check(self: object, rows: object, events: object) -> None:
@@ -171,6 +176,5 @@ async def test_a_failure_mid_replay_surfaces_and_leaves_no_scratch_schema(
     with pytest.raises(RuntimeError, match="while the database was writing"):
         await audit(database_url, progress=False)
     async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
-        left = await pool.fetchval("SELECT count(*) FROM pg_namespace"
-                                   " WHERE nspname LIKE 'concord_audit_%'")
+        left = await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'concord_audit_%'")
     assert left == 0

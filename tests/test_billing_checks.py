@@ -31,24 +31,64 @@ EXCLUSIVE_PER_LINE = TaxSettings(enabled=True, inclusive=False, compound=False, 
 UNKNOWN = TaxSettings()
 
 
-def snapshot(items: list[tuple[str, bool]], *, subtotal: str, tax: str = "0.00",
-             tax2: str = "0.00", rate: str = "0.00", rate2: str = "0.00", total: str | None = None,
-             status: str = "Unpaid", date_paid: str = "", exempt: bool = False,
-             country: str = "NL", vat: str = "") -> dict[str, Any]:
+def snapshot(
+    items: list[tuple[str, bool]],
+    *,
+    subtotal: str,
+    tax: str = "0.00",
+    tax2: str = "0.00",
+    rate: str = "0.00",
+    rate2: str = "0.00",
+    total: str | None = None,
+    status: str = "Unpaid",
+    date_paid: str = "",
+    exempt: bool = False,
+    country: str = "NL",
+    vat: str = "",
+) -> dict[str, Any]:
     """A snapshot as the agent sends it (amounts as strings with two decimals)."""
     if total is None:
         total = f"{float(subtotal) + float(tax) + float(tax2):.2f}"
     return {
-        "ClientData": {"UserID": 7, "CompanyName": "Example BV", "ClientName": "Ann Smit",
-                       "Country": country, "State": "", "PostCode": "1011 AB",
-                       "TaxExempt": "1" if exempt else "0", "TaxID": vat, "CustomFields": []},
-        "DocData": {"Type": "Invoice", "ID": 1042, "Num": "INV-2026-00050", "Status": status,
-                    "Date": "2026-03-02", "DueDate": "2026-03-16", "DatePaid": date_paid,
-                    "Subtotal": subtotal, "Credit": "0.00", "Tax": tax, "Tax2": tax2,
-                    "TaxRate": rate, "TaxRate2": rate2, "Total": total, "PaymentMethod": "paypal",
-                    "Items": [{"ID": n, "Type": "Hosting", "RelID": 0, "Description": "VPS",
-                               "Amount": amount, "Taxed": taxed}
-                              for n, (amount, taxed) in enumerate(items, 1)]},
+        "ClientData": {
+            "UserID": 7,
+            "CompanyName": "Example BV",
+            "ClientName": "Ann Smit",
+            "Country": country,
+            "State": "",
+            "PostCode": "1011 AB",
+            "TaxExempt": "1" if exempt else "0",
+            "TaxID": vat,
+            "CustomFields": [],
+        },
+        "DocData": {
+            "Type": "Invoice",
+            "ID": 1042,
+            "Num": "INV-2026-00050",
+            "Status": status,
+            "Date": "2026-03-02",
+            "DueDate": "2026-03-16",
+            "DatePaid": date_paid,
+            "Subtotal": subtotal,
+            "Credit": "0.00",
+            "Tax": tax,
+            "Tax2": tax2,
+            "TaxRate": rate,
+            "TaxRate2": rate2,
+            "Total": total,
+            "PaymentMethod": "paypal",
+            "Items": [
+                {
+                    "ID": n,
+                    "Type": "Hosting",
+                    "RelID": 0,
+                    "Description": "VPS",
+                    "Amount": amount,
+                    "Taxed": taxed,
+                }
+                for n, (amount, taxed) in enumerate(items, 1)
+            ],
+        },
     }
 
 
@@ -65,8 +105,15 @@ def test_a_generated_store_has_no_billing_errors() -> None:
     rates = set()
     for invoice in store["tblinvoices"]:
         doctype = "creditnote" if invoice["total"] < 0 else "invoice"
-        snap = document(doctype, "X-1", invoice, items[invoice["id"]], clients[invoice["userid"]],
-                        invoicedata.get(invoice["id"]), [])
+        snap = document(
+            doctype,
+            "X-1",
+            invoice,
+            items[invoice["id"]],
+            clients[invoice["userid"]],
+            invoicedata.get(invoice["id"]),
+            [],
+        )
         rates.add(snap["DocData"]["TaxRate2"])
         ref = DocumentRef("eu-1", doctype, str(invoice["id"]), "X-1")
         assert snapshot_findings(ref, snap, EXCLUSIVE_ON_TOTAL) == {}
@@ -116,10 +163,12 @@ def test_compound_level_two_tax_at_a_three_decimal_rate() -> None:
     # 100.00 at 5 % then 9.975 % (the snapshot shows 9.98). Compound: Tax2 on 105.00 =
     # 10.47375 -> 10.47 (at 9.98 it would be 10.48). Not compound: 9.975 -> 9.98.
     compound = TaxSettings(enabled=True, inclusive=False, compound=True, per_line=False)
-    stacked = snapshot([("100.00", True)], subtotal="100.00", tax="5.00", tax2="10.47",
-                       rate="5.00", rate2="9.98")
-    side_by_side = snapshot([("100.00", True)], subtotal="100.00", tax="5.00", tax2="9.98",
-                            rate="5.00", rate2="9.98")
+    stacked = snapshot(
+        [("100.00", True)], subtotal="100.00", tax="5.00", tax2="10.47", rate="5.00", rate2="9.98"
+    )
+    side_by_side = snapshot(
+        [("100.00", True)], subtotal="100.00", tax="5.00", tax2="9.98", rate="5.00", rate2="9.98"
+    )
     assert snapshot_findings(INVOICE, stacked, compound) == {}
     assert snapshot_findings(INVOICE, side_by_side, EXCLUSIVE_ON_TOTAL) == {}
     assert set(snapshot_findings(INVOICE, stacked, EXCLUSIVE_ON_TOTAL)) == {TAX2}
@@ -138,8 +187,7 @@ def test_inclusive_tax_takes_the_tax_out_of_the_items() -> None:
 
 
 def test_tax_on_a_tax_exempt_client_or_with_tax_support_off() -> None:
-    exempt = snapshot([("100.00", True)], subtotal="100.00", tax="21.00", rate="21.00",
-                      exempt=True)
+    exempt = snapshot([("100.00", True)], subtotal="100.00", tax="21.00", rate="21.00", exempt=True)
     found = snapshot_findings(INVOICE, exempt, EXCLUSIVE_ON_TOTAL)
     assert set(found) == {TAX} and "tax exempt" in found[TAX] and "gives 0.00" in found[TAX]
     untaxed = snapshot([("100.00", True)], subtotal="100.00", rate="21.00")
@@ -167,31 +215,31 @@ def test_paid_needs_a_payment_date() -> None:
     unpaid_date = snapshot([("9.00", False)], subtotal="9.00", status="Paid")
     found = snapshot_findings(INVOICE, unpaid_date, UNKNOWN)
     assert set(found) == {PAID_WITHOUT_DATE} and "Total 9.00" in found[PAID_WITHOUT_DATE]
-    paid = snapshot([("9.00", False)], subtotal="9.00", status="Paid",
-                    date_paid="2026-03-02 10:11:12")
+    paid = snapshot([("9.00", False)], subtotal="9.00", status="Paid", date_paid="2026-03-02 10:11:12")
     assert snapshot_findings(INVOICE, paid, UNKNOWN) == {}
 
 
 def test_a_number_dated_before_the_previous_one() -> None:
     previous = DocumentRef("eu-1", "invoice", "1041", "INV-2026-00049")
-    message = date_order_finding(INVOICE, "2026-03-01", previous, "2026-03-02",
-                                 "invoice", "2026")
+    message = date_order_finding(INVOICE, "2026-03-01", previous, "2026-03-02", "invoice", "2026")
     assert message is not None
     assert "invoice 1042 (INV-2026-00050) is dated 2026-03-01" in message
     assert "invoice 1041 (INV-2026-00049), dated 2026-03-02" in message
-    assert date_order_finding(INVOICE, "2026-03-02", previous, "2026-03-02",
-                              "invoice", "2026") is None
+    assert date_order_finding(INVOICE, "2026-03-02", previous, "2026-03-02", "invoice", "2026") is None
     assert date_order_finding(INVOICE, "", previous, "2026-03-02", "invoice", "2026") is None
 
 
-@pytest.mark.parametrize(("country", "vat", "expected"), [
-    ("NL", "NL123456789B01", ("NL123456789B01", ("NL", "123456789B01"))),
-    ("DE", "123456789", ("123456789", ("DE", "123456789"))),
-    ("GR", "EL094259216", ("EL094259216", ("EL", "094259216"))),
-    ("NL", "not a number!", ("not a number!", None)),   # VIES cannot accept it
-    ("NL", "", None),                                    # a consumer
-    ("US", "12-3456789", None),                          # outside the EU
-])
+@pytest.mark.parametrize(
+    ("country", "vat", "expected"),
+    [
+        ("NL", "NL123456789B01", ("NL123456789B01", ("NL", "123456789B01"))),
+        ("DE", "123456789", ("123456789", ("DE", "123456789"))),
+        ("GR", "EL094259216", ("EL094259216", ("EL", "094259216"))),
+        ("NL", "not a number!", ("not a number!", None)),  # VIES cannot accept it
+        ("NL", "", None),  # a consumer
+        ("US", "12-3456789", None),  # outside the EU
+    ],
+)
 def test_which_vat_numbers_go_to_vies(country: str, vat: str, expected: Any) -> None:
     assert vat_to_check(snapshot([], subtotal="0.00", country=country, vat=vat)) == expected
 
@@ -203,16 +251,30 @@ def test_duplicate_numbers_as_the_agent_reports_them() -> None:
     assert duplicate_numbers(None) is None
 
 
-@pytest.mark.parametrize("document", [
-    {},
-    {"ClientData": [], "DocData": "x"},
-    {"ClientData": {"CustomFields": 5, "Country": 7, "TaxID": ["a"]},
-     "DocData": {"Items": 5, "Subtotal": "abc", "Tax": None, "TaxRate": "1e400", "Date": 3}},
-    {"ClientData": {}, "DocData": {"TaxRate": "-100.00", "TaxRate2": "-50", "Tax": "1.00",
-                                   "Items": [{"Amount": "10.00", "Taxed": True}]}},
-    {"ClientData": {"Country": "DE", "CustomFields": [1, {"fieldname": None, "value": 2}]},
-     "DocData": {"Items": [1, "x", {"Amount": "NaN", "Taxed": "yes"}], "Status": ["Paid"]}},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {},
+        {"ClientData": [], "DocData": "x"},
+        {
+            "ClientData": {"CustomFields": 5, "Country": 7, "TaxID": ["a"]},
+            "DocData": {"Items": 5, "Subtotal": "abc", "Tax": None, "TaxRate": "1e400", "Date": 3},
+        },
+        {
+            "ClientData": {},
+            "DocData": {
+                "TaxRate": "-100.00",
+                "TaxRate2": "-50",
+                "Tax": "1.00",
+                "Items": [{"Amount": "10.00", "Taxed": True}],
+            },
+        },
+        {
+            "ClientData": {"Country": "DE", "CustomFields": [1, {"fieldname": None, "value": 2}]},
+            "DocData": {"Items": [1, "x", {"Amount": "NaN", "Taxed": "yes"}], "Status": ["Paid"]},
+        },
+    ],
+)
 def test_any_json_snapshot_is_checked_without_failing(document: dict[str, Any]) -> None:
     """The monitor checks whatever a store sent: a snapshot of an unexpected shape gives
     findings or none, never an exception that would hold the monitor at that event."""

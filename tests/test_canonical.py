@@ -80,8 +80,20 @@ def test_insertion_order_does_not_matter(items: dict[str, Any], seed: Any) -> No
 
 @pytest.mark.parametrize(
     "value",
-    [None, True, False, 0, -(2**63), 2**63 - 1, "", "text", [], {}, (1, "a"),
-     {"ClientData": {"name": "Ada"}, "DocData": {"total": "12.50", "lines": [{"qty": 2}]}}],
+    [
+        None,
+        True,
+        False,
+        0,
+        -(2**63),
+        2**63 - 1,
+        "",
+        "text",
+        [],
+        {},
+        (1, "a"),
+        {"ClientData": {"name": "Ada"}, "DocData": {"total": "12.50", "lines": [{"qty": 2}]}},
+    ],
 )
 def test_ensure_canonical_accepts(value: Any) -> None:
     ensure_canonical(value)
@@ -147,8 +159,9 @@ STAMP = "2026-01-02T03:04:05.000006Z"
 
 
 def _body(data: Any, position: int = 1) -> dict[str, Any]:
-    return event_body(position, "0b7e0a52-7a59-4c2e-a8d4-2b8c7c7f6a10", "NumberReserved",
-                      "reservation-1", data, STAMP)
+    return event_body(
+        position, "0b7e0a52-7a59-4c2e-a8d4-2b8c7c7f6a10", "NumberReserved", "reservation-1", data, STAMP
+    )
 
 
 def test_genesis_hash_is_32_zero_bytes() -> None:
@@ -158,8 +171,11 @@ def test_genesis_hash_is_32_zero_bytes() -> None:
 def test_event_body_has_exactly_the_hashed_fields() -> None:
     body = _body({"number": 1})
     assert body == {
-        "position": 1, "event_id": "0b7e0a52-7a59-4c2e-a8d4-2b8c7c7f6a10",
-        "type": "NumberReserved", "stream": "reservation-1", "data": {"number": 1},
+        "position": 1,
+        "event_id": "0b7e0a52-7a59-4c2e-a8d4-2b8c7c7f6a10",
+        "type": "NumberReserved",
+        "stream": "reservation-1",
+        "data": {"number": 1},
         "recorded_at": STAMP,
     }
 
@@ -245,7 +261,8 @@ def test_format_recorded_at_converts_to_utc() -> None:
 
 @given(
     moment=st.datetimes(
-        min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31),
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(9998, 12, 31),
         timezones=st.sampled_from(
             [UTC, timezone(timedelta(hours=-7)), timezone(timedelta(hours=5, minutes=30))]
         ),
@@ -258,12 +275,12 @@ def test_format_recorded_at_round_trips(moment: datetime) -> None:
     assert datetime.fromisoformat(text[:-1] + "+00:00") == moment
 
 
-@given(data=st.dictionaries(_TEXT, JSON, max_size=6), position=st.integers(1, 2**62),
-       stream=_TEXT)
+@given(data=st.dictionaries(_TEXT, JSON, max_size=6), position=st.integers(1, 2**62), stream=_TEXT)
 def test_canonical_event_equals_canonical_json_of_the_event_body(
     data: dict[str, Any], position: int, stream: str
 ) -> None:
     args = (position, "0b7e0a52-7a59-4c2e-a8d4-2b8c7c7f6a10", "NumberIssued", stream)
     stamp = "2026-11-22T04:00:00.000001Z"
     assert canonical_event(*args, canonical_json(data), stamp) == canonical_json(
-        event_body(*args, data, stamp))
+        event_body(*args, data, stamp)
+    )

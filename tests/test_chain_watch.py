@@ -47,14 +47,19 @@ async def test_a_forged_event_raises_a_warning(client, tokens, database_url) -> 
         await conn.execute(
             "INSERT INTO events (position, event_id, type, stream, data, recorded_at, prev_hash,"
             " hash) SELECT position + 1, $1, 'WarningResolved', 'x', '{}', now(), hash, $2"
-            " FROM events WHERE position = $3", uuid.uuid4(), hashlib.sha256(b"x").digest(), head)
+            " FROM events WHERE position = $3",
+            uuid.uuid4(),
+            hashlib.sha256(b"x").digest(),
+            head,
+        )
     finally:
         await conn.close()
     await watch.check()
     health = await _health(client)
     assert health["chain"] == {"verified_position": head, "broken_at": head + 1}
-    (warning,) = [w for w in await _open_warnings(client, tokens.operator)
-                  if w["code"] == "ledger_chain_broken"]
+    (warning,) = [
+        w for w in await _open_warnings(client, tokens.operator) if w["code"] == "ledger_chain_broken"
+    ]
     assert f"position {head + 1}" in warning["message"]
     assert await watch.check() == 0  # stays stopped at the break
 
@@ -72,5 +77,4 @@ async def test_a_tail_rewritten_after_verification_is_caught(client, tokens, dat
     await rewrite_tail(database_url, head - 2, forge)
     await watch.check()
     assert (await _health(client))["chain"]["broken_at"] == head
-    assert any(w["code"] == "ledger_chain_broken"
-               for w in await _open_warnings(client, tokens.operator))
+    assert any(w["code"] == "ledger_chain_broken" for w in await _open_warnings(client, tokens.operator))

@@ -44,12 +44,18 @@ MAX_ATTEMPTS = 300  # per request; a broken connection or a 503 means: send it a
 LOAD_SECONDS = 120  # hard bound on the load phase
 
 INVOICE = {"reset": "yearly", "start": 1000, "increment": 2, "format": "INV-{YEAR}-{NUMBER:6}"}
-CREDIT_DEDICATED = {"reset": "never", "start": 7, "increment": 3,
-                    "format": "CN-{STORE}-{NUMBER}", "dedicated": True}
+CREDIT_DEDICATED = {
+    "reset": "never",
+    "start": 7,
+    "increment": 3,
+    "format": "CN-{STORE}-{NUMBER}",
+    "dedicated": True,
+}
 CREDIT_SHARED = {"dedicated": False, "format": "CN-{YEAR}-{NUMBER:6}"}
 
 
 # -- the scenario ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -97,8 +103,10 @@ class Doc:
         return {"doctype": self.doctype, "doc_id": self.doc_id, "date": self.date}
 
     def document(self) -> dict[str, Any]:
-        return {"ClientData": {"Name": f"Client of {self.doc_id}", "Country": "NL"},
-                "DocData": {"Id": self.doc_id, "Date": self.date, "Total": "121.00"}}
+        return {
+            "ClientData": {"Name": f"Client of {self.doc_id}", "Country": "NL"},
+            "DocData": {"Id": self.doc_id, "Date": self.date, "Total": "121.00"},
+        }
 
 
 @dataclass
@@ -156,9 +164,16 @@ class Load:
 
     # -- talking to the coordinators -----------------------------------------------------
 
-    async def send(self, session: aiohttp.ClientSession, rng: random.Random, path: str,
-                   body: dict[str, Any], token: str, expect: tuple[int, ...],
-                   first_url: str | None = None) -> tuple[int, dict[str, Any], bool]:
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        rng: random.Random,
+        path: str,
+        body: dict[str, Any],
+        token: str,
+        expect: tuple[int, ...],
+        first_url: str | None = None,
+    ) -> tuple[int, dict[str, Any], bool]:
         """POST until a replica answers; returns (status, body, whether it was sent again).
 
         A 503 or a connection error means "not acknowledged": the same request goes again,
@@ -185,8 +200,7 @@ class Load:
             try:
                 payload = json.loads(raw)
             except ValueError:
-                raise AssertionError(f"POST {path} {body} -> {status}: not JSON: {raw[:300]!r}") \
-                    from None
+                raise AssertionError(f"POST {path} {body} -> {status}: not JSON: {raw[:300]!r}") from None
             self.stats.slowest = max(self.stats.slowest, time.monotonic() - sent_at)
             if status == 503:
                 self.stats.unavailable += 1
@@ -197,8 +211,10 @@ class Load:
                 await asyncio.sleep(0.02 + 0.05 * rng.random())
                 continue
             if status not in expect:
-                raise AssertionError(f"POST {url}{path} {body} -> {status} {payload} "
-                                     f"(expected {expect}){self.logged(request_id)}")
+                raise AssertionError(
+                    f"POST {url}{path} {body} -> {status} {payload} "
+                    f"(expected {expect}){self.logged(request_id)}"
+                )
             if (answered := self._answered.pop(url, None)) is not None:
                 answered.set()
             return status, payload, resent
@@ -243,21 +259,28 @@ class Load:
 
     def _check_reservation(self, doc: Doc, answer: dict[str, Any], state: str, what: str) -> None:
         series, period = self.scenario.counter(doc.doctype, doc.date)
-        expected = {"peer_id": doc.store.peer_id, "doctype": doc.doctype, "doc_id": doc.doc_id,
-                    "date": doc.date, "series": series, "period": period, "state": state}
+        expected = {
+            "peer_id": doc.store.peer_id,
+            "doctype": doc.doctype,
+            "doc_id": doc.doc_id,
+            "date": doc.date,
+            "series": series,
+            "period": period,
+            "state": state,
+        }
         wrong = {k: (answer.get(k), v) for k, v in expected.items() if answer.get(k) != v}
         if not isinstance(answer.get("number"), int):
             wrong["number"] = (answer.get("number"), "an integer")
-        elif answer.get("formatted") != (text := self.scenario.formatted(
-                doc.doctype, answer["number"], doc.date, doc.store.name)):
+        elif answer.get("formatted") != (
+            text := self.scenario.formatted(doc.doctype, answer["number"], doc.date, doc.store.name)
+        ):
             wrong["formatted"] = (answer.get("formatted"), text)
         if wrong:
             self.problem(f"{what} {doc.doc_id}: answer {answer} has (got, expected) {wrong}")
 
     def _same(self, what: str, doc: Doc, first: dict[str, Any], again: dict[str, Any]) -> None:
         if first != again:
-            self.problem(f"{what} of {doc.doc_id} answered differently:\n  first {first}\n"
-                         f"  again {again}")
+            self.problem(f"{what} of {doc.doc_id} answered differently:\n  first {first}\n  again {again}")
 
     @staticmethod
     def _not_lost(status: int, reservation: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -265,47 +288,49 @@ class Load:
             raise AssertionError(
                 f"an acknowledged reservation was lost: {reservation['formatted']} "
                 f"({reservation['reservation_id']}, receipt {reservation['receipt']}) is unknown "
-                f"to the coordinator now: {answer}")
+                f"to the coordinator now: {answer}"
+            )
 
-    async def reserve(self, session: aiohttp.ClientSession, rng: random.Random,
-                      doc: Doc) -> dict[str, Any]:
+    async def reserve(self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc) -> dict[str, Any]:
         token = doc.store.token
         body = {**doc.body(), **self._event_id(rng)}
         if rng.random() < RACE_SHARE:
             # The same document asked for through both replicas at once (two requests).
             other = {**doc.body(), **self._event_id(rng)}
             (s1, answer, r1), (s2, twin, r2) = await asyncio.gather(
-                self.send(session, rng, "/v1/reservations", body, token, (200, 201),
-                          self.urls[0]),
-                self.send(session, rng, "/v1/reservations", other, token, (200, 201),
-                          self.urls[-1]),
+                self.send(session, rng, "/v1/reservations", body, token, (200, 201), self.urls[0]),
+                self.send(session, rng, "/v1/reservations", other, token, (200, 201), self.urls[-1]),
             )
             self.stats.races_checked += 1
-            if answer["reservation_id"] != twin["reservation_id"] or \
-                    answer["number"] != twin["number"]:
-                self.problem(f"simultaneous reservations of {doc.doc_id} got two numbers: "
-                             f"{answer} and {twin}")
+            if answer["reservation_id"] != twin["reservation_id"] or answer["number"] != twin["number"]:
+                self.problem(
+                    f"simultaneous reservations of {doc.doc_id} got two numbers: {answer} and {twin}"
+                )
             elif not (r1 or r2) and sorted((s1, s2)) != [200, 201]:
-                self.problem(f"simultaneous reservations of {doc.doc_id}: statuses {s1}, {s2}; "
-                             "expected one 201 and one 200")
+                self.problem(
+                    f"simultaneous reservations of {doc.doc_id}: statuses {s1}, {s2}; "
+                    "expected one 201 and one 200"
+                )
             status, resent = (201 if 201 in (s1, s2) else 200), r1 or r2
         else:
-            status, answer, resent = await self.send(session, rng, "/v1/reservations", body,
-                                                     token, (200, 201))
+            status, answer, resent = await self.send(
+                session, rng, "/v1/reservations", body, token, (200, 201)
+            )
         if not resent and status != 201:
-            self.problem(f"first reservation of {doc.doc_id} (no active one) answered {status}, "
-                         f"not 201: {answer}")
+            self.problem(
+                f"first reservation of {doc.doc_id} (no active one) answered {status}, not 201: {answer}"
+            )
         self._check_reservation(doc, answer, "reserved", "reserve")
         rid = answer["reservation_id"]
         if rid in self.reserved:
-            self.problem(f"reserving {doc.doc_id} again after its release returned the released "
-                         f"reservation {rid}")
+            self.problem(
+                f"reserving {doc.doc_id} again after its release returned the released reservation {rid}"
+            )
         self.reserved[rid] = answer
         self.receipts.append(("reserved", rid, answer["receipt"]))
         if rng.random() < RETRY_SHARE:  # the answer got lost: the very same request again
             self.stats.retries_checked += 1
-            _, again, _ = await self.send(session, rng, "/v1/reservations", body, token,
-                                          (200, 201))
+            _, again, _ = await self.send(session, rng, "/v1/reservations", body, token, (200, 201))
             self._same("a retried reservation", doc, answer, again)
         if rng.random() < REPEAT_SHARE:  # another request for a document holding a number
             self.stats.repeats_checked += 1
@@ -313,21 +338,29 @@ class Load:
             self._same("a repeated reservation", doc, answer, again)
         return answer
 
-    async def repeat(self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc,
-                     held: dict[str, Any]) -> dict[str, Any]:
+    async def repeat(
+        self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc, held: dict[str, Any]
+    ) -> dict[str, Any]:
         """A new request to reserve a document that holds ``held``: must answer with it."""
-        status, again, _ = await self.send(session, rng, "/v1/reservations",
-                                           {**doc.body(), **self._event_id(rng)},
-                                           doc.store.token, (200, 201))
+        status, again, _ = await self.send(
+            session,
+            rng,
+            "/v1/reservations",
+            {**doc.body(), **self._event_id(rng)},
+            doc.store.token,
+            (200, 201),
+        )
         if status == 201:
             raise AssertionError(
                 f"an acknowledged reservation was lost: {doc.doc_id} holds {held['formatted']} "
                 f"({held['reservation_id']}, receipt {held['receipt']}), yet reserving it again "
-                f"created {again['formatted']} ({again['reservation_id']})")
+                f"created {again['formatted']} ({again['reservation_id']})"
+            )
         return again
 
-    async def confirm(self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc,
-                      reservation: dict[str, Any]) -> None:
+    async def confirm(
+        self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc, reservation: dict[str, Any]
+    ) -> None:
         rid = reservation["reservation_id"]
         path = f"/v1/reservations/{rid}/confirm"
         body = {"document": doc.document(), **self._event_id(rng)}
@@ -350,8 +383,9 @@ class Load:
             again = await self.repeat(session, rng, doc, answer)
             self._same("a reservation repeated after confirm", doc, answer, again)
 
-    async def release(self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc,
-                      reservation: dict[str, Any]) -> None:
+    async def release(
+        self, session: aiohttp.ClientSession, rng: random.Random, doc: Doc, reservation: dict[str, Any]
+    ) -> None:
         rid = reservation["reservation_id"]
         path = f"/v1/reservations/{rid}/release"
         body = {"reason": "WHMCS write failed", **self._event_id(rng)}
@@ -371,39 +405,46 @@ class Load:
 
 # -- set-up ------------------------------------------------------------------------------
 
-async def _operator(url: str, method: str, path: str, token: str,
-                    body: dict[str, Any]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.request(
-            method, url + path, json=body, headers=bearer(token)) as resp:
+
+async def _operator(url: str, method: str, path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, json=body, headers=bearer(token)) as resp,
+    ):
         payload = await resp.json()
         assert resp.status in (200, 201), f"{method} {path} {body} -> {resp.status} {payload}"
         return payload
 
 
-async def _prepare(replicas: list[CoordinatorProcess], tokens: Tokens,
-                   scenario: Scenario, docs_per_client: int, seed: int) -> Load:
+async def _prepare(
+    replicas: list[CoordinatorProcess], tokens: Tokens, scenario: Scenario, docs_per_client: int, seed: int
+) -> Load:
     """Series settings through one replica, stores through the other, then the documents."""
     a, b = replicas[0].url, replicas[1].url
     await _operator(a, "PUT", "/v1/series/invoice", tokens.operator, INVOICE)
     await _operator(a, "PUT", "/v1/series/creditnote", tokens.operator, scenario.creditnote)
     stores = []
     for name in STORES:
-        peer = await _operator(b, "POST", "/v1/peers", tokens.operator,
-                               {"name": name, "url": f"http://{name}.example:8701"})
+        peer = await _operator(
+            b, "POST", "/v1/peers", tokens.operator, {"name": name, "url": f"http://{name}.example:8701"}
+        )
         stores.append(Store(name, peer["peer_id"], peer["token"]))
-    load = Load(urls=[a, b], scenario=scenario, seed=seed,
-                logs=[p.log_path for p in replicas])
+    load = Load(urls=[a, b], scenario=scenario, seed=seed, logs=[p.log_path for p in replicas])
     rng = random.Random(seed)
     for client in range(CLIENTS):
         for k in range(docs_per_client):
             releases = 0
             if rng.random() < RELEASE_SHARE:
                 releases = 2 if rng.random() < 0.15 else 1
-            load.docs.append(Doc(
-                store=stores[client % len(stores)],
-                doctype="creditnote" if rng.random() < CREDITNOTE_SHARE else "invoice",
-                doc_id=f"c{client:02d}-{k:04d}", date=rng.choice(DATES), releases_left=releases,
-            ))
+            load.docs.append(
+                Doc(
+                    store=stores[client % len(stores)],
+                    doctype="creditnote" if rng.random() < CREDITNOTE_SHARE else "invoice",
+                    doc_id=f"c{client:02d}-{k:04d}",
+                    date=rng.choice(DATES),
+                    releases_left=releases,
+                )
+            )
     return load
 
 
@@ -415,6 +456,7 @@ def _client_docs(load: Load) -> list[list[Doc]]:
 
 
 # -- checking the ledger -----------------------------------------------------------------
+
 
 def _chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
     """docs/design.md §3: sha256(prev_hash ‖ canonical JSON: sorted keys, no whitespace, UTF-8)."""
@@ -434,8 +476,12 @@ class Replayed:
     reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
     pool: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
     fresh: Counter[tuple[str, str]] = field(default_factory=Counter)
-    settings: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "invoice": {"start": 1, "increment": 1}, "creditnote": {"start": 1, "increment": 1}})
+    settings: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "invoice": {"start": 1, "increment": 1},
+            "creditnote": {"start": 1, "increment": 1},
+        }
+    )
 
     def expected(self, series: str, period: str) -> list[int]:
         s = self.settings[series]
@@ -446,13 +492,18 @@ def _check_chain(events: list[asyncpg.Record], problems: list[str]) -> None:
     prev = bytes(32)
     for expected_position, e in enumerate(events, start=1):
         if e["position"] != expected_position:
-            problems.append(f"ledger positions jump from {expected_position - 1} to "
-                            f"{e['position']}")
+            problems.append(f"ledger positions jump from {expected_position - 1} to {e['position']}")
             return
         if bytes(e["prev_hash"]) != prev:
             problems.append(f"event {e['position']}: prev_hash does not match the hash before it")
-        body = event_body(e["position"], e["event_id"], e["type"], e["stream"],
-                          json.loads(e["data"]), format_recorded_at(e["recorded_at"]))
+        body = event_body(
+            e["position"],
+            e["event_id"],
+            e["type"],
+            e["stream"],
+            json.loads(e["data"]),
+            format_recorded_at(e["recorded_at"]),
+        )
         if _chain_hash(prev, body) != bytes(e["hash"]):
             problems.append(f"event {e['position']} ({e['type']}): hash does not verify")
         prev = bytes(e["hash"])
@@ -471,51 +522,72 @@ def _replay(events: list[asyncpg.Record], problems: list[str]) -> Replayed:
             number, rid = data["number"], data["reservation_id"]
             doc = (data["peer_id"], data["doctype"], data["doc_id"])
             if (*counter, number) in holder:
-                problems.append(f"event {pos}: {counter} number {number} handed out twice "
-                                f"(held by {holder[(*counter, number)]}, again to {rid})")
+                problems.append(
+                    f"event {pos}: {counter} number {number} handed out twice "
+                    f"(held by {holder[(*counter, number)]}, again to {rid})"
+                )
             if doc in active:
-                problems.append(f"event {pos}: document {doc} got a second number while "
-                                f"holding {active[doc]}")
+                problems.append(
+                    f"event {pos}: document {doc} got a second number while holding {active[doc]}"
+                )
             pool = out.pool[counter]
             if data["from_pool"]:
                 if number not in pool:
-                    problems.append(f"event {pos}: {counter} {number} 'from the pool' was not "
-                                    f"released; pool {_ranges(sorted(pool))}")
+                    problems.append(
+                        f"event {pos}: {counter} {number} 'from the pool' was not "
+                        f"released; pool {_ranges(sorted(pool))}"
+                    )
                 elif number != min(pool):
-                    problems.append(f"event {pos}: {counter} took {number} from the pool, "
-                                    f"not the lowest {min(pool)}")
+                    problems.append(
+                        f"event {pos}: {counter} took {number} from the pool, not the lowest {min(pool)}"
+                    )
                 pool.discard(number)
             else:
                 if pool:
-                    problems.append(f"event {pos}: {counter} handed out new number {number} "
-                                    f"while {_ranges(sorted(pool))} waited in the pool")
+                    problems.append(
+                        f"event {pos}: {counter} handed out new number {number} "
+                        f"while {_ranges(sorted(pool))} waited in the pool"
+                    )
                 want = out.expected(*counter)
                 s = out.settings[counter[0]]
                 want_next = s["start"] + len(want) * s["increment"]
                 if number != want_next:
-                    problems.append(f"event {pos}: {counter} handed out {number}, the next "
-                                    f"number was {want_next}")
+                    problems.append(
+                        f"event {pos}: {counter} handed out {number}, the next number was {want_next}"
+                    )
                 out.fresh[counter] += 1
             holder[(*counter, number)] = rid
             active[doc] = rid
-            out.reservations[rid] = {"state": "reserved", "series": counter[0],
-                                     "period": counter[1], "number": number, "doc": doc,
-                                     "formatted": data["formatted"], "date": data["date"]}
+            out.reservations[rid] = {
+                "state": "reserved",
+                "series": counter[0],
+                "period": counter[1],
+                "number": number,
+                "doc": doc,
+                "formatted": data["formatted"],
+                "date": data["date"],
+            }
         elif e["type"] in ("NumberIssued", "NumberReleased", "NumberVoided"):
             rid = data["reservation_id"]
             r = out.reservations.get(rid)
             if r is None:
                 problems.append(f"event {pos}: {e['type']} of unknown reservation {rid}")
                 continue
-            allowed = {"NumberIssued": ("reserved",), "NumberReleased": ("reserved",),
-                       "NumberVoided": ("reserved", "issued")}[e["type"]]
+            allowed = {
+                "NumberIssued": ("reserved",),
+                "NumberReleased": ("reserved",),
+                "NumberVoided": ("reserved", "issued"),
+            }[e["type"]]
             if r["state"] not in allowed:
                 problems.append(f"event {pos}: {e['type']} of {rid}, which was {r['state']}")
             if data.get("number", r["number"]) != r["number"]:
-                problems.append(f"event {pos}: {e['type']} of {rid} names number "
-                                f"{data['number']}, reserved was {r['number']}")
-            r["state"] = {"NumberIssued": "issued", "NumberReleased": "released",
-                          "NumberVoided": "void"}[e["type"]]
+                problems.append(
+                    f"event {pos}: {e['type']} of {rid} names number "
+                    f"{data['number']}, reserved was {r['number']}"
+                )
+            r["state"] = {"NumberIssued": "issued", "NumberReleased": "released", "NumberVoided": "void"}[
+                e["type"]
+            ]
             if e["type"] == "NumberReleased":
                 holder.pop((r["series"], r["period"], r["number"]), None)
                 active.pop(r["doc"], None)
@@ -528,8 +600,10 @@ def _replay(events: list[asyncpg.Record], problems: list[str]) -> Replayed:
             missing = sorted(set(want) - set(handed))
             extra = sorted(set(handed) - set(want))
             doubled = sorted(n for n, c in Counter(handed).items() if c > 1)
-            problems.append(f"{counter}: holes {_ranges(missing)}, outside the sequence "
-                            f"{_ranges(extra)}, duplicates {_ranges(doubled)}")
+            problems.append(
+                f"{counter}: holes {_ranges(missing)}, outside the sequence "
+                f"{_ranges(extra)}, duplicates {_ranges(doubled)}"
+            )
     return out
 
 
@@ -540,16 +614,27 @@ async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, in
     try:
         events = await conn.fetch(
             "SELECT position, event_id::text, type, stream, data::text AS data, recorded_at,"
-            " prev_hash, hash FROM events ORDER BY position")
-        reservations = {r["id"]: r for r in await conn.fetch(
-            "SELECT id::text, peer_id::text, doctype, doc_id, series, period, number, formatted,"
-            " doc_date, state FROM reservations")}
+            " prev_hash, hash FROM events ORDER BY position"
+        )
+        reservations = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT id::text, peer_id::text, doctype, doc_id, series, period, number, formatted,"
+                " doc_date, state FROM reservations"
+            )
+        }
         pool_rows = await conn.fetch("SELECT series, period, number FROM released_numbers")
-        counters = {(r["series"], r["period"]): r["next"]
-                    for r in await conn.fetch("SELECT series, period, next FROM counters")}
-        documents = {(r["peer_id"], r["doctype"], r["doc_id"]): r for r in await conn.fetch(
-            "SELECT peer_id::text, doctype, doc_id, reservation_id::text, number, formatted,"
-            " snapshot::text AS snapshot, voided FROM documents")}
+        counters = {
+            (r["series"], r["period"]): r["next"]
+            for r in await conn.fetch("SELECT series, period, next FROM counters")
+        }
+        documents = {
+            (r["peer_id"], r["doctype"], r["doc_id"]): r
+            for r in await conn.fetch(
+                "SELECT peer_id::text, doctype, doc_id, reservation_id::text, number, formatted,"
+                " snapshot::text AS snapshot, voided FROM documents"
+            )
+        }
         names = {r["id"]: r["name"] for r in await conn.fetch("SELECT id::text, name FROM peers")}
     finally:
         await conn.close()
@@ -558,34 +643,40 @@ async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, in
     replayed = _replay(events, problems)
 
     # Receipts: every acknowledged answer points at an event that is in the ledger unchanged.
-    event_type = {"reserved": "NumberReserved", "issued": "NumberIssued",
-                  "released": "NumberReleased"}
+    event_type = {"reserved": "NumberReserved", "issued": "NumberIssued", "released": "NumberReleased"}
     for state, rid, receipt in load.receipts:
         pos = receipt["position"]
         e = events[pos - 1] if 0 < pos <= len(events) else None
         if e is None or bytes(e["hash"]).hex() != receipt["hash"]:
             problems.append(f"receipt {receipt} of {state} {rid} is not in the ledger")
         elif e["type"] != event_type[state] or json.loads(e["data"])["reservation_id"] != rid:
-            problems.append(f"receipt {receipt} of {state} {rid} points at {e['type']} "
-                            f"{e['data']}")
+            problems.append(f"receipt {receipt} of {state} {rid} points at {e['type']} {e['data']}")
 
     # The projections agree with the replay.
     projected = {rid: r["state"] for rid, r in reservations.items()}
     if projected != {rid: r["state"] for rid, r in replayed.reservations.items()}:
-        differ = [rid for rid in set(projected) | set(replayed.reservations)
-                  if projected.get(rid) != replayed.reservations.get(rid, {}).get("state")]
-        problems.append(f"reservations table differs from the events for {len(differ)} "
-                        f"reservations, e.g. {differ[:5]}")
+        differ = [
+            rid
+            for rid in set(projected) | set(replayed.reservations)
+            if projected.get(rid) != replayed.reservations.get(rid, {}).get("state")
+        ]
+        problems.append(
+            f"reservations table differs from the events for {len(differ)} reservations, e.g. {differ[:5]}"
+        )
     pool_projected = {(r["series"], r["period"], r["number"]) for r in pool_rows}
     pool_replayed = {(*k, n) for k, v in replayed.pool.items() for n in v}
     if pool_projected != pool_replayed:
-        problems.append(f"released_numbers {sorted(pool_projected)[:10]} differ from the events' "
-                        f"pool {sorted(pool_replayed)[:10]}")
+        problems.append(
+            f"released_numbers {sorted(pool_projected)[:10]} differ from the events' "
+            f"pool {sorted(pool_replayed)[:10]}"
+        )
     for (series, period), want in replayed.fresh.items():
         s = replayed.settings[series]
         if counters.get((series, period)) != s["start"] + want * s["increment"]:
-            problems.append(f"counter {series} {period}: next {counters.get((series, period))},"
-                            f" expected {s['start'] + want * s['increment']}")
+            problems.append(
+                f"counter {series} {period}: next {counters.get((series, period))},"
+                f" expected {s['start'] + want * s['increment']}"
+            )
 
     # Per series and period, every number start, start+increment, … is used exactly once.
     used: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -600,9 +691,11 @@ async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, in
                 f"{counter}: numbers in use are not exactly start, start+increment, …: holes "
                 f"{_ranges(sorted(set(want) - set(got)))}, duplicates "
                 f"{_ranges(sorted(n for n, c in Counter(got).items() if c > 1))}, outside "
-                f"{_ranges(sorted(set(got) - set(want)))}")
-    per_doc = Counter((r["peer_id"], r["doctype"], r["doc_id"])
-                      for r in reservations.values() if r["state"] != "released")
+                f"{_ranges(sorted(set(got) - set(want)))}"
+            )
+    per_doc = Counter(
+        (r["peer_id"], r["doctype"], r["doc_id"]) for r in reservations.values() if r["state"] != "released"
+    )
     if doubled := [k for k, c in per_doc.items() if c > 1]:
         problems.append(f"documents holding more than one number: {doubled[:5]}")
     for rid, r in reservations.items():
@@ -612,18 +705,22 @@ async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, in
             problems.append(f"reservation {rid}: formatted {r['formatted']!r}, expected {text!r}")
 
     # Everything acknowledged is there, as acknowledged.
-    for what, acked, states in (("reservation", load.reserved, ("reserved", "issued",
-                                                                 "released")),
-                                ("confirm", load.confirmed, ("issued",)),
-                                ("release", load.released, ("released",))):
+    for what, acked, states in (
+        ("reservation", load.reserved, ("reserved", "issued", "released")),
+        ("confirm", load.confirmed, ("issued",)),
+        ("release", load.released, ("released",)),
+    ):
         for rid, answer in acked.items():
             r = reservations.get(rid)
             if r is None:
                 problems.append(f"acknowledged {what} {rid} ({answer['formatted']}) is lost")
             elif (r["series"], r["period"], r["number"], r["formatted"]) != (
-                    answer["series"], answer["period"], answer["number"], answer["formatted"]):
-                problems.append(f"acknowledged {what} {rid} was {answer}, the ledger has "
-                                f"{dict(r)}")
+                answer["series"],
+                answer["period"],
+                answer["number"],
+                answer["formatted"],
+            ):
+                problems.append(f"acknowledged {what} {rid} was {answer}, the ledger has {dict(r)}")
             elif r["state"] not in states:
                 problems.append(f"acknowledged {what} {rid} is {r['state']} in the ledger")
     for doc in load.docs:
@@ -631,33 +728,46 @@ async def verify(database_url: str, load: Load) -> tuple[list[str], dict[str, in
         d = documents.get(doc.key)
         if rid is None:
             problems.append(f"document {doc.doc_id} was never confirmed by its client")
-        elif d is None or d["reservation_id"] != rid or \
-                d["number"] != load.confirmed[rid]["number"] or \
-                json.loads(d["snapshot"]) != doc.document():
-            problems.append(f"document {doc.doc_id}: confirmed as {load.confirmed[rid]}, the "
-                            f"documents table has {dict(d) if d else None}")
+        elif (
+            d is None
+            or d["reservation_id"] != rid
+            or d["number"] != load.confirmed[rid]["number"]
+            or json.loads(d["snapshot"]) != doc.document()
+        ):
+            problems.append(
+                f"document {doc.doc_id}: confirmed as {load.confirmed[rid]}, the "
+                f"documents table has {dict(d) if d else None}"
+            )
 
     # Every released number was reserved again later, so nothing may wait in the pool, and
     # every document is issued: nothing is left reserved.
     if pool_rows:
-        problems.append(f"{len(pool_rows)} numbers left in the pool although every release "
-                        "was followed by a new reservation in the same series and period")
+        problems.append(
+            f"{len(pool_rows)} numbers left in the pool although every release "
+            "was followed by a new reservation in the same series and period"
+        )
     issued = sum(1 for r in reservations.values() if r["state"] == "issued")
     left = [rid for rid, r in reservations.items() if r["state"] == "reserved"]
     if left:
         problems.append(f"{len(left)} reservations left pending: {left[:5]}")
     if issued != len(load.docs):
         problems.append(f"{issued} numbers issued for {len(load.docs)} documents")
-    summary = {"events": len(events), "issued": issued, "reservations": len(reservations),
-               "counters": len(counters)}
+    summary = {
+        "events": len(events),
+        "issued": issued,
+        "reservations": len(reservations),
+        "counters": len(counters),
+    }
     return problems, summary
 
 
 def _report(problems: list[str], load: Load, summary: dict[str, int], seconds: float) -> str:
     shown = "\n".join(f"- {p}" for p in problems[:40])
     more = f"\n… and {len(problems) - 40} more" if len(problems) > 40 else ""
-    return (f"{len(problems)} problems (seed {load.seed}, {seconds:.1f}s, {load.stats}, "
-            f"{summary}):\n{shown}{more}")
+    return (
+        f"{len(problems)} problems (seed {load.seed}, {seconds:.1f}s, {load.stats}, "
+        f"{summary}):\n{shown}{more}"
+    )
 
 
 async def _run(load: Load, extra: Callable[[], Any] | None = None) -> float:
@@ -672,8 +782,11 @@ async def _run(load: Load, extra: Callable[[], Any] | None = None) -> float:
 
 # -- the tests ---------------------------------------------------------------------------
 
+
 async def test_two_replicas_twenty_clients_gapless(
-    replicas: list[CoordinatorProcess], tokens: Tokens, database_url: str,
+    replicas: list[CoordinatorProcess],
+    tokens: Tokens,
+    database_url: str,
 ) -> None:
     seed = random.randrange(1 << 30)
     scenario = Scenario(creditnote=CREDIT_DEDICATED)
@@ -693,7 +806,9 @@ async def test_two_replicas_twenty_clients_gapless(
 
 
 async def test_sigkill_replicas_mid_load_loses_nothing(
-    replicas: list[CoordinatorProcess], tokens: Tokens, database_url: str,
+    replicas: list[CoordinatorProcess],
+    tokens: Tokens,
+    database_url: str,
 ) -> None:
     seed = random.randrange(1 << 30)
     scenario = Scenario(creditnote=CREDIT_SHARED)  # credit notes draw from the invoice counter
@@ -703,8 +818,7 @@ async def test_sigkill_replicas_mid_load_loses_nothing(
     kills: list[tuple[str, int, int]] = []  # (replica, documents confirmed, pid)
 
     async def crash_each_replica_once() -> None:
-        for proc, share in ((replicas[0], rng.uniform(0.3, 0.45)),
-                            (replicas[1], rng.uniform(0.55, 0.7))):
+        for proc, share in ((replicas[0], rng.uniform(0.3, 0.45)), (replicas[1], rng.uniform(0.55, 0.7))):
             await load.confirmed_at_least(int(share * total))
             # Right after it acknowledged something: an answer sent before its transaction
             # was durable would be lost now.
@@ -728,15 +842,17 @@ async def test_sigkill_replicas_mid_load_loses_nothing(
 
 
 async def test_retry_with_event_id_later_on_other_replica_gets_the_original_answer(
-    replicas: list[CoordinatorProcess], tokens: Tokens,
+    replicas: list[CoordinatorProcess],
+    tokens: Tokens,
 ) -> None:
     """An agent that never saw an answer (or a proxy that resends) retries with the same
     ``event_id`` after the reservation moved on, through the other replica: it must get the
     answer of that request: same reservation, number, text, and the receipt of its event."""
     a, b = replicas[0].url, replicas[1].url
     await _operator(a, "PUT", "/v1/series/invoice", tokens.operator, INVOICE)
-    store = await _operator(b, "POST", "/v1/peers", tokens.operator,
-                            {"name": "late", "url": "http://late.example:8701"})
+    store = await _operator(
+        b, "POST", "/v1/peers", tokens.operator, {"name": "late", "url": "http://late.example:8701"}
+    )
     token = store["token"]
     fields = ("reservation_id", "number", "formatted", "series", "period", "receipt")
     mismatches: list[str] = []
@@ -750,22 +866,31 @@ async def test_retry_with_event_id_later_on_other_replica_gets_the_original_answ
                 return payload
 
         for k in range(20):
-            reserve = {"doctype": "invoice", "doc_id": f"late-{k}", "date": "2026-05-05",
-                       "event_id": str(uuid.uuid4())}
+            reserve = {
+                "doctype": "invoice",
+                "doc_id": f"late-{k}",
+                "date": "2026-05-05",
+                "event_id": str(uuid.uuid4()),
+            }
             first = await post(a, "/v1/reservations", reserve, 201)
             rid = first["reservation_id"]
             if k % 2:
-                confirm = {"document": {"ClientData": {}, "DocData": {"Id": k}},
-                           "event_id": str(uuid.uuid4())}
+                confirm = {
+                    "document": {"ClientData": {}, "DocData": {"Id": k}},
+                    "event_id": str(uuid.uuid4()),
+                }
                 done = await post(b, f"/v1/reservations/{rid}/confirm", confirm, 200)
                 again = await post(a, f"/v1/reservations/{rid}/confirm", confirm, 200)
                 what = "confirmed"
             else:
                 release = {"reason": "WHMCS write failed", "event_id": str(uuid.uuid4())}
                 done = await post(b, f"/v1/reservations/{rid}/release", release, 200)
-                reused = await post(b, "/v1/reservations",
-                                    {**reserve, "doc_id": f"late-{k}-next",
-                                     "event_id": str(uuid.uuid4())}, 201)
+                reused = await post(
+                    b,
+                    "/v1/reservations",
+                    {**reserve, "doc_id": f"late-{k}-next", "event_id": str(uuid.uuid4())},
+                    201,
+                )
                 assert reused["number"] == first["number"], "released number not reused first"
                 again = await post(a, f"/v1/reservations/{rid}/release", release, 200)
                 what = "released and its number reused"
@@ -775,7 +900,7 @@ async def test_retry_with_event_id_later_on_other_replica_gets_the_original_answ
             if {f: late[f] for f in fields} != {f: first[f] for f in fields}:
                 mismatches.append(
                     f"reservation retried with its event_id after it was {what}:\n"
-                    f"  first {({f: first[f] for f in fields})}\n"
-                    f"  retry {({f: late[f] for f in fields})}")
-    assert not mismatches, f"{len(mismatches)} retries got another answer:\n" + "\n".join(
-        mismatches[:6])
+                    f"  first { ({f: first[f] for f in fields}) }\n"
+                    f"  retry { ({f: late[f] for f in fields}) }"
+                )
+    assert not mismatches, f"{len(mismatches)} retries got another answer:\n" + "\n".join(mismatches[:6])

@@ -27,8 +27,9 @@ CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 async def sign_in(client: Any, token: str) -> str:
     """Sign in with ``token``; the session's CSRF token."""
     page = await (await client.get("/console/sign-in")).text()
-    resp = await client.post("/console/sign-in", allow_redirects=False,
-                             data={"csrf": CSRF.search(page)[1], "token": token})
+    resp = await client.post(
+        "/console/sign-in", allow_redirects=False, data={"csrf": CSRF.search(page)[1], "token": token}
+    )
     assert resp.status == 303, await resp.text()
     return CSRF.search(await (await client.get("/console/")).text())[1]
 
@@ -43,15 +44,17 @@ async def test_pages_need_a_session_and_a_token_of_operator_or_reader(client, to
         resp = await client.post("/console/sign-in", data={"csrf": csrf, "token": wrong})
         assert resp.status == 401
         assert "not an operator or reader token" in await resp.text()
-    resp = await client.post("/console/sign-in", data={"csrf": "0" * 64,
-                                                       "token": tokens.operator})
+    resp = await client.post("/console/sign-in", data={"csrf": "0" * 64, "token": tokens.operator})
     assert resp.status == 403  # the sign-in form has its CSRF token too
 
 
 async def test_session_cookie_is_httponly_strict_and_not_the_token(client, tokens) -> None:
     page = await (await client.get("/console/sign-in")).text()
-    resp = await client.post("/console/sign-in", allow_redirects=False,
-                             data={"csrf": CSRF.search(page)[1], "token": tokens.operator})
+    resp = await client.post(
+        "/console/sign-in",
+        allow_redirects=False,
+        data={"csrf": CSRF.search(page)[1], "token": tokens.operator},
+    )
     cookie = resp.cookies["concord_console"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
     assert cookie["path"] == "/console"
@@ -90,8 +93,10 @@ async def test_sign_out_ends_the_session(client, tokens) -> None:
 async def test_a_form_without_the_session_csrf_token_changes_nothing(client, tokens) -> None:
     await sign_in(client, tokens.operator)
     before = await ledger_position(client)
-    for data in ({"name": "forged", "url": "http://127.0.0.1:1"},
-                 {"name": "forged", "url": "http://127.0.0.1:1", "csrf": "f" * 64}):
+    for data in (
+        {"name": "forged", "url": "http://127.0.0.1:1"},
+        {"name": "forged", "url": "http://127.0.0.1:1", "csrf": "f" * 64},
+    ):
         resp = await client.post("/console/stores", data=data)
         assert resp.status == 403
         assert "CSRF" in await resp.text()
@@ -101,16 +106,25 @@ async def test_a_form_without_the_session_csrf_token_changes_nothing(client, tok
 async def test_a_reader_sees_everything_and_changes_nothing(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
     csrf = await sign_in(client, tokens.reader)
-    for page in ("/console/", "/console/series", "/console/stores", "/console/warnings",
-                 "/console/numbers", "/console/ledger"):
+    for page in (
+        "/console/",
+        "/console/series",
+        "/console/stores",
+        "/console/warnings",
+        "/console/numbers",
+        "/console/ledger",
+    ):
         resp = await client.get(page)
         assert resp.status == 200, page
         assert 'method="post"' not in (await resp.text()).replace(
-            'method="post" action="/console/sign-out"', "")
+            'method="post" action="/console/sign-out"', ""
+        )
     before = await ledger_position(client)
-    for path, data in [("/console/stores", {"name": "x", "url": "http://127.0.0.1:1"}),
-                       (f"/console/stores/{store['peer_id']}/rotate", {}),
-                       ("/console/series/invoice", {"start": "5"})]:
+    for path, data in [
+        ("/console/stores", {"name": "x", "url": "http://127.0.0.1:1"}),
+        (f"/console/stores/{store['peer_id']}/rotate", {}),
+        ("/console/series/invoice", {"start": "5"}),
+    ]:
         resp = await client.post(path, data={**data, "csrf": csrf})
         assert resp.status == 403, path
         assert "reader" in await resp.text()
@@ -120,8 +134,7 @@ async def test_a_reader_sees_everything_and_changes_nothing(client, tokens) -> N
 async def test_overview_counts_issued_numbers_per_series_and_store(client, tokens) -> None:
     store = await add_store(client, tokens.operator, "north")
     for doc in ("1", "2", "3"):
-        await confirm(client, store["token"], (await reserve(client, store["token"], doc))[
-            "reservation_id"])
+        await confirm(client, store["token"], (await reserve(client, store["token"], doc))["reservation_id"])
     await reserve(client, store["token"], "4")  # reserved, not issued: not counted
     await sign_in(client, tokens.reader)
     html = await (await client.get("/console/overview/live")).text()
@@ -137,18 +150,20 @@ async def test_series_edit_shows_its_consequences_then_writes_or_explains(client
     for doc in ("1", "2"):
         await reserve(client, store["token"], doc)
     csrf = await sign_in(client, tokens.operator)
-    resp = await client.post("/console/series/invoice/review",
-                             data={"csrf": csrf, "next": "100", "format": "INV-{NUMBER:5}"})
+    resp = await client.post(
+        "/console/series/invoice/review", data={"csrf": csrf, "next": "100", "format": "INV-{NUMBER:5}"}
+    )
     review = await resp.text()
     assert resp.status == 200
     assert "next may not move to or below 2" in review
     assert "INV-00100" in review
     before = await ledger_position(client)
     assert await ledger_position(client) == before  # the review wrote nothing
-    resp = await client.post("/console/series/invoice",
-                             data={"csrf": csrf, "next": "100", "format": "INV-{NUMBER:5}"})
+    resp = await client.post(
+        "/console/series/invoice", data={"csrf": csrf, "next": "100", "format": "INV-{NUMBER:5}"}
+    )
     assert resp.status == 200 and "next 100 in all" in await resp.text()
-    series = (await (await client.get("/v1/series", headers=bearer(tokens.reader))).json())
+    series = await (await client.get("/v1/series", headers=bearer(tokens.reader))).json()
     invoice = series["series"][0]
     assert invoice["settings"]["format"] == "INV-{NUMBER:5}"
     assert invoice["periods"][0]["next"] == 100
@@ -165,8 +180,9 @@ async def test_series_edit_shows_its_consequences_then_writes_or_explains(client
 
 async def test_stores_added_rotated_and_retired_with_tokens_shown_once(client, tokens) -> None:
     csrf = await sign_in(client, tokens.operator)
-    resp = await client.post("/console/stores", data={"csrf": csrf, "name": "eu-1",
-                                                      "url": "http://10.0.0.5:8701"})
+    resp = await client.post(
+        "/console/stores", data={"csrf": csrf, "name": "eu-1", "url": "http://10.0.0.5:8701"}
+    )
     first = re.search(r'<code id="store-token">([^<]+)</code>', await resp.text())[1]
     beat = {"agent_version": "1", "settings": {}}
     assert (await client.post("/v1/heartbeat", headers=bearer(first), json=beat)).status == 200
@@ -200,8 +216,11 @@ async def test_warnings_filtered_and_resolved(client, tokens) -> None:
     assert "reservation_pending" in page and "<td>alpha</td>" in page  # its reservation's
     page = await (await client.get("/console/warnings?kind=reservation_pending")).text()
     warning_id = re.search(r'action="/console/warnings/([0-9a-f-]{36})/resolve"', page)[1]
-    resp = await client.post(f"/console/warnings/{warning_id}/resolve", allow_redirects=False,
-                             data={"csrf": csrf, "back": "kind=reservation_pending&x=1"})
+    resp = await client.post(
+        f"/console/warnings/{warning_id}/resolve",
+        allow_redirects=False,
+        data={"csrf": csrf, "back": "kind=reservation_pending&x=1"},
+    )
     assert resp.status == 303
     assert resp.headers["Location"] == "/console/warnings?kind=reservation_pending"
     resolved = await (await client.get("/console/warnings?state=resolved")).text()
@@ -211,40 +230,51 @@ async def test_warnings_filtered_and_resolved(client, tokens) -> None:
 
 async def test_search_a_number_and_read_its_history(client, tokens) -> None:
     store = await add_store(client, tokens.operator, "north")
-    resp = await client.post("/v1/heartbeat", headers=bearer(store["token"]), json={
-        "agent_version": "1", "settings": {"country": "DE", "timezone": "UTC"}})
+    resp = await client.post(
+        "/v1/heartbeat",
+        headers=bearer(store["token"]),
+        json={"agent_version": "1", "settings": {"country": "DE", "timezone": "UTC"}},
+    )
     assert resp.status == 200
     r = await reserve(client, store["token"], "41")
     resp = await client.post(
-        f"/v1/reservations/{r['reservation_id']}/confirm", headers=bearer(store["token"]),
-        json={"document": {"ClientData": {"UserID": 7, "Country": "NL",
-                                          "TaxID": "NL123456789B01"},
-                           "DocData": {"Date": "2026-03-01", "Total": "12.10"}}})
+        f"/v1/reservations/{r['reservation_id']}/confirm",
+        headers=bearer(store["token"]),
+        json={
+            "document": {
+                "ClientData": {"UserID": 7, "Country": "NL", "TaxID": "NL123456789B01"},
+                "DocData": {"Date": "2026-03-01", "Total": "12.10"},
+            }
+        },
+    )
     assert resp.status == 200, await resp.text()
     issued = await resp.json()
     # A verdict the feed recorded: the history shows it and asks VIES nothing.
     async with client.server.app[POOL].acquire() as conn:
-        await conn.execute("INSERT INTO vies_cache (country, number, valid, checked_at)"
-                           " VALUES ('NL', '123456789B01', true, now())")
+        await conn.execute(
+            "INSERT INTO vies_cache (country, number, valid, checked_at)"
+            " VALUES ('NL', '123456789B01', true, now())"
+        )
     await sign_in(client, tokens.reader)
     found = await (await client.get(f"/console/numbers?by=number&q={r['formatted']}")).text()
     assert f"/console/numbers/history?number={r['formatted']}" in found
-    by_doc = await (await client.get(
-        f"/console/numbers?by=document&q=41&store={store['peer_id']}")).text()
+    by_doc = await (await client.get(f"/console/numbers?by=document&q=41&store={store['peer_id']}")).text()
     assert "invoice 41" in by_doc
     history = await (await client.get(f"/console/numbers/history?number={r['formatted']}")).text()
     rows = re.findall(r'<td class="num">(\d+)</td><td>(\w+)</td>', history)
-    assert rows == [(str(r["receipt"]["position"]), "NumberReserved"),
-                    (str(issued["receipt"]["position"]), "NumberIssued")]
+    assert rows == [
+        (str(r["receipt"]["position"]), "NumberReserved"),
+        (str(issued["receipt"]["position"]), "NumberIssued"),
+    ]
     assert issued["receipt"]["hash"] in history
-    shown = json.loads(html.unescape(re.search(r'<pre class="snapshot"[^>]*>(.*?)</pre>',
-                                               history, re.S)[1]))
+    shown = json.loads(html.unescape(re.search(r'<pre class="snapshot"[^>]*>(.*?)</pre>', history, re.S)[1]))
     assert shown["Store"] == "north"
     assert shown["ClientData"]["Europe"]["MemberState"] == "NL"
     assert shown["ClientData"]["Europe"]["VIES"] is True
     assert "VIES: the verdict last recorded by the feed" in history
-    resp = await client.post("/v1/webservice", data={"action": "Get", "token": tokens.reader,
-                                                     "invoiceid": "41"})
+    resp = await client.post(
+        "/v1/webservice", data={"action": "Get", "token": tokens.reader, "invoiceid": "41"}
+    )
     assert shown == (await resp.json())["north/41"]  # exactly the feed's document
     assert (await client.get("/console/numbers?by=number&q=a%00b")).status == 400
 
@@ -260,13 +290,18 @@ async def test_ledger_pages_newest_first(client, tokens) -> None:
     assert positions == list(range(head, head - 50, -1))
     older = await (await client.get(f"/console/ledger?before={positions[-1]}")).text()
     assert [int(p) for p in re.findall(r'<tr><td class="num">(\d+)</td>', older)] == list(
-        range(positions[-1] - 1, 0, -1))
+        range(positions[-1] - 1, 0, -1)
+    )
 
 
 async def test_issued_counts_are_remembered_until_a_number_is_voided(client, tokens) -> None:
     store = await add_store(client, tokens.operator)
-    issued = [await confirm(client, store["token"], (await reserve(
-        client, store["token"], str(doc)))["reservation_id"]) for doc in range(1, 5)]
+    issued = [
+        await confirm(
+            client, store["token"], (await reserve(client, store["token"], str(doc)))["reservation_id"]
+        )
+        for doc in range(1, 5)
+    ]
     middle = issued[2]["receipt"]["position"]  # numbers 1 and 2 before it, 3 and 4 from it
     head = await ledger_position(client)
     cache = IssuedCounts()
@@ -278,8 +313,11 @@ async def test_issued_counts_are_remembered_until_a_number_is_voided(client, tok
 
     assert await counted() == [2, 2]
     assert list(cache.known) == [(1, middle)]  # the interval up to the head is not final
-    resp = await client.post(f"/v1/numbers/invoice/all/{issued[0]['number']}/void",
-                             headers=bearer(tokens.operator), json={"reason": "test"})
+    resp = await client.post(
+        f"/v1/numbers/invoice/all/{issued[0]['number']}/void",
+        headers=bearer(tokens.operator),
+        json={"reason": "test"},
+    )
     assert resp.status == 200, await resp.text()
     assert await counted() == [1, 2]  # the void made the remembered count stale: recounted
 
@@ -328,11 +366,11 @@ async def test_every_console_read_has_an_index_to_take(client, tokens) -> None:
 
 
 async def test_a_started_coordinator_counts_the_closed_intervals_before_the_first_overview(
-        aiohttp_client, client, tokens, settings) -> None:
+    aiohttp_client, client, tokens, settings
+) -> None:
     store = await add_store(client, tokens.operator)
     for doc in ("1", "2"):
-        await confirm(client, store["token"], (await reserve(client, store["token"], doc))[
-            "reservation_id"])
+        await confirm(client, store["token"], (await reserve(client, store["token"], doc))["reservation_id"])
     started = await aiohttp_client(create_app(settings))  # another replica, started now
     console = started.server.app._subapps[0]
     await console[WARM_UP]

@@ -39,9 +39,12 @@ class Console:
     browser: Any
 
     async def api(self, method: str, path: str, token: str, body: Any = None) -> Any:
-        async with aiohttp.ClientSession() as http, http.request(
-                method, self.base + path, json=body,
-                headers={"Authorization": f"Bearer {token}"}) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method, self.base + path, json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
             return resp.status, await resp.json()
 
     async def signed_in(self, token: str, width: int = 1280) -> Any:
@@ -77,25 +80,34 @@ async def console(aiohttp_server, settings, tokens) -> AsyncIterator[Console]:
     async with playwright.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
-            yield Console(f"http://127.0.0.1:{server.port}", server.app, tokens.operator,
-                          tokens.reader, browser)
+            yield Console(
+                f"http://127.0.0.1:{server.port}", server.app, tokens.operator, tokens.reader, browser
+            )
         finally:
             await browser.close()
 
 
 async def issue(console: Console, store_token: str, doc_id: str) -> dict[str, Any]:
-    _, r = await console.api("POST", "/v1/reservations", store_token,
-                             {"doctype": "invoice", "doc_id": doc_id, "date": "2026-03-01"})
+    _, r = await console.api(
+        "POST",
+        "/v1/reservations",
+        store_token,
+        {"doctype": "invoice", "doc_id": doc_id, "date": "2026-03-01"},
+    )
     status, issued = await console.api(
-        "POST", f"/v1/reservations/{r['reservation_id']}/confirm", store_token,
-        {"document": {"ClientData": {"UserID": 7}, "DocData": {"Total": "12.10"}}})
+        "POST",
+        f"/v1/reservations/{r['reservation_id']}/confirm",
+        store_token,
+        {"document": {"ClientData": {"UserID": 7}, "DocData": {"Total": "12.10"}}},
+    )
     assert status == 200
     return issued
 
 
 async def test_numbers_issued_through_the_api_appear_without_a_reload(console) -> None:
-    _, store = await console.api("POST", "/v1/peers", console.operator,
-                                 {"name": "north", "url": "http://127.0.0.1:8701"})
+    _, store = await console.api(
+        "POST", "/v1/peers", console.operator, {"name": "north", "url": "http://127.0.0.1:8701"}
+    )
     page = await console.signed_in(console.operator)
     expect = playwright.expect
     await expect(page.locator("#issued")).to_contain_text("None this month")
@@ -114,8 +126,9 @@ async def test_numbers_issued_through_the_api_appear_without_a_reload(console) -
 
 
 async def test_edit_a_series_with_its_consequences(console) -> None:
-    _, store = await console.api("POST", "/v1/peers", console.operator,
-                                 {"name": "north", "url": "http://127.0.0.1:8701"})
+    _, store = await console.api(
+        "POST", "/v1/peers", console.operator, {"name": "north", "url": "http://127.0.0.1:8701"}
+    )
     await issue(console, store["token"], "1")
     page = await console.signed_in(console.operator)
     await page.get_by_role("link", name="Series", exact=True).click()
@@ -125,8 +138,7 @@ async def test_edit_a_series_with_its_consequences(console) -> None:
     await shot(page, "series")
     await page.get_by_role("button", name="Review the change").first.click()
     expect = playwright.expect
-    await expect(page.locator("#consequences")).to_contain_text(
-        "next may not move to or below 1")
+    await expect(page.locator("#consequences")).to_contain_text("next may not move to or below 1")
     await expect(page.locator("#consequences")).to_contain_text("INV-01200")
     await shot(page, "series-review")
     await page.get_by_role("button", name="Confirm the change").click()
@@ -140,8 +152,7 @@ async def test_edit_a_series_with_its_consequences(console) -> None:
     await page.get_by_role("button", name="Review the change").first.click()
     await page.get_by_role("button", name="Confirm the change").click()
     await expect(page.locator(".error")).to_contain_text("is not above 1")
-    assert page.problems == ["Failed to load resource: the server responded with a status of "
-                             "409 (Conflict)"]
+    assert page.problems == ["Failed to load resource: the server responded with a status of 409 (Conflict)"]
     _, series = await console.api("GET", "/v1/series", console.reader)
     assert series["series"][0]["periods"][0]["next"] == 1200
 
@@ -172,10 +183,15 @@ async def test_add_and_rotate_a_store_with_the_token_shown_once(console) -> None
 
 
 async def test_resolve_a_warning(console) -> None:
-    _, store = await console.api("POST", "/v1/peers", console.operator,
-                                 {"name": "north", "url": "http://127.0.0.1:8701"})
-    await console.api("POST", "/v1/reservations", store["token"],
-                      {"doctype": "invoice", "doc_id": "9", "date": "2026-03-01"})
+    _, store = await console.api(
+        "POST", "/v1/peers", console.operator, {"name": "north", "url": "http://127.0.0.1:8701"}
+    )
+    await console.api(
+        "POST",
+        "/v1/reservations",
+        store["token"],
+        {"doctype": "invoice", "doc_id": "9", "date": "2026-03-01"},
+    )
     assert await flag_overdue(console.app[POOL], console.app[WRITER], minutes=0) == 1
     page = await console.signed_in(console.operator)
     await page.get_by_role("link", name="Warnings", exact=True).click()
@@ -183,16 +199,16 @@ async def test_resolve_a_warning(console) -> None:
     await page.get_by_role("button", name="Filter").click()
     await shot(page, "warnings")
     await page.get_by_role("button", name=re.compile("^Resolve reservation_pending")).click()
-    await playwright.expect(page.locator("#warnings-live")).to_contain_text(
-        "No open warning matches")
+    await playwright.expect(page.locator("#warnings-live")).to_contain_text("No open warning matches")
     _, warnings = await console.api("GET", "/v1/warnings?state=resolved", console.reader)
     assert [w["code"] for w in warnings["warnings"]] == ["reservation_pending"]
     assert page.problems == []
 
 
 async def test_search_a_number_and_open_its_history(console) -> None:
-    _, store = await console.api("POST", "/v1/peers", console.operator,
-                                 {"name": "north", "url": "http://127.0.0.1:8701"})
+    _, store = await console.api(
+        "POST", "/v1/peers", console.operator, {"name": "north", "url": "http://127.0.0.1:8701"}
+    )
     issued = await issue(console, store["token"], "41")
     page = await console.signed_in(console.reader)
     await page.get_by_role("link", name="Numbers", exact=True).click()
@@ -202,8 +218,7 @@ async def test_search_a_number_and_open_its_history(console) -> None:
     await page.get_by_role("link", name=issued["formatted"]).click()
     history = page.locator("#history tbody tr")
     await playwright.expect(history).to_have_count(2)
-    await playwright.expect(history.nth(1)).to_contain_text(
-        f"{issued['receipt']['position']}NumberIssued")
+    await playwright.expect(history.nth(1)).to_contain_text(f"{issued['receipt']['position']}NumberIssued")
     await playwright.expect(history.nth(1)).to_contain_text(issued["receipt"]["hash"])
     await playwright.expect(page.locator(".snapshot")).to_contain_text('"UserID": 7')
     await shot(page, "history")
@@ -214,10 +229,15 @@ async def test_search_a_number_and_open_its_history(console) -> None:
 
 
 async def test_a_reader_cannot_change_anything(console) -> None:
-    _, store = await console.api("POST", "/v1/peers", console.operator,
-                                 {"name": "north", "url": "http://127.0.0.1:8701"})
-    await console.api("POST", "/v1/reservations", store["token"],
-                      {"doctype": "invoice", "doc_id": "9", "date": "2026-03-01"})
+    _, store = await console.api(
+        "POST", "/v1/peers", console.operator, {"name": "north", "url": "http://127.0.0.1:8701"}
+    )
+    await console.api(
+        "POST",
+        "/v1/reservations",
+        store["token"],
+        {"doctype": "invoice", "doc_id": "9", "date": "2026-03-01"},
+    )
     await flag_overdue(console.app[POOL], console.app[WRITER], minutes=0)
     page = await console.signed_in(console.reader)
     for link in ("Series", "Stores", "Warnings"):
@@ -227,8 +247,9 @@ async def test_a_reader_cannot_change_anything(console) -> None:
         assert await page.locator("form[method=post] button").all_inner_texts() == ["Sign out"]
     # Sent anyway, with the reader's own CSRF token, the change is refused.
     csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
-    resp = await page.request.post(console.base + "/console/stores",
-                                   form={"csrf": csrf, "name": "x", "url": "http://x:1"})
+    resp = await page.request.post(
+        console.base + "/console/stores", form={"csrf": csrf, "name": "x", "url": "http://x:1"}
+    )
     assert resp.status == 403 and "changes nothing" in await resp.text()
     _, peers = await console.api("GET", "/v1/peers", console.reader)
     assert [p["name"] for p in peers["peers"]] == ["north"]
@@ -238,21 +259,25 @@ async def test_a_forged_form_is_refused(console) -> None:
     page = await console.signed_in(console.operator)
     await shot(page, "overview-empty")
     # A form on the console's own page, without the CSRF token.
-    await page.evaluate("""base => {
+    await page.evaluate(
+        """base => {
         const f = document.createElement('form');
         f.method = 'post'; f.action = base + '/console/stores';
         for (const [k, v] of [['name', 'forged'], ['url', 'http://127.0.0.1:1']]) {
             const i = document.createElement('input'); i.name = k; i.value = v; f.append(i);
         }
         document.body.append(f); f.submit();
-    }""", console.base)
+    }""",
+        console.base,
+    )
     await playwright.expect(page.locator("h1")).to_have_text("Form refused")
     # From another site the session cookie (SameSite=Strict) is not even sent.
     other = await page.context.new_page()
     await other.set_content(
         f'<form method="post" action="{console.base}/console/stores">'
         '<input name="name" value="forged"><input name="url" value="http://127.0.0.1:1">'
-        '<button>go</button></form>')
+        "<button>go</button></form>"
+    )
     await other.get_by_role("button", name="go").click()
     await playwright.expect(other.locator("h1")).to_have_text("Signed out")
     _, peers = await console.api("GET", "/v1/peers", console.reader)

@@ -38,8 +38,7 @@ SIGTERM_SECONDS = 6.0
 
 async def _health(proc: CoordinatorProcess) -> tuple[int, dict[str, object]]:
     timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session, \
-            session.get(f"{proc.url}/healthz") as resp:
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(f"{proc.url}/healthz") as resp:
         return resp.status, await resp.json()
 
 
@@ -65,17 +64,22 @@ def _stop_within(proc: CoordinatorProcess, seconds: float) -> float:
     started = time.monotonic()
     proc.stop(timeout=seconds)  # SIGTERM; SIGKILL only when it overstays
     took = time.monotonic() - started
-    assert proc.returncode() == 0, (f"{proc.name} did not stop on SIGTERM within {seconds}s "
-                                    f"(exit {proc.returncode()}):\n{proc.log_tail()}")
+    assert proc.returncode() == 0, (
+        f"{proc.name} did not stop on SIGTERM within {seconds}s "
+        f"(exit {proc.returncode()}):\n{proc.log_tail()}"
+    )
     return took
 
 
 async def test_backends_terminated_five_times_mid_load(
-    replicas: list[CoordinatorProcess], tokens: Tokens, database_url: str,
+    replicas: list[CoordinatorProcess],
+    tokens: Tokens,
+    database_url: str,
 ) -> None:
     seed = random.randrange(1 << 30)
-    load = await _prepare(replicas, tokens, Scenario(creditnote=CREDIT_DEDICATED),
-                          docs_per_client=DOCS_PER_CLIENT, seed=seed)
+    load = await _prepare(
+        replicas, tokens, Scenario(creditnote=CREDIT_DEDICATED), docs_per_client=DOCS_PER_CLIENT, seed=seed
+    )
     total = len(load.docs)
     terminated: list[int] = []
 
@@ -86,7 +90,8 @@ async def test_backends_terminated_five_times_mid_load(
                 await load.confirmed_at_least(k * total // 6)
                 rows = await admin.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
-                    " datname = current_database() AND application_name = 'concord'")
+                    " datname = current_database() AND application_name = 'concord'"
+                )
                 terminated.append(len(rows))
         finally:
             await admin.close()
@@ -112,14 +117,16 @@ def cluster(tmp_path: Path) -> Iterator[ScratchCluster]:
 
 
 @pytest.fixture
-async def cluster_replicas(cluster: ScratchCluster, tmp_path: Path
-                           ) -> AsyncIterator[tuple[str, Tokens, list[CoordinatorProcess]]]:
+async def cluster_replicas(
+    cluster: ScratchCluster, tmp_path: Path
+) -> AsyncIterator[tuple[str, Tokens, list[CoordinatorProcess]]]:
     url = await cluster.create_database("concord")
     conn = await connect(url)
     try:
         await migrate(conn)
-        tokens = Tokens(operator=await create_api_token(conn, "operator"),
-                        reader=await create_api_token(conn, "reader"))
+        tokens = Tokens(
+            operator=await create_api_token(conn, "operator"), reader=await create_api_token(conn, "reader")
+        )
     finally:
         await conn.close()
     procs = [CoordinatorProcess(url, tmp_path, f"coordinator-{n}") for n in "ab"]
@@ -132,12 +139,14 @@ async def cluster_replicas(cluster: ScratchCluster, tmp_path: Path
 
 
 async def test_postgresql_restarted_mid_load(
-    cluster: ScratchCluster, cluster_replicas: tuple[str, Tokens, list[CoordinatorProcess]],
+    cluster: ScratchCluster,
+    cluster_replicas: tuple[str, Tokens, list[CoordinatorProcess]],
 ) -> None:
     url, tokens, replicas = cluster_replicas
     seed = random.randrange(1 << 30)
-    load = await _prepare(replicas, tokens, Scenario(creditnote=CREDIT_DEDICATED),
-                          docs_per_client=DOCS_PER_CLIENT, seed=seed)
+    load = await _prepare(
+        replicas, tokens, Scenario(creditnote=CREDIT_DEDICATED), docs_per_client=DOCS_PER_CLIENT, seed=seed
+    )
     reasons: list[object] = []
 
     async def restart_postgresql() -> None:

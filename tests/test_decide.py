@@ -73,13 +73,14 @@ class Ledger:
         out = self.run(c.RegisterPeer(name=name, url=f"https://{name}.example", token_sha256="0" * 64))
         return str(out["peer_id"])
 
-    def configure(self, series: str, next: int | None = None, period: str | None = None,
-                  **changes: Any) -> dict[str, Any]:
-        return self.run(c.ConfigureSeries(series=series, changes=changes, next=next, period=period,
-                                          today=TODAY))
+    def configure(
+        self, series: str, next: int | None = None, period: str | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        return self.run(
+            c.ConfigureSeries(series=series, changes=changes, next=next, period=period, today=TODAY)
+        )
 
-    def reserve(self, peer: str, doc_id: str, day: date = TODAY,
-                doctype: str = "invoice") -> dict[str, Any]:
+    def reserve(self, peer: str, doc_id: str, day: date = TODAY, doctype: str = "invoice") -> dict[str, Any]:
         return self.run(c.Reserve(peer_id=peer, doctype=doctype, doc_id=doc_id, date=day))
 
     def confirm(self, rid: str, peer: str) -> dict[str, Any]:
@@ -133,8 +134,7 @@ def check_chain(ledger: Ledger) -> None:
     for position, e in enumerate(ledger.events, start=1):
         assert e.position == position
         assert e.prev_hash == prev
-        body = event_body(e.position, e.event_id, e.type, e.stream, e.data,
-                          format_recorded_at(e.recorded_at))
+        body = event_body(e.position, e.event_id, e.type, e.stream, e.data, format_recorded_at(e.recorded_at))
         assert e.hash == chain_hash(prev, body)
         prev = e.hash
 
@@ -150,8 +150,10 @@ def check_replay(ledger: Ledger) -> None:
             s.settings,
             {k: (v.next, v.highest) for k, v in s.counters.items()},
             {k: v for k, v in s.pool.items() if v},
-            {r.id: (r.state, r.series, r.period, r.number, r.formatted, r.position) for r in
-             s.reservations.values()},
+            {
+                r.id: (r.state, r.series, r.period, r.number, r.formatted, r.position)
+                for r in s.reservations.values()
+            },
             {k: v for k, v in s.active_by_key.items() if v},
         )
 
@@ -185,7 +187,9 @@ def test_reserve_is_idempotent_also_after_confirm(ledger: Ledger) -> None:
     ledger.confirm(first["reservation_id"], p)
     after = ledger.reserve(p, "42")
     assert (after["created"], after["reservation_id"], after["state"]) == (
-        False, first["reservation_id"], "issued",
+        False,
+        first["reservation_id"],
+        "issued",
     )
     assert len(ledger.events) == events + 1  # only the NumberIssued
     assert ledger.reserve(p, "43")["number"] == first["number"] + 1
@@ -498,12 +502,17 @@ def test_next_applies_to_the_shared_counter_only(ledger: Ledger) -> None:
         ("invoice", {"dedicated": False}, Refusal.INVALID, "invalid_settings"),
         ("invoice", {"next": -1}, Refusal.INVALID, "invalid_settings"),
         ("invoice", {"next": 5, "period": "2026"}, Refusal.INVALID, "invalid_period"),
-        ("invoice", {"next": 5, "period": "26", "reset": "yearly", "format": "{YY}{NUMBER}"},
-         Refusal.INVALID, "invalid_period"),
+        (
+            "invoice",
+            {"next": 5, "period": "26", "reset": "yearly", "format": "{YY}{NUMBER}"},
+            Refusal.INVALID,
+            "invalid_period",
+        ),
     ],
 )
-def test_configure_series_refuses(ledger: Ledger, series: str, kwargs: dict[str, Any],
-                                  refusal: Refusal, code: str) -> None:
+def test_configure_series_refuses(
+    ledger: Ledger, series: str, kwargs: dict[str, Any], refusal: Refusal, code: str
+) -> None:
     with refused(refusal, code):
         ledger.configure(series, **kwargs)
     assert ledger.events == []
@@ -576,30 +585,53 @@ def test_switching_to_yearly_reset_keeps_numbers_unique(ledger: Ledger) -> None:
 
 # -- property: random traffic keeps the invariants -----------------------------------------------
 
-DATES = [date(2024, 12, 31), date(2025, 1, 1), date(2025, 6, 15), date(2025, 12, 31),
-         date(2026, 1, 1), date(2026, 2, 28)]
+DATES = [
+    date(2024, 12, 31),
+    date(2025, 1, 1),
+    date(2025, 6, 15),
+    date(2025, 12, 31),
+    date(2026, 1, 1),
+    date(2026, 2, 28),
+]
 PEERS = 3
 
-_series_settings = st.fixed_dictionaries({
-    "start": st.integers(0, 5),
-    "increment": st.integers(1, 4),
-    "reset": st.sampled_from(["never", "yearly"]),
-})
+_series_settings = st.fixed_dictionaries(
+    {
+        "start": st.integers(0, 5),
+        "increment": st.integers(1, 4),
+        "reset": st.sampled_from(["never", "yearly"]),
+    }
+)
 
-_reserve = st.tuples(st.just("reserve"), st.integers(0, PEERS - 1),
-                     st.sampled_from(["invoice", "creditnote"]), st.integers(0, 5),
-                     st.sampled_from(DATES))
+_reserve = st.tuples(
+    st.just("reserve"),
+    st.integers(0, PEERS - 1),
+    st.sampled_from(["invoice", "creditnote"]),
+    st.integers(0, 5),
+    st.sampled_from(DATES),
+)
 _confirm = st.tuples(st.just("confirm"), st.integers(0, 10**6), st.sampled_from(["owner", "other"]))
-_release = st.tuples(st.just("release"), st.integers(0, 10**6),
-                     st.sampled_from(["owner", "owner", "other", "operator"]))
+_release = st.tuples(
+    st.just("release"), st.integers(0, 10**6), st.sampled_from(["owner", "owner", "other", "operator"])
+)
 _void = st.tuples(st.just("void"), st.integers(0, 10**6))
-_void_number = st.tuples(st.just("void_number"), st.sampled_from(["invoice", "creditnote"]),
-                         st.sampled_from(["all", "2025", "2026"]), st.integers(0, 12))
+_void_number = st.tuples(
+    st.just("void_number"),
+    st.sampled_from(["invoice", "creditnote"]),
+    st.sampled_from(["all", "2025", "2026"]),
+    st.integers(0, 12),
+)
 # Weighted: mostly reserve, confirm and release, so that pools fill and numbers get reused.
-_KINDS = {"reserve": _reserve, "confirm": _confirm, "release": _release, "void": _void,
-          "void_number": _void_number}
-_op = st.sampled_from(["reserve"] * 4 + ["confirm"] * 2 + ["release"] * 3 + ["void", "void_number"]
-                      ).flatmap(_KINDS.__getitem__)
+_KINDS = {
+    "reserve": _reserve,
+    "confirm": _confirm,
+    "release": _release,
+    "void": _void,
+    "void_number": _void_number,
+}
+_op = st.sampled_from(["reserve"] * 4 + ["confirm"] * 2 + ["release"] * 3 + ["void", "void_number"]).flatmap(
+    _KINDS.__getitem__
+)
 
 
 @dataclass
@@ -612,8 +644,9 @@ class Model:
     active: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def holder(self, slot: tuple[str, str, int]) -> str | None:
-        return next((rid for rid, s in self.slot.items()
-                     if s == slot and self.status[rid] != "released"), None)
+        return next(
+            (rid for rid, s in self.slot.items() if s == slot and self.status[rid] != "released"), None
+        )
 
 
 def _step(ledger: Ledger, model: Model, peers: list[str], op: tuple[Any, ...]) -> None:
@@ -653,8 +686,9 @@ def _step(ledger: Ledger, model: Model, peers: list[str], op: tuple[Any, ...]) -
         _void(ledger, model, model.slot[rid], events)
         return
     actor = op[2]
-    who: str | None = (None if actor == "operator" else owner if actor == "owner"
-                       else next(p for p in peers if p != owner))
+    who: str | None = (
+        None if actor == "operator" else owner if actor == "owner" else next(p for p in peers if p != owner)
+    )
     status = model.status[rid]
     if op[0] == "confirm":
         assert who is not None
@@ -714,8 +748,12 @@ def test_random_traffic_keeps_numbering_gapless(
     ledger.configure("invoice", format=_formats(invoice["reset"]), **invoice)
     # A credit note on the yearly invoice counter needs the year in its text too.
     shares_yearly = not dedicated and invoice["reset"] == "yearly"
-    ledger.configure("creditnote", format=_formats("yearly" if shares_yearly else creditnote["reset"]),
-                     dedicated=dedicated, **creditnote)
+    ledger.configure(
+        "creditnote",
+        format=_formats("yearly" if shares_yearly else creditnote["reset"]),
+        dedicated=dedicated,
+        **creditnote,
+    )
     peers = [ledger.peer(f"store{i}") for i in range(PEERS)]
     model = Model()
     for op in ops:
@@ -724,7 +762,9 @@ def test_random_traffic_keeps_numbering_gapless(
     for rid, status in model.status.items():
         r: Reservation = ledger.state.reservations[rid]
         assert (r.state, r.peer_id, (r.series, r.period, r.number)) == (
-            status, model.owner[rid], model.slot[rid],
+            status,
+            model.owner[rid],
+            model.slot[rid],
         )
     check_chain(ledger)
     check_replay(ledger)

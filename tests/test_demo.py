@@ -32,9 +32,13 @@ async def coordinator(database_url: str, tokens: Tokens, tmp_path: Path) -> Asyn
 
 def concord_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
-    return subprocess.run([sys.executable, "-m", "coordinator", "demo", *args],
-                          env={**clean, "CONCORD_LOG_LEVEL": "warning", **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator", "demo", *args],
+        env={**clean, "CONCORD_LOG_LEVEL": "warning", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def ledger(url: str, token: str) -> list[dict[str, Any]]:
@@ -50,8 +54,7 @@ async def ledger(url: str, token: str) -> list[dict[str, Any]]:
 
 
 async def peer_names(url: str, token: str) -> dict[str, str]:
-    async with aiohttp.ClientSession(headers=bearer(token)) as http, \
-            http.get(f"{url}/v1/peers") as resp:
+    async with aiohttp.ClientSession(headers=bearer(token)) as http, http.get(f"{url}/v1/peers") as resp:
         return {p["peer_id"]: p["name"] for p in (await resp.json())["peers"]}
 
 
@@ -63,19 +66,25 @@ def assert_gapless(events: list[dict[str, Any]]) -> None:
             issued[(e["data"]["series"], e["data"]["period"])].append(e["data"]["number"])
     for counter, numbers in issued.items():
         assert sorted(numbers) == list(range(1, len(numbers) + 1)), counter
+
     def key(data: dict[str, Any]) -> tuple[str, str, int]:
         return data["series"], data["period"], data["number"]
 
     for released in (e for e in events if e["type"] == "NumberReleased"):
-        assert any(e["type"] == "NumberIssued" and e["position"] > released["position"]
-                   and key(e["data"]) == key(released["data"]) for e in events), \
-            f"released number {key(released['data'])} was not handed out again"
+        assert any(
+            e["type"] == "NumberIssued"
+            and e["position"] > released["position"]
+            and key(e["data"]) == key(released["data"])
+            for e in events
+        ), f"released number {key(released['data'])} was not handed out again"
 
 
 async def test_demo_issues_numbers_from_three_stores_through_the_api(
-        coordinator: str, tokens: Tokens, tmp_path: Path) -> None:
-    done = await asyncio.to_thread(concord_demo, "--url", coordinator, "--token", tokens.operator,
-                                   "--documents", "30", "--seed", "7")
+    coordinator: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    done = await asyncio.to_thread(
+        concord_demo, "--url", coordinator, "--token", tokens.operator, "--documents", "30", "--seed", "7"
+    )
     assert done.returncode == 0, done.stderr
 
     events = await ledger(coordinator, tokens.reader)
@@ -91,12 +100,19 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
     assert any(e["type"] == "NumberReleased" for e in events), "no release was shown"
 
     # One line per number: store, doctype, document id, formatted number, ledger position.
-    positions = {(names[e["data"]["peer_id"]], e["data"]["doctype"], e["data"]["doc_id"],
-                  e["data"]["formatted"]): e["position"]
-                 for e in events if e["type"] == "NumberIssued"}
+    positions = {
+        (names[e["data"]["peer_id"]], e["data"]["doctype"], e["data"]["doc_id"], e["data"]["formatted"]): e[
+            "position"
+        ]
+        for e in events
+        if e["type"] == "NumberIssued"
+    }
     for (store, doctype, doc_id, formatted), position in positions.items():
-        line = re.compile(rf"^{re.escape(store)}\s+{doctype}\s+#{doc_id}\s+{re.escape(formatted)}"
-                          rf"\s+ledger position {position}\b", re.M)
+        line = re.compile(
+            rf"^{re.escape(store)}\s+{doctype}\s+#{doc_id}\s+{re.escape(formatted)}"
+            rf"\s+ledger position {position}\b",
+            re.M,
+        )
         assert line.search(done.stdout), (store, doctype, doc_id, formatted, position)
     assert "released" in done.stdout and "reused a released number" in done.stdout
 
@@ -115,8 +131,9 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "operator.token").write_text(tokens.operator + "\n")
-    again = await asyncio.to_thread(concord_demo, "--url", coordinator, "--documents", "6",
-                                    env={"CONCORD_DATA_DIR": str(data_dir)})
+    again = await asyncio.to_thread(
+        concord_demo, "--url", coordinator, "--documents", "6", env={"CONCORD_DATA_DIR": str(data_dir)}
+    )
     assert again.returncode == 0, again.stderr
     events = await ledger(coordinator, tokens.reader)
     assert sum(e["type"] == "NumberIssued" for e in events) == 36
@@ -128,7 +145,8 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
 async def test_demo_explains_what_is_missing(coordinator: str, tmp_path: Path) -> None:
     refused = await asyncio.to_thread(concord_demo, "--url", coordinator, "--token", "not-a-token")
     assert refused.returncode == 1 and "refused the operator token" in refused.stderr
-    no_token = await asyncio.to_thread(concord_demo, "--url", coordinator,
-                                       env={"CONCORD_DATA_DIR": str(tmp_path / "empty")})
+    no_token = await asyncio.to_thread(
+        concord_demo, "--url", coordinator, env={"CONCORD_DATA_DIR": str(tmp_path / "empty")}
+    )
     assert no_token.returncode == 1 and "no operator token" in no_token.stderr
     assert "--token" in no_token.stderr

@@ -19,12 +19,18 @@ from coordinator.ledger.verify import verify_file
 from tests.ledger_tamper import populate, rechain_export, rewrite_tail, write_receipts
 
 
-def concord(*args: str, database_url: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def concord(
+    *args: str, database_url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONCORD_LOG_LEVEL": "warning", **(env or {})}
     prefix = ["--database-url", database_url] if database_url else []
-    return subprocess.run([sys.executable, "-m", "coordinator", *prefix, *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator", *prefix, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 async def _export(database_url: str, path: Path) -> tuple[int, bytes]:
@@ -35,8 +41,7 @@ async def _export(database_url: str, path: Path) -> tuple[int, bytes]:
         await conn.close()
 
 
-async def test_export_round_trips_and_verifies_offline(client, tokens, database_url,
-                                                       tmp_path) -> None:
+async def test_export_round_trips_and_verifies_offline(client, tokens, database_url, tmp_path) -> None:
     told = await populate(client, tokens.operator)
     path = tmp_path / "ledger.jsonl"
     exported = await asyncio.to_thread(concord, "export", str(path), database_url=database_url)
@@ -50,8 +55,9 @@ async def test_export_round_trips_and_verifies_offline(client, tokens, database_
     # Offline: no database URL at all, and one that does not answer.
     receipts = write_receipts(tmp_path / "receipts", told["receipts"])
     nowhere = {"CONCORD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    verified = await asyncio.to_thread(concord, "verify", str(path), "--receipts", str(receipts),
-                                       "--json", env=nowhere)
+    verified = await asyncio.to_thread(
+        concord, "verify", str(path), "--receipts", str(receipts), "--json", env=nowhere
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads(verified.stdout)
     assert report["ok"] and report["position"] == head["position"]
@@ -63,8 +69,7 @@ async def test_export_round_trips_and_verifies_offline(client, tokens, database_
     assert f"head hash {head['hash']}" in human.stdout
 
 
-async def test_a_one_byte_change_anywhere_is_detected(client, tokens, database_url,
-                                                     tmp_path) -> None:
+async def test_a_one_byte_change_anywhere_is_detected(client, tokens, database_url, tmp_path) -> None:
     await populate(client, tokens.operator)
     path = tmp_path / "ledger.jsonl"
     await _export(database_url, path)
@@ -73,14 +78,27 @@ async def test_a_one_byte_change_anywhere_is_detected(client, tokens, database_u
     # A large file is checked by two processes at once: the same verdicts.
     assert verify_file(path, progress=False, parallel=True).findings.ok
     newline = original.index(b"\n")
-    offsets = sorted({0, 20, newline, newline + 1, newline + 12, len(original) // 3,
-                      len(original) // 2, len(original) - 40, len(original) - 3, len(original) - 1})
+    offsets = sorted(
+        {
+            0,
+            20,
+            newline,
+            newline + 1,
+            newline + 12,
+            len(original) // 3,
+            len(original) // 2,
+            len(original) - 40,
+            len(original) - 3,
+            len(original) - 1,
+        }
+    )
     for offset in offsets:
         changed = bytearray(original)
         # A different byte of the same kind, so the line still parses where it can.
         old = changed[offset]
         changed[offset] = {ord("a"): ord("b"), ord("0"): ord("1"), ord("A"): ord("B")}.get(
-            old, ord("x") if old != ord("x") else ord("y"))
+            old, ord("x") if old != ord("x") else ord("y")
+        )
         path.write_bytes(bytes(changed))
         findings = verify_file(path, progress=False).findings
         assert not findings.ok, f"a change at byte {offset} ({chr(old)!r}) went unnoticed"
@@ -101,15 +119,15 @@ async def test_a_one_byte_change_anywhere_is_detected(client, tokens, database_u
     assert failed.returncode == 1 and "RESULT: FAILED" in failed.stdout
 
 
-async def test_verify_names_a_rewrite_the_receipts_reveal(client, tokens, database_url,
-                                                         tmp_path) -> None:
+async def test_verify_names_a_rewrite_the_receipts_reveal(client, tokens, database_url, tmp_path) -> None:
     told = await populate(client, tokens.operator)
     first_issue = min(r["issued"]["position"] for r in told["receipts"] if r["issued"])
     await rewrite_tail(database_url, first_issue - 1, lambda tail: tail[1:])  # drop a confirm
     path = tmp_path / "ledger.jsonl"
     await _export(database_url, path)
-    verified = verify_file(path, load_receipts(write_receipts(tmp_path / "r", told["receipts"])),
-                           progress=False)
+    verified = verify_file(
+        path, load_receipts(write_receipts(tmp_path / "r", told["receipts"])), progress=False
+    )
     assert verified.findings.held("chain")  # recomputed: the file alone looks fine
     receipts = [f for f in verified.findings.kept if f.check == "receipts"]
     assert receipts[0].position == first_issue and receipts[0].number == 1
@@ -128,7 +146,8 @@ def test_verify_refuses_what_is_not_a_file(tmp_path) -> None:
 
 
 async def test_verify_reads_window_by_window_in_one_or_two_processes(
-        client, tokens, database_url, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, tokens, database_url, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A large file is read a window at a time (here: a few lines each); a change in any
     window is named at its own position, whichever process reads it."""
     await populate(client, tokens.operator)
@@ -148,12 +167,10 @@ async def test_verify_reads_window_by_window_in_one_or_two_processes(
         path.write_bytes(b"".join(changed))
         for parallel in (False, True):
             found = verify_file(path, progress=False, parallel=parallel).findings
-            assert [(f.check, f.position) for f in found.kept] == [("chain", position)], \
-                found.kept
+            assert [(f.check, f.position) for f in found.kept] == [("chain", position)], found.kept
 
 
-async def test_verify_names_what_a_rechained_file_breaks(client, tokens, database_url,
-                                                        tmp_path) -> None:
+async def test_verify_names_what_a_rechained_file_breaks(client, tokens, database_url, tmp_path) -> None:
     """A forger who recomputes every hash keeps the chain whole; positions and the data of the
     numbering events still have to hold, and each break is named."""
     await populate(client, tokens.operator)
@@ -175,8 +192,10 @@ async def test_verify_names_what_a_rechained_file_breaks(client, tokens, databas
         reserved(events)["data"]["number"] = "1"
 
     found = forged(number_as_text)
-    assert any(check == "invariants" and "NumberReserved data is malformed" in message
-               and "number" in message for check, _, message in found), found
+    assert any(
+        check == "invariants" and "NumberReserved data is malformed" in message and "number" in message
+        for check, _, message in found
+    ), found
 
     def skipped(events: list[dict]) -> None:
         for event in events[3:]:

@@ -42,9 +42,17 @@ from tests.conftest import bearer
 from tests.coordinator_process import CoordinatorProcess
 
 EXAMPLES_PER_OPERATION = 40
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, negative_data_rejection, response_headers_conformance,
-          missing_required_header, unsupported_method, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    missing_required_header,
+    unsupported_method,
+    ignored_auth,
+]
 
 # The document /openapi.json serves (the live one is compared with it below). Loaded at
 # import: schemathesis' lazy fixture loader does not work with this pytest.
@@ -73,13 +81,15 @@ def live(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """One coordinator process on a fresh database, with an operator, a reader and a store."""
     with fresh_database(postgres_admin_url, "concord_fuzz") as database_url:
         tokens = asyncio.run(_api_tokens(database_url))
-        process = CoordinatorProcess(database_url, Path(tmp_path_factory.mktemp("fuzz")),
-                                     "coordinator")
+        process = CoordinatorProcess(database_url, Path(tmp_path_factory.mktemp("fuzz")), "coordinator")
         asyncio.run(process.start())
         try:
-            store = requests.post(f"{process.url}/v1/peers", headers=bearer(tokens["operator"]),
-                                  json={"name": "alpha", "url": "http://127.0.0.1:8701"},
-                                  timeout=10)
+            store = requests.post(
+                f"{process.url}/v1/peers",
+                headers=bearer(tokens["operator"]),
+                json={"name": "alpha", "url": "http://127.0.0.1:8701"},
+                timeout=10,
+            )
             assert store.status_code == 201, store.text
             yield Live(process.url, {**tokens, "peer": store.json()["token"]})
         finally:
@@ -92,8 +102,7 @@ def test_the_fuzzed_document_is_the_one_served(live: Live) -> None:
 
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
-def test_every_answer_is_declared_and_never_a_server_error(case: schemathesis.Case,
-                                                          live: Live) -> None:
+def test_every_answer_is_declared_and_never_a_server_error(case: schemathesis.Case, live: Live) -> None:
     # A generated Authorization header is replaced by each role's real token in turn; a case
     # that leaves it out on purpose (the request must then be refused) is sent without. The
     # Get feed takes a token optionally (or in its `token` field): it always gets each one.
@@ -101,5 +110,4 @@ def test_every_answer_is_declared_and_never_a_server_error(case: schemathesis.Ca
         case.call_and_validate(base_url=live.url, checks=CHECKS, timeout=10)
         return
     for token in live.tokens.values():
-        case.call_and_validate(base_url=live.url, headers=bearer(token), checks=CHECKS,
-                               timeout=10)
+        case.call_and_validate(base_url=live.url, headers=bearer(token), checks=CHECKS, timeout=10)

@@ -26,9 +26,19 @@ def printed(answer: dict[str, Any]) -> list[list[str]]:
     lines = [HEADER]
     for key, document in answer.items():
         client, doc = document["ClientData"], document["DocData"]
-        lines.append([key, doc["Type"], doc["Num"], doc["Status"], doc["Date"],
-                      client["CompanyName"] or client["ClientName"], doc["Subtotal"], doc["Tax"],
-                      doc["Tax2"]])
+        lines.append(
+            [
+                key,
+                doc["Type"],
+                doc["Num"],
+                doc["Status"],
+                doc["Date"],
+                client["CompanyName"] or client["ClientName"],
+                doc["Subtotal"],
+                doc["Tax"],
+                doc["Tax2"],
+            ]
+        )
     return lines
 
 
@@ -36,13 +46,18 @@ class Example:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
 
-    async def run(self, *arguments: str, env: dict[str, str] | None = None
-                  ) -> tuple[int, list[list[str]], str]:
+    async def run(
+        self, *arguments: str, env: dict[str, str] | None = None
+    ) -> tuple[int, list[list[str]], str]:
         """Exit status, stdout split into lines and tabs, stderr."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_GET_")}
         proc = await asyncio.create_subprocess_exec(
-            *self.argv, *arguments, env={**environment, **(env or {})},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *self.argv,
+            *arguments,
+            env={**environment, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 60)
         finally:
@@ -61,18 +76,23 @@ def example(request: pytest.FixtureRequest) -> Example:
     return Example([sys.executable, str(EXAMPLES / "get.py")])
 
 
-async def _feed(http: aiohttp.ClientSession, url: str, token: str, **fields: str
-                ) -> dict[str, Any]:
+async def _feed(http: aiohttp.ClientSession, url: str, token: str, **fields: str) -> dict[str, Any]:
     status, answer = await post(http, url, data={"action": "Get", "token": token, **fields})
     assert status == 200, answer
     return answer
 
 
 async def test_the_examples_print_what_the_feeds_hold(
-        example: Example, database_url: str, tokens: Tokens,
-        whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path) -> None:
-    async with (live_feeds(database_url, tokens, whmcs_database_factory, tmp_path) as feeds,
-                aiohttp.ClientSession() as http):
+    example: Example,
+    database_url: str,
+    tokens: Tokens,
+    whmcs_database_factory: WhmcsDatabaseFactory,
+    tmp_path: Path,
+) -> None:
+    async with (
+        live_feeds(database_url, tokens, whmcs_database_factory, tmp_path) as feeds,
+        aiohttp.ClientSession() as http,
+    ):
         await _check(example, feeds, http)
 
 
@@ -86,17 +106,20 @@ async def _check(example: Example, feeds: LiveFeeds, http: aiohttp.ClientSession
     assert err.strip() == f"{len(local)} documents"
     # Filters, with a space in a value: one day's documents.
     day = next(iter(local.values()))["DocData"]["Date"]
-    status, lines, err = await example.run(feeds.agent_url, TOKEN, f"start={day}", f"end={day}",
-                                           "doctype=Invoices")
+    status, lines, err = await example.run(
+        feeds.agent_url, TOKEN, f"start={day}", f"end={day}", "doctype=Invoices"
+    )
     assert status == 0, err
-    assert lines == printed(await _feed(http, feeds.agent_url, TOKEN, start=day, end=day,
-                                        doctype="Invoices")) != [HEADER]
+    assert (
+        lines
+        == printed(await _feed(http, feeds.agent_url, TOKEN, start=day, end=day, doctype="Invoices"))
+        != [HEADER]
+    )
     # The coordinator, URL and token from the environment: one store's credit notes.
     env = {"CONCORD_GET_URL": feeds.coordinator_url, "CONCORD_GET_TOKEN": feeds.reader_token}
     status, lines, err = await example.run(f"store={STORE}", "doctype=CreditNotes", env=env)
     assert status == 0, err
-    central = await _feed(http, feeds.coordinator_url, feeds.reader_token, store=STORE,
-                          doctype="CreditNotes")
+    central = await _feed(http, feeds.coordinator_url, feeds.reader_token, store=STORE, doctype="CreditNotes")
     assert lines == printed(central) != [HEADER]
     assert all(line[0].startswith(f"{STORE}/") and line[1] == "CreditNote" for line in lines[1:])
     # A refusal: nothing on stdout, the feed's message on stderr, exit status 1.

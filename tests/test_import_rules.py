@@ -13,13 +13,37 @@ ROOT = Path(__file__).resolve().parent.parent
 # Pure: no I/O, no event loop, no database, no HTTP.
 PURE = [
     *sorted((ROOT / "coordinator" / "events").glob("*.py")),
-    *(ROOT / "coordinator" / "ledger" / f"{name}.py" for name in (
-        "numbering", "decide", "state", "invariants", "commands", "event_records",
-        "billing_checks", "findings", "chain", "series_defaults")),
+    *(
+        ROOT / "coordinator" / "ledger" / f"{name}.py"
+        for name in (
+            "numbering",
+            "decide",
+            "state",
+            "invariants",
+            "commands",
+            "event_records",
+            "billing_checks",
+            "findings",
+            "chain",
+            "series_defaults",
+        )
+    ),
 ]
-IMPURE_MODULES = ("asyncio", "asyncpg", "aiohttp", "asyncmy", "socket", "subprocess",
-                  "urllib", "http", "zeep", "structlog", "coordinator.http",
-                  "coordinator.console", "coordinator.db")
+IMPURE_MODULES = (
+    "asyncio",
+    "asyncpg",
+    "aiohttp",
+    "asyncmy",
+    "socket",
+    "subprocess",
+    "urllib",
+    "http",
+    "zeep",
+    "structlog",
+    "coordinator.http",
+    "coordinator.console",
+    "coordinator.db",
+)
 # Known breaks, each to go with issue 15's moves.
 KNOWN = {
     ("agent/cli.py", "coordinator.logs"),  # logging set-up shared with the coordinator
@@ -45,16 +69,17 @@ def _breaks(paths: Iterator[Path], allowed: tuple[str, ...], of: tuple[str, ...]
     for path in paths:
         name = str(path.relative_to(ROOT))
         for module in _imports(path):
-            if _under(module, *of) and not _under(module, *allowed) and (
-                    name, module.split(".")[0] if module.startswith("agent") else module
-            ) not in KNOWN:
+            if (
+                _under(module, *of)
+                and not _under(module, *allowed)
+                and (name, module.split(".")[0] if module.startswith("agent") else module) not in KNOWN
+            ):
                 found.add(f"{name}: {module}")
     return found
 
 
 def test_the_pure_core_does_no_io() -> None:
-    found = {f"{p.relative_to(ROOT)}: {m}" for p in PURE for m in _imports(p)
-             if _under(m, *IMPURE_MODULES)}
+    found = {f"{p.relative_to(ROOT)}: {m}" for p in PURE for m in _imports(p) if _under(m, *IMPURE_MODULES)}
     # asyncio in the pure core only for typing the VIES asker it is handed (events/vies.py).
     assert found <= {"coordinator/events/vies.py: asyncio"}, sorted(found)
 
@@ -76,9 +101,16 @@ def test_the_coordinator_does_not_import_the_agent() -> None:
 
 def test_the_ledger_does_not_reach_out_to_its_edges() -> None:
     ledger = (ROOT / "coordinator" / "ledger").rglob("*.py")
-    edges = ("coordinator.http", "coordinator.console", "coordinator.webservice",
-             "coordinator.accounting", "coordinator.notifications", "coordinator.monitors",
-             "coordinator.app", "coordinator.cli")
+    edges = (
+        "coordinator.http",
+        "coordinator.console",
+        "coordinator.webservice",
+        "coordinator.accounting",
+        "coordinator.notifications",
+        "coordinator.monitors",
+        "coordinator.app",
+        "coordinator.cli",
+    )
     assert _breaks(ledger, (), edges) == set()
 
 

@@ -16,9 +16,16 @@ async def _set_series(client, tokens, **body) -> None:
 
 
 async def _import(client, token: str, numbers: dict[str, str]) -> dict:
-    resp = await client.post("/v1/documents/import", headers=bearer(token), json={"documents": [
-        {"doctype": "invoice", "doc_id": doc_id, "number": number, "document": DOCUMENT}
-        for doc_id, number in numbers.items()]})
+    resp = await client.post(
+        "/v1/documents/import",
+        headers=bearer(token),
+        json={
+            "documents": [
+                {"doctype": "invoice", "doc_id": doc_id, "number": number, "document": DOCUMENT}
+                for doc_id, number in numbers.items()
+            ]
+        },
+    )
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
@@ -41,7 +48,10 @@ async def test_reserve_skips_numbers_of_imported_documents(client, tokens, datab
     beta = await add_store(client, tokens.operator, "beta")
     await _set_series(client, tokens, format="INV-{NUMBER}")
     assert await _import(client, alpha["token"], {"900": "INV-60", "901": "INV-61"}) == {
-        "imported": 2, "already_imported": 0, "collisions": []}
+        "imported": 2,
+        "already_imported": 0,
+        "collisions": [],
+    }
     await _set_series(client, tokens, next=55)
     issued = []
     for i in range(10):
@@ -52,7 +62,12 @@ async def test_reserve_skips_numbers_of_imported_documents(client, tokens, datab
     assert issued == [f"INV-{n}" for n in (55, 56, 57, 58, 59, 62, 63, 64, 65, 66)]
     [skip] = await _events(client, tokens, "ExternalNumberDetected")
     assert {k: skip["data"][k] for k in ("series", "period", "first", "last", "next")} == {
-        "series": "invoice", "period": "all", "first": 60, "last": 61, "next": 62}
+        "series": "invoice",
+        "period": "all",
+        "first": 60,
+        "last": 61,
+        "next": 62,
+    }
     await _audit_passes(database_url)
 
 
@@ -61,8 +76,12 @@ async def test_a_retried_reserve_that_skipped_gets_its_first_answer(client, toke
     store = await add_store(client, tokens.operator)
     await _set_series(client, tokens, format="INV-{NUMBER}")
     await _import(client, store["token"], {"900": "INV-1"})
-    body = {"doctype": "invoice", "doc_id": "7", "date": "2026-03-01",
-            "event_id": "3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}
+    body = {
+        "doctype": "invoice",
+        "doc_id": "7",
+        "date": "2026-03-01",
+        "event_id": "3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b",
+    }
     answers = []
     for _ in range(2):
         resp = await client.post("/v1/reservations", headers=bearer(store["token"]), json=body)
@@ -93,22 +112,25 @@ async def test_import_of_a_reserved_number_is_a_collision(client, tokens) -> Non
     result = await _import(client, beta["token"], {"77": "INV-1", "78": "INV-0001"})
     assert result["imported"] == 0
     reasons = [c["reason"] for c in result["collisions"]]
-    assert all("Concord handed out as INV-1 (reserved) to invoice 1 of store alpha" in reason
-               for reason in reasons), reasons
+    assert all(
+        "Concord handed out as INV-1 (reserved) to invoice 1 of store alpha" in reason for reason in reasons
+    ), reasons
     # The same number in another spelling, by an imported document, is a collision too.
     await _import(client, beta["token"], {"80": "INV-5"})
     again = await _import(client, alpha["token"], {"81": "INV-05"})
     assert "the imported INV-5 carries already" in again["collisions"][0]["reason"]
 
 
-async def test_import_claims_a_released_number_from_the_pool(client, tokens,
-                                                             database_url) -> None:
+async def test_import_claims_a_released_number_from_the_pool(client, tokens, database_url) -> None:
     store = await add_store(client, tokens.operator)
     await _set_series(client, tokens, format="INV-{NUMBER}")
     first = await reserve(client, store["token"], "1")
     await reserve(client, store["token"], "2")
-    resp = await client.post(f"/v1/reservations/{first['reservation_id']}/release",
-                             headers=bearer(store["token"]), json={"reason": "cancelled"})
+    resp = await client.post(
+        f"/v1/reservations/{first['reservation_id']}/release",
+        headers=bearer(store["token"]),
+        json={"reason": "cancelled"},
+    )
     assert resp.status == 200, await resp.text()
     assert (await _import(client, store["token"], {"90": "INV-1"}))["imported"] == 1
     # INV-1 left the pool: the next reserve takes the counter's next number.
@@ -126,7 +148,8 @@ async def test_texts_outside_the_format_are_imported_without_a_number(client, to
 
 
 async def test_a_writer_with_nothing_cached_reads_an_import_with_the_current_format(
-        client, tokens, database_url) -> None:
+    client, tokens, database_url
+) -> None:
     """A coordinator just started knows no format and no store name until its first batch
     is opened: an import as that first batch must still see the reserved number."""
     store = await add_store(client, tokens.operator)
@@ -136,10 +159,16 @@ async def test_a_writer_with_nothing_cached_reads_an_import_with_the_current_for
     fresh = LedgerWriter(pool)
     await fresh.start()
     try:
-        result = await fresh.execute(c.ImportDocuments(
-            peer_id=store["peer_id"], documents=(c.ImportedDocument(
-                doctype="invoice", doc_id="77", formatted=held["formatted"],
-                document=DOCUMENT),)))
+        result = await fresh.execute(
+            c.ImportDocuments(
+                peer_id=store["peer_id"],
+                documents=(
+                    c.ImportedDocument(
+                        doctype="invoice", doc_id="77", formatted=held["formatted"], document=DOCUMENT
+                    ),
+                ),
+            )
+        )
     finally:
         await fresh.stop()
         await pool.close()

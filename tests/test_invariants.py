@@ -21,25 +21,35 @@ class Stream:
         self.position += 1
         self.invariants.feed(self.position, type_, data)
 
-    def reserve(self, doc_id: str, number: int | None = None, *, from_pool: bool = False,
-                next_: int | None = None) -> dict[str, Any]:
+    def reserve(
+        self, doc_id: str, number: int | None = None, *, from_pool: bool = False, next_: int | None = None
+    ) -> dict[str, Any]:
         number = self.next if number is None else number
         if not from_pool:
             self.next = number + 1
-        data = {"reservation_id": f"r-{doc_id}-{number}", "peer_id": STORE, "doctype": "invoice",
-                "doc_id": doc_id, "series": "invoice", "period": "all", "number": number,
-                "formatted": str(number), "from_pool": from_pool,
-                "next": self.next if next_ is None else next_, "date": "2026-01-01"}
+        data = {
+            "reservation_id": f"r-{doc_id}-{number}",
+            "peer_id": STORE,
+            "doctype": "invoice",
+            "doc_id": doc_id,
+            "series": "invoice",
+            "period": "all",
+            "number": number,
+            "formatted": str(number),
+            "from_pool": from_pool,
+            "next": self.next if next_ is None else next_,
+            "date": "2026-01-01",
+        }
         self.feed("NumberReserved", data)
         return data
 
     def issue(self, r: dict[str, Any]) -> None:
-        self.feed("NumberIssued", {k: r[k] for k in ("reservation_id", "series", "period",
-                                                      "number", "formatted")})
+        self.feed(
+            "NumberIssued", {k: r[k] for k in ("reservation_id", "series", "period", "number", "formatted")}
+        )
 
     def release(self, r: dict[str, Any]) -> None:
-        self.feed("NumberReleased", {k: r[k] for k in ("reservation_id", "series", "period",
-                                                        "number")})
+        self.feed("NumberReleased", {k: r[k] for k in ("reservation_id", "series", "period", "number")})
 
     def messages(self) -> list[tuple[int | None, int | None, str]]:
         return [(f.position, f.number, f.message) for f in self.findings.kept]
@@ -55,11 +65,22 @@ def test_a_sound_stream_has_no_finding_and_reports_the_pool() -> None:
     s.issue(again)
     left = s.reserve("f")
     s.release(left)
-    s.feed("NumberVoided", {"reservation_id": "r-a-1", "series": "invoice", "period": "all",
-                            "number": 1, "was": "issued"})
+    s.feed(
+        "NumberVoided",
+        {"reservation_id": "r-a-1", "series": "invoice", "period": "all", "number": 1, "was": "issued"},
+    )
     assert s.findings.ok, s.messages()
-    assert s.invariants.summary() == [{"series": "invoice", "period": "all", "handed_out": 6,
-                                       "highest": 5, "next": 6, "released": [5], "pending": 0}]
+    assert s.invariants.summary() == [
+        {
+            "series": "invoice",
+            "period": "all",
+            "handed_out": 6,
+            "highest": 5,
+            "next": 6,
+            "released": [5],
+            "pending": 0,
+        }
+    ]
 
 
 def test_a_hole_is_named() -> None:
@@ -112,16 +133,31 @@ def test_malformed_data_is_a_finding_not_a_crash() -> None:
 
 
 def _imported(s: Stream, number: int) -> None:
-    s.feed("DocumentImported", {"peer_id": STORE, "doctype": "invoice", "doc_id": f"old-{number}",
-                                "formatted": f"INV-{number}", "document": {},
-                                "number": {"series": "invoice", "period": "all",
-                                           "number": number}})
+    s.feed(
+        "DocumentImported",
+        {
+            "peer_id": STORE,
+            "doctype": "invoice",
+            "doc_id": f"old-{number}",
+            "formatted": f"INV-{number}",
+            "document": {},
+            "number": {"series": "invoice", "period": "all", "number": number},
+        },
+    )
 
 
 def _skipped(s: Stream, first: int, last: int, *, from_pool: bool = False) -> None:
-    s.feed("ExternalNumberDetected", {
-        "series": "invoice", "period": "all", "first": first, "last": last,
-        "next": s.next if from_pool else last + 1, "from_pool": from_pool})
+    s.feed(
+        "ExternalNumberDetected",
+        {
+            "series": "invoice",
+            "period": "all",
+            "first": first,
+            "last": last,
+            "next": s.next if from_pool else last + 1,
+            "from_pool": from_pool,
+        },
+    )
     if not from_pool:
         s.next = last + 1
 
@@ -152,7 +188,8 @@ def test_an_import_of_a_number_handed_out_is_found() -> None:
     s.issue(s.reserve("a"))
     _imported(s, 1)
     assert [m for _, _, m in s.messages()] == [
-        "imported, but the number is issued already: a number carried twice"]
+        "imported, but the number is issued already: a number carried twice"
+    ]
 
 
 def test_an_import_claims_a_released_number_once() -> None:
@@ -166,4 +203,5 @@ def test_an_import_claims_a_released_number_once() -> None:
     s.reserve("c", 1, from_pool=True)
     assert [m for _, _, m in s.messages()] == [
         "taken from the pool but it was not released (it is carried by an imported document):"
-        " handed out twice"]
+        " handed out twice"
+    ]

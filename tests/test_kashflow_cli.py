@@ -38,21 +38,38 @@ async def ledger(database_url: str) -> AsyncIterator[Ledger]:
         yield opened
 
 
-async def concord(database_url: str, config: Path, url: str, *args: str,
-                  password: str = "secret") -> tuple[int, str, str]:
-    env = {**os.environ, "CONCORD_LOG_LEVEL": "warning", "CONCORD_KASHFLOW_URL": url,
-           "CONCORD_KASHFLOW_PASSWORD": password}
+async def concord(
+    database_url: str, config: Path, url: str, *args: str, password: str = "secret"
+) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "CONCORD_LOG_LEVEL": "warning",
+        "CONCORD_KASHFLOW_URL": url,
+        "CONCORD_KASHFLOW_PASSWORD": password,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator", "--config", str(config), "--database-url",
-        database_url, "sync", "kashflow", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "coordinator",
+        "--config",
+        str(config),
+        "--database-url",
+        database_url,
+        "sync",
+        "kashflow",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
 
 async def test_sync_once_with_limit_shows_progress_and_options(
-        ledger: Ledger, database_url: str, tmp_path: Path) -> None:
+    ledger: Ledger, database_url: str, tmp_path: Path
+) -> None:
     config = tmp_path / "concord.toml"
     config.write_text(CONFIG)
     fake = FakeKashFlow()
@@ -61,8 +78,15 @@ async def test_sync_once_with_limit_shows_progress_and_options(
     async with serve_fake(fake) as url:
         code, out, err = await concord(database_url, config, url, "--once", "--limit", "3")
         assert code == 0, err
-        assert json.loads(out) == {"posted": 3, "failed": 0, "held": 0, "dropped": 0,
-                                   "payments": 3, "refunds": 0, "remaining": 2}
+        assert json.loads(out) == {
+            "posted": 3,
+            "failed": 0,
+            "held": 0,
+            "dropped": 0,
+            "payments": 3,
+            "refunds": 0,
+            "remaining": 2,
+        }
         assert "KashFlow" in err and "3/3" in err  # the progress bar
         code, out, _ = await concord(database_url, config, url, "--once")
         assert json.loads(out)["posted"] == 2
@@ -83,7 +107,8 @@ async def test_sync_once_with_limit_shows_progress_and_options(
 
 
 async def test_replicas_run_the_daily_sync_once_at_the_scheduled_time(
-        ledger: Ledger, database_url: str, tmp_path: Path, aiohttp_client) -> None:
+    ledger: Ledger, database_url: str, tmp_path: Path, aiohttp_client
+) -> None:
     fake = FakeKashFlow()
     alpha = await ledger.add_store("alpha")
     await issue_many(ledger, alpha, 4)
@@ -94,8 +119,14 @@ async def test_replicas_run_the_daily_sync_once_at_the_scheduled_time(
     with capture_logs() as logs:
         async with serve_fake(fake) as url:
             settings: Settings = load_settings(
-                config, database_url=database_url, timezone=zone, kashflow_url=url,
-                kashflow_password="secret", kashflow_daily_at=soon, data_dir=tmp_path)
+                config,
+                database_url=database_url,
+                timezone=zone,
+                kashflow_url=url,
+                kashflow_password="secret",
+                kashflow_daily_at=soon,
+                data_dir=tmp_path,
+            )
             for _ in range(2):  # two replicas of one database
                 await aiohttp_client(create_app(settings))
 

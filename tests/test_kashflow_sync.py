@@ -51,12 +51,16 @@ def assert_no_duplicates(fake: FakeKashFlow) -> None:
 
 
 async def test_back_fill_of_450_paid_invoices_takes_three_runs_in_ledger_order(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     await issue_many(ledger, alpha, 450)
-    first_paid = [r["formatted"] for r in await ledger.pool.fetch(
-        "SELECT data->>'formatted' AS formatted FROM events WHERE type = 'NumberIssued'"
-        " ORDER BY position")]
+    first_paid = [
+        r["formatted"]
+        for r in await ledger.pool.fetch(
+            "SELECT data->>'formatted' AS formatted FROM events WHERE type = 'NumberIssued' ORDER BY position"
+        )
+    ]
 
     reports = [await sync(ledger, url) for _ in range(4)]
 
@@ -72,7 +76,8 @@ async def test_back_fill_of_450_paid_invoices_takes_three_runs_in_ledger_order(
 
 
 async def test_unpaid_draft_credit_notes_and_voided_are_never_posted(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     await ledger.issue(alpha, 1, status="Unpaid")
     await ledger.issue(alpha, 2, status="Draft")
@@ -89,7 +94,8 @@ async def test_unpaid_draft_credit_notes_and_voided_are_never_posted(
 
 
 async def test_paid_then_reopened_or_cancelled_before_the_run_is_dropped_with_a_warning(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     reopened = await ledger.issue(alpha, 1)
     await ledger.update(alpha, 1, reopened, status="Unpaid", transactions=[])
@@ -114,7 +120,8 @@ async def test_paid_then_reopened_or_cancelled_before_the_run_is_dropped_with_a_
 
 
 async def test_paid_then_refunded_before_the_run_is_posted_with_its_refund(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     refunded = await ledger.issue(alpha, 1)
     await ledger.update(alpha, 1, refunded, status="Refunded")
@@ -128,7 +135,8 @@ async def test_paid_then_refunded_before_the_run_is_posted_with_its_refund(
 
 
 async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     beta = await ledger.add_store("be-ta")
     # A customer that exists in KashFlow already (an earlier sync lost its bookkeeping).
@@ -145,8 +153,11 @@ async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
     assert fake.customers[500]["Name"] == "Ada Client7"
     alpha8 = fake.customer_by_code("ALPHAC8")
     assert alpha8 is not None
-    assert {i["CustomerID"] for i in fake.invoices.values()
-            if i["CustomerReference"] in ("INV-00002", "INV-00003")} == {alpha8["CustomerID"]}
+    assert {
+        i["CustomerID"]
+        for i in fake.invoices.values()
+        if i["CustomerReference"] in ("INV-00002", "INV-00003")
+    } == {alpha8["CustomerID"]}
 
     moved = await ledger.issue(alpha, 4, user_id=8, address="2 Low Road")
     await sync(ledger, url)
@@ -157,19 +168,24 @@ async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
 
 
 async def test_customers_carry_kashflow_ec_flags_from_the_eu_table(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     places = {  # user id: (country, postcode, EC, OutsideEC)
-        1: ("GB", "N1 9GU", "0", "0"), 2: ("DE", "10115", "1", "0"),
-        3: ("ES", "28001", "1", "0"), 4: ("ES", "35001", "0", "1"),  # Canary Islands
-        5: ("MC", "98000", "1", "0"), 6: ("US", "10001", "0", "1"), 7: ("", "", "0", "0"),
-        8: ("CH", "8001", "0", "1"), 9: ("IM", "IM1 1AA", "0", "0"),
+        1: ("GB", "N1 9GU", "0", "0"),
+        2: ("DE", "10115", "1", "0"),
+        3: ("ES", "28001", "1", "0"),
+        4: ("ES", "35001", "0", "1"),  # Canary Islands
+        5: ("MC", "98000", "1", "0"),
+        6: ("US", "10001", "0", "1"),
+        7: ("", "", "0", "0"),
+        8: ("CH", "8001", "0", "1"),
+        9: ("IM", "IM1 1AA", "0", "0"),
     }
     for user, (country, postcode, _, _) in places.items():
         await ledger.issue(alpha, user, user_id=user, country=country, postcode=postcode)
     assert (await sync(ledger, url)).posted == len(places)
-    flags = {int(c["Code"].rpartition("C")[2]): (c["EC"], c["OutsideEC"])
-             for c in fake.customers.values()}
+    flags = {int(c["Code"].rpartition("C")[2]): (c["EC"], c["OutsideEC"]) for c in fake.customers.values()}
     assert flags == {user: (ec, outside) for user, (_, _, ec, outside) in places.items()}
 
     # A client who moves from Germany to Switzerland is updated.
@@ -179,10 +195,16 @@ async def test_customers_carry_kashflow_ec_flags_from_the_eu_table(
 
 
 async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
-    mixed = await ledger.issue(alpha, 1, gateway="stripe", credit="15.00", items=(
-        ("Web hosting", "100.00", True), ("Domain transfer", "10.00", False)))
+    mixed = await ledger.issue(
+        alpha,
+        1,
+        gateway="stripe",
+        credit="15.00",
+        items=(("Web hosting", "100.00", True), ("Domain transfer", "10.00", False)),
+    )
     exempt = await ledger.issue(alpha, 2, tax_exempt=True, user_id=2)
     by_credit = await ledger.issue(alpha, 3, credit="120.00", user_id=3)
     seen: list[httpx.Request] = []
@@ -195,16 +217,25 @@ async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants
 
     [invoice] = fake.invoice_by_reference(mixed)
     assert (invoice["InvoiceDate"], invoice["DueDate"], invoice["CurrencyCode"]) == (
-        "2026-03-01T00:00:00", "2026-03-15T00:00:00", "GBP")
-    assert [(line["Description"], Decimal(line["Rate"]), Decimal(line["VatRate"]),
-             Decimal(line["VatAmount"])) for line in invoice["Lines"]] == [
+        "2026-03-01T00:00:00",
+        "2026-03-15T00:00:00",
+        "GBP",
+    )
+    assert [
+        (line["Description"], Decimal(line["Rate"]), Decimal(line["VatRate"]), Decimal(line["VatAmount"]))
+        for line in invoice["Lines"]
+    ] == [
         ("Web hosting", Decimal(100), Decimal(20), Decimal(20)),
         ("Domain transfer", Decimal(10), Decimal(-1), Decimal(0)),
         ("Credit applied", Decimal(-15), Decimal(-1), Decimal(0)),
     ]
     [pay] = fake.payments_of(int(invoice["InvoiceNumber"]))
     assert (pay["PayDate"], Decimal(pay["PayAmount"]), pay["PayMethod"], pay["PayAccount"]) == (
-        "2026-03-02T10:11:12", Decimal("115.00"), "21", "11")
+        "2026-03-02T10:11:12",
+        Decimal("115.00"),
+        "21",
+        "11",
+    )
     assert pay["PayNote"] == f"{mixed} WHMCS payment 10 via stripe"
 
     [exempt_invoice] = fake.invoice_by_reference(exempt)
@@ -219,38 +250,66 @@ async def test_invoice_lines_vat_credit_and_payment_are_posted_as_kashflow_wants
 
 
 async def test_each_whmcs_transaction_becomes_one_kashflow_payment_and_refunds_negative_ones(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     # 120.00 paid in two parts through two gateways, with fees and gateway ids.
-    number = await ledger.issue(alpha, 1, transactions=[
-        tblaccounts(501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1",
-                    fees="0.88"),
-        tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
-    ])
+    number = await ledger.issue(
+        alpha,
+        1,
+        transactions=[
+            tblaccounts(
+                501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1", fees="0.88"
+            ),
+            tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
+        ],
+    )
     report = await sync(ledger, url)
     assert (report.posted, report.payments, report.refunds) == (1, 2, 0)
     [invoice] = fake.invoice_by_reference(number)
     payments = fake.payments_of(int(invoice["InvoiceNumber"]))
-    assert [(p["PayDate"], Decimal(p["PayAmount"]), p["PayMethod"], p["PayAccount"], p["PayNote"])
-            for p in payments] == [
-        ("2026-03-01T09:00:00", Decimal("20.00"), "21", "11",
-         f"{number} WHMCS payment 501 via stripe, gateway transaction ch_1, gateway fees 0.88"),
-        ("2026-03-02T10:11:12", Decimal("100.00"), "22", "12",
-         f"{number} WHMCS payment 502 via paypal, gateway transaction PP-9, gateway fees 3.20"),
+    assert [
+        (p["PayDate"], Decimal(p["PayAmount"]), p["PayMethod"], p["PayAccount"], p["PayNote"])
+        for p in payments
+    ] == [
+        (
+            "2026-03-01T09:00:00",
+            Decimal("20.00"),
+            "21",
+            "11",
+            f"{number} WHMCS payment 501 via stripe, gateway transaction ch_1, gateway fees 0.88",
+        ),
+        (
+            "2026-03-02T10:11:12",
+            Decimal("100.00"),
+            "22",
+            "12",
+            f"{number} WHMCS payment 502 via paypal, gateway transaction PP-9, gateway fees 3.20",
+        ),
     ]
 
     # A partial refund later: the invoice stays Paid in WHMCS, one negative payment follows.
     refund = tblaccounts(503, "0", out="30.00", when="2026-03-05 08:00:00", refund_of=502)
-    await ledger.update(alpha, 1, number, transactions=[
-        tblaccounts(501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1",
-                    fees="0.88"),
-        tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
-        refund])
+    await ledger.update(
+        alpha,
+        1,
+        number,
+        transactions=[
+            tblaccounts(
+                501, "20.00", gateway="stripe", when="2026-03-01 09:00:00", transid="ch_1", fees="0.88"
+            ),
+            tblaccounts(502, "100.00", when="2026-03-02 10:11:12", transid="PP-9", fees="3.20"),
+            refund,
+        ],
+    )
     report = await sync(ledger, url)
     assert (report.posted, report.payments, report.refunds) == (1, 0, 1)
     last = fake.payments_of(int(invoice["InvoiceNumber"]))[-1]
     assert (last["PayDate"], Decimal(last["PayAmount"]), last["PayNote"]) == (
-        "2026-03-05T08:00:00", Decimal("-30.00"), f"{number} WHMCS refund 503 via paypal")
+        "2026-03-05T08:00:00",
+        Decimal("-30.00"),
+        f"{number} WHMCS refund 503 via paypal",
+    )
     assert len(fake.invoices) == 1 and len(fake.payments) == 3
     assert await ledger.warnings("kashflow_changed_after_posting") == []  # still Paid
 
@@ -258,14 +317,21 @@ async def test_each_whmcs_transaction_becomes_one_kashflow_payment_and_refunds_n
 async def without_transactions(ledger: Ledger, peer_id: str, doc_id: int) -> None:
     """The document's snapshot as an agent older than the transactions report sends it."""
     snapshot = await ledger.pool.fetchval(
-        "SELECT snapshot FROM documents WHERE peer_id = $1 AND doc_id = $2", peer_id, str(doc_id))
-    await ledger.writer.execute(commands.UpdateDocument(
-        peer_id=peer_id, doctype="invoice", doc_id=str(doc_id),
-        document={k: v for k, v in snapshot.items() if k != "Transactions"}))
+        "SELECT snapshot FROM documents WHERE peer_id = $1 AND doc_id = $2", peer_id, str(doc_id)
+    )
+    await ledger.writer.execute(
+        commands.UpdateDocument(
+            peer_id=peer_id,
+            doctype="invoice",
+            doc_id=str(doc_id),
+            document={k: v for k, v in snapshot.items() if k != "Transactions"},
+        )
+    )
 
 
 async def test_a_snapshot_without_transactions_pays_its_total_once_and_later_refunds_follow(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     """Snapshots of an older agent carry no transactions: one payment of the total, as the
     sync did before; once the agent reports transactions, only what is new is posted."""
     alpha = await ledger.add_store("alpha")
@@ -274,18 +340,20 @@ async def test_a_snapshot_without_transactions_pays_its_total_once_and_later_ref
     report = await sync(ledger, url)
     assert (report.posted, report.payments) == (1, 1)
     [pay] = fake.payments.values()
-    assert (Decimal(pay["PayAmount"]), pay["PayNote"]) == (Decimal("120.00"),
-                                                           f"{number} paid via paypal")
+    assert (Decimal(pay["PayAmount"]), pay["PayNote"]) == (Decimal("120.00"), f"{number} paid via paypal")
 
     await ledger.update(alpha, 1, number, status="Refunded")  # now with transactions
     report = await sync(ledger, url)
     assert (report.payments, report.refunds) == (0, 1)
     assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
-        Decimal("-120.00"), Decimal("120.00")]
+        Decimal("-120.00"),
+        Decimal("120.00"),
+    ]
 
 
 async def test_a_whole_payment_whose_answer_was_lost_is_found_once_transactions_arrive(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     number = await ledger.issue(alpha, 1)
     await without_transactions(ledger, alpha, 1)
@@ -294,8 +362,7 @@ async def test_a_whole_payment_whose_answer_was_lost_is_found_once_transactions_
         if response.request.headers["SOAPAction"] == '"KashFlow/InsertInvoicePayment"':
             raise Crash("the process dies after KashFlow took the payment")
 
-    async with httpx.AsyncClient(timeout=5, event_hooks={"response": [lose_payment_answer]}
-                                 ) as http:
+    async with httpx.AsyncClient(timeout=5, event_hooks={"response": [lose_payment_answer]}) as http:
         with pytest.raises(Crash):
             await sync(ledger, url, http=http)
     assert len(fake.payments) == 1
@@ -304,11 +371,14 @@ async def test_a_whole_payment_whose_answer_was_lost_is_found_once_transactions_
     report = await sync(ledger, url)
     assert (report.posted, report.payments, report.refunds) == (1, 1, 1)  # found, not re-sent
     assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
-        Decimal("-120.00"), Decimal("120.00")]
+        Decimal("-120.00"),
+        Decimal("120.00"),
+    ]
 
 
 async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a_warning(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     pounds = await ledger.issue(alpha, 1, currency=1)
     dollars = await ledger.issue(alpha, 2, currency=2)
@@ -323,10 +393,8 @@ async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a
     [no_code] = await ledger.warnings("kashflow_currency_unmapped")
     assert no_code["subject"] == "alpha/3"
 
-    fake.currencies.append({"CurrencyId": 3, "CurrencyCode": "USD", "ExchangeRate": "1.3",
-                            "isDefault": 0})
-    report = await sync(ledger, url, mapping(currencies={"alpha": {"1": "GBP", "2": "USD",
-                                                                    "3": "EUR"}}))
+    fake.currencies.append({"CurrencyId": 3, "CurrencyCode": "USD", "ExchangeRate": "1.3", "isDefault": 0})
+    report = await sync(ledger, url, mapping(currencies={"alpha": {"1": "GBP", "2": "USD", "3": "EUR"}}))
     assert (report.posted, report.held, report.remaining) == (2, 0, 0)
     assert fake.invoice_by_reference(dollars)[0]["CurrencyCode"] == "USD"
     assert fake.invoice_by_reference(unmapped)[0]["CurrencyCode"] == "EUR"
@@ -335,11 +403,16 @@ async def test_currency_missing_in_kashflow_or_unmapped_holds_the_invoice_with_a
 
 
 async def test_currencies_match_by_the_code_each_agent_reports_and_the_setting_overrides(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
-    await ledger.writer.execute(commands.ReportPeerConfig(
-        peer_id=alpha, agent_version="0.1.0",
-        settings={"Currencies": {"1": "GBP", "2": "EUR", "3": "USD"}}))  # as the heartbeat
+    await ledger.writer.execute(
+        commands.ReportPeerConfig(
+            peer_id=alpha,
+            agent_version="0.1.0",
+            settings={"Currencies": {"1": "GBP", "2": "EUR", "3": "USD"}},
+        )
+    )  # as the heartbeat
     pounds = await ledger.issue(alpha, 1, currency=1)
     euros = await ledger.issue(alpha, 2, user_id=2, currency=2)
     dollars = await ledger.issue(alpha, 3, user_id=3, currency=3)
@@ -347,8 +420,7 @@ async def test_currencies_match_by_the_code_each_agent_reports_and_the_setting_o
 
     report = await sync(ledger, url, mapping(currencies={}))  # no kashflow_currencies at all
     assert (report.posted, report.held) == (2, 2)
-    assert [fake.invoice_by_reference(n)[0]["CurrencyCode"] for n in (pounds, euros)] == [
-        "GBP", "EUR"]
+    assert [fake.invoice_by_reference(n)[0]["CurrencyCode"] for n in (pounds, euros)] == ["GBP", "EUR"]
     assert fake.customer_by_code("ALPHAC2")["CurrencyID"] == "2"  # type: ignore[index]
     [missing] = await ledger.warnings("kashflow_currency_missing")
     assert missing["subject"] == "USD"  # reported by the store, not set up in KashFlow
@@ -364,7 +436,8 @@ async def test_currencies_match_by_the_code_each_agent_reports_and_the_setting_o
 
 
 async def test_unmapped_gateway_skips_only_that_payment_until_it_is_mapped(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     by_paypal = await ledger.issue(alpha, 1, gateway="paypal")
     by_cheque = await ledger.issue(alpha, 2, gateway="cheque")
@@ -382,8 +455,9 @@ async def test_unmapped_gateway_skips_only_that_payment_until_it_is_mapped(
     assert (await sync(ledger, url)).held == 1
     assert fake.calls[calls:] == ["GetCurrencies"]  # held without a call
 
-    with_cheque = mapping(gateways={"paypal": {"method": 22, "account": 12},
-                                    "cheque": {"method": 23, "account": 11}})
+    with_cheque = mapping(
+        gateways={"paypal": {"method": 22, "account": 12}, "cheque": {"method": 23, "account": 11}}
+    )
     assert (await sync(ledger, url, with_cheque)).posted == 1
     [pay] = fake.payments_of(int(cheque_invoice["InvoiceNumber"]))
     assert (pay["PayMethod"], pay["PayAccount"]) == ("23", "11")
@@ -391,10 +465,12 @@ async def test_unmapped_gateway_skips_only_that_payment_until_it_is_mapped(
     assert await ledger.warnings("kashflow_gateway_unmapped") == []
 
 
-@pytest.mark.parametrize("kind", ["status_no", "zero", "http_500", "timeout", "applied_500",
-                                  "text_500", "empty_500", "html_502"])
+@pytest.mark.parametrize(
+    "kind", ["status_no", "zero", "http_500", "timeout", "applied_500", "text_500", "empty_500", "html_502"]
+)
 async def test_a_failed_document_is_warned_about_and_retried_while_the_run_goes_on(
-        ledger: Ledger, fake: FakeKashFlow, url: str, kind: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str, kind: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     first, second, third = await issue_many(ledger, alpha, 3, clients=3)
     fake.fail("InsertInvoice", kind)
@@ -416,7 +492,8 @@ async def test_a_failed_document_is_warned_about_and_retried_while_the_run_goes_
 
 
 async def test_a_run_stops_early_when_kashflow_stops_answering(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     await issue_many(ledger, alpha, 6, clients=6)
     fake.fail("GetCustomer", "http_500", times=6)
@@ -430,7 +507,8 @@ async def test_a_run_stops_early_when_kashflow_stops_answering(
 
 
 async def test_refused_credentials_stop_the_run_with_a_warning(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     await ledger.issue(alpha, 1)
     with pytest.raises(Exception, match="Incorrect username or password"):
@@ -440,7 +518,8 @@ async def test_refused_credentials_stop_the_run_with_a_warning(
 
 
 async def test_refund_after_posting_is_posted_and_the_status_change_reported(
-        ledger: Ledger, fake: FakeKashFlow, url: str) -> None:
+    ledger: Ledger, fake: FakeKashFlow, url: str
+) -> None:
     alpha = await ledger.add_store("alpha")
     number = await ledger.issue(alpha, 1)
     await sync(ledger, url)
@@ -453,7 +532,9 @@ async def test_refund_after_posting_is_posted_and_the_status_change_reported(
     assert number in warning["message"] and "Refunded" in warning["message"]
     assert len(fake.invoices) == 1
     assert sorted(Decimal(p["PayAmount"]) for p in fake.payments.values()) == [
-        Decimal("-120.00"), Decimal("120.00")]
+        Decimal("-120.00"),
+        Decimal("120.00"),
+    ]
     calls = len(fake.calls)
     assert (await sync(ledger, url)).refunds == 0  # each once
     assert fake.calls[calls:] == ["GetCurrencies"]
@@ -473,14 +554,23 @@ class Crash(Exception):
 
 
 async def test_a_crash_between_any_two_calls_never_duplicates_anything(
-        ledger: Ledger, url: str, fake: FakeKashFlow) -> None:
+    ledger: Ledger, url: str, fake: FakeKashFlow
+) -> None:
     """Crash before each request is sent and after each answer arrived (the write done,
     its id not recorded), then run again: everything is posted exactly once."""
     alpha = await ledger.add_store("alpha")
     await issue_many(ledger, alpha, 2, clients=1)  # the second invoice reuses the customer
-    await ledger.issue(alpha, 3, user_id=9, gateway="stripe", transactions=[
-        tblaccounts(31, "20.00", gateway="stripe"), tblaccounts(32, "100.00", gateway="stripe"),
-        tblaccounts(33, "0", out="50.00", gateway="stripe")])
+    await ledger.issue(
+        alpha,
+        3,
+        user_id=9,
+        gateway="stripe",
+        transactions=[
+            tblaccounts(31, "20.00", gateway="stripe"),
+            tblaccounts(32, "100.00", gateway="stripe"),
+            tblaccounts(33, "0", out="50.00", gateway="stripe"),
+        ],
+    )
     await ledger.issue(alpha, 4, user_id=9)
     await without_transactions(ledger, alpha, 4)  # one payment of its total
 
@@ -505,7 +595,8 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
         await ledger.pool.execute(
             "DELETE FROM kashflow_transactions; DELETE FROM kashflow_invoices;"
             " DELETE FROM kashflow_customers; DELETE FROM kashflow_stores;"
-            " UPDATE kashflow_checkpoint SET position = 0")
+            " UPDATE kashflow_checkpoint SET position = 0"
+        )
 
     await sync(ledger, url)
     calls = len(fake.calls)
@@ -516,5 +607,4 @@ async def test_a_crash_between_any_two_calls_never_duplicates_anything(
             assert await run_with_crash(when, at)
             await sync(ledger, url)
             assert_no_duplicates(fake)
-            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 4, 6), (
-                when, at)
+            assert (len(fake.customers), len(fake.invoices), len(fake.payments)) == (2, 4, 6), (when, at)

@@ -56,16 +56,17 @@ async def service_login(database_url: str, tokens: Tokens) -> AsyncIterator[str]
         try:
             yield as_login(database_url, login)
         finally:
-            await owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                " WHERE usename = $1", login)
+            await owner.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", login
+            )
             await owner.execute(f'DROP ROLE "{login}"')
     finally:
         await owner.close()
 
 
 async def test_the_service_login_cannot_change_the_ledger_and_still_numbers(
-        aiohttp_client, service_login: str, database_url: str, tokens: Tokens,
-        tmp_path: Path) -> None:
+    aiohttp_client, service_login: str, database_url: str, tokens: Tokens, tmp_path: Path
+) -> None:
     try:
         service = await connect(service_login)
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
@@ -74,12 +75,18 @@ async def test_the_service_login_cannot_change_the_ledger_and_still_numbers(
         await assert_cannot_tamper(service)
     finally:
         await service.close()
-    settings = Settings(database_url=service_login, migration_database_url=database_url,
-                        data_dir=tmp_path, timezone="UTC", log_json=True)
+    settings = Settings(
+        database_url=service_login,
+        migration_database_url=database_url,
+        data_dir=tmp_path,
+        timezone="UTC",
+        log_json=True,
+    )
     client = await aiohttp_client(create_app(settings))
     store = await add_store(client, tokens.operator)
-    issued = await confirm(client, store["token"],
-                           (await reserve(client, store["token"], "1"))["reservation_id"])
+    issued = await confirm(
+        client, store["token"], (await reserve(client, store["token"], "1"))["reservation_id"]
+    )
     assert (issued["number"], issued["state"]) == (1, "issued")
     assert await client.app[POOL].fetchval("SELECT current_user") == SERVICE_ROLE
 
@@ -111,8 +118,7 @@ async def _check_embedded(owner_url: str, service_url: str) -> None:
     service = await connect(service_url)
     try:
         assert await service.fetchval("SELECT pg_has_role($1, 'MEMBER')", SERVICE_ROLE)
-        assert not await service.fetchval("SELECT rolsuper FROM pg_roles"
-                                          " WHERE rolname = current_user")
+        assert not await service.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         await assert_cannot_tamper(service)
     finally:
         await service.close()

@@ -106,33 +106,39 @@ def test_parse_never_reads_another_number_than_render_wrote(
         fmt += "{NUMBER}"
     has_year = "{YEAR}" in fmt or "{YY}" in fmt
     assert parse(fmt, render(fmt, number, doc_date, store), store) in (
-        None, (number, doc_date.year if has_year else None))
+        None,
+        (number, doc_date.year if has_year else None),
+    )
 
 
-@pytest.mark.parametrize(("fmt", "text", "expected"), [
-    ("INV-{NUMBER}", "INV-60", (60, None)),
-    ("INV-{NUMBER:4}", "INV-0060", (60, None)),
-    ("INV-{NUMBER:4}", "INV-60", (60, None)),  # the same number, written without padding
-    ("{YEAR}/{NUMBER}", "2025/7", (7, 2025)),
-    ("{YY}{MONTH}-{NUMBER}", "2603-12", (12, 2026)),
-    ("{STORE}-{NUMBER}", "eu.shop-3", (3, None)),
-    ("{STORE}-{NUMBER}", "us.shop-3", None),
-    ("INV-{NUMBER}", "INV-٦٠", None),  # non-ASCII digits are not a number of this format
-    ("INV-{NUMBER}", "inv-60", None),
-    ("{YEAR}-{NUMBER}-{YEAR}", "2025-1-2026", None),
-])
-def test_parse_reads_texts_in_the_format(fmt: str, text: str,
-                                         expected: tuple[int, int | None] | None) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "text", "expected"),
+    [
+        ("INV-{NUMBER}", "INV-60", (60, None)),
+        ("INV-{NUMBER:4}", "INV-0060", (60, None)),
+        ("INV-{NUMBER:4}", "INV-60", (60, None)),  # the same number, written without padding
+        ("{YEAR}/{NUMBER}", "2025/7", (7, 2025)),
+        ("{YY}{MONTH}-{NUMBER}", "2603-12", (12, 2026)),
+        ("{STORE}-{NUMBER}", "eu.shop-3", (3, None)),
+        ("{STORE}-{NUMBER}", "us.shop-3", None),
+        ("INV-{NUMBER}", "INV-٦٠", None),  # non-ASCII digits are not a number of this format
+        ("INV-{NUMBER}", "inv-60", None),
+        ("{YEAR}-{NUMBER}-{YEAR}", "2025-1-2026", None),
+    ],
+)
+def test_parse_reads_texts_in_the_format(
+    fmt: str, text: str, expected: tuple[int, int | None] | None
+) -> None:
     assert parse(fmt, text, "eu.shop") == expected
 
 
 def test_number_of_names_the_counter_and_period() -> None:
     yearly = SeriesSettings(format="{YEAR}-{NUMBER}", reset="yearly")
-    shared = {"invoice": yearly,
-              "creditnote": SeriesSettings(format="CN{YEAR}-{NUMBER}", dedicated=False)}
+    shared = {"invoice": yearly, "creditnote": SeriesSettings(format="CN{YEAR}-{NUMBER}", dedicated=False)}
     assert number_of("creditnote", "CN2025-4", shared, "s") == ("invoice", "2025", 4)
-    assert number_of("invoice", "2025-4", {**shared, "invoice": SeriesSettings(
-        format="{YEAR}-{NUMBER}")}, "s") == ("invoice", ALL_TIME, 4)
+    assert number_of(
+        "invoice", "2025-4", {**shared, "invoice": SeriesSettings(format="{YEAR}-{NUMBER}")}, "s"
+    ) == ("invoice", ALL_TIME, 4)
     assert number_of("invoice", "X-4", shared, "s") is None
 
 
@@ -189,7 +195,12 @@ def test_format_error_is_a_value_error() -> None:
 def test_settings_defaults_follow_the_design() -> None:
     s = SeriesSettings()
     assert (s.start, s.increment, s.format, s.reset, s.assign_on, s.dedicated) == (
-        1, 1, "{NUMBER}", "never", "payment", True,
+        1,
+        1,
+        "{NUMBER}",
+        "never",
+        "payment",
+        True,
     )
 
 
@@ -229,8 +240,14 @@ def test_settings_are_frozen() -> None:
 
 
 def test_settings_round_trip_through_model_dump() -> None:
-    s = SeriesSettings(start=100, increment=5, format="{YY}-{NUMBER:4}", reset="yearly",
-                       assign_on="creation", dedicated=False)
+    s = SeriesSettings(
+        start=100,
+        increment=5,
+        format="{YY}-{NUMBER:4}",
+        reset="yearly",
+        assign_on="creation",
+        dedicated=False,
+    )
     assert SeriesSettings.model_validate(s.model_dump()) == s
 
 

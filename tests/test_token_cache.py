@@ -41,8 +41,7 @@ async def test_concurrent_requests_share_one_lookup(database_url, tokens) -> Non
         await pool.close()
 
 
-async def test_an_answer_near_its_end_is_renewed_in_the_background(database_url,
-                                                                   tokens) -> None:
+async def test_an_answer_near_its_end_is_renewed_in_the_background(database_url, tokens) -> None:
     pool = await create_pool(database_url, size=4)
     try:
         cache = CountingCache(pool, ttl=0.4)

@@ -18,25 +18,62 @@ from tests.fake_vies import PATH as VIES_PATH
 from tests.fake_vies import FakeVies
 
 
-def snapshot(doc_id: int, day: str, *, status: str = "Unpaid", country: str = "DE",
-             tax_id: str = "", credit_note: bool = False) -> dict[str, Any]:
+def snapshot(
+    doc_id: int,
+    day: str,
+    *,
+    status: str = "Unpaid",
+    country: str = "DE",
+    tax_id: str = "",
+    credit_note: bool = False,
+) -> dict[str, Any]:
     sign = "-" if credit_note else ""
     return {
         "ClientData": {
-            "UserID": 5, "Firstname": "Anna", "Lastname": "Müller", "ClientName": "Anna Müller",
-            "CompanyName": "", "Email": "anna@example.com", "Address1": "Hauptstraße 1",
-            "Address2": "", "City": "Berlin", "State": "Berlin", "PostCode": "10115",
-            "Country": country, "PhoneNumber": "+49.301234567", "Currency": 1, "TaxExempt": "0",
-            "TaxID": tax_id, "CustomFields": [{"id": 3, "fieldname": "PO", "value": "PO-1"}],
+            "UserID": 5,
+            "Firstname": "Anna",
+            "Lastname": "Müller",
+            "ClientName": "Anna Müller",
+            "CompanyName": "",
+            "Email": "anna@example.com",
+            "Address1": "Hauptstraße 1",
+            "Address2": "",
+            "City": "Berlin",
+            "State": "Berlin",
+            "PostCode": "10115",
+            "Country": country,
+            "PhoneNumber": "+49.301234567",
+            "Currency": 1,
+            "TaxExempt": "0",
+            "TaxID": tax_id,
+            "CustomFields": [{"id": 3, "fieldname": "PO", "value": "PO-1"}],
         },
         "DocData": {
-            "Type": "CreditNote" if credit_note else "Invoice", "ID": doc_id, "Num": "",
-            "Status": status, "Date": day, "DueDate": day, "DatePaid": "",
-            "Subtotal": f"{sign}10.00", "Credit": "0.00", "Tax": f"{sign}1.90", "Tax2": "0.00",
-            "TaxRate": "19.00", "TaxRate2": "0.00", "Total": f"{sign}11.90",
+            "Type": "CreditNote" if credit_note else "Invoice",
+            "ID": doc_id,
+            "Num": "",
+            "Status": status,
+            "Date": day,
+            "DueDate": day,
+            "DatePaid": "",
+            "Subtotal": f"{sign}10.00",
+            "Credit": "0.00",
+            "Tax": f"{sign}1.90",
+            "Tax2": "0.00",
+            "TaxRate": "19.00",
+            "TaxRate2": "0.00",
+            "Total": f"{sign}11.90",
             "PaymentMethod": "paypal",
-            "Items": [{"ID": doc_id * 10, "Type": "Hosting", "RelID": 4,
-                       "Description": "VPS Medium", "Amount": f"{sign}10.00", "Taxed": True}],
+            "Items": [
+                {
+                    "ID": doc_id * 10,
+                    "Type": "Hosting",
+                    "RelID": 4,
+                    "Description": "VPS Medium",
+                    "Amount": f"{sign}10.00",
+                    "Taxed": True,
+                }
+            ],
         },
     }
 
@@ -46,15 +83,21 @@ async def issue(client: Any, token: str, doc_id: int, day: str, **kwargs: Any) -
     reservation = await reserve(client, token, str(doc_id), doctype=doctype, date=day)
     document = snapshot(doc_id, day, **kwargs)
     document["DocData"]["Num"] = reservation["formatted"]
-    resp = await client.post(f"/v1/reservations/{reservation['reservation_id']}/confirm",
-                             headers=bearer(token), json={"document": document})
+    resp = await client.post(
+        f"/v1/reservations/{reservation['reservation_id']}/confirm",
+        headers=bearer(token),
+        json={"document": document},
+    )
     assert resp.status == 200, await resp.text()
     return reservation["formatted"]
 
 
 async def report_country(client: Any, token: str, country: str) -> None:
-    resp = await client.post("/v1/heartbeat", headers=bearer(token), json={
-        "agent_version": "1", "settings": {"country": country, "timezone": "UTC"}})
+    resp = await client.post(
+        "/v1/heartbeat",
+        headers=bearer(token),
+        json={"agent_version": "1", "settings": {"country": country, "timezone": "UTC"}},
+    )
     assert resp.status == 200
 
 
@@ -71,8 +114,13 @@ async def feed(aiohttp_client, settings: Settings, tokens: Tokens, vies) -> Any:
     return await aiohttp_client(create_app(settings.model_copy(update={"vies_url": url})))
 
 
-async def get(client: Any, token: str | None, path: str = "/v1/webservice",
-              headers: dict[str, str] | None = None, **fields: str) -> tuple[int, Any]:
+async def get(
+    client: Any,
+    token: str | None,
+    path: str = "/v1/webservice",
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> tuple[int, Any]:
     body = {"action": "Get", **fields}
     if token is not None:
         body["token"] = token
@@ -92,9 +140,20 @@ async def stores(feed, tokens: Tokens) -> dict[str, dict[str, Any]]:
     await issue(feed, beta["token"], 3, "2026-03-01")
     await issue(feed, beta["token"], 12, "2026-03-05", country="US")
     await issue(feed, beta["token"], 13, "2026-03-03", credit_note=True)
-    resp = await feed.post("/v1/documents/import", headers=bearer(beta["token"]), json={
-        "documents": [{"doctype": "invoice", "doc_id": "2", "number": "OLD-2",
-                       "document": snapshot(2, "2025-12-30", status="Paid")}]})
+    resp = await feed.post(
+        "/v1/documents/import",
+        headers=bearer(beta["token"]),
+        json={
+            "documents": [
+                {
+                    "doctype": "invoice",
+                    "doc_id": "2",
+                    "number": "OLD-2",
+                    "document": snapshot(2, "2025-12-30", status="Paid"),
+                }
+            ]
+        },
+    )
     assert (await resp.json())["imported"] == 1
     return {"alpha": alpha, "beta": beta}
 
@@ -112,8 +171,13 @@ async def test_every_store_in_date_then_id_order(feed, tokens, stores, monkeypat
         assert document["DocData"]["ID"] == int(doc_id)
         assert set(document) == {"Store", "ClientData", "DocData"}
     assert answer["alpha/7"]["DocData"]["Items"][0] == {
-        "ID": 70, "Type": "Hosting", "RelID": 4, "Description": "VPS Medium", "Amount": "10.00",
-        "Taxed": True}
+        "ID": 70,
+        "Type": "Hosting",
+        "RelID": 4,
+        "Description": "VPS Medium",
+        "Amount": "10.00",
+        "Taxed": True,
+    }
     # Keyset pages of two still give every document once, in order.
     monkeypatch.setattr(feed_module, "PAGE_SIZE", 2)
     _, paged = await get(feed, tokens.reader)
@@ -150,8 +214,9 @@ async def test_token_in_the_body_or_as_bearer(feed, tokens, stores) -> None:
 async def test_a_document_updated_after_issue_shows_its_new_status(feed, tokens, stores) -> None:
     paid = snapshot(7, "2026-03-02", status="Paid")
     paid["DocData"]["DatePaid"] = "2026-03-04 10:11:12"
-    resp = await feed.put("/v1/documents/invoice/7", headers=bearer(stores["alpha"]["token"]),
-                          json={"document": paid})
+    resp = await feed.put(
+        "/v1/documents/invoice/7", headers=bearer(stores["alpha"]["token"]), json={"document": paid}
+    )
     assert (await resp.json())["changed"] is True
     _, answer = await get(feed, tokens.reader, invoiceid="7")
     assert answer["alpha/7"]["DocData"]["Status"] == "Paid"
@@ -186,8 +251,7 @@ async def test_errors_and_the_billing_extension_alias(feed, tokens, stores) -> N
     status, answer = await get(feed, tokens.reader, start="yesterday", end="2026-03-01")
     assert (status, answer["result"]) == (400, "error")
     assert "end '2026-03-01'" in answer["message"]
-    status, answer = await get(feed, tokens.reader, BILLING_EXTENSION_PATH, ws="einvoice",
-                               store="alpha")
+    status, answer = await get(feed, tokens.reader, BILLING_EXTENSION_PATH, ws="einvoice", store="alpha")
     assert (status, list(answer)) == (200, ["alpha/10", "alpha/7"])
     status, answer = await get(feed, tokens.reader, BILLING_EXTENSION_PATH)
     assert status == 400 and "ws=einvoice" in answer["message"]
@@ -195,6 +259,7 @@ async def test_errors_and_the_billing_extension_alias(feed, tokens, stores) -> N
 
 async def test_no_documents_is_an_empty_object(feed, tokens) -> None:
     assert await get(feed, tokens.reader) == (200, {})
-    resp = await feed.post("/v1/webservice", data={"action": "Get", "token": tokens.reader},
-                           headers={"X-Request-Id": "trace-me"})
+    resp = await feed.post(
+        "/v1/webservice", data={"action": "Get", "token": tokens.reader}, headers={"X-Request-Id": "trace-me"}
+    )
     assert resp.headers["X-Request-Id"] == "trace-me"  # set before the stream starts

@@ -40,41 +40,53 @@ class LiveFeeds:
 
 
 @contextlib.asynccontextmanager
-async def live_feeds(database_url: str, tokens: Tokens,
-                     whmcs_database_factory: WhmcsDatabaseFactory,
-                     tmp_path: Path) -> AsyncIterator[LiveFeeds]:
+async def live_feeds(
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> AsyncIterator[LiveFeeds]:
     generator = StoreGenerator(5, STORE, clients=12, invoices=60, today=date(2025, 1, 15))
     whmcs_url = whmcs_database_factory()
     async with connection(whmcs_url) as conn:
         await load_store(conn, generator)
-    coordinator = CoordinatorProcess(database_url, tmp_path, "coordinator",
-                                     env={"CONCORD_VIES_URL": ""})
+    coordinator = CoordinatorProcess(database_url, tmp_path, "coordinator", env={"CONCORD_VIES_URL": ""})
     agent: AgentProcess | None = None
     try:
         await coordinator.start()
         async with aiohttp.ClientSession() as http:
-            status, peer = await post(http, f"{coordinator.url}/v1/peers",
-                                      headers=bearer(tokens.operator),
-                                      json={"name": STORE, "url": "http://127.0.0.1:8701"})
+            status, peer = await post(
+                http,
+                f"{coordinator.url}/v1/peers",
+                headers=bearer(tokens.operator),
+                json={"name": STORE, "url": "http://127.0.0.1:8701"},
+            )
             assert status == 201
-        agent = AgentProcess(STORE, whmcs_url, coordinator.url, peer["token"], tmp_path, env={
-            "CONCORD_AGENT_WEBSERVICE_TOKEN": TOKEN, "CONCORD_AGENT_COUNTRY": "NL",
-            "CONCORD_AGENT_VIES_URL": ""})
+        agent = AgentProcess(
+            STORE,
+            whmcs_url,
+            coordinator.url,
+            peer["token"],
+            tmp_path,
+            env={
+                "CONCORD_AGENT_WEBSERVICE_TOKEN": TOKEN,
+                "CONCORD_AGENT_COUNTRY": "NL",
+                "CONCORD_AGENT_VIES_URL": "",
+            },
+        )
         await agent.start(60)
         # Wait until every paid document is numbered and confirmed.
         deadline = time.monotonic() + 30
         while True:
             async with connection(whmcs_url) as conn:
                 waiting = await fetch_all(
-                    conn, "SELECT (SELECT COUNT(*) FROM tblinvoices WHERE invoicenum = ''"
+                    conn,
+                    "SELECT (SELECT COUNT(*) FROM tblinvoices WHERE invoicenum = ''"
                     " AND status IN ('Paid', 'Refunded')) + (SELECT COUNT(*) FROM"
-                    " mod_concord_outbox WHERE confirmed_at IS NULL) AS n")
+                    " mod_concord_outbox WHERE confirmed_at IS NULL) AS n",
+                )
             if waiting[0]["n"] == 0:
                 break
             assert time.monotonic() < deadline, agent.log_tail()
             await asyncio.sleep(0.3)
-        yield LiveFeeds(f"{agent.url}/webservice", f"{coordinator.url}/v1/webservice",
-                        tokens.reader)
+        yield LiveFeeds(f"{agent.url}/webservice", f"{coordinator.url}/v1/webservice", tokens.reader)
     finally:
         if agent is not None:
             agent.stop()
@@ -82,16 +94,18 @@ async def live_feeds(database_url: str, tokens: Tokens,
 
 
 async def test_agent_and_coordinator_answer_the_same_issued_documents(
-        database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory,
-        tmp_path: Path) -> None:
-    async with (live_feeds(database_url, tokens, whmcs_database_factory, tmp_path) as feeds,
-                aiohttp.ClientSession() as http):
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
+    async with (
+        live_feeds(database_url, tokens, whmcs_database_factory, tmp_path) as feeds,
+        aiohttp.ClientSession() as http,
+    ):
         status, local = await post(http, feeds.agent_url, data={"action": "Get", "token": TOKEN})
         assert status == 200
         assert len(local) > 20
-        status, central = await post(http, feeds.coordinator_url,
-                                     data={"action": "Get", "token": feeds.reader_token,
-                                           "store": STORE})
+        status, central = await post(
+            http, feeds.coordinator_url, data={"action": "Get", "token": feeds.reader_token, "store": STORE}
+        )
         assert status == 200
     issued = {key: document for key, document in local.items() if document["DocData"]["Num"]}
     assert 0 < len(issued) < len(local)  # the agent serves unnumbered documents too

@@ -27,7 +27,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_a_new_token_replaces_the_old_one_and_keeps_the_rest(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(SETTINGS)
     config.chmod(0o640)
@@ -40,9 +41,13 @@ def test_a_new_token_replaces_the_old_one_and_keeps_the_rest(
     assert settings.country == "DE"
     text = config.read_text()
     assert "old-token" not in text
-    assert text.replace(f'webservice_token = "{token}"',
-                        'webservice_token = "old-token"   # given to the e-invoicing provider'
-                        ) == SETTINGS
+    assert (
+        text.replace(
+            f'webservice_token = "{token}"',
+            'webservice_token = "old-token"   # given to the e-invoicing provider',
+        )
+        == SETTINGS
+    )
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     # Every run makes another token; --config may also follow the command.
     _, again, _ = _run(capsys, "webservice-token", "--config", str(config))
@@ -51,7 +56,8 @@ def test_a_new_token_replaces_the_old_one_and_keeps_the_rest(
 
 
 def test_a_missing_file_is_created_readable_by_its_owner_only(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "agent.toml"
     code, token, _ = _run(capsys, "--config", str(config), "webservice-token")
     assert code == 0
@@ -60,7 +66,8 @@ def test_a_missing_file_is_created_readable_by_its_owner_only(
 
 
 def test_a_file_without_the_key_gets_it_above_its_tables(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('country = "FR"\n[vies]\ntimeout = 5\n')
     code, token, _ = _run(capsys, "--config", str(config), "webservice-token")
@@ -69,8 +76,7 @@ def test_a_file_without_the_key_gets_it_above_its_tables(
     assert config.read_text() == f'country = "FR"\nwebservice_token = "{token}"\n[vies]\ntimeout = 5\n'
 
 
-def test_an_unreadable_file_is_left_alone(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreadable_file_is_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('country = "FR\n')
     code, out, err = _run(capsys, "--config", str(config), "webservice-token")
@@ -80,8 +86,7 @@ def test_an_unreadable_file_is_left_alone(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["agent.toml"]  # no scratch file left
 
 
-def test_without_a_settings_file_it_says_where_it_would_write(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_a_settings_file_it_says_where_it_would_write(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "webservice-token")
     assert (code, out) == (2, "")
     assert "--config FILE" in err

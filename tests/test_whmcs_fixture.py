@@ -58,10 +58,14 @@ def tables(store: StoreGenerator) -> dict[str, list[dict]]:
 
 
 def test_same_seed_and_store_give_the_same_data() -> None:
-    assert StoreGenerator(3, "a", clients=10, invoices=50).base() == \
+    assert (
         StoreGenerator(3, "a", clients=10, invoices=50).base()
-    assert StoreGenerator(3, "a", clients=10, invoices=50).base() != \
-        StoreGenerator(3, "b", clients=10, invoices=50).base()
+        == StoreGenerator(3, "a", clients=10, invoices=50).base()
+    )
+    assert (
+        StoreGenerator(3, "a", clients=10, invoices=50).base()
+        != StoreGenerator(3, "b", clients=10, invoices=50).base()
+    )
 
 
 def test_base_has_every_table_in_load_order(tables: dict[str, list[dict]]) -> None:
@@ -90,8 +94,9 @@ def test_clients_in_eu_outermost_regions_and_outside(tables: dict[str, list[dict
     assert any(row["tax_id"] for row in clients)
     vat_field = next(row for row in tables["tblcustomfields"] if row["fieldname"] == VAT_NUMBER_FIELD)
     assert vat_field["type"] == "client" and vat_field["showinvoice"] == "on"
-    assert any(row["fieldid"] == vat_field["id"] and row["value"].strip()
-               for row in tables["tblcustomfieldsvalues"])
+    assert any(
+        row["fieldid"] == vat_field["id"] and row["value"].strip() for row in tables["tblcustomfieldsvalues"]
+    )
 
 
 def test_several_currencies_with_euro_default(tables: dict[str, list[dict]]) -> None:
@@ -185,9 +190,16 @@ def test_strings_with_surrounding_whitespace(tables: dict[str, list[dict]]) -> N
 def test_numbering_settings_are_whmcs_defaults(store: StoreGenerator) -> None:
     config = store.config()
     assert config["SequentialInvoiceNumbering"] == ""
-    for setting in ("SequentialInvoiceNumberFormat", "SequentialInvoiceNumberValue", "InvoiceIncrement",
-                    "TaxAutoResetPaidNumbering", "TaxCustomInvoiceNumbering", "TaxCustomInvoiceNumberFormat",
-                    "TaxNextCustomInvoiceNumber", "TaxAutoResetNumbering"):
+    for setting in (
+        "SequentialInvoiceNumberFormat",
+        "SequentialInvoiceNumberValue",
+        "InvoiceIncrement",
+        "TaxAutoResetPaidNumbering",
+        "TaxCustomInvoiceNumbering",
+        "TaxCustomInvoiceNumberFormat",
+        "TaxNextCustomInvoiceNumber",
+        "TaxAutoResetNumbering",
+    ):
         assert setting in config
     assert all(row["invoicenum"] == "" for row in store.base()["tblinvoices"])
 
@@ -259,11 +271,15 @@ async def test_schema_column_types(whmcs_database: str) -> None:
         columns = await fetch_all(
             conn,
             "SELECT TABLE_NAME AS t, COLUMN_NAME AS c, COLUMN_TYPE AS type, IS_NULLABLE AS nullable "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s", (name,))
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s",
+            (name,),
+        )
         indexes = await fetch_all(
             conn,
             "SELECT INDEX_NAME AS i, COLUMN_NAME AS c FROM information_schema.STATISTICS "
-            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'tblinvoices'", (name,))
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'tblinvoices'",
+            (name,),
+        )
     types = {(row["t"], row["c"]): (row["type"].lower(), row["nullable"]) for row in columns}
     assert {row["t"] for row in columns} == set(TABLES)
     assert types["tblinvoices", "invoicenum"] == ("text", "NO")
@@ -288,8 +304,9 @@ async def test_schema_column_types(whmcs_database: str) -> None:
     assert not [row for row in indexes if row["c"] == "invoicenum"]  # no unique index on invoicenum
 
 
-async def test_store_loads_and_reads_back(whmcs_database: str, store: StoreGenerator,
-                                          tables: dict[str, list[dict]]) -> None:
+async def test_store_loads_and_reads_back(
+    whmcs_database: str, store: StoreGenerator, tables: dict[str, list[dict]]
+) -> None:
     async with connection(whmcs_database) as conn:
         counts = await load_store(conn, store)
         assert counts == {table: len(tables[table]) for table in TABLES}
@@ -331,21 +348,26 @@ async def test_create_publish_and_pay_like_whmcs(whmcs_database_factory, store: 
         await mark_paid(conn, draft_id, paid_at, "paypal", transid="TX1")
         paid = await fetch_invoice(conn, draft_id)
         assert (paid["status"], paid["datepaid"], paid["invoicenum"]) == ("Paid", paid_at, "")
-        payments = await fetch_all(conn, "SELECT amountin, gateway FROM tblaccounts WHERE invoiceid = %s "
-                                         "ORDER BY id", (draft_id,))
+        payments = await fetch_all(
+            conn, "SELECT amountin, gateway FROM tblaccounts WHERE invoiceid = %s ORDER BY id", (draft_id,)
+        )
         assert [row["amountin"] for row in payments] == [half, draft["total"] - half]
         assert payments[-1]["gateway"] == "paypal"
 
         await set_status(conn, draft_id, "Refunded", datetime(2025, 1, 20, 8, 0))
         refunded = await fetch_invoice(conn, draft_id)
         assert refunded["status"] == "Refunded" and refunded["date_refunded"] == datetime(2025, 1, 20, 8, 0)
-        (refund,) = await fetch_all(conn, "SELECT amountout FROM tblaccounts WHERE invoiceid = %s "
-                                          "AND amountout > 0", (draft_id,))
+        (refund,) = await fetch_all(
+            conn, "SELECT amountout FROM tblaccounts WHERE invoiceid = %s AND amountout > 0", (draft_id,)
+        )
         assert refund["amountout"] == draft["total"]
 
         note_id = await create_invoice(conn, store.new_invoice(status="Refunded", credit_note=False))
-        links = await fetch_all(conn, "SELECT id, refundid, amountout FROM tblaccounts WHERE invoiceid = %s "
-                                      "ORDER BY id", (note_id,))
+        links = await fetch_all(
+            conn,
+            "SELECT id, refundid, amountout FROM tblaccounts WHERE invoiceid = %s ORDER BY id",
+            (note_id,),
+        )
         assert links[1]["refundid"] == links[0]["id"]
 
 
@@ -384,7 +406,8 @@ async def test_invoices_created_and_paid_concurrently(whmcs_database_factory, st
     assert len(set(ids)) == len(ids)
     async with connection(url) as conn:
         statuses = await fetch_all(
-            conn, f"SELECT status FROM tblinvoices WHERE id IN ({', '.join(map(str, ids))})")
+            conn, f"SELECT status FROM tblinvoices WHERE id IN ({', '.join(map(str, ids))})"
+        )
     assert Counter(row["status"] for row in statuses) == {"Paid": len(ids)}
 
 
@@ -399,6 +422,7 @@ async def test_three_stores_and_a_client_that_moves(whmcs_database_factory) -> N
         (client,) = await fetch_all(conn, "SELECT country, city FROM tblclients WHERE id = 1")
         assert (client["country"], client["city"]) == (moved["country"], moved["city"])
         invoice_id = await create_invoice(conn, generator.new_invoice(client_id=1))
-        (snapshot,) = await fetch_all(conn, "SELECT clientsdetails FROM mod_invoicedata WHERE invoiceid = %s",
-                                      (invoice_id,))
+        (snapshot,) = await fetch_all(
+            conn, "SELECT clientsdetails FROM mod_invoicedata WHERE invoiceid = %s", (invoice_id,)
+        )
     assert json.loads(snapshot["clientsdetails"])["country"] == moved["country"]

@@ -24,8 +24,13 @@ class MysqlTarget:
     database: str
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "user": self.user,
-                "password": self.password, "db": self.database}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "db": self.database,
+        }
 
 
 def parse_mysql_url(url: str) -> MysqlTarget:
@@ -35,17 +40,20 @@ def parse_mysql_url(url: str) -> MysqlTarget:
     database = parts.path.lstrip("/")
     if not database:
         raise ValueError(f"{url!r} names no database (mysql://user:pass@host:port/DATABASE)")
-    return MysqlTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-                       user=unquote(parts.username or "root"),
-                       password=unquote(parts.password or ""), database=database)
+    return MysqlTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
 
 
 # A PHP token: a quoted string, a comment, or anything else up to the next of those.
 _PHP_TOKENS = re.compile(
-    r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|//[^\n]*|#[^\n]*|/\*.*?\*/|[^'"/#]+|.""",
-    re.DOTALL)
-_PHP_ASSIGNMENT = re.compile(
-    r"""\$(db_\w+)\s*=\s*('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|\d+)\s*;""")
+    r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|//[^\n]*|#[^\n]*|/\*.*?\*/|[^'"/#]+|.""", re.DOTALL
+)
+_PHP_ASSIGNMENT = re.compile(r"""\$(db_\w+)\s*=\s*('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|\d+)\s*;""")
 _DOUBLE_QUOTED_ESCAPES = re.compile(r"""\\([\\"$nrtv0]|x[0-9a-fA-F]{1,2})""")
 
 
@@ -84,14 +92,25 @@ def read_configuration_php(path: Path) -> MysqlTarget:
         raise ValueError(f"{path}: no {', '.join('$' + k for k in missing)} found")
     host, _, port_in_host = values["db_host"].partition(":")
     port = values.get("db_port") or port_in_host or "3306"
-    return MysqlTarget(host=host or "127.0.0.1", port=int(port), user=values["db_username"],
-                       password=values.get("db_password", ""), database=values["db_name"])
+    return MysqlTarget(
+        host=host or "127.0.0.1",
+        port=int(port),
+        user=values["db_username"],
+        password=values.get("db_password", ""),
+        database=values["db_name"],
+    )
 
 
 async def create_pool(target: MysqlTarget, *, size: int = 5) -> Any:
     return await asyncmy.create_pool(
-        minsize=1, maxsize=size, autocommit=True, charset="utf8mb4", cursor_cls=DictCursor,
-        pool_recycle=600, **target.connect_kwargs())
+        minsize=1,
+        maxsize=size,
+        autocommit=True,
+        charset="utf8mb4",
+        cursor_cls=DictCursor,
+        pool_recycle=600,
+        **target.connect_kwargs(),
+    )
 
 
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
@@ -101,8 +120,10 @@ async def create_agent_tables(pool: Any) -> None:
     """Create the mod_concord_* tables this database lacks (only those: no notes, no locks)."""
     sql = resources.files("agent.whmcs").joinpath("tables.sql").read_text(encoding="utf-8")
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("SELECT table_name AS t FROM information_schema.tables"
-                          " WHERE table_schema = DATABASE() AND table_name LIKE 'mod_concord_%%'")
+        await cur.execute(
+            "SELECT table_name AS t FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name LIKE 'mod_concord_%%'"
+        )
         present = {row["t"] for row in await cur.fetchall()}
         for statement in (s.strip() for s in sql.split(";")):
             match = _CREATE_TABLE.search(statement)

@@ -51,9 +51,9 @@ def _selection(query: GetQuery, credit_note_rule: str) -> tuple[str, list[Any]]:
     return " AND ".join(where) or "TRUE", args
 
 
-async def store_documents(pool: Any, query: GetQuery, rules: queries.DueRules,
-                           has_invoicedata: bool, chunk: int = 1000
-                           ) -> AsyncIterator[list[queries.Snapshot]]:
+async def store_documents(
+    pool: Any, query: GetQuery, rules: queries.DueRules, has_invoicedata: bool, chunk: int = 1000
+) -> AsyncIterator[list[queries.Snapshot]]:
     """The documents the query selects, ``chunk`` at a time, in date then id order.
 
     Uses three connections of ``pool``: the id stream, and two that take turns building the
@@ -69,8 +69,7 @@ async def store_documents(pool: Any, query: GetQuery, rules: queries.DueRules,
         cursor = ids_conn.cursor(SSCursor)
         building: list[asyncio.Task[list[queries.Snapshot]]] = []
         try:
-            await cursor.execute(
-                f"SELECT id FROM tblinvoices WHERE {condition} ORDER BY date, id", args)
+            await cursor.execute(f"SELECT id FROM tblinvoices WHERE {condition} ORDER BY date, id", args)
             turn = 0
             while True:
                 ids = [row[0] for row in await cursor.fetchmany(chunk)]
@@ -101,10 +100,15 @@ class MysqlVerdictCache:
         args = [part for key in keys for part in key]
         async with self._pool.acquire() as conn:
             rows = await queries.fetch(
-                conn, "SELECT country, number, valid, checked_at FROM mod_concord_vies"
-                f" WHERE (country, number) IN ({marks})", args)
-        return {(r["country"], r["number"]):
-                Verdict(bool(r["valid"]), r["checked_at"].replace(tzinfo=UTC)) for r in rows}
+                conn,
+                "SELECT country, number, valid, checked_at FROM mod_concord_vies"
+                f" WHERE (country, number) IN ({marks})",
+                args,
+            )
+        return {
+            (r["country"], r["number"]): Verdict(bool(r["valid"]), r["checked_at"].replace(tzinfo=UTC))
+            for r in rows
+        }
 
     async def save(self, verdicts: Mapping[VatKey, Verdict]) -> None:
         rows = [(k[0], k[1], int(v.valid), _naive_utc(v.checked_at)) for k, v in verdicts.items()]
@@ -112,7 +116,9 @@ class MysqlVerdictCache:
             await cur.executemany(
                 "INSERT INTO mod_concord_vies (country, number, valid, checked_at)"
                 " VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE valid = VALUES(valid),"
-                " checked_at = VALUES(checked_at)", rows)
+                " checked_at = VALUES(checked_at)",
+                rows,
+            )
 
 
 def _naive_utc(moment: datetime) -> datetime:

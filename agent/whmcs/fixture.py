@@ -47,8 +47,12 @@ class MySQLURL:
         return replace(self, database=database)
 
     def connect_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user,
-                                  "password": self.password}
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+        }
         if self.database:
             kwargs["database"] = self.database
         return kwargs
@@ -70,7 +74,8 @@ def parse_mysql_url(url: str) -> MySQLURL:
     except ValueError as error:
         raise ValueError(f"bad port in MySQL URL {url!r}") from error
     return MySQLURL(
-        host=parts.hostname or "127.0.0.1", port=port,
+        host=parts.hostname or "127.0.0.1",
+        port=port,
         user=unquote(parts.username) if parts.username else "root",
         password=unquote(parts.password) if parts.password else "",
         database=unquote(parts.path.lstrip("/")),
@@ -82,7 +87,10 @@ async def connect(url: str | MySQLURL, *, autocommit: bool = True, connect_timeo
     connections' commits; actions below open their own transactions."""
     target = url if isinstance(url, MySQLURL) else parse_mysql_url(url)
     return await asyncmy.connect(
-        **target.connect_kwargs(), charset="utf8mb4", sql_mode=WHMCS_SQL_MODE, autocommit=autocommit,
+        **target.connect_kwargs(),
+        charset="utf8mb4",
+        sql_mode=WHMCS_SQL_MODE,
+        autocommit=autocommit,
         connect_timeout=connect_timeout,
     )
 
@@ -110,7 +118,8 @@ async def create_database(admin_url: str | MySQLURL, name: str) -> str:
     admin = admin_url if isinstance(admin_url, MySQLURL) else parse_mysql_url(admin_url)
     async with connection(admin.with_database("")) as conn, conn.cursor() as cursor:
         await cursor.execute(
-            f"CREATE DATABASE {_identifier(name)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            f"CREATE DATABASE {_identifier(name)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
     return str(admin.with_database(name))
 
 
@@ -119,7 +128,8 @@ async def drop_database(admin_url: str | MySQLURL, name: str) -> None:
     admin = admin_url if isinstance(admin_url, MySQLURL) else parse_mysql_url(admin_url)
     async with connection(admin.with_database("")) as conn, conn.cursor() as cursor:
         await cursor.execute(
-            "SELECT id FROM information_schema.PROCESSLIST WHERE db = %s AND id <> CONNECTION_ID()", (name,))
+            "SELECT id FROM information_schema.PROCESSLIST WHERE db = %s AND id <> CONNECTION_ID()", (name,)
+        )
         for (thread_id,) in await cursor.fetchall():
             with suppress(asyncmy.errors.OperationalError, asyncmy.errors.InternalError):
                 await cursor.execute(f"KILL {int(thread_id)}")
@@ -223,8 +233,12 @@ def invoice_tables(documents: Iterable[tuple[int, InvoiceRows]]) -> dict[str, li
     """Documents from `StoreGenerator.new_invoice` with the ids to give them, as rows for
     `load_store`: all created in one transaction, as WHMCS's cron creates a run of invoices.
     Refunds need `create_invoice` (their refundid names a payment only known once inserted)."""
-    tables: dict[str, list[Row]] = {"tblinvoices": [], "tblinvoiceitems": [], "tblaccounts": [],
-                                    "mod_invoicedata": []}
+    tables: dict[str, list[Row]] = {
+        "tblinvoices": [],
+        "tblinvoiceitems": [],
+        "tblaccounts": [],
+        "mod_invoicedata": [],
+    }
     for invoice_id, rows in documents:
         tables["tblinvoices"].append({**rows.invoice, "id": invoice_id})
         tables["tblinvoiceitems"] += [{**item, "invoiceid": invoice_id} for item in rows.items]
@@ -250,16 +264,23 @@ async def set_config(conn: Any, setting: str, value: str) -> None:
         if count:
             await cursor.execute(
                 "UPDATE tblconfiguration SET value = %s, updated_at = NOW() WHERE setting = %s",
-                (value, setting))
+                (value, setting),
+            )
         else:
             await cursor.execute(
                 "INSERT INTO tblconfiguration (setting, value, created_at, updated_at) "
-                "VALUES (%s, %s, NOW(), NOW())", (setting, value))
+                "VALUES (%s, %s, NOW(), NOW())",
+                (setting, value),
+            )
 
 
 def format_whmcs_number(number_format: str, number: str, when: datetime) -> str:
-    return (number_format.replace("{YEAR}", f"{when:%Y}").replace("{MONTH}", f"{when:%m}")
-            .replace("{DAY}", f"{when:%d}").replace("{NUMBER}", number))
+    return (
+        number_format.replace("{YEAR}", f"{when:%Y}")
+        .replace("{MONTH}", f"{when:%m}")
+        .replace("{DAY}", f"{when:%d}")
+        .replace("{NUMBER}", number)
+    )
 
 
 async def _config_values(cursor: Any, settings: Sequence[str]) -> dict[str, str]:
@@ -270,8 +291,16 @@ async def _config_values(cursor: Any, settings: Sequence[str]) -> dict[str, str]
     return {setting: value for setting, value in await cursor.fetchall()}
 
 
-async def _whmcs_number(cursor: Any, invoice_id: int, when: datetime, *, enabled: str, number_format: str,
-                        next_value: str, increment: str | None) -> None:
+async def _whmcs_number(
+    cursor: Any,
+    invoice_id: int,
+    when: datetime,
+    *,
+    enabled: str,
+    number_format: str,
+    next_value: str,
+    increment: str | None,
+) -> None:
     """WHMCS's own numbering, faithfully racy: read the next value, write the number, write the value
     back, with no lock. Does nothing unless the setting `enabled` is on."""
     config = await _config_values(cursor, [s for s in (enabled, number_format, next_value, increment) if s])
@@ -280,8 +309,9 @@ async def _whmcs_number(cursor: Any, invoice_id: int, when: datetime, *, enabled
     current = config.get(next_value, "1") or "1"
     step = int(config.get(increment or "", "1") or "1") if increment else 1
     number = format_whmcs_number(config.get(number_format, "{NUMBER}"), current, when)
-    await cursor.execute("UPDATE tblinvoices SET invoicenum = %s WHERE id = %s AND invoicenum = ''",
-                         (number, invoice_id))
+    await cursor.execute(
+        "UPDATE tblinvoices SET invoicenum = %s WHERE id = %s AND invoicenum = ''", (number, invoice_id)
+    )
     following = str(int(current) + step).zfill(len(current))
     await cursor.execute("UPDATE tblconfiguration SET value = %s WHERE setting = %s", (following, next_value))
 
@@ -297,8 +327,14 @@ async def _balance(cursor: Any, invoice_id: int, total: Decimal) -> Decimal:
 
 
 async def add_payment(
-    conn: Any, invoice_id: int, amount: Decimal | None = None, when: datetime | None = None,
-    gateway: str | None = None, *, transid: str = "", fees: Decimal = Decimal("0.00"),
+    conn: Any,
+    invoice_id: int,
+    amount: Decimal | None = None,
+    when: datetime | None = None,
+    gateway: str | None = None,
+    *,
+    transid: str = "",
+    fees: Decimal = Decimal("0.00"),
 ) -> int:
     """Records a payment (the balance when `amount` is None); when it settles the balance the invoice
     becomes Paid with `datepaid`, and WHMCS's own number is given if its sequential numbering is on.
@@ -306,7 +342,8 @@ async def add_payment(
     when = when or datetime.now().replace(microsecond=0)
     async with in_transaction(conn) as cursor:
         await cursor.execute(
-            "SELECT userid, total, status, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,))
+            "SELECT userid, total, status, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,)
+        )
         found = await cursor.fetchone()
         if found is None:
             raise LookupError(f"no invoice {invoice_id}")
@@ -317,28 +354,60 @@ async def add_payment(
         paid = money(balance if amount is None else amount)
         if paid <= 0:
             raise ValueError(f"invoice {invoice_id}: nothing to pay (balance {balance}, amount {paid})")
-        await cursor.execute("SELECT rate FROM tblcurrencies c JOIN tblclients u ON u.currency = c.id "
-                             "WHERE u.id = %s", (userid,))
+        await cursor.execute(
+            "SELECT rate FROM tblcurrencies c JOIN tblclients u ON u.currency = c.id WHERE u.id = %s",
+            (userid,),
+        )
         rate_row = await cursor.fetchone()
-        await _insert(cursor, "tblaccounts", [{
-            "userid": userid, "currency": 0, "gateway": gateway or method, "date": when,
-            "description": "Invoice Payment", "amountin": paid, "fees": money(fees), "amountout": money(0),
-            "rate": rate_row[0] if rate_row else Decimal(1), "transid": transid, "invoiceid": invoice_id,
-            "refundid": 0, "created_at": when, "updated_at": when,
-        }])
+        await _insert(
+            cursor,
+            "tblaccounts",
+            [
+                {
+                    "userid": userid,
+                    "currency": 0,
+                    "gateway": gateway or method,
+                    "date": when,
+                    "description": "Invoice Payment",
+                    "amountin": paid,
+                    "fees": money(fees),
+                    "amountout": money(0),
+                    "rate": rate_row[0] if rate_row else Decimal(1),
+                    "transid": transid,
+                    "invoiceid": invoice_id,
+                    "refundid": 0,
+                    "created_at": when,
+                    "updated_at": when,
+                }
+            ],
+        )
         payment_id = int(cursor.lastrowid)
         if paid >= balance and status != "Paid":
             await cursor.execute(
                 "UPDATE tblinvoices SET status = 'Paid', datepaid = %s, updated_at = %s WHERE id = %s",
-                (when, when, invoice_id))
-            await _whmcs_number(cursor, invoice_id, when, enabled="SequentialInvoiceNumbering",
-                                number_format="SequentialInvoiceNumberFormat",
-                                next_value="SequentialInvoiceNumberValue", increment="InvoiceIncrement")
+                (when, when, invoice_id),
+            )
+            await _whmcs_number(
+                cursor,
+                invoice_id,
+                when,
+                enabled="SequentialInvoiceNumbering",
+                number_format="SequentialInvoiceNumberFormat",
+                next_value="SequentialInvoiceNumberValue",
+                increment="InvoiceIncrement",
+            )
     return payment_id
 
 
-async def mark_paid(conn: Any, invoice_id: int, when: datetime | None = None, gateway: str | None = None,
-                    *, transid: str = "", fees: Decimal = Decimal("0.00")) -> int:
+async def mark_paid(
+    conn: Any,
+    invoice_id: int,
+    when: datetime | None = None,
+    gateway: str | None = None,
+    *,
+    transid: str = "",
+    fees: Decimal = Decimal("0.00"),
+) -> int:
     """Pays the whole balance, as a gateway callback or "Mark Paid" does; returns the tblaccounts id."""
     return await add_payment(conn, invoice_id, None, when, gateway, transid=transid, fees=fees)
 
@@ -349,12 +418,19 @@ async def publish_draft(conn: Any, invoice_id: int, when: datetime | None = None
     async with in_transaction(conn) as cursor:
         await cursor.execute(
             "UPDATE tblinvoices SET status = 'Unpaid', updated_at = %s WHERE id = %s AND status = 'Draft'",
-            (when, invoice_id))
+            (when, invoice_id),
+        )
         if cursor.rowcount != 1:
             raise ValueError(f"invoice {invoice_id} is not a Draft")
-        await _whmcs_number(cursor, invoice_id, when, enabled="TaxCustomInvoiceNumbering",
-                            number_format="TaxCustomInvoiceNumberFormat",
-                            next_value="TaxNextCustomInvoiceNumber", increment=None)
+        await _whmcs_number(
+            cursor,
+            invoice_id,
+            when,
+            enabled="TaxCustomInvoiceNumbering",
+            number_format="TaxCustomInvoiceNumberFormat",
+            next_value="TaxNextCustomInvoiceNumber",
+            increment=None,
+        )
 
 
 async def set_status(conn: Any, invoice_id: int, status: str, when: datetime | None = None) -> None:
@@ -362,7 +438,8 @@ async def set_status(conn: Any, invoice_id: int, status: str, when: datetime | N
     when = when or datetime.now().replace(microsecond=0)
     async with in_transaction(conn) as cursor:
         await cursor.execute(
-            "SELECT userid, total, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,))
+            "SELECT userid, total, paymentmethod FROM tblinvoices WHERE id = %s", (invoice_id,)
+        )
         found = await cursor.fetchone()
         if found is None:
             raise LookupError(f"no invoice {invoice_id}")
@@ -373,27 +450,47 @@ async def set_status(conn: Any, invoice_id: int, status: str, when: datetime | N
         elif status == "Refunded":
             extra = ", date_refunded = %(when)s"
             paid = money(total - await _balance(cursor, invoice_id, total))
-            await cursor.execute("SELECT id, rate FROM tblaccounts WHERE invoiceid = %s AND amountin > 0 "
-                                 "ORDER BY id LIMIT 1", (invoice_id,))
+            await cursor.execute(
+                "SELECT id, rate FROM tblaccounts WHERE invoiceid = %s AND amountin > 0 ORDER BY id LIMIT 1",
+                (invoice_id,),
+            )
             payment = await cursor.fetchone()
             if paid > 0 and payment is not None:
-                await _insert(cursor, "tblaccounts", [{
-                    "userid": userid, "currency": 0, "gateway": method, "date": when,
-                    "description": f"Refund of invoice {invoice_id}", "amountin": money(0), "fees": money(0),
-                    "amountout": paid, "rate": payment[1], "transid": "", "invoiceid": invoice_id,
-                    "refundid": payment[0], "created_at": when, "updated_at": when,
-                }])
+                await _insert(
+                    cursor,
+                    "tblaccounts",
+                    [
+                        {
+                            "userid": userid,
+                            "currency": 0,
+                            "gateway": method,
+                            "date": when,
+                            "description": f"Refund of invoice {invoice_id}",
+                            "amountin": money(0),
+                            "fees": money(0),
+                            "amountout": paid,
+                            "rate": payment[1],
+                            "transid": "",
+                            "invoiceid": invoice_id,
+                            "refundid": payment[0],
+                            "created_at": when,
+                            "updated_at": when,
+                        }
+                    ],
+                )
         await cursor.execute(
             f"UPDATE tblinvoices SET status = %(status)s, updated_at = %(when)s{extra} WHERE id = %(id)s",
-            {"status": status, "when": when, "id": invoice_id})
+            {"status": status, "when": when, "id": invoice_id},
+        )
 
 
 async def update_invoice(conn: Any, invoice_id: int, values: Row) -> None:
     """Sets columns of one invoice (an admin's edit)."""
     assignments = ", ".join(f"{_identifier(column)} = %s" for column in values)
     async with in_transaction(conn) as cursor:
-        await cursor.execute(f"UPDATE tblinvoices SET {assignments} WHERE id = %s",
-                             (*values.values(), invoice_id))
+        await cursor.execute(
+            f"UPDATE tblinvoices SET {assignments} WHERE id = %s", (*values.values(), invoice_id)
+        )
 
 
 async def update_client(conn: Any, values: Row) -> None:
@@ -401,5 +498,7 @@ async def update_client(conn: Any, values: Row) -> None:
     changes = {column: value for column, value in values.items() if column != "id"}
     assignments = ", ".join(f"{_identifier(column)} = %s" for column in changes)
     async with in_transaction(conn) as cursor:
-        await cursor.execute(f"UPDATE tblclients SET {assignments}, updated_at = NOW() WHERE id = %s",
-                             (*changes.values(), values["id"]))
+        await cursor.execute(
+            f"UPDATE tblclients SET {assignments}, updated_at = NOW() WHERE id = %s",
+            (*changes.values(), values["id"]),
+        )

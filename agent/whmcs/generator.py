@@ -27,15 +27,35 @@ ZERO_DATETIME = "0000-00-00 00:00:00"
 
 INVOICE_STATUSES = ("Draft", "Unpaid", "Paid", "Cancelled", "Refunded", "Collections", "Payment Pending")
 ITEM_TYPES = (
-    "Hosting", "Setup", "Domain", "DomainRegister", "DomainTransfer", "DomainRenew", "Upgrade", "Item",
-    "Addon", "PromoHosting", "DomainGraceFee", "LateFee", "AddFunds", "Invoice", "",
+    "Hosting",
+    "Setup",
+    "Domain",
+    "DomainRegister",
+    "DomainTransfer",
+    "DomainRenew",
+    "Upgrade",
+    "Item",
+    "Addon",
+    "PromoHosting",
+    "DomainGraceFee",
+    "LateFee",
+    "AddFunds",
+    "Invoice",
+    "",
 )
 GATEWAYS = ("paypal", "stripe", "banktransfer", "mailin")
 
 # Load order: referenced rows first.
 TABLES = (
-    "tblcurrencies", "tblconfiguration", "tblclients", "tblcustomfields", "tblcustomfieldsvalues",
-    "tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoicedata",
+    "tblcurrencies",
+    "tblconfiguration",
+    "tblclients",
+    "tblcustomfields",
+    "tblcustomfieldsvalues",
+    "tblinvoices",
+    "tblinvoiceitems",
+    "tblaccounts",
+    "mod_invoicedata",
 )
 
 VAT_NUMBER_FIELD = "VAT Number"
@@ -68,10 +88,18 @@ class Place:
     outermost: bool = False
 
 
-def _p(country: str, city: str, state: str, postcode: str, rate: str | None, currency: str = "EUR",
-       outermost: bool = False) -> Place:
-    return Place(country, city, state, postcode, None if rate is None else tax_rate(rate), currency,
-                 outermost)
+def _p(
+    country: str,
+    city: str,
+    state: str,
+    postcode: str,
+    rate: str | None,
+    currency: str = "EUR",
+    outermost: bool = False,
+) -> Place:
+    return Place(
+        country, city, state, postcode, None if rate is None else tax_rate(rate), currency, outermost
+    )
 
 
 PLACES: tuple[Place, ...] = (
@@ -115,37 +143,143 @@ PLACES: tuple[Place, ...] = (
 )
 
 COUNTRY_NAMES = {
-    "NL": "Netherlands", "DE": "Germany", "FR": "France", "IT": "Italy", "ES": "Spain", "PT": "Portugal",
-    "BE": "Belgium", "AT": "Austria", "IE": "Ireland", "PL": "Poland", "SE": "Sweden", "DK": "Denmark",
-    "GP": "Guadeloupe", "MQ": "Martinique", "GF": "French Guiana", "RE": "Reunion", "YT": "Mayotte",
-    "MF": "Saint Martin (French part)", "US": "United States", "CA": "Canada", "CH": "Switzerland",
-    "NO": "Norway", "GB": "United Kingdom", "AG": "Antigua and Barbuda",
+    "NL": "Netherlands",
+    "DE": "Germany",
+    "FR": "France",
+    "IT": "Italy",
+    "ES": "Spain",
+    "PT": "Portugal",
+    "BE": "Belgium",
+    "AT": "Austria",
+    "IE": "Ireland",
+    "PL": "Poland",
+    "SE": "Sweden",
+    "DK": "Denmark",
+    "GP": "Guadeloupe",
+    "MQ": "Martinique",
+    "GF": "French Guiana",
+    "RE": "Reunion",
+    "YT": "Mayotte",
+    "MF": "Saint Martin (French part)",
+    "US": "United States",
+    "CA": "Canada",
+    "CH": "Switzerland",
+    "NO": "Norway",
+    "GB": "United Kingdom",
+    "AG": "Antigua and Barbuda",
 }
 PHONE_CODES = {
-    "NL": 31, "DE": 49, "FR": 33, "IT": 39, "ES": 34, "PT": 351, "BE": 32, "AT": 43, "IE": 353, "PL": 48,
-    "SE": 46, "DK": 45, "GP": 590, "MQ": 596, "GF": 594, "RE": 262, "YT": 262, "MF": 590, "US": 1,
-    "CA": 1, "CH": 41, "NO": 47, "GB": 44, "AG": 1,
+    "NL": 31,
+    "DE": 49,
+    "FR": 33,
+    "IT": 39,
+    "ES": 34,
+    "PT": 351,
+    "BE": 32,
+    "AT": 43,
+    "IE": 353,
+    "PL": 48,
+    "SE": 46,
+    "DK": 45,
+    "GP": 590,
+    "MQ": 596,
+    "GF": 594,
+    "RE": 262,
+    "YT": 262,
+    "MF": 590,
+    "US": 1,
+    "CA": 1,
+    "CH": 41,
+    "NO": 47,
+    "GB": 44,
+    "AG": 1,
 }
 COMPANY_SUFFIXES = {
-    "NL": "B.V.", "DE": "GmbH", "FR": "SARL", "IT": "S.r.l.", "ES": "S.L.", "PT": "Lda.", "BE": "BV",
-    "AT": "GmbH", "IE": "Ltd", "PL": "Sp. z o.o.", "SE": "AB", "DK": "ApS", "GP": "SARL", "MQ": "SAS",
-    "GF": "SARL", "RE": "SAS", "YT": "SARL", "MF": "SARL", "US": "LLC", "CA": "Inc.", "CH": "AG",
-    "NO": "AS", "GB": "Ltd", "AG": "Ltd",
+    "NL": "B.V.",
+    "DE": "GmbH",
+    "FR": "SARL",
+    "IT": "S.r.l.",
+    "ES": "S.L.",
+    "PT": "Lda.",
+    "BE": "BV",
+    "AT": "GmbH",
+    "IE": "Ltd",
+    "PL": "Sp. z o.o.",
+    "SE": "AB",
+    "DK": "ApS",
+    "GP": "SARL",
+    "MQ": "SAS",
+    "GF": "SARL",
+    "RE": "SAS",
+    "YT": "SARL",
+    "MF": "SARL",
+    "US": "LLC",
+    "CA": "Inc.",
+    "CH": "AG",
+    "NO": "AS",
+    "GB": "Ltd",
+    "AG": "Ltd",
 }
 # Territories that use the VAT number of their mainland state.
 VAT_PREFIX = {"GP": "FR", "MQ": "FR", "GF": "FR", "RE": "FR", "YT": "FR", "MF": "FR"}
 
 FIRST_NAMES = (
-    "Anna", "Jürgen", "Zoë", "François", "Łukasz", "Søren", "João", "Íñigo", "Chiara", "Pieter",
-    "Sinéad", "Björn", "Marie-Claire", "Giulia", "Ahmed", "Emily", "Olivier", "Marta", "Noah", "Léa",
+    "Anna",
+    "Jürgen",
+    "Zoë",
+    "François",
+    "Łukasz",
+    "Søren",
+    "João",
+    "Íñigo",
+    "Chiara",
+    "Pieter",
+    "Sinéad",
+    "Björn",
+    "Marie-Claire",
+    "Giulia",
+    "Ahmed",
+    "Emily",
+    "Olivier",
+    "Marta",
+    "Noah",
+    "Léa",
 )
 LAST_NAMES = (
-    "Müller", "Dupont", "Rossi", "de Vries", "García", "Silva", "Peeters", "Gruber", "O'Brien", "Kowalski",
-    "Lindqvist", "Jensen", "Smith", "Tremblay", "Keller", "Hansen", "Baptiste", "Hoarau", "Jones", "Martin",
+    "Müller",
+    "Dupont",
+    "Rossi",
+    "de Vries",
+    "García",
+    "Silva",
+    "Peeters",
+    "Gruber",
+    "O'Brien",
+    "Kowalski",
+    "Lindqvist",
+    "Jensen",
+    "Smith",
+    "Tremblay",
+    "Keller",
+    "Hansen",
+    "Baptiste",
+    "Hoarau",
+    "Jones",
+    "Martin",
 )
 STREETS = (
-    "Hoofdstraat", "Rue de la Paix", "Via Roma", "Calle Mayor", "Hauptstraße", "Rua Augusta",
-    "Main Street", "Bahnhofstrasse", "Storgata", "High Street", "Boulevard Lagarrigue", "Kongens Nytorv",
+    "Hoofdstraat",
+    "Rue de la Paix",
+    "Via Roma",
+    "Calle Mayor",
+    "Hauptstraße",
+    "Rua Augusta",
+    "Main Street",
+    "Bahnhofstrasse",
+    "Storgata",
+    "High Street",
+    "Boulevard Lagarrigue",
+    "Kongens Nytorv",
 )
 PRODUCTS = ("Shared Hosting Starter", "Shared Hosting Pro", "VPS Medium", "VPS Large", "Reseller Gold")
 ADDONS = ("Daily Backups", "Dedicated IP", "SSL Certificate", "Premium Support")
@@ -337,8 +471,14 @@ class StoreGenerator:
         issue_date = date or self.today
         client = self._clients[client_id] if client_id is not None else self._pick_client()
         rows = self._build_invoice(
-            client, issue_date, status, credit_note=credit_note, item_types=item_types, paid_at=paid_at,
-            gateway=gateway, original=self._invoices.get(original_id) if original_id else None,
+            client,
+            issue_date,
+            status,
+            credit_note=credit_note,
+            item_types=item_types,
+            paid_at=paid_at,
+            gateway=gateway,
+            original=self._invoices.get(original_id) if original_id else None,
             original_id=original_id,
         )
         if invoicenum is not None:
@@ -369,8 +509,15 @@ class StoreGenerator:
             ("XCD", "EC$", " XCD", 2, "2.92710", 0),
         )
         return [
-            {"id": index, "code": code, "prefix": prefix, "suffix": suffix, "format": fmt,
-             "rate": Decimal(rate), "default": default}
+            {
+                "id": index,
+                "code": code,
+                "prefix": prefix,
+                "suffix": suffix,
+                "format": fmt,
+                "rate": Decimal(rate),
+                "default": default,
+            }
             for index, (code, prefix, suffix, fmt, rate, default) in enumerate(specs, start=1)
         ]
 
@@ -387,12 +534,25 @@ class StoreGenerator:
         rows = []
         for index, (kind, relid, name, fieldtype, options, adminonly, showinvoice) in enumerate(specs, 1):
             stamp = datetime.combine(self.start, time(9, 0))
-            rows.append({
-                "id": index, "type": kind, "relid": relid, "fieldname": name, "fieldtype": fieldtype,
-                "description": "", "fieldoptions": options, "regexpr": "", "adminonly": adminonly,
-                "required": "", "showorder": "on" if kind == "client" else "", "showinvoice": showinvoice,
-                "sortorder": index, "created_at": stamp, "updated_at": stamp,
-            })
+            rows.append(
+                {
+                    "id": index,
+                    "type": kind,
+                    "relid": relid,
+                    "fieldname": name,
+                    "fieldtype": fieldtype,
+                    "description": "",
+                    "fieldoptions": options,
+                    "regexpr": "",
+                    "adminonly": adminonly,
+                    "required": "",
+                    "showorder": "on" if kind == "client" else "",
+                    "showinvoice": showinvoice,
+                    "sortorder": index,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            )
         return rows
 
     def _config_rows(self) -> list[Row]:
@@ -421,8 +581,10 @@ class StoreGenerator:
             "TaxAutoResetNumbering": "never",
         }
         stamp = datetime.combine(self.start, time(9, 0))
-        return [{"setting": key, "value": value, "created_at": stamp, "updated_at": stamp}
-                for key, value in settings.items()]
+        return [
+            {"setting": key, "value": value, "created_at": stamp, "updated_at": stamp}
+            for key, value in settings.items()
+        ]
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -440,8 +602,13 @@ class StoreGenerator:
             if place.vat_rate is not None and rng.random() < 0.1:
                 currency = self._currency_by_code["USD"]
             client = Client(
-                id=client_id, uuid=self._uuid(), currency_id=currency["id"], gateway=rng.choice(GATEWAYS),
-                credit=money(rng.choice((0, 0, 0, 0, 15, 50))), created=created, history=[details],
+                id=client_id,
+                uuid=self._uuid(),
+                currency_id=currency["id"],
+                gateway=rng.choice(GATEWAYS),
+                credit=money(rng.choice((0, 0, 0, 0, 15, 50))),
+                created=created,
+                history=[details],
             )
             # Many clients moved or renamed during the period: snapshots of their older invoices differ
             # from the live client. The first ones stay put so every place has a live client.
@@ -454,8 +621,12 @@ class StoreGenerator:
         rng = self._rng
         firstname = rng.choice(FIRST_NAMES)
         lastname = rng.choice(LAST_NAMES)
-        companyname = f"{lastname} {rng.choice(('Digital', 'Web', 'Media', 'Systems', 'Data'))} " \
-                      f"{COMPANY_SUFFIXES[place.country]}" if company else ""
+        companyname = (
+            f"{lastname} {rng.choice(('Digital', 'Web', 'Media', 'Systems', 'Data'))} "
+            f"{COMPANY_SUFFIXES[place.country]}"
+            if company
+            else ""
+        )
         email_name = "".join(ch for ch in f"{firstname}.{lastname}".lower() if ch.isascii() and ch != "'")
         tax_id, custom = "", {}
         if company and (place.vat_rate is not None or place.country in VAT_PREFIX or rng.random() < 0.6):
@@ -475,15 +646,27 @@ class StoreGenerator:
             custom["Purchase Order"] = f"PO-{rng.randint(1000, 99999)}"
         if rng.random() < 0.2:
             custom["Account manager"] = rng.choice(("Kim", "Lars", "Ines"))
-        reverse_charge = bool(vat_in_eu(tax_id or custom.get(VAT_NUMBER_FIELD, ""), place)) \
+        reverse_charge = (
+            bool(vat_in_eu(tax_id or custom.get(VAT_NUMBER_FIELD, ""), place))
             and place.country != self.home_country
+        )
         details = ClientDetails(
-            since=since, place=place, firstname=firstname, lastname=lastname, companyname=companyname,
+            since=since,
+            place=place,
+            firstname=firstname,
+            lastname=lastname,
+            companyname=companyname,
             email=f"{email_name}{client_id}@{self._domain}-clients.example",
-            address1=f"{rng.choice(STREETS)} {rng.randint(1, 200)}", address2=rng.choice(("", "", "Suite 4")),
-            city=place.city, state=place.state, postcode=self._digits(place.postcode), country=place.country,
+            address1=f"{rng.choice(STREETS)} {rng.randint(1, 200)}",
+            address2=rng.choice(("", "", "Suite 4")),
+            city=place.city,
+            state=place.state,
+            postcode=self._digits(place.postcode),
+            country=place.country,
             phonenumber=f"+{PHONE_CODES[place.country]}.{rng.randint(10**8, 10**9 - 1)}",
-            tax_id=tax_id, taxexempt=reverse_charge or (rng.random() < 0.05), custom_values=custom,
+            tax_id=tax_id,
+            taxexempt=reverse_charge or (rng.random() < 0.05),
+            custom_values=custom,
         )
         return self._with_stray_whitespace(details)
 
@@ -505,22 +688,37 @@ class StoreGenerator:
             tax_id = new_vat if details.tax_id else ""
             if VAT_NUMBER_FIELD in custom:
                 custom[VAT_NUMBER_FIELD] = new_vat
-        reverse_charge = bool(vat_in_eu(tax_id or custom.get(VAT_NUMBER_FIELD, ""), destination)) \
+        reverse_charge = (
+            bool(vat_in_eu(tax_id or custom.get(VAT_NUMBER_FIELD, ""), destination))
             and destination.country != self.home_country
+        )
         return replace(
-            details, since=since, place=destination, companyname=companyname, lastname=lastname,
-            address1=f"{rng.choice(STREETS)} {rng.randint(1, 200)}", address2="",
-            city=destination.city, state=destination.state, postcode=self._digits(destination.postcode),
+            details,
+            since=since,
+            place=destination,
+            companyname=companyname,
+            lastname=lastname,
+            address1=f"{rng.choice(STREETS)} {rng.randint(1, 200)}",
+            address2="",
+            city=destination.city,
+            state=destination.state,
+            postcode=self._digits(destination.postcode),
             country=destination.country,
             phonenumber=f"+{PHONE_CODES[destination.country]}.{rng.randint(10**8, 10**9 - 1)}",
-            tax_id=tax_id, taxexempt=reverse_charge, custom_values=custom,
+            tax_id=tax_id,
+            taxexempt=reverse_charge,
+            custom_values=custom,
         )
 
     def _with_stray_whitespace(self, details: ClientDetails) -> ClientDetails:
         # Admins paste values with spaces around them; the feed trims.
         if self._rng.random() < 0.2:
-            return replace(details, companyname=f"{details.companyname} " if details.companyname else "",
-                           address1=f" {details.address1}", city=f"{details.city}  ")
+            return replace(
+                details,
+                companyname=f"{details.companyname} " if details.companyname else "",
+                address1=f" {details.address1}",
+                city=f"{details.city}  ",
+            )
         return details
 
     def _vat_number(self, place: Place) -> str:
@@ -546,26 +744,48 @@ class StoreGenerator:
     def _codice_fiscale(self) -> str:
         rng = self._rng
         letters = string.ascii_uppercase
-        return ("".join(rng.choice(letters) for _ in range(6)) + f"{rng.randint(40, 99)}"
-                + rng.choice(letters) + f"{rng.randint(10, 70)}" + rng.choice(letters)
-                + f"{rng.randint(100, 999)}" + rng.choice(letters))
+        return (
+            "".join(rng.choice(letters) for _ in range(6))
+            + f"{rng.randint(40, 99)}"
+            + rng.choice(letters)
+            + f"{rng.randint(10, 70)}"
+            + rng.choice(letters)
+            + f"{rng.randint(100, 999)}"
+            + rng.choice(letters)
+        )
 
     def _client_detail_columns(self, details: ClientDetails) -> Row:
         return {
-            "firstname": details.firstname, "lastname": details.lastname,
-            "companyname": details.companyname, "email": details.email, "address1": details.address1,
-            "address2": details.address2, "city": details.city, "state": details.state,
-            "postcode": details.postcode, "country": details.country, "phonenumber": details.phonenumber,
-            "tax_id": details.tax_id, "taxexempt": int(details.taxexempt),
+            "firstname": details.firstname,
+            "lastname": details.lastname,
+            "companyname": details.companyname,
+            "email": details.email,
+            "address1": details.address1,
+            "address2": details.address2,
+            "city": details.city,
+            "state": details.state,
+            "postcode": details.postcode,
+            "country": details.country,
+            "phonenumber": details.phonenumber,
+            "tax_id": details.tax_id,
+            "taxexempt": int(details.taxexempt),
         }
 
     def _client_row(self, client: Client) -> Row:
         created = datetime.combine(client.created, time(10, 0))
         return {
-            "id": client.id, "uuid": client.uuid, **self._client_detail_columns(client.live),
-            "currency": client.currency_id, "defaultgateway": client.gateway, "credit": client.credit,
-            "datecreated": client.created, "status": "Active", "language": "", "notes": "",
-            "created_at": created, "updated_at": datetime.combine(client.live.since, time(10, 0)),
+            "id": client.id,
+            "uuid": client.uuid,
+            **self._client_detail_columns(client.live),
+            "currency": client.currency_id,
+            "defaultgateway": client.gateway,
+            "credit": client.credit,
+            "datecreated": client.created,
+            "status": "Active",
+            "language": "",
+            "notes": "",
+            "created_at": created,
+            "updated_at": datetime.combine(client.live.since, time(10, 0)),
         }
 
     def _custom_value_rows(self) -> list[Row]:
@@ -575,8 +795,13 @@ class StoreGenerator:
                 rows.append({"fieldid": self._field_by_name[name]["id"], "relid": client.id, "value": value})
         product_field = self._field_by_name["Server hostname"]
         for service_id in range(1, 6):
-            rows.append({"fieldid": product_field["id"], "relid": service_id,
-                         "value": f"srv{service_id}.{self._domain}.example"})
+            rows.append(
+                {
+                    "fieldid": product_field["id"],
+                    "relid": service_id,
+                    "value": f"srv{service_id}.{self._domain}.example",
+                }
+            )
         for row_id, row in enumerate(rows, start=1):
             row["id"] = row_id
         return rows
@@ -587,12 +812,22 @@ class StoreGenerator:
         rng = self._rng
         plan: list[tuple[str, bool, tuple[str, ...] | None]] = []
         plan += [(status, False, None) for status in INVOICE_STATUSES]
-        plan += [(rng.choice(("Paid", "Unpaid")), False, (item_type,)) for item_type in ITEM_TYPES
-                 if item_type not in ("Invoice", "PromoHosting")]
+        plan += [
+            (rng.choice(("Paid", "Unpaid")), False, (item_type,))
+            for item_type in ITEM_TYPES
+            if item_type not in ("Invoice", "PromoHosting")
+        ]
         plan.append(("Paid", False, ("Hosting", "PromoHosting")))
         plan += [("Paid", True, None), ("Unpaid", True, None)]
-        weights = {"Paid": 55, "Unpaid": 14, "Cancelled": 7, "Draft": 5, "Refunded": 4, "Collections": 3,
-                   "Payment Pending": 4}
+        weights = {
+            "Paid": 55,
+            "Unpaid": 14,
+            "Cancelled": 7,
+            "Draft": 5,
+            "Refunded": 4,
+            "Collections": 3,
+            "Payment Pending": 4,
+        }
         while len(plan) < count - 1:
             if rng.random() < 0.07:
                 plan.append((rng.choice(("Paid", "Paid", "Unpaid")), True, None))
@@ -617,8 +852,14 @@ class StoreGenerator:
             if credit_note:
                 original = self._pick_paid_invoice(client.id)
             rows = self._build_invoice(
-                client, issue_date, status, credit_note=credit_note, item_types=item_types, paid_at=None,
-                gateway=None, original=original,
+                client,
+                issue_date,
+                status,
+                credit_note=credit_note,
+                item_types=item_types,
+                paid_at=None,
+                gateway=None,
+                original=original,
                 original_id=original.invoice["id"] if original else None,
             )
             if position < legacy_cut and rows.snapshot is not None:
@@ -634,17 +875,23 @@ class StoreGenerator:
 
     def _pick_client(self, *, need_invoices: bool = False) -> Client:
         if need_invoices:
-            with_invoices = sorted({rows.invoice["userid"] for rows in self._invoices.values()
-                                    if not rows.credit_note})
+            with_invoices = sorted(
+                {rows.invoice["userid"] for rows in self._invoices.values() if not rows.credit_note}
+            )
             if with_invoices:
                 return self._clients[self._rng.choice(with_invoices)]
         return self._clients[self._rng.choice(sorted(self._clients))]
 
     def _pick_paid_invoice(self, client_id: int) -> InvoiceRows | None:
-        paid = [rows for rows in self._invoices.values()
-                if rows.invoice["userid"] == client_id and rows.invoice["status"] in ("Paid", "Refunded")
-                and not rows.credit_note and rows.invoice["subtotal"] > 0
-                and not any(item["type"] in ("AddFunds", "Invoice") for item in rows.items)]
+        paid = [
+            rows
+            for rows in self._invoices.values()
+            if rows.invoice["userid"] == client_id
+            and rows.invoice["status"] in ("Paid", "Refunded")
+            and not rows.credit_note
+            and rows.invoice["subtotal"] > 0
+            and not any(item["type"] in ("AddFunds", "Invoice") for item in rows.items)
+        ]
         return self._rng.choice(paid) if paid else None
 
     def _tax_rates(self, client: Client, details: ClientDetails) -> tuple[Decimal, Decimal]:
@@ -658,9 +905,17 @@ class StoreGenerator:
         return tax_rate(0), tax_rate(0)
 
     def _build_invoice(
-        self, client: Client, issue_date: date, status: str, *, credit_note: bool,
-        item_types: Sequence[str] | None, paid_at: datetime | None, gateway: str | None,
-        original: InvoiceRows | None, original_id: int | None,
+        self,
+        client: Client,
+        issue_date: date,
+        status: str,
+        *,
+        credit_note: bool,
+        item_types: Sequence[str] | None,
+        paid_at: datetime | None,
+        gateway: str | None,
+        original: InvoiceRows | None,
+        original_id: int | None,
     ) -> InvoiceRows:
         rng = self._rng
         details = client.details_on(issue_date)
@@ -674,8 +929,9 @@ class StoreGenerator:
         if any(line.type in ("Invoice", "AddFunds") for line in lines):
             taxrate = taxrate2 = tax_rate(0)
         subtotal = money(sum((line.amount for line in lines), Decimal(0)))
-        taxable = sum((line.amount for line, taxed in zip(lines, taxed_lines, strict=True) if taxed),
-                      Decimal(0))
+        taxable = sum(
+            (line.amount for line, taxed in zip(lines, taxed_lines, strict=True) if taxed), Decimal(0)
+        )
         tax = money(taxable * taxrate / 100)
         tax2 = money(taxable * taxrate2 / 100)
         gross = subtotal + tax + tax2
@@ -686,18 +942,31 @@ class StoreGenerator:
             credit = gross if full else money(min(gross - CENT, Decimal(rng.choice((5, 10, 20)))))
         total = gross - credit
         method = gateway or client.gateway
-        created_at = datetime.combine(issue_date, time(rng.randint(0, 23), rng.randint(0, 59),
-                                                       rng.randint(0, 59)))
+        created_at = datetime.combine(
+            issue_date, time(rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59))
+        )
         invoice: Row = {
-            "userid": client.id, "invoicenum": "", "date": issue_date,
+            "userid": client.id,
+            "invoicenum": "",
+            "date": issue_date,
             "duedate": issue_date + timedelta(days=0 if status == "Draft" else rng.choice((7, 14, 30))),
-            "datepaid": ZERO_DATETIME, "last_capture_attempt": ZERO_DATETIME,
-            "date_refunded": ZERO_DATETIME, "date_cancelled": ZERO_DATETIME,
-            "subtotal": subtotal, "credit": credit, "tax": tax, "tax2": tax2, "total": total,
-            "taxrate": taxrate, "taxrate2": taxrate2, "status": status, "paymentmethod": method,
+            "datepaid": ZERO_DATETIME,
+            "last_capture_attempt": ZERO_DATETIME,
+            "date_refunded": ZERO_DATETIME,
+            "date_cancelled": ZERO_DATETIME,
+            "subtotal": subtotal,
+            "credit": credit,
+            "tax": tax,
+            "tax2": tax2,
+            "total": total,
+            "taxrate": taxrate,
+            "taxrate2": taxrate2,
+            "status": status,
+            "paymentmethod": method,
             "paymethodid": rng.randint(1, 500) if method == "stripe" else None,
             "notes": f"Credit note for invoice #{original_id}" if credit_note and original_id else "",
-            "created_at": created_at, "updated_at": created_at,
+            "created_at": created_at,
+            "updated_at": created_at,
         }
         payments: list[Row] = []
         settled = status in ("Paid", "Refunded")
@@ -706,11 +975,16 @@ class StoreGenerator:
             invoice["datepaid"] = when
             invoice["updated_at"] = when
             if total > 0:
-                payments += self._payments(client, method, total, when,
-                                           parts=1 if status == "Refunded" else None)
+                payments += self._payments(
+                    client, method, total, when, parts=1 if status == "Refunded" else None
+                )
             if status == "Refunded":
-                refunded_at = max(when, min(when + timedelta(days=rng.randint(1, 30)),
-                                            datetime.combine(self.today, time(23, 59))))
+                refunded_at = max(
+                    when,
+                    min(
+                        when + timedelta(days=rng.randint(1, 30)), datetime.combine(self.today, time(23, 59))
+                    ),
+                )
                 invoice["date_refunded"] = refunded_at
                 invoice["updated_at"] = refunded_at
                 if payments:
@@ -724,13 +998,25 @@ class StoreGenerator:
             invoice["date_cancelled"] = cancelled_at
             invoice["updated_at"] = cancelled_at
         items = [
-            {"userid": client.id, "type": line.type, "relid": line.relid, "description": line.description,
-             "amount": line.amount, "taxed": int(taxed), "duedate": invoice["duedate"],
-             "paymentmethod": method, "notes": ""}
+            {
+                "userid": client.id,
+                "type": line.type,
+                "relid": line.relid,
+                "description": line.description,
+                "amount": line.amount,
+                "taxed": int(taxed),
+                "duedate": invoice["duedate"],
+                "paymentmethod": method,
+                "notes": "",
+            }
             for line, taxed in zip(lines, taxed_lines, strict=True)
         ]
-        return InvoiceRows(invoice=invoice, items=items, snapshot=self._snapshot(client, details, created_at),
-                           payments=payments)
+        return InvoiceRows(
+            invoice=invoice,
+            items=items,
+            snapshot=self._snapshot(client, details, created_at),
+            payments=payments,
+        )
 
     def _currency(self, client: Client) -> Row:
         return next(row for row in self._currencies if row["id"] == client.currency_id)
@@ -743,8 +1029,9 @@ class StoreGenerator:
         self._next_relid += self._rng.randint(1, 3)
         return self._next_relid
 
-    def _lines(self, client: Client, currency: Row, issue_date: date,
-               item_types: Sequence[str] | None) -> list[_Line]:
+    def _lines(
+        self, client: Client, currency: Row, issue_date: date, item_types: Sequence[str] | None
+    ) -> list[_Line]:
         rng = self._rng
         if item_types is None:
             roll = rng.random()
@@ -753,16 +1040,31 @@ class StoreGenerator:
             elif roll < 0.08 and self._client_invoices(client.id):
                 item_types = ("Invoice",)
             else:
-                common = ("Hosting", "Hosting", "Domain", "DomainRegister", "DomainRenew", "DomainTransfer",
-                          "Addon", "Setup", "Upgrade", "Item", "", "LateFee", "DomainGraceFee")
+                common = (
+                    "Hosting",
+                    "Hosting",
+                    "Domain",
+                    "DomainRegister",
+                    "DomainRenew",
+                    "DomainTransfer",
+                    "Addon",
+                    "Setup",
+                    "Upgrade",
+                    "Item",
+                    "",
+                    "LateFee",
+                    "DomainGraceFee",
+                )
                 item_types = tuple(rng.sample(common, rng.randint(1, 3)))
                 if "Hosting" in item_types and rng.random() < 0.15:
                     item_types += ("PromoHosting",)
         lines: list[_Line] = []
         period_end = issue_date + timedelta(days=30)
         span = f"({issue_date:%d/%m/%Y} - {period_end:%d/%m/%Y})"
-        domain = f"{rng.choice(LAST_NAMES).lower().replace(' ', '').replace(chr(39), '')}" \
-                 f"{rng.randint(1, 99)}.{rng.choice(TLDS)}"
+        domain = (
+            f"{rng.choice(LAST_NAMES).lower().replace(' ', '').replace(chr(39), '')}"
+            f"{rng.randint(1, 99)}.{rng.choice(TLDS)}"
+        )
         year_span = f"({issue_date:%d/%m/%Y} - {_year_later(issue_date) - timedelta(days=1):%d/%m/%Y})"
         hosting_amount = Decimal(0)
         for item_type in item_types:
@@ -776,71 +1078,148 @@ class StoreGenerator:
                 description = "Promotion Code: WELCOME10 - 10.00% Recurring Discount"
                 lines.append(_Line(item_type, self._relid(), description, -money(base / 10)))
             elif item_type == "Setup":
-                lines.append(_Line(item_type, self._relid(), f"{rng.choice(PRODUCTS)} - Setup Fee",
-                                   self._price(currency, "9.00", "49.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"{rng.choice(PRODUCTS)} - Setup Fee",
+                        self._price(currency, "9.00", "49.00"),
+                    )
+                )
             elif item_type in ("Domain", "DomainRenew"):
-                lines.append(_Line(item_type, self._relid(),
-                                   f"Domain Renewal - {domain} - 1 Year/s {year_span}",
-                                   self._price(currency, "7.99", "39.99")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Domain Renewal - {domain} - 1 Year/s {year_span}",
+                        self._price(currency, "7.99", "39.99"),
+                    )
+                )
             elif item_type == "DomainRegister":
-                lines.append(_Line(item_type, self._relid(),
-                                   f"Domain Registration - {domain} - 1 Year/s {year_span}",
-                                   self._price(currency, "7.99", "39.99")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Domain Registration - {domain} - 1 Year/s {year_span}",
+                        self._price(currency, "7.99", "39.99"),
+                    )
+                )
             elif item_type == "DomainTransfer":
-                lines.append(_Line(item_type, self._relid(),
-                                   f"Domain Transfer - {domain} - 1 Year/s {year_span}",
-                                   self._price(currency, "7.99", "29.99")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Domain Transfer - {domain} - 1 Year/s {year_span}",
+                        self._price(currency, "7.99", "29.99"),
+                    )
+                )
             elif item_type == "Upgrade":
                 old, new = rng.sample(PRODUCTS, 2)
-                lines.append(_Line(item_type, self._relid(), f"Upgrade/Downgrade: {old} => {new}\n",
-                                   self._price(currency, "2.00", "60.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Upgrade/Downgrade: {old} => {new}\n",
+                        self._price(currency, "2.00", "60.00"),
+                    )
+                )
             elif item_type == "Item":
-                lines.append(_Line(item_type, self._relid(), "Consultancy (2 hours)",
-                                   self._price(currency, "60.00", "240.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        "Consultancy (2 hours)",
+                        self._price(currency, "60.00", "240.00"),
+                    )
+                )
             elif item_type == "Addon":
-                lines.append(_Line(item_type, self._relid(), f"Addon: {rng.choice(ADDONS)} {span}",
-                                   self._price(currency, "1.00", "19.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Addon: {rng.choice(ADDONS)} {span}",
+                        self._price(currency, "1.00", "19.00"),
+                    )
+                )
             elif item_type == "DomainGraceFee":
-                lines.append(_Line(item_type, self._relid(), f"Grace Period Fee - {domain}",
-                                   self._price(currency, "5.00", "15.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Grace Period Fee - {domain}",
+                        self._price(currency, "5.00", "15.00"),
+                    )
+                )
             elif item_type == "LateFee":
-                lines.append(_Line(item_type, self._relid(), f"Late Fee (Added {issue_date:%d/%m/%Y})",
-                                   self._price(currency, "5.00", "10.00")))
+                lines.append(
+                    _Line(
+                        item_type,
+                        self._relid(),
+                        f"Late Fee (Added {issue_date:%d/%m/%Y})",
+                        self._price(currency, "5.00", "10.00"),
+                    )
+                )
             elif item_type == "AddFunds":
-                lines.append(_Line(item_type, 0, "Add Funds",
-                                   money(Decimal(rng.choice((20, 50, 100, 250))) * currency["rate"]),
-                                   taxable=False))
+                lines.append(
+                    _Line(
+                        item_type,
+                        0,
+                        "Add Funds",
+                        money(Decimal(rng.choice((20, 50, 100, 250))) * currency["rate"]),
+                        taxable=False,
+                    )
+                )
             elif item_type == "Invoice":
                 lines += self._mass_payment_lines(client, currency)
             else:
-                lines.append(_Line("", 0, "  Custom development work  ",
-                                   self._price(currency, "50.00", "500.00")))
+                lines.append(
+                    _Line("", 0, "  Custom development work  ", self._price(currency, "50.00", "500.00"))
+                )
         return lines
 
     def _client_invoices(self, client_id: int) -> list[InvoiceRows]:
-        return [rows for rows in self._invoices.values()
-                if rows.invoice["userid"] == client_id and not rows.credit_note and rows.invoice["total"] > 0]
+        return [
+            rows
+            for rows in self._invoices.values()
+            if rows.invoice["userid"] == client_id and not rows.credit_note and rows.invoice["total"] > 0
+        ]
 
     def _mass_payment_lines(self, client: Client, currency: Row) -> list[_Line]:
         earlier = self._client_invoices(client.id)
         if not earlier:
             return [_Line("Invoice", 0, "Invoice #0", self._price(currency, "10.00", "90.00"), taxable=False)]
         chosen = self._rng.sample(earlier, min(len(earlier), self._rng.randint(1, 3)))
-        return [_Line("Invoice", rows.invoice["id"], f"Invoice #{rows.invoice['id']}", rows.invoice["total"],
-                      taxable=False)
-                for rows in chosen]
+        return [
+            _Line(
+                "Invoice",
+                rows.invoice["id"],
+                f"Invoice #{rows.invoice['id']}",
+                rows.invoice["total"],
+                taxable=False,
+            )
+            for rows in chosen
+        ]
 
-    def _credit_note_lines(self, original: InvoiceRows | None, currency: Row,
-                           issue_date: date) -> list[_Line]:
+    def _credit_note_lines(
+        self, original: InvoiceRows | None, currency: Row, issue_date: date
+    ) -> list[_Line]:
         if original is not None and original.items:
             count = self._rng.randint(1, len(original.items))
-            lines = [_Line(item["type"], item["relid"], f"Credit: {item['description'].strip()}",
-                           -item["amount"])
-                     for item in original.items[:count] if item["amount"] > 0]
+            lines = [
+                _Line(item["type"], item["relid"], f"Credit: {item['description'].strip()}", -item["amount"])
+                for item in original.items[:count]
+                if item["amount"] > 0
+            ]
             if lines:
                 return lines
-        return [_Line("Item", self._relid(), f"Credit: service outage {issue_date:%m/%Y}",
-                      -self._price(currency, "5.00", "30.00"))]
+        return [
+            _Line(
+                "Item",
+                self._relid(),
+                f"Credit: service outage {issue_date:%m/%Y}",
+                -self._price(currency, "5.00", "30.00"),
+            )
+        ]
 
     def _payment_time(self, created_at: datetime) -> datetime:
         rng = self._rng
@@ -849,8 +1228,9 @@ class StoreGenerator:
             when = created_at + timedelta(minutes=rng.randint(1, 90))
         return when
 
-    def _payments(self, client: Client, gateway: str, amount: Decimal, when: datetime,
-                  parts: int | None = None) -> list[Row]:
+    def _payments(
+        self, client: Client, gateway: str, amount: Decimal, when: datetime, parts: int | None = None
+    ) -> list[Row]:
         rng = self._rng
         parts = parts or (2 if rng.random() < 0.1 and amount > 1 else 1)
         amounts = [amount] if parts == 1 else [money(amount / 2), amount - money(amount / 2)]
@@ -858,22 +1238,41 @@ class StoreGenerator:
         rows = []
         for index, part in enumerate(amounts):
             paid = when - timedelta(minutes=30 * (len(amounts) - 1 - index))
-            rows.append({
-                # WHMCS records a currency only for transactions without a client.
-                "userid": client.id, "currency": 0, "gateway": gateway, "date": paid,
-                "description": "Invoice Payment", "amountin": part, "fees": self._fee(gateway, part),
-                "amountout": money(0), "rate": currency["rate"], "transid": self._transid(gateway),
-                "refundid": 0, "created_at": paid, "updated_at": paid,
-            })
+            rows.append(
+                {
+                    # WHMCS records a currency only for transactions without a client.
+                    "userid": client.id,
+                    "currency": 0,
+                    "gateway": gateway,
+                    "date": paid,
+                    "description": "Invoice Payment",
+                    "amountin": part,
+                    "fees": self._fee(gateway, part),
+                    "amountout": money(0),
+                    "rate": currency["rate"],
+                    "transid": self._transid(gateway),
+                    "refundid": 0,
+                    "created_at": paid,
+                    "updated_at": paid,
+                }
+            )
         return rows
 
     def _refund(self, client: Client, gateway: str, payment: Row, amount: Decimal, when: datetime) -> Row:
         return {
-            "userid": client.id, "currency": 0, "gateway": gateway, "date": when,
-            "description": f"Refund of Transaction ID {payment['transid']}", "amountin": money(0),
-            "fees": -payment["fees"], "amountout": amount, "rate": payment["rate"],
-            "transid": self._transid(gateway), "refundid": payment.get("id", 0),
-            "created_at": when, "updated_at": when,
+            "userid": client.id,
+            "currency": 0,
+            "gateway": gateway,
+            "date": when,
+            "description": f"Refund of Transaction ID {payment['transid']}",
+            "amountin": money(0),
+            "fees": -payment["fees"],
+            "amountout": amount,
+            "rate": payment["rate"],
+            "transid": self._transid(gateway),
+            "refundid": payment.get("id", 0),
+            "created_at": when,
+            "updated_at": when,
         }
 
     def _fee(self, gateway: str, amount: Decimal) -> Decimal:
@@ -898,39 +1297,71 @@ class StoreGenerator:
         currency = self._currency(client)
         phone_cc = PHONE_CODES.get(details.country.strip(), 0)
         clientsdetails = {
-            "userid": client.id, "id": client.id, "uuid": client.uuid, "firstname": details.firstname,
-            "lastname": details.lastname, "fullname": f"{details.firstname} {details.lastname}",
-            "companyname": details.companyname, "email": details.email, "address1": details.address1,
-            "address2": details.address2, "city": details.city, "fullstate": details.state,
-            "state": details.state, "postcode": details.postcode, "countrycode": details.country,
-            "country": details.country, "countryname": COUNTRY_NAMES.get(details.country, details.country),
-            "phonecc": phone_cc, "phonenumber": details.phonenumber,
-            "phonenumberformatted": details.phonenumber, "tax_id": details.tax_id, "billingcid": 0,
-            "currency": client.currency_id, "currency_code": currency["code"],
-            "defaultgateway": client.gateway, "taxexempt": details.taxexempt, "language": "",
+            "userid": client.id,
+            "id": client.id,
+            "uuid": client.uuid,
+            "firstname": details.firstname,
+            "lastname": details.lastname,
+            "fullname": f"{details.firstname} {details.lastname}",
+            "companyname": details.companyname,
+            "email": details.email,
+            "address1": details.address1,
+            "address2": details.address2,
+            "city": details.city,
+            "fullstate": details.state,
+            "state": details.state,
+            "postcode": details.postcode,
+            "countrycode": details.country,
+            "country": details.country,
+            "countryname": COUNTRY_NAMES.get(details.country, details.country),
+            "phonecc": phone_cc,
+            "phonenumber": details.phonenumber,
+            "phonenumberformatted": details.phonenumber,
+            "tax_id": details.tax_id,
+            "billingcid": 0,
+            "currency": client.currency_id,
+            "currency_code": currency["code"],
+            "defaultgateway": client.gateway,
+            "taxexempt": details.taxexempt,
+            "language": "",
             "status": "Active",
         }
         fields = [
-            {"id": row["id"], "fieldname": row["fieldname"],
-             "value": details.custom_values.get(row["fieldname"], "")}
-            for row in self._custom_fields if row["type"] == "client" and row["showinvoice"] == "on"
+            {
+                "id": row["id"],
+                "fieldname": row["fieldname"],
+                "value": details.custom_values.get(row["fieldname"], ""),
+            }
+            for row in self._custom_fields
+            if row["type"] == "client" and row["showinvoice"] == "on"
         ]
-        return {"clientsdetails": php_json(clientsdetails), "customfields": php_json(fields),
-                "created_at": created_at, "updated_at": created_at}
+        return {
+            "clientsdetails": php_json(clientsdetails),
+            "customfields": php_json(fields),
+            "created_at": created_at,
+            "updated_at": created_at,
+        }
 
     # -- numbering and ids -----------------------------------------------------------------------
 
     def _take_number(self, invoice: Row) -> str:
         when = invoice["datepaid"] if isinstance(invoice["datepaid"], datetime) else invoice["date"]
-        number = (self.number_format.replace("{YEAR}", f"{when:%Y}").replace("{MONTH}", f"{when:%m}")
-                  .replace("{DAY}", f"{when:%d}").replace("{NUMBER}", self._next_number))
+        number = (
+            self.number_format.replace("{YEAR}", f"{when:%Y}")
+            .replace("{MONTH}", f"{when:%m}")
+            .replace("{DAY}", f"{when:%d}")
+            .replace("{NUMBER}", self._next_number)
+        )
         self._next_number = str(int(self._next_number) + 1).zfill(len(self._next_number))
         return number
 
     def _number_history(self, numbered_until: date) -> None:
-        paid = [rows for rows in self._invoices.values()
-                if isinstance(rows.invoice["datepaid"], datetime)
-                and rows.invoice["datepaid"].date() < numbered_until]
+        paid = [
+            rows
+            for rows in self._invoices.values()
+            if isinstance(rows.invoice["datepaid"], datetime)
+            and rows.invoice["datepaid"].date() < numbered_until
+        ]
         for rows in sorted(paid, key=lambda r: (r.invoice["datepaid"], r.invoice["id"])):
             rows.invoice["invoicenum"] = self._take_number(rows.invoice)
 
@@ -955,8 +1386,10 @@ class StoreGenerator:
             invoice={k: v for k, v in rows.invoice.items() if k != "id"},
             items=[{k: v for k, v in item.items() if k not in ("id", "invoiceid")} for item in rows.items],
             snapshot=rows.snapshot,
-            payments=[{k: v for k, v in payment.items() if k not in ("id", "invoiceid")}
-                      for payment in rows.payments],
+            payments=[
+                {k: v for k, v in payment.items() if k not in ("id", "invoiceid")}
+                for payment in rows.payments
+            ],
         )
 
     def _collect_base(self) -> dict[str, list[Row]]:
@@ -988,8 +1421,11 @@ class StoreGenerator:
 
 
 def _year_later(day: date) -> date:
-    return day.replace(year=day.year + 1, day=28) if (day.month, day.day) == (2, 29) else \
-        day.replace(year=day.year + 1)
+    return (
+        day.replace(year=day.year + 1, day=28)
+        if (day.month, day.day) == (2, 29)
+        else day.replace(year=day.year + 1)
+    )
 
 
 def vat_in_eu(vat_number: str, place: Place) -> bool:
@@ -1007,5 +1443,9 @@ def iter_documents(tables: dict[str, list[Row]]) -> Iterator[InvoiceRows]:
         payments.setdefault(payment["invoiceid"], []).append(payment)
     snapshots = {row["invoiceid"]: row for row in tables["mod_invoicedata"]}
     for invoice in tables["tblinvoices"]:
-        yield InvoiceRows(invoice, items.get(invoice["id"], []), snapshots.get(invoice["id"]),
-                          payments.get(invoice["id"], []))
+        yield InvoiceRows(
+            invoice,
+            items.get(invoice["id"], []),
+            snapshots.get(invoice["id"]),
+            payments.get(invoice["id"], []),
+        )

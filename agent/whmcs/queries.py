@@ -30,12 +30,19 @@ _INVOICE_COLUMNS = (
     " IF(datepaid < '1000-01-01', NULL, datepaid) AS datepaid, subtotal, credit, tax, tax2,"
     f" taxrate, taxrate2, total, paymentmethod, {STATE_FINGERPRINT} AS fingerprint"
 )
-_CLIENT_COLUMNS = ("id, firstname, lastname, companyname, email, address1, address2, city,"
-                   " state, postcode, country, phonenumber, tax_id, currency, taxexempt")
+_CLIENT_COLUMNS = (
+    "id, firstname, lastname, companyname, email, address1, address2, city,"
+    " state, postcode, country, phonenumber, tax_id, currency, taxexempt"
+)
 NUMBERING_SETTINGS = (
-    "SequentialInvoiceNumbering", "SequentialInvoiceNumberFormat",
-    "SequentialInvoiceNumberValue", "InvoiceIncrement", "TaxAutoResetPaidNumbering",
-    "TaxCustomInvoiceNumbering", "TaxCustomInvoiceNumberFormat", "TaxNextCustomInvoiceNumber",
+    "SequentialInvoiceNumbering",
+    "SequentialInvoiceNumberFormat",
+    "SequentialInvoiceNumberValue",
+    "InvoiceIncrement",
+    "TaxAutoResetPaidNumbering",
+    "TaxCustomInvoiceNumbering",
+    "TaxCustomInvoiceNumberFormat",
+    "TaxNextCustomInvoiceNumber",
     "TaxAutoResetNumbering",
 )
 
@@ -61,13 +68,13 @@ class DueRules:
     def due_sql(self) -> str:
         """``is_due`` of ``doctype(total)`` as an SQL condition on a tblinvoices row, so that
         a long tail of unpaid documents never hides the paid ones behind a LIMIT."""
+
         def status_due(on: str) -> str:
             return "status IN ('Paid', 'Refunded')" if on == "payment" else "status <> 'Draft'"
 
         if self.credit_note_rule != "negative_total":
             return status_due(self.invoice_on)
-        return (f"IF(total < 0, {status_due(self.creditnote_on)},"
-                f" {status_due(self.invoice_on)})")
+        return f"IF(total < 0, {status_due(self.creditnote_on)}, {status_due(self.invoice_on)})"
 
 
 @dataclass(frozen=True)
@@ -124,56 +131,85 @@ TRANSACTIONS = "Transactions"
 
 def transaction(row: Mapping[str, Any]) -> dict[str, Any]:
     """One ``tblaccounts`` row as the snapshot reports it, in the contract's formats."""
-    return {"ID": int(row["id"]), "Date": moment(row.get("date")), "Gateway": text(row.get("gateway")),
-            "AmountIn": amount(row.get("amountin")), "Fees": amount(row.get("fees")),
-            "AmountOut": amount(row.get("amountout")), "TransID": text(row.get("transid")),
-            "RefundID": int(row.get("refundid") or 0)}
+    return {
+        "ID": int(row["id"]),
+        "Date": moment(row.get("date")),
+        "Gateway": text(row.get("gateway")),
+        "AmountIn": amount(row.get("amountin")),
+        "Fees": amount(row.get("fees")),
+        "AmountOut": amount(row.get("amountout")),
+        "TransID": text(row.get("transid")),
+        "RefundID": int(row.get("refundid") or 0),
+    }
 
 
-async def snapshots(conn: Any, invoice_ids: Sequence[int], rules: DueRules,
-                    has_invoicedata: bool) -> dict[int, Snapshot]:
+async def snapshots(
+    conn: Any, invoice_ids: Sequence[int], rules: DueRules, has_invoicedata: bool
+) -> dict[int, Snapshot]:
     """Build the ClientData/DocData of each invoice from its current rows."""
     if not invoice_ids:
         return {}
     marks, ids = _in(invoice_ids)
-    invoices = await fetch(conn, f"SELECT {_INVOICE_COLUMNS} FROM tblinvoices WHERE id IN ({marks})",
-                           ids)
+    invoices = await fetch(conn, f"SELECT {_INVOICE_COLUMNS} FROM tblinvoices WHERE id IN ({marks})", ids)
     items: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in await fetch(
-        conn, "SELECT id, invoiceid, type, relid, description, amount, taxed FROM tblinvoiceitems"
-        f" WHERE invoiceid IN ({marks}) ORDER BY id", ids,
+        conn,
+        "SELECT id, invoiceid, type, relid, description, amount, taxed FROM tblinvoiceitems"
+        f" WHERE invoiceid IN ({marks}) ORDER BY id",
+        ids,
     ):
         items[row["invoiceid"]].append(row)
     invoicedata: dict[int, dict[str, Any]] = {}
     if has_invoicedata:
-        for row in await fetch(conn, "SELECT invoiceid, clientsdetails, customfields"
-                               f" FROM mod_invoicedata WHERE invoiceid IN ({marks})", ids):
+        for row in await fetch(
+            conn,
+            "SELECT invoiceid, clientsdetails, customfields"
+            f" FROM mod_invoicedata WHERE invoiceid IN ({marks})",
+            ids,
+        ):
             invoicedata[row["invoiceid"]] = row
     user_marks, user_ids = _in({row["userid"] for row in invoices})
-    clients = {row["id"]: row for row in await fetch(
-        conn, f"SELECT {_CLIENT_COLUMNS} FROM tblclients WHERE id IN ({user_marks})", user_ids)}
+    clients = {
+        row["id"]: row
+        for row in await fetch(
+            conn, f"SELECT {_CLIENT_COLUMNS} FROM tblclients WHERE id IN ({user_marks})", user_ids
+        )
+    }
     transactions: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in await fetch(conn, f"SELECT {_TRANSACTION_COLUMNS} FROM tblaccounts"
-                           f" WHERE invoiceid IN ({marks}) ORDER BY id", ids):
+    for row in await fetch(
+        conn, f"SELECT {_TRANSACTION_COLUMNS} FROM tblaccounts WHERE invoiceid IN ({marks}) ORDER BY id", ids
+    ):
         transactions[row["invoiceid"]].append(transaction(row))
     fields: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in await fetch(
-        conn, "SELECT v.relid, f.id, f.fieldname, v.value FROM tblcustomfields f"
+        conn,
+        "SELECT v.relid, f.id, f.fieldname, v.value FROM tblcustomfields f"
         " JOIN tblcustomfieldsvalues v ON v.fieldid = f.id"
         f" WHERE f.type = 'client' AND f.showinvoice = 'on' AND v.relid IN ({user_marks})"
-        " ORDER BY f.id", user_ids,
+        " ORDER BY f.id",
+        user_ids,
     ):
         fields[row["relid"]].append(row)
     out = {}
     for inv in invoices:
         doctype = rules.doctype(inv["total"])
         out[inv["id"]] = Snapshot(
-            invoice_id=inv["id"], doctype=doctype, formatted=inv["invoicenum"],
+            invoice_id=inv["id"],
+            doctype=doctype,
+            formatted=inv["invoicenum"],
             fingerprint=inv["fingerprint"],
-            document={**document(doctype, inv["invoicenum"], inv, items[inv["id"]],
-                                 clients.get(inv["userid"], {}), invoicedata.get(inv["id"]),
-                                 fields[inv["userid"]]),
-                      TRANSACTIONS: transactions[inv["id"]]},
+            document={
+                **document(
+                    doctype,
+                    inv["invoicenum"],
+                    inv,
+                    items[inv["id"]],
+                    clients.get(inv["userid"], {}),
+                    invoicedata.get(inv["id"]),
+                    fields[inv["userid"]],
+                ),
+                TRANSACTIONS: transactions[inv["id"]],
+            },
         )
     return out
 
@@ -206,49 +242,66 @@ async def _again_on_lock_conflict(run: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-async def _write_numbers_once(pool: Any, numbered: Mapping[int, Mapping[str, Any]]
-                              ) -> dict[int, str]:
+async def _write_numbers_once(pool: Any, numbered: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
     marks, ids = _in(numbered)
     async with pool.acquire() as conn, in_transaction(conn) as cur:
         # Locked, in id order: what is empty now is still empty when written.
-        await cur.execute(f"SELECT id, invoicenum FROM tblinvoices WHERE id IN ({marks})"
-                          " ORDER BY id FOR UPDATE", ids)
+        await cur.execute(
+            f"SELECT id, invoicenum FROM tblinvoices WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids
+        )
         current = {row["id"]: row["invoicenum"] for row in await cur.fetchall()}
         empty = {i: r for i, r in numbered.items() if current.get(i) == ""}
         if empty:
             await _fill_numbers(cur, empty)
-    return {i: "written" if i in empty
-            else "already" if current.get(i) == r["formatted"] else current.get(i, "")
-            for i, r in numbered.items()}
+    return {
+        i: "written" if i in empty else "already" if current.get(i) == r["formatted"] else current.get(i, "")
+        for i, r in numbered.items()
+    }
 
 
 async def _fill_numbers(cur: Any, numbered: Mapping[int, Mapping[str, Any]]) -> None:
     marks, ids = _in(numbered)
     cases = " ".join(["WHEN %s THEN %s"] * len(numbered))
     await cur.execute(
-        f"UPDATE tblinvoices SET invoicenum = CASE id {cases} END"
-        f" WHERE id IN ({marks}) AND invoicenum = ''",
-        [v for i, r in numbered.items() for v in (i, r["formatted"])] + ids)
+        f"UPDATE tblinvoices SET invoicenum = CASE id {cases} END WHERE id IN ({marks}) AND invoicenum = ''",
+        [v for i, r in numbered.items() for v in (i, r["formatted"])] + ids,
+    )
     rows = ", ".join(["(%s, %s, %s, %s, NOW(6))"] * len(numbered))
     await cur.execute(
         "INSERT INTO mod_concord_outbox (reservation_id, invoice_id, doctype, formatted,"
         f" created_at) VALUES {rows} ON DUPLICATE KEY UPDATE created_at = created_at",
-        [v for i, r in numbered.items()
-         for v in (r["reservation_id"], i, r["doctype"], r["formatted"])])
+        [v for i, r in numbered.items() for v in (r["reservation_id"], i, r["doctype"], r["formatted"])],
+    )
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6))"] * len(numbered))
     await cur.execute(
         "INSERT INTO mod_concord_receipts (reservation_id, invoice_id, doctype, series, period,"
         " number, formatted, reserved_position, reserved_hash, received_at)"
         f" VALUES {rows} ON DUPLICATE KEY UPDATE received_at = received_at",
-        [v for i, r in numbered.items()
-         for v in (r["reservation_id"], i, r["doctype"], r["series"], r["period"], r["number"],
-                   r["formatted"], r["receipt"]["position"], r["receipt"]["hash"])])
+        [
+            v
+            for i, r in numbered.items()
+            for v in (
+                r["reservation_id"],
+                i,
+                r["doctype"],
+                r["series"],
+                r["period"],
+                r["number"],
+                r["formatted"],
+                r["receipt"]["position"],
+                r["receipt"]["hash"],
+            )
+        ],
+    )
 
 
 async def pending_outbox(conn: Any, limit: int) -> list[dict[str, Any]]:
     return await fetch(
-        conn, "SELECT reservation_id, invoice_id, doctype, formatted FROM mod_concord_outbox"
-        " WHERE confirmed_at IS NULL ORDER BY created_at LIMIT %s", (limit,))
+        conn,
+        "SELECT reservation_id, invoice_id, doctype, formatted FROM mod_concord_outbox"
+        " WHERE confirmed_at IS NULL ORDER BY created_at LIMIT %s",
+        (limit,),
+    )
 
 
 class Confirmed(NamedTuple):
@@ -268,15 +321,17 @@ async def _mark_confirmed_once(pool: Any, confirmed: Sequence[Confirmed]) -> Non
     marks, rids = _in(c.reservation_id for c in confirmed)
     cases = " ".join(["WHEN %s THEN %s"] * len(confirmed))
     async with pool.acquire() as conn, in_transaction(conn) as cur:
-        await cur.execute("UPDATE mod_concord_outbox SET confirmed_at = NOW(6)"
-                          f" WHERE reservation_id IN ({marks})", rids)
+        await cur.execute(
+            f"UPDATE mod_concord_outbox SET confirmed_at = NOW(6) WHERE reservation_id IN ({marks})", rids
+        )
         await cur.execute(
             f"UPDATE mod_concord_receipts SET issued_position = CASE reservation_id"
             f" {cases} END, issued_hash = CASE reservation_id {cases} END"
             f" WHERE reservation_id IN ({marks})",
             [v for c in confirmed for v in (c.reservation_id, c.receipt["position"])]
             + [v for c in confirmed for v in (c.reservation_id, c.receipt["hash"])]
-            + rids)
+            + rids,
+        )
         await _remember_documents(cur, [c.snapshot for c in confirmed], "issued")
 
 
@@ -287,8 +342,12 @@ async def _remember_documents(cur: Any, snaps: Sequence[Snapshot], origin: str) 
         f" state_fingerprint, snapshot_sha256, reported_at) VALUES {rows}"
         " ON DUPLICATE KEY UPDATE state_fingerprint = VALUES(state_fingerprint),"
         " snapshot_sha256 = VALUES(snapshot_sha256), reported_at = VALUES(reported_at)",
-        [v for snap in snaps for v in (snap.invoice_id, snap.doctype, snap.formatted, origin,
-                                       snap.fingerprint, snap.sha256)])
+        [
+            v
+            for snap in snaps
+            for v in (snap.invoice_id, snap.doctype, snap.formatted, origin, snap.fingerprint, snap.sha256)
+        ],
+    )
 
 
 async def remember_documents(pool: Any, snaps: Iterable[Snapshot], origin: str) -> None:
@@ -301,54 +360,64 @@ async def remember_documents(pool: Any, snaps: Iterable[Snapshot], origin: str) 
 async def undo_number(pool: Any, reservation_id: str, invoice_id: int, formatted: str) -> None:
     """Take back a number whose reservation was released meanwhile (by an operator)."""
     async with pool.acquire() as conn, in_transaction(conn) as cur:
-        await cur.execute("UPDATE tblinvoices SET invoicenum = '' WHERE id = %s"
-                          " AND invoicenum = %s", (invoice_id, formatted))
-        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
-                          (reservation_id,))
+        await cur.execute(
+            "UPDATE tblinvoices SET invoicenum = '' WHERE id = %s AND invoicenum = %s",
+            (invoice_id, formatted),
+        )
+        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s", (reservation_id,))
 
 
 async def forget_outbox(pool: Any, reservation_id: str) -> None:
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s",
-                          (reservation_id,))
+        await cur.execute("DELETE FROM mod_concord_outbox WHERE reservation_id = %s", (reservation_id,))
 
 
 async def changed_documents(conn: Any, limit: int) -> list[int]:
     """Issued documents whose status, payment, credit or totals changed since last reported."""
     rows = await fetch(
-        conn, "SELECT tblinvoices.id FROM tblinvoices"
+        conn,
+        "SELECT tblinvoices.id FROM tblinvoices"
         " JOIN mod_concord_documents d ON d.invoice_id = tblinvoices.id"
         f" WHERE d.state_fingerprint <> {STATE_FINGERPRINT}"
-        " ORDER BY tblinvoices.id LIMIT %s", (limit,))
+        " ORDER BY tblinvoices.id LIMIT %s",
+        (limit,),
+    )
     return [row["id"] for row in rows]
 
 
 async def known_documents(conn: Any, after_id: int, limit: int) -> list[dict[str, Any]]:
     return await fetch(
-        conn, "SELECT invoice_id, snapshot_sha256 FROM mod_concord_documents"
-        " WHERE invoice_id > %s ORDER BY invoice_id LIMIT %s", (after_id, limit))
+        conn,
+        "SELECT invoice_id, snapshot_sha256 FROM mod_concord_documents"
+        " WHERE invoice_id > %s ORDER BY invoice_id LIMIT %s",
+        (after_id, limit),
+    )
 
 
-async def unknown_numbered(conn: Any, since: date | None, after_id: int,
-                           limit: int) -> list[int]:
+async def unknown_numbered(conn: Any, since: date | None, after_id: int, limit: int) -> list[int]:
     """Numbered invoices the coordinator does not know: candidates for the backfill."""
     rows = await fetch(
-        conn, "SELECT i.id FROM tblinvoices i"
+        conn,
+        "SELECT i.id FROM tblinvoices i"
         " LEFT JOIN mod_concord_documents d ON d.invoice_id = i.id"
         " LEFT JOIN mod_concord_outbox o ON o.invoice_id = i.id"
         " WHERE i.invoicenum <> '' AND d.invoice_id IS NULL AND o.invoice_id IS NULL"
         " AND i.id > %s AND (%s IS NULL OR i.date >= %s) ORDER BY i.id LIMIT %s",
-        (after_id, since, since, limit))
+        (after_id, since, since, limit),
+    )
     return [row["id"] for row in rows]
 
 
 async def count_unknown_numbered(conn: Any, since: date | None) -> int:
     rows = await fetch(
-        conn, "SELECT COUNT(*) AS n FROM tblinvoices i"
+        conn,
+        "SELECT COUNT(*) AS n FROM tblinvoices i"
         " LEFT JOIN mod_concord_documents d ON d.invoice_id = i.id"
         " LEFT JOIN mod_concord_outbox o ON o.invoice_id = i.id"
         " WHERE i.invoicenum <> '' AND d.invoice_id IS NULL AND o.invoice_id IS NULL"
-        " AND (%s IS NULL OR i.date >= %s)", (since, since))
+        " AND (%s IS NULL OR i.date >= %s)",
+        (since, since),
+    )
     return int(rows[0]["n"])
 
 
@@ -360,16 +429,21 @@ async def currencies(conn: Any) -> dict[str, str]:
 
 
 async def has_table(conn: Any, name: str) -> bool:
-    rows = await fetch(conn, "SELECT COUNT(*) AS n FROM information_schema.tables"
-                       " WHERE table_schema = DATABASE() AND table_name = %s", (name,))
+    rows = await fetch(
+        conn,
+        "SELECT COUNT(*) AS n FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (name,),
+    )
     return bool(rows[0]["n"])
 
 
 async def configuration(conn: Any, names: Sequence[str]) -> dict[str, str]:
     """The tblconfiguration settings of these names that the store has."""
     marks, values = _in(names)
-    rows = await fetch(conn, "SELECT setting, value FROM tblconfiguration"
-                       f" WHERE setting IN ({marks})", values)
+    rows = await fetch(
+        conn, f"SELECT setting, value FROM tblconfiguration WHERE setting IN ({marks})", values
+    )
     return {row["setting"]: str(row["value"]) for row in rows}
 
 
@@ -382,8 +456,10 @@ async def duplicate_numbers(conn: Any, limit: int) -> dict[str, list[int]]:
     It reads the whole table (``invoicenum`` has no index): seconds at a million invoices,
     so not on every heartbeat."""
     rows = await fetch(
-        conn, "SELECT CAST(invoicenum AS CHAR(255)) AS number,"
+        conn,
+        "SELECT CAST(invoicenum AS CHAR(255)) AS number,"
         " SUBSTRING_INDEX(GROUP_CONCAT(id ORDER BY id), ',', %s) AS ids FROM tblinvoices"
         " WHERE invoicenum <> '' GROUP BY number HAVING COUNT(*) > 1 ORDER BY number LIMIT %s",
-        (DUPLICATE_IDS, limit))
+        (DUPLICATE_IDS, limit),
+    )
     return {row["number"]: [int(i) for i in str(row["ids"]).split(",")] for row in rows}

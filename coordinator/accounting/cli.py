@@ -48,8 +48,10 @@ async def show_options(settings: Settings) -> int:
     out += [f"  {m['id']:>8}  {m['name']}" for m in methods]
     out += ["KashFlow bank accounts (kashflow_gateways.<gateway>.account):"]
     out += [f"  {a['id']:>8}  {a['name']} ({a['code']})" for a in accounts]
-    out += ["KashFlow currencies (matched by code to the ones each store's agent reports; "
-            "kashflow_currencies.<store> overrides single ids):"]
+    out += [
+        "KashFlow currencies (matched by code to the ones each store's agent reports; "
+        "kashflow_currencies.<store> overrides single ids):"
+    ]
     out += [f"  {c.code}" for c in currencies.values()]
     out += ["Mapped gateways:"]
     names = {m["id"]: m["name"] for m in methods}
@@ -59,7 +61,12 @@ async def show_options(settings: Settings) -> int:
         account = banks.get(target.account, f"UNKNOWN account {target.account}")
         out.append(f"  {gateway} -> {method} / {account}")
     if not settings.kashflow_gateways:
-        out += ["  none yet; in the settings file, for example:", "",
-                "  [kashflow_gateways.paypal]", "  method = 1", "  account = 2"]
+        out += [
+            "  none yet; in the settings file, for example:",
+            "",
+            "  [kashflow_gateways.paypal]",
+            "  method = 1",
+            "  account = 2",
+        ]
     sys.stdout.write("\n".join(out) + "\n")
     return 0

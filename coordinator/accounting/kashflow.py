@@ -89,15 +89,24 @@ class _SoapOnlyTransport(AsyncTransport):
         if root is None or root.tag != _ENVELOPE:
             raise TransportError(
                 f"HTTP {response.status_code} with a body that is not a SOAP answer: "
-                f"{response.content[:80]!r}", status_code=response.status_code)
+                f"{response.content[:80]!r}",
+                status_code=response.status_code,
+            )
         return response
 
 
 class KashFlowClient:
     """One account's API. ``http`` may be given (tests hook into it); it is then not closed."""
 
-    def __init__(self, url: str, username: str, password: str, *, timeout: float = 60.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 60.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         self._credentials = {"UserName": username, "Password": password}
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
@@ -136,14 +145,20 @@ class KashFlowClient:
     async def currencies(self) -> dict[str, Currency]:
         """KashFlow's currencies by ISO code."""
         result = await self._call("GetCurrencies")
-        return {c.CurrencyCode.strip().upper(): Currency(c.CurrencyId, c.CurrencyCode.strip().upper(),
-                                                         c.ExchangeRate)
-                for c in _items(result, "Currencies") if c.CurrencyCode}
+        return {
+            c.CurrencyCode.strip().upper(): Currency(
+                c.CurrencyId, c.CurrencyCode.strip().upper(), c.ExchangeRate
+            )
+            for c in _items(result, "Currencies")
+            if c.CurrencyCode
+        }
 
     async def bank_accounts(self) -> list[dict[str, Any]]:
         result = await self._call("GetBankAccounts")
-        return [{"id": a.AccountID, "name": a.AccountName, "code": a.AccountCode}
-                for a in _items(result, "BankAccount")]
+        return [
+            {"id": a.AccountID, "name": a.AccountName, "code": a.AccountCode}
+            for a in _items(result, "BankAccount")
+        ]
 
     async def payment_methods(self) -> list[dict[str, Any]]:
         result = await self._call("GetInvPayMethods")
@@ -182,12 +197,14 @@ class KashFlowClient:
     async def invoice_numbers_for_customer(self, customer_id: int) -> dict[str, int]:
         """KashFlow invoice numbers of the customer by their customer reference."""
         result = await self._call("GetInvoicesForCustomer", CustID=customer_id)
-        return {inv.CustomerReference: int(inv.InvoiceNumber)
-                for inv in _items(result, "Invoice") if inv.CustomerReference}
+        return {
+            inv.CustomerReference: int(inv.InvoiceNumber)
+            for inv in _items(result, "Invoice")
+            if inv.CustomerReference
+        }
 
     async def insert_payment(self, payment: dict[str, Any]) -> int:
-        return await self._new_id("InsertInvoicePayment",
-                                  InvoicePayment=self._types.Payment(**payment))
+        return await self._new_id("InsertInvoicePayment", InvoicePayment=self._types.Payment(**payment))
 
     async def payments(self, invoice_number: int) -> list[dict[str, Any]]:
         result = await self._call("GetInvoicePayment", InvoiceNumber=invoice_number)

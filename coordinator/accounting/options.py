@@ -32,8 +32,13 @@ _ISO = re.compile(r"^[A-Z]{3}$")
 def currency_codes(reported: CurrencyMap, override: CurrencyMap) -> CurrencyMap:
     """The reported codes (well-formed ones only), each overridden by the setting's entry."""
     stores = reported.keys() | override.keys()
-    return {store: {**{whmcs: code for whmcs, code in reported.get(store, {}).items()
-                       if _ISO.match(code)}, **override.get(store, {})} for store in stores}
+    return {
+        store: {
+            **{whmcs: code for whmcs, code in reported.get(store, {}).items() if _ISO.match(code)},
+            **override.get(store, {}),
+        }
+        for store in stores
+    }
 
 
 @dataclass(frozen=True)

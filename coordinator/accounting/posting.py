@@ -23,8 +23,11 @@ _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
 
 # Required elements of Customer that the sync has nothing to say about.
 _CUSTOMER_DEFAULTS: dict[str, Any] = {
-    "Source": 0, "Discount": 0, "ShowDiscount": False,
-    "PaymentTerms": 0, **{f"CheckBox{n}": 0 for n in range(1, 21)},
+    "Source": 0,
+    "Discount": 0,
+    "ShowDiscount": False,
+    "PaymentTerms": 0,
+    **{f"CheckBox{n}": 0 for n in range(1, 21)},
 }
 
 
@@ -83,12 +86,10 @@ def customer_details(client: Mapping[str, Any], code: str, currency_id: int) -> 
     }
 
 
-def customer_record(details: Mapping[str, Any], customer_id: int, now: datetime
-                    ) -> dict[str, Any]:
+def customer_record(details: Mapping[str, Any], customer_id: int, now: datetime) -> dict[str, Any]:
     """A whole ``Customer``: 0 as the id inserts, KashFlow's id updates."""
     stamp = now.replace(microsecond=0, tzinfo=None).isoformat()
-    return {**_CUSTOMER_DEFAULTS, **details, "CustomerID": customer_id, "Created": stamp,
-            "Updated": stamp}
+    return {**_CUSTOMER_DEFAULTS, **details, "CustomerID": customer_id, "Created": stamp, "Updated": stamp}
 
 
 def invoice_lines(doc: Mapping[str, Any], client: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -112,24 +113,43 @@ def invoice_lines(doc: Mapping[str, Any], client: Mapping[str, Any]) -> list[dic
     return lines
 
 
-def _line(sort: int, description: str, rate: Decimal, vat_rate: Decimal, vat: Decimal
-          ) -> dict[str, Any]:
-    return {"Quantity": Decimal(1), "Description": description, "Rate": rate, "ChargeType": 0,
-            "VatRate": vat_rate, "VatAmount": vat, "ProductID": 0, "Sort": sort, "ProjID": 0,
-            "LineID": 0}
+def _line(sort: int, description: str, rate: Decimal, vat_rate: Decimal, vat: Decimal) -> dict[str, Any]:
+    return {
+        "Quantity": Decimal(1),
+        "Description": description,
+        "Rate": rate,
+        "ChargeType": 0,
+        "VatRate": vat_rate,
+        "VatAmount": vat,
+        "ProductID": 0,
+        "Sort": sort,
+        "ProjID": 0,
+        "LineID": 0,
+    }
 
 
-def invoice_header(doc: Mapping[str, Any], formatted: str, customer_id: int, currency: str,
-                   exchange_rate: Decimal) -> dict[str, Any]:
+def invoice_header(
+    doc: Mapping[str, Any], formatted: str, customer_id: int, currency: str, exchange_rate: Decimal
+) -> dict[str, Any]:
     """InvoiceNumber 0: KashFlow gives the next of its own numbers; ours is the customer
     reference, which is also how a possibly inserted invoice is found again."""
     issued = _day(doc.get("Date")) or _day(doc.get("DatePaid"))
     return {
-        "InvoiceDBID": 0, "InvoiceNumber": 0, "InvoiceDate": issued,
-        "DueDate": _day(doc.get("DueDate")) or issued, "CustomerID": customer_id, "Paid": 0,
-        "CustomerReference": formatted, "SuppressTotal": 0, "ProjectID": 0,
-        "CurrencyCode": currency, "ExchangeRate": exchange_rate, "NetAmount": 0,
-        "VATAmount": 0, "AmountPaid": 0, "UseCustomDeliveryAddress": False,
+        "InvoiceDBID": 0,
+        "InvoiceNumber": 0,
+        "InvoiceDate": issued,
+        "DueDate": _day(doc.get("DueDate")) or issued,
+        "CustomerID": customer_id,
+        "Paid": 0,
+        "CustomerReference": formatted,
+        "SuppressTotal": 0,
+        "ProjectID": 0,
+        "CurrencyCode": currency,
+        "ExchangeRate": exchange_rate,
+        "NetAmount": 0,
+        "VATAmount": 0,
+        "AmountPaid": 0,
+        "UseCustomDeliveryAddress": False,
     }
 
 
@@ -173,8 +193,15 @@ def whole_payment(snapshot: Mapping[str, Any]) -> Movement | None:
     total = Decimal(data.get("Total") or 0)
     if data.get("Status") not in ("Paid", "Refunded") or total <= 0:
         return None
-    return Movement(0, "in", total, _moment(data.get("DatePaid")) or _day(data.get("Date")),
-                    str(data.get("PaymentMethod") or ""), Decimal(0), "")
+    return Movement(
+        0,
+        "in",
+        total,
+        _moment(data.get("DatePaid")) or _day(data.get("Date")),
+        str(data.get("PaymentMethod") or ""),
+        Decimal(0),
+        "",
+    )
 
 
 def movement_key(formatted: str, movement: Movement) -> str:
@@ -190,8 +217,9 @@ def is_note_of(note: str, key: str) -> bool:
     return note == key or note.startswith(f"{key} ")
 
 
-def movement_payment(movement: Movement, formatted: str, invoice_number: int, method: int,
-                     account: int) -> dict[str, Any]:
+def movement_payment(
+    movement: Movement, formatted: str, invoice_number: int, method: int, account: int
+) -> dict[str, Any]:
     """KashFlow's ``Payment`` has no fee field: the gateway's fees and its transaction id
     are named in the note, for the accountant to book the fee."""
     note = movement_key(formatted, movement)
@@ -201,8 +229,15 @@ def movement_payment(movement: Movement, formatted: str, invoice_number: int, me
         note += f", gateway transaction {movement.gateway_reference}"
     if movement.fees:
         note += f", gateway fees {movement.fees}"
-    return {"PayID": 0, "PayInvoice": invoice_number, "PayDate": movement.date, "PayNote": note,
-            "PayMethod": method, "PayAccount": account, "PayAmount": movement.amount}
+    return {
+        "PayID": 0,
+        "PayInvoice": invoice_number,
+        "PayDate": movement.date,
+        "PayNote": note,
+        "PayMethod": method,
+        "PayAccount": account,
+        "PayAmount": movement.amount,
+    }
 
 
 def _moment(value: Any) -> str:

@@ -43,24 +43,31 @@ async def catch_up(pool: asyncpg.Pool) -> int:
                 "       data #>> '{document,DocData,Status}' AS status"
                 "  FROM events WHERE position > $1 AND position <= $2 AND type = ANY($3)"
                 "   AND data->>'doctype' = 'invoice' ORDER BY position LIMIT $4",
-                cursor, head, _DOCUMENT_EVENTS, READ_BATCH)
-            paid = [(r["peer_id"], r["doc_id"], r["position"]) for r in rows
-                    if r["status"] in TAKEN_UP]
+                cursor,
+                head,
+                _DOCUMENT_EVENTS,
+                READ_BATCH,
+            )
+            paid = [(r["peer_id"], r["doc_id"], r["position"]) for r in rows if r["status"] in TAKEN_UP]
             await conn.executemany(
                 "INSERT INTO kashflow_invoices (peer_id, doc_id, position) VALUES ($1, $2, $3)"
-                " ON CONFLICT (peer_id, doc_id) DO NOTHING", paid)
+                " ON CONFLICT (peer_id, doc_id) DO NOTHING",
+                paid,
+            )
             # Due again: a posted invoice on any change (it may bring transactions), a
             # dropped one when it is paid again.
             await conn.executemany(
                 "UPDATE kashflow_invoices SET settled_at = NULL"
                 " WHERE peer_id = $1 AND doc_id = $2 AND settled_at IS NOT NULL"
                 "   AND (invoice_number IS NOT NULL OR $3 = ANY($4::text[]))",
-                [(r["peer_id"], r["doc_id"], r["status"], list(TAKEN_UP)) for r in rows])
+                [(r["peer_id"], r["doc_id"], r["status"], list(TAKEN_UP)) for r in rows],
+            )
             # Paid again: nothing to report. Any other status once in KashFlow: report it.
             await conn.executemany(
                 "UPDATE kashflow_invoices SET changed_status = nullif($3, 'Paid')"
                 " WHERE peer_id = $1 AND doc_id = $2 AND invoice_number IS NOT NULL",
-                [(r["peer_id"], r["doc_id"], r["status"]) for r in rows])
+                [(r["peer_id"], r["doc_id"], r["status"]) for r in rows],
+            )
             done_to = rows[-1]["position"] if len(rows) == READ_BATCH else head
             await conn.execute("UPDATE kashflow_checkpoint SET position = $1", done_to)
             read += len(rows)
@@ -68,9 +75,13 @@ async def catch_up(pool: asyncpg.Pool) -> int:
 
 async def claim_daily_run(pool: asyncpg.Pool, scheduled: datetime) -> bool:
     """True for the first replica to claim this scheduled instant."""
-    return bool(await pool.fetchval(
-        "UPDATE kashflow_checkpoint SET daily_run_at = $1"
-        " WHERE daily_run_at IS NULL OR daily_run_at < $1 RETURNING true", scheduled))
+    return bool(
+        await pool.fetchval(
+            "UPDATE kashflow_checkpoint SET daily_run_at = $1"
+            " WHERE daily_run_at IS NULL OR daily_run_at < $1 RETURNING true",
+            scheduled,
+        )
+    )
 
 
 async def changed_after_posting(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -78,13 +89,18 @@ async def changed_after_posting(pool: asyncpg.Pool) -> list[asyncpg.Record]:
         "SELECT k.peer_id::text, k.doc_id, k.invoice_number, k.changed_status, d.formatted"
         "  FROM kashflow_invoices k JOIN documents d"
         "    ON d.peer_id = k.peer_id AND d.doctype = 'invoice' AND d.doc_id = k.doc_id"
-        " WHERE k.changed_status IS NOT NULL ORDER BY k.position")
+        " WHERE k.changed_status IS NOT NULL ORDER BY k.position"
+    )
 
 
 async def reported(pool: asyncpg.Pool, peer_id: str, doc_id: str, status: str) -> None:
     await pool.execute(
         "UPDATE kashflow_invoices SET changed_status = NULL"
-        " WHERE peer_id = $1 AND doc_id = $2 AND changed_status = $3", peer_id, doc_id, status)
+        " WHERE peer_id = $1 AND doc_id = $2 AND changed_status = $3",
+        peer_id,
+        doc_id,
+        status,
+    )
 
 
 @dataclass
@@ -123,11 +139,22 @@ async def due(pool: asyncpg.Pool) -> AsyncIterator[Due]:
             "                  AND d.doc_id = k.doc_id"
             "  JOIN peers p ON p.id = k.peer_id"
             " WHERE k.settled_at IS NULL AND k.position > $1 ORDER BY k.position LIMIT $2",
-            after, DUE_PAGE)
+            after,
+            DUE_PAGE,
+        )
         for r in rows:
-            yield Due(r["peer_id"], r["doc_id"], r["position"], r["name"], r["formatted"],
-                      r["snapshot"], r["voided"], r["invoice_intent"], r["invoice_number"],
-                      r["failed_before"])
+            yield Due(
+                r["peer_id"],
+                r["doc_id"],
+                r["position"],
+                r["name"],
+                r["formatted"],
+                r["snapshot"],
+                r["voided"],
+                r["invoice_intent"],
+                r["invoice_number"],
+                r["failed_before"],
+            )
         if len(rows) < DUE_PAGE:
             return
         after = rows[-1]["position"]
@@ -137,14 +164,12 @@ async def prefix_of(pool: asyncpg.Pool, peer_id: str, store: str) -> str:
     """The store's customer-code prefix, fixed the first time it is asked for."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE kashflow_stores IN SHARE ROW EXCLUSIVE MODE")
-        known = await conn.fetchval("SELECT prefix FROM kashflow_stores WHERE peer_id = $1",
-                                    peer_id)
+        known = await conn.fetchval("SELECT prefix FROM kashflow_stores WHERE peer_id = $1", peer_id)
         if known is not None:
             return known
         taken = [r["prefix"] for r in await conn.fetch("SELECT prefix FROM kashflow_stores")]
         prefix = store_prefix(store, taken)
-        await conn.execute("INSERT INTO kashflow_stores (peer_id, prefix) VALUES ($1, $2)",
-                           peer_id, prefix)
+        await conn.execute("INSERT INTO kashflow_stores (peer_id, prefix) VALUES ($1, $2)", peer_id, prefix)
         return prefix
 
 
@@ -154,27 +179,36 @@ def details_digest(details: Mapping[str, Any]) -> str:
 
 async def known_customer(pool: asyncpg.Pool, code: str) -> asyncpg.Record | None:
     return await pool.fetchrow(
-        "SELECT customer_id, details_sha256 FROM kashflow_customers WHERE code = $1", code)
+        "SELECT customer_id, details_sha256 FROM kashflow_customers WHERE code = $1", code
+    )
 
 
 async def remember_customer(pool: asyncpg.Pool, code: str, customer_id: int, digest: str) -> None:
     await pool.execute(
         "INSERT INTO kashflow_customers (code, customer_id, details_sha256) VALUES ($1, $2, $3)"
         " ON CONFLICT (code) DO UPDATE SET customer_id = $2, details_sha256 = $3",
-        code, customer_id, digest)
+        code,
+        customer_id,
+        digest,
+    )
 
 
 async def intend_invoice(pool: asyncpg.Pool, doc: Due) -> None:
     """Committed before the invoice insert it announces."""
     await pool.execute(
-        "UPDATE kashflow_invoices SET invoice_intent_at = now()"
-        " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id)
+        "UPDATE kashflow_invoices SET invoice_intent_at = now() WHERE peer_id = $1 AND doc_id = $2",
+        doc.peer_id,
+        doc.doc_id,
+    )
 
 
 async def record_invoice(pool: asyncpg.Pool, doc: Due, number: int) -> None:
     await pool.execute(
         "UPDATE kashflow_invoices SET invoice_number = $3 WHERE peer_id = $1 AND doc_id = $2",
-        doc.peer_id, doc.doc_id, number)
+        doc.peer_id,
+        doc.doc_id,
+        number,
+    )
 
 
 MovementKey = tuple[int, str]  # (transaction id, direction)
@@ -185,7 +219,10 @@ async def recorded_movements(pool: asyncpg.Pool, doc: Due) -> dict[MovementKey, 
     while the insert may or may not have happened."""
     rows = await pool.fetch(
         "SELECT transaction_id, direction, payment_id FROM kashflow_transactions"
-        " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id)
+        " WHERE peer_id = $1 AND doc_id = $2",
+        doc.peer_id,
+        doc.doc_id,
+    )
     return {(r["transaction_id"], r["direction"]): r["payment_id"] for r in rows}
 
 
@@ -194,15 +231,23 @@ async def intend_movement(pool: asyncpg.Pool, doc: Due, movement: Movement) -> N
     await pool.execute(
         "INSERT INTO kashflow_transactions (peer_id, doc_id, transaction_id, direction, intent_at)"
         " VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-        doc.peer_id, doc.doc_id, movement.transaction_id, movement.direction)
+        doc.peer_id,
+        doc.doc_id,
+        movement.transaction_id,
+        movement.direction,
+    )
 
 
-async def record_movement(pool: asyncpg.Pool, doc: Due, movement: Movement, payment_id: int
-                          ) -> None:
+async def record_movement(pool: asyncpg.Pool, doc: Due, movement: Movement, payment_id: int) -> None:
     await pool.execute(
         "UPDATE kashflow_transactions SET payment_id = $5"
         " WHERE peer_id = $1 AND doc_id = $2 AND transaction_id = $3 AND direction = $4",
-        doc.peer_id, doc.doc_id, movement.transaction_id, movement.direction, payment_id)
+        doc.peer_id,
+        doc.doc_id,
+        movement.transaction_id,
+        movement.direction,
+        payment_id,
+    )
 
 
 async def settle(pool: asyncpg.Pool, doc: Due) -> None:
@@ -210,13 +255,19 @@ async def settle(pool: asyncpg.Pool, doc: Due) -> None:
     await pool.execute(
         "UPDATE kashflow_invoices SET settled_at = now(), last_error = NULL,"
         "       attempts = attempts + 1 WHERE peer_id = $1 AND doc_id = $2",
-        doc.peer_id, doc.doc_id)
+        doc.peer_id,
+        doc.doc_id,
+    )
 
 
 async def record_failure(pool: asyncpg.Pool, doc: Due, error: str) -> None:
     await pool.execute(
         "UPDATE kashflow_invoices SET last_error = $3, attempts = attempts + 1"
-        " WHERE peer_id = $1 AND doc_id = $2", doc.peer_id, doc.doc_id, error)
+        " WHERE peer_id = $1 AND doc_id = $2",
+        doc.peer_id,
+        doc.doc_id,
+        error,
+    )
 
 
 async def reported_currencies(pool: asyncpg.Pool) -> dict[str, dict[str, str]]:
@@ -224,5 +275,6 @@ async def reported_currencies(pool: asyncpg.Pool) -> dict[str, dict[str, str]]:
     name -> WHMCS currency id (text) -> ISO code."""
     rows = await pool.fetch(
         "SELECT name, reported->'Currencies' AS currencies FROM peers"
-        " WHERE jsonb_typeof(reported->'Currencies') = 'object'")
+        " WHERE jsonb_typeof(reported->'Currencies') = 'object'"
+    )
     return {r["name"]: {str(k): str(v) for k, v in r["currencies"].items()} for r in rows}

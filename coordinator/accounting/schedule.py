@@ -31,21 +31,30 @@ def next_run(now: datetime, at: time, zone: str) -> datetime:
 
 
 def kashflow_client(settings: Settings) -> KashFlowClient:
-    return KashFlowClient(settings.kashflow_url, settings.kashflow_username,
-                          settings.kashflow_password.get_secret_value(),
-                          timeout=settings.kashflow_timeout_seconds)
+    return KashFlowClient(
+        settings.kashflow_url,
+        settings.kashflow_username,
+        settings.kashflow_password.get_secret_value(),
+        timeout=settings.kashflow_timeout_seconds,
+    )
 
 
 def mapping_of(settings: Settings) -> SyncMapping:
     return SyncMapping(gateways=settings.kashflow_gateways, currencies=settings.kashflow_currencies)
 
 
-async def run_once(pool: asyncpg.Pool, writer: LedgerWriter, settings: Settings,
-                   limit: int | None = None, progress: Progress | None = None) -> RunReport:
+async def run_once(
+    pool: asyncpg.Pool,
+    writer: LedgerWriter,
+    settings: Settings,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
     kashflow = kashflow_client(settings)
     try:
-        return await run_sync(pool, writer, kashflow, mapping_of(settings),
-                              limit or settings.kashflow_limit, progress)
+        return await run_sync(
+            pool, writer, kashflow, mapping_of(settings), limit or settings.kashflow_limit, progress
+        )
     finally:
         await kashflow.aclose()
 

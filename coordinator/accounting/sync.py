@@ -59,18 +59,24 @@ class SyncBusy(Exception):
 
 @dataclass
 class RunReport:
-    posted: int = 0        # invoices now in KashFlow with all their transactions
-    failed: int = 0        # retried next run
-    held: int = 0          # waiting for a currency or gateway mapping
-    dropped: int = 0       # not paid any more before they reached KashFlow, with a warning
-    payments: int = 0      # incoming transactions now in KashFlow (inserted, or found again)
-    refunds: int = 0       # refunds now in KashFlow as negative payments
-    remaining: int = 0     # still due after this run
+    posted: int = 0  # invoices now in KashFlow with all their transactions
+    failed: int = 0  # retried next run
+    held: int = 0  # waiting for a currency or gateway mapping
+    dropped: int = 0  # not paid any more before they reached KashFlow, with a warning
+    payments: int = 0  # incoming transactions now in KashFlow (inserted, or found again)
+    refunds: int = 0  # refunds now in KashFlow as negative payments
+    remaining: int = 0  # still due after this run
 
     def as_dict(self) -> dict[str, int]:
-        return {"posted": self.posted, "failed": self.failed, "held": self.held,
-                "dropped": self.dropped, "payments": self.payments, "refunds": self.refunds,
-                "remaining": self.remaining}
+        return {
+            "posted": self.posted,
+            "failed": self.failed,
+            "held": self.held,
+            "dropped": self.dropped,
+            "payments": self.payments,
+            "refunds": self.refunds,
+            "remaining": self.remaining,
+        }
 
 
 @contextlib.asynccontextmanager
@@ -85,8 +91,14 @@ async def sync_lock(pool: asyncpg.Pool) -> AsyncIterator[None]:
             await conn.execute("SELECT pg_advisory_unlock($1)", SYNC_LOCK)
 
 
-async def run_sync(pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowClient,
-                   mapping: SyncMapping, limit: int, progress: Progress | None = None) -> RunReport:
+async def run_sync(
+    pool: asyncpg.Pool,
+    writer: LedgerWriter,
+    kashflow: KashFlowClient,
+    mapping: SyncMapping,
+    limit: int,
+    progress: Progress | None = None,
+) -> RunReport:
     """``progress`` is reset to the most documents the run will try, then updated after each
     one tried."""
     async with sync_lock(pool):
@@ -105,8 +117,15 @@ class _Work:
 
 
 class _Run:
-    def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, kashflow: KashFlowClient,
-                 mapping: SyncMapping, limit: int, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        writer: LedgerWriter,
+        kashflow: KashFlowClient,
+        mapping: SyncMapping,
+        limit: int,
+        progress: Progress | None,
+    ) -> None:
         self.pool, self.writer, self.kashflow = pool, writer, kashflow
         self.mapping, self.limit, self.progress = mapping, limit, progress
         self.report = RunReport()
@@ -118,15 +137,13 @@ class _Run:
     async def go(self) -> RunReport:
         await q.catch_up(self.pool)
         await self._report_changes_after_posting()
-        self.currency_codes = currency_codes(await q.reported_currencies(self.pool),
-                                             self.mapping.currencies)
+        self.currency_codes = currency_codes(await q.reported_currencies(self.pool), self.mapping.currencies)
         if self.progress is not None:
             self.progress.reset(total=min(self.limit, await q.count_due(self.pool)))
         try:
             currencies = await self.kashflow.currencies()
         except KashFlowError as exc:
-            await self._warn("kashflow_unavailable", "sync",
-                             f"KashFlow sync could not start: {exc.detail}")
+            await self._warn("kashflow_unavailable", "sync", f"KashFlow sync could not start: {exc.detail}")
             raise
         tried = unanswered = 0
         async for doc in q.due(self.pool):
@@ -147,9 +164,12 @@ class _Run:
         await self._raise_holds()
         await self._resolve_fixed_mappings(currencies)
         if unanswered >= MAX_UNANSWERED:
-            await self._warn("kashflow_unavailable", "sync",
-                             f"KashFlow did not answer {MAX_UNANSWERED} documents in a row; the "
-                             "run stopped early and goes on at the next run")
+            await self._warn(
+                "kashflow_unavailable",
+                "sync",
+                f"KashFlow did not answer {MAX_UNANSWERED} documents in a row; the "
+                "run stopped early and goes on at the next run",
+            )
         else:
             await self._resolve("kashflow_unavailable", "sync", "a later run got through")
         self.report.remaining = await q.count_due(self.pool)
@@ -161,8 +181,12 @@ class _Run:
         dropped, or held for a mapping)."""
         client, data = doc.snapshot.get("ClientData") or {}, doc.snapshot.get("DocData") or {}
         if doc.invoice_number is None and (doc.voided or data.get("Status") not in q.TAKEN_UP):
-            await self._drop(doc, "voided in the ledger" if doc.voided
-                             else f"{data.get('Status') or 'without a status'} in WHMCS")
+            await self._drop(
+                doc,
+                "voided in the ledger"
+                if doc.voided
+                else f"{data.get('Status') or 'without a status'} in WHMCS",
+            )
             return None
         recorded = await q.recorded_movements(self.pool, doc)
         unposted = self._unposted(doc, recorded)
@@ -174,16 +198,24 @@ class _Run:
         whmcs_currency = str(client.get("Currency", ""))
         iso = self.currency_codes.get(doc.store, {}).get(whmcs_currency)
         if iso is None:
-            self._hold(doc, "kashflow_currency_unmapped", f"{doc.store}/{whmcs_currency}",
-                       f"store {doc.store}: WHMCS currency id {whmcs_currency} is neither among the "
-                       "currencies its agent reports in the heartbeat nor in "
-                       f"kashflow_currencies.{doc.store}; its invoices are not posted to KashFlow")
+            self._hold(
+                doc,
+                "kashflow_currency_unmapped",
+                f"{doc.store}/{whmcs_currency}",
+                f"store {doc.store}: WHMCS currency id {whmcs_currency} is neither among the "
+                "currencies its agent reports in the heartbeat nor in "
+                f"kashflow_currencies.{doc.store}; its invoices are not posted to KashFlow",
+            )
             return None
         currency = currencies.get(iso)
         if currency is None:
-            self._hold(doc, "kashflow_currency_missing", iso,
-                       f"KashFlow has no currency {iso}: invoices in {iso} are not posted "
-                       "until it is added in KashFlow")
+            self._hold(
+                doc,
+                "kashflow_currency_missing",
+                iso,
+                f"KashFlow has no currency {iso}: invoices in {iso} are not posted "
+                "until it is added in KashFlow",
+            )
             return None
         if doc.peer_id not in self.prefixes:
             self.prefixes[doc.peer_id] = await q.prefix_of(self.pool, doc.peer_id, doc.store)
@@ -204,8 +236,12 @@ class _Run:
         if whole_begun and recorded[(0, "in")] is None and all(m.transaction_id for m in found):
             whole = posting.whole_payment(doc.snapshot)
             found = [whole, *found] if whole else found
-        return [m for m in found if recorded.get((m.transaction_id, m.direction)) is None
-                and not (whole_begun and m.direction == "in" and m.transaction_id)]
+        return [
+            m
+            for m in found
+            if recorded.get((m.transaction_id, m.direction)) is None
+            and not (whole_begun and m.direction == "in" and m.transaction_id)
+        ]
 
     def _pending(self, doc: q.Due, unposted: list[posting.Movement]) -> list[posting.Movement]:
         """What to post now: up to the first transaction whose gateway is not mapped (later
@@ -218,15 +254,17 @@ class _Run:
 
     async def _post(self, doc: q.Due, work: _Work) -> None:
         client, data = doc.snapshot["ClientData"], doc.snapshot["DocData"]
-        customer_id = await self._customer(work.code, posting.customer_details(
-            client, work.code, work.currency.id))
+        customer_id = await self._customer(
+            work.code, posting.customer_details(client, work.code, work.currency.id)
+        )
         number = doc.invoice_number
         if number is None:
             number = await self._invoice(doc, customer_id, data, client, work.currency)
             await self._resolve("kashflow_document_dropped", doc.subject, "paid again and posted")
         for movement in work.pending:
-            await self._movement(doc, number, movement,
-                                 (movement.transaction_id, movement.direction) in work.recorded)
+            await self._movement(
+                doc, number, movement, (movement.transaction_id, movement.direction) in work.recorded
+            )
         if work.held:
             return  # the invoice is in KashFlow; a payment waits for its gateway's mapping
         await q.settle(self.pool, doc)
@@ -242,43 +280,50 @@ class _Run:
         now = datetime.now(UTC)
         customer_id = known["customer_id"] if known else await self.kashflow.customer_id(code)
         if customer_id is None:
-            customer_id = await self.kashflow.insert_customer(
-                posting.customer_record(details, 0, now))
+            customer_id = await self.kashflow.insert_customer(posting.customer_record(details, 0, now))
         else:
             await self.kashflow.update_customer(posting.customer_record(details, customer_id, now))
         await q.remember_customer(self.pool, code, customer_id, digest)
         return customer_id
 
-    async def _invoice(self, doc: q.Due, customer_id: int, data: dict[str, Any],
-                       client: dict[str, Any], currency: Currency) -> int:
+    async def _invoice(
+        self, doc: q.Due, customer_id: int, data: dict[str, Any], client: dict[str, Any], currency: Currency
+    ) -> int:
         number = None
         if doc.invoice_intent:
-            number = (await self.kashflow.invoice_numbers_for_customer(customer_id)).get(
-                doc.formatted)
+            number = (await self.kashflow.invoice_numbers_for_customer(customer_id)).get(doc.formatted)
         if number is None:
             await q.intend_invoice(self.pool, doc)
             number = await self.kashflow.insert_invoice(
-                posting.invoice_header(data, doc.formatted, customer_id, currency.code,
-                                       currency.exchange_rate),
-                posting.invoice_lines(data, client))
+                posting.invoice_header(
+                    data, doc.formatted, customer_id, currency.code, currency.exchange_rate
+                ),
+                posting.invoice_lines(data, client),
+            )
         await q.record_invoice(self.pool, doc, number)
         doc.invoice_number = number
         return number
 
-    async def _movement(self, doc: q.Due, number: int, movement: posting.Movement,
-                        intended: bool) -> None:
+    async def _movement(self, doc: q.Due, number: int, movement: posting.Movement, intended: bool) -> None:
         """One payment or refund, once: after an intent without an id, KashFlow's payments
         of the invoice are searched for its note before anything is inserted."""
         key = posting.movement_key(doc.formatted, movement)
         payment_id = None
         if intended:
-            payment_id = next((int(p["PayID"]) for p in await self.kashflow.payments(number)
-                               if posting.is_note_of(str(p.get("PayNote") or ""), key)), None)
+            payment_id = next(
+                (
+                    int(p["PayID"])
+                    for p in await self.kashflow.payments(number)
+                    if posting.is_note_of(str(p.get("PayNote") or ""), key)
+                ),
+                None,
+            )
         if payment_id is None:
             await q.intend_movement(self.pool, doc, movement)
             gateway = self.mapping.gateways[movement.gateway]
-            payment_id = await self.kashflow.insert_payment(posting.movement_payment(
-                movement, doc.formatted, number, gateway.method, gateway.account))
+            payment_id = await self.kashflow.insert_payment(
+                posting.movement_payment(movement, doc.formatted, number, gateway.method, gateway.account)
+            )
         await q.record_movement(self.pool, doc, movement, payment_id)
         if movement.direction == "in":
             self.report.payments += 1
@@ -287,10 +332,14 @@ class _Run:
 
     def _hold_payment(self, doc: q.Due, movement: posting.Movement) -> None:
         gateway = movement.gateway
-        self._hold(doc, "kashflow_gateway_unmapped", gateway,
-                   f"WHMCS gateway {gateway!r} has no KashFlow payment method and bank account "
-                   f"in kashflow_gateways; payments made through it (first: {doc.formatted}) "
-                   "are not posted")
+        self._hold(
+            doc,
+            "kashflow_gateway_unmapped",
+            gateway,
+            f"WHMCS gateway {gateway!r} has no KashFlow payment method and bank account "
+            f"in kashflow_gateways; payments made through it (first: {doc.formatted}) "
+            "are not posted",
+        )
 
     async def _drop(self, doc: q.Due, why: str) -> None:
         """An invoice that is not paid any more before it reached KashFlow: settled without
@@ -298,10 +347,13 @@ class _Run:
         self.report.dropped += 1
         log.warning("kashflow_document_dropped", document=doc.formatted, store=doc.store, why=why)
         await q.settle(self.pool, doc)
-        await self._warn("kashflow_document_dropped", doc.subject,
-                         f"invoice {doc.formatted} of store {doc.store} was paid, then {why} "
-                         "before the KashFlow sync ran: it is not posted to KashFlow. Should "
-                         "it be paid again, it is posted then.")
+        await self._warn(
+            "kashflow_document_dropped",
+            doc.subject,
+            f"invoice {doc.formatted} of store {doc.store} was paid, then {why} "
+            "before the KashFlow sync ran: it is not posted to KashFlow. Should "
+            "it be paid again, it is posted then.",
+        )
 
     def _hold(self, doc: q.Due, code: str, subject: str, message: str) -> None:
         self.report.held += 1
@@ -317,8 +369,9 @@ class _Run:
         """Mapping warnings whose cause is gone resolve themselves."""
         fixed = {
             "kashflow_gateway_unmapped": list(self.mapping.gateways),
-            "kashflow_currency_unmapped": [f"{store}/{whmcs}" for store, ids
-                                           in self.currency_codes.items() for whmcs in ids],
+            "kashflow_currency_unmapped": [
+                f"{store}/{whmcs}" for store, ids in self.currency_codes.items() for whmcs in ids
+            ],
             "kashflow_currency_missing": list(currencies),
         }
         for code, subjects in fixed.items():
@@ -327,23 +380,33 @@ class _Run:
 
     async def _failed(self, doc: q.Due, exc: KashFlowError) -> None:
         self.report.failed += 1
-        log.warning("kashflow_document_failed", document=doc.formatted, store=doc.store,
-                    operation=exc.operation, status_detail=exc.detail)
+        log.warning(
+            "kashflow_document_failed",
+            document=doc.formatted,
+            store=doc.store,
+            operation=exc.operation,
+            status_detail=exc.detail,
+        )
         await q.record_failure(self.pool, doc, str(exc))
-        await self._warn("kashflow_document_failed", doc.subject,
-                         f"invoice {doc.formatted} of store {doc.store} was not posted to "
-                         f"KashFlow: {exc}. It is retried at the next run.")
+        await self._warn(
+            "kashflow_document_failed",
+            doc.subject,
+            f"invoice {doc.formatted} of store {doc.store} was not posted to "
+            f"KashFlow: {exc}. It is retried at the next run.",
+        )
 
     async def _report_changes_after_posting(self) -> None:
         """KashFlow keeps the invoice as posted: its refunds follow as negative payments, but
         reversing the sale itself (a credit note) is for the accountant, and is warned about."""
         for row in await q.changed_after_posting(self.pool):
             await self._warn(
-                "kashflow_changed_after_posting", f"{row['peer_id']}/invoice/{row['doc_id']}",
+                "kashflow_changed_after_posting",
+                f"{row['peer_id']}/invoice/{row['doc_id']}",
                 f"invoice {row['formatted']} is {row['changed_status']} in WHMCS but was posted "
                 f"to KashFlow (invoice {row['invoice_number']}); the sync posts its refunds as "
                 "negative payments but does not change posted invoices: if the sale is "
-                "reversed, raise a credit note in KashFlow")
+                "reversed, raise a credit note in KashFlow",
+            )
             await q.reported(self.pool, row["peer_id"], row["doc_id"], row["changed_status"])
 
     async def _warn(self, code: str, subject: str, message: str) -> None:
@@ -351,8 +414,7 @@ class _Run:
 
     async def _resolve(self, code: str, subject: str, by: str) -> None:
         warning_id = await self.pool.fetchval(
-            "SELECT id::text FROM warnings WHERE code = $1 AND subject = $2 AND state = 'open'",
-            code, subject)
+            "SELECT id::text FROM warnings WHERE code = $1 AND subject = $2 AND state = 'open'", code, subject
+        )
         if warning_id is not None:
-            await self.writer.execute(c.ResolveWarning(warning_id=warning_id,
-                                                       by=f"kashflow sync: {by}"))
+            await self.writer.execute(c.ResolveWarning(warning_id=warning_id, by=f"kashflow sync: {by}"))

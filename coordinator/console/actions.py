@@ -40,8 +40,7 @@ def _today(request: web.Request) -> Any:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if not session.sign_in_csrf_matches(request, form.get("csrf")):
-        return sign_in_page(request, "The form was refused (no valid CSRF token): try again.",
-                            403)
+        return sign_in_page(request, "The form was refused (no valid CSRF token): try again.", 403)
     token = str(form.get("token", "")).strip()
     response = see_other(request, "overview")
     async with request.config_dict[POOL].acquire() as conn:
@@ -59,6 +58,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 # -- series --------------------------------------------------------------------------------
+
 
 def _series_name(request: web.Request) -> str:
     name = request.match_info["name"]
@@ -94,19 +94,23 @@ def _consequences(name: str, body: SeriesBody, series: dict[str, Any], today: An
     """What the change means, in words, from the series' periods as they are now."""
     out = []
     settings = SeriesSettings.model_validate(
-        {**series["settings"], **body.model_dump(exclude_none=True, exclude={"next", "period"})})
+        {**series["settings"], **body.model_dump(exclude_none=True, exclude={"next", "period"})}
+    )
     handed_out = [p for p in series["periods"] if p["highest"] is not None]
     for p in handed_out:
-        out.append(f"Period {p['period']}: numbers up to {p['highest']:,} are handed out; next "
-                   f"may not move to or below {p['highest']:,}.")
+        out.append(
+            f"Period {p['period']}: numbers up to {p['highest']:,} are handed out; next "
+            f"may not move to or below {p['highest']:,}."
+        )
     if body.next is not None:
         period = body.period or ("all" if settings.reset == "never" else str(today.year))
         out.append(f"The next number of {name} {period} becomes {body.next:,}.")
     if body.reset is not None and handed_out:
         out.append("Changing 'reset' after numbers were handed out will be refused.")
     try:
-        sample = render(settings.format, body.next if body.next is not None else settings.start,
-                        today, "store")
+        sample = render(
+            settings.format, body.next if body.next is not None else settings.start, today, "store"
+        )
         out.append(f"A number will read like {sample}.")
     except FormatError as exc:
         out.append(f"The format will be refused: {exc}")
@@ -119,8 +123,7 @@ async def _series_state(request: web.Request, name: str) -> dict[str, Any]:
     return {"series": rows, "current": next(s for s in rows if s["name"] == name)}
 
 
-async def _posted_change(request: web.Request, name: str
-                         ) -> tuple[dict[str, Any], SeriesBody | web.Response]:
+async def _posted_change(request: web.Request, name: str) -> tuple[dict[str, Any], SeriesBody | web.Response]:
     """The series' state and the change the form asks for, or the page refusing it."""
     state = await _series_state(request, name)
     form = await request.post()
@@ -139,9 +142,15 @@ async def series_review(request: web.Request) -> web.Response:
     state, body = await _posted_change(request, name)
     if isinstance(body, web.Response):
         return body
-    return page(request, "series_review.html", {
-        "name": name, "changes": body.model_dump(exclude_none=True),
-        "consequences": _consequences(name, body, state["current"], _today(request))})
+    return page(
+        request,
+        "series_review.html",
+        {
+            "name": name,
+            "changes": body.model_dump(exclude_none=True),
+            "consequences": _consequences(name, body, state["current"], _today(request)),
+        },
+    )
 
 
 async def series_apply(request: web.Request) -> web.Response:
@@ -150,9 +159,15 @@ async def series_apply(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     try:
-        result = await request.config_dict[WRITER].execute(c.ConfigureSeries(
-            series=name, changes=body.model_dump(exclude_none=True, exclude={"next", "period"}),
-            next=body.next, period=body.period, today=_today(request)))
+        result = await request.config_dict[WRITER].execute(
+            c.ConfigureSeries(
+                series=name,
+                changes=body.model_dump(exclude_none=True, exclude={"next", "period"}),
+                next=body.next,
+                period=body.period,
+                today=_today(request),
+            )
+        )
     except DomainError as exc:
         return _series_refused(request, state, name, exc.message, refused_status(exc))
     notice = f"Series {name} saved: {result['settings']['format']}"
@@ -161,12 +176,14 @@ async def series_apply(request: web.Request) -> web.Response:
     return page(request, "series.html", {**await _series_state(request, name), "notice": notice})
 
 
-def _series_refused(request: web.Request, state: dict[str, Any], name: str, message: str,
-                    status: int) -> web.Response:
+def _series_refused(
+    request: web.Request, state: dict[str, Any], name: str, message: str, status: int
+) -> web.Response:
     return page(request, "series.html", {**state, "error": f"{name}: {message}"}, status)
 
 
 # -- stores --------------------------------------------------------------------------------
+
 
 def _token_shown(request: web.Request, what: str, name: str, token: str) -> web.Response:
     return page(request, "store_token.html", {"what": what, "name": name, "token": token})
@@ -175,13 +192,15 @@ def _token_shown(request: web.Request, what: str, name: str, token: str) -> web.
 async def add_store(request: web.Request) -> web.Response:
     form = await request.post()
     try:
-        body = PeerBody.model_validate({"name": str(form.get("name", "")).strip(),
-                                        "url": str(form.get("url", "")).strip()})
+        body = PeerBody.model_validate(
+            {"name": str(form.get("name", "")).strip(), "url": str(form.get("url", "")).strip()}
+        )
     except ValidationError as exc:
         raise web.HTTPBadRequest(text=describe_validation_error(exc)) from None
     token = new_token()
     await request.config_dict[WRITER].execute(
-        c.RegisterPeer(name=body.name, url=body.url, token_sha256=token_sha256(token)))
+        c.RegisterPeer(name=body.name, url=body.url, token_sha256=token_sha256(token))
+    )
     return _token_shown(request, "registered", body.name, token)
 
 
@@ -189,7 +208,8 @@ async def rotate_store(request: web.Request) -> web.Response:
     store = await store_of(request)
     token = new_token()
     await request.config_dict[WRITER].execute(
-        c.RotatePeerToken(peer_id=store["peer_id"], token_sha256=token_sha256(token)))
+        c.RotatePeerToken(peer_id=store["peer_id"], token_sha256=token_sha256(token))
+    )
     request.config_dict[TOKENS].forget()
     return _token_shown(request, "rotated", store["name"], token)
 
@@ -203,12 +223,12 @@ async def retire_store(request: web.Request) -> web.Response:
 
 # -- warnings ------------------------------------------------------------------------------
 
+
 async def resolve_warning(request: web.Request) -> web.Response:
     warning_id = request.match_info["id"]
     if not UUID.fullmatch(warning_id):
         raise web.HTTPNotFound()
-    await request.config_dict[WRITER].execute(
-        c.ResolveWarning(warning_id=warning_id, by="operator"))
+    await request.config_dict[WRITER].execute(c.ResolveWarning(warning_id=warning_id, by="operator"))
     form = await request.post()
     # Back to the list as it was filtered; only the filters, so no other URL can be made.
     back = {k: v for k, v in parse_qsl(str(form.get("back", ""))) if k in WARNING_FILTERS}

@@ -51,9 +51,12 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
     except DomainError as exc:
         return error_page(request, refused_status(exc), "Refused", exc.message)
     except LedgerUnavailable as exc:
-        return error_page(request, 503, "The ledger is unavailable",
-                          f"{exc.reason}. Nothing may have been written; look before you try "
-                          "again.")
+        return error_page(
+            request,
+            503,
+            "The ledger is unavailable",
+            f"{exc.reason}. Nothing may have been written; look before you try again.",
+        )
     except web.HTTPNotFound:
         return error_page(request, 404, "Not found", f"There is no page {request.path}.")
     except web.HTTPClientError as exc:
@@ -76,11 +79,19 @@ async def _refusal(request: web.Request) -> web.StreamResponse | None:
         return None
     form = await request.post()
     if not session.csrf_matches(current.csrf, form.get("csrf")):
-        return error_page(request, 403, "Form refused",
-                          "The form did not carry this session's CSRF token; nothing was changed."
-                          " Reload the page and try again.")
+        return error_page(
+            request,
+            403,
+            "Form refused",
+            "The form did not carry this session's CSRF token; nothing was changed."
+            " Reload the page and try again.",
+        )
     if not current.may_change and request.match_info.route.name != "sign_out":
-        return error_page(request, 403, "Read only",
-                          "A reader token sees everything and changes nothing; sign in with an "
-                          "operator token to change this.")
+        return error_page(
+            request,
+            403,
+            "Read only",
+            "A reader token sees everything and changes nothing; sign in with an "
+            "operator token to change this.",
+        )
     return None

@@ -35,14 +35,18 @@ def chart_hours(now: datetime) -> list[datetime]:
     """The starts of the last CHART_HOURS hours, the current one last, in ``now``'s zone."""
     this_hour = now.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
     # Step in UTC, label in local time: a DST change neither repeats nor skips an hour.
-    return [(this_hour - timedelta(hours=CHART_HOURS - 1 - i)).astimezone(now.tzinfo)
-            for i in range(CHART_HOURS)]
+    return [
+        (this_hour - timedelta(hours=CHART_HOURS - 1 - i)).astimezone(now.tzinfo) for i in range(CHART_HOURS)
+    ]
 
 
 def drift(reported: dict[str, Any] | None) -> list[str]:
     """The WHMCS settings a store reported that make WHMCS number documents itself."""
-    return [name for name in NUMBERING_SETTINGS
-            if str((reported or {}).get(name, "")).strip().lower() in SEQUENTIAL_ON]
+    return [
+        name
+        for name in NUMBERING_SETTINGS
+        if str((reported or {}).get(name, "")).strip().lower() in SEQUENTIAL_ON
+    ]
 
 
 Counts = list[dict[str, Any]]  # rows of queries.issued_counts for one interval
@@ -59,8 +63,7 @@ class IssuedCounts:
     voided: int | None = None
     known: dict[tuple[int, int], Counts] = field(default_factory=dict)
 
-    async def between(self, conn: asyncpg.Connection, bounds: list[int],
-                      head: int) -> list[Counts]:
+    async def between(self, conn: asyncpg.Connection, bounds: list[int], head: int) -> list[Counts]:
         voided = await queries.voided_count(conn)
         if voided != self.voided:
             self.known.clear()
@@ -103,12 +106,14 @@ async def read(conn: asyncpg.Connection, timezone: str, remembered: Remembered) 
     positions = await queries.positions_at(conn, [month, today, *ends])
     month_at, today_at = accumulate(positions[:2], max)
     hour_positions = [min(p, end) for p in accumulate(positions[2:], max)]
-    per_hour = [sum(row["issued"] for row in rows)
-                for rows in await remembered.hours.between(conn, hour_positions,
-                                                           head["position"])]
+    per_hour = [
+        sum(row["issued"] for row in rows)
+        for rows in await remembered.hours.between(conn, hour_positions, head["position"])
+    ]
     issued: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"today": 0, "month": 0})
     before_today, since_today = await remembered.month.between(
-        conn, [month_at, today_at, end], head["position"])
+        conn, [month_at, today_at, end], head["position"]
+    )
     for rows, today_too in ((before_today, False), (since_today, True)):
         for row in rows:
             counts = issued[(row["series"], row["store"] or "?")]

@@ -25,8 +25,7 @@ POSITION = re.compile(r"[0-9]{1,18}")
 REMEMBERED = web.AppKey("console_remembered", overview.Remembered)
 LEDGER_PAGE = 50
 WARNINGS_SHOWN = 200
-SEARCHES = {"number": "Formatted number", "document": "WHMCS document id",
-            "client": "WHMCS client id"}
+SEARCHES = {"number": "Formatted number", "document": "WHMCS document id", "client": "WHMCS client id"}
 
 
 def _pool(request: web.Request) -> Any:
@@ -59,11 +58,9 @@ def query_store(request: web.Request) -> str | None:
     return store
 
 
-def sign_in_page(request: web.Request, error: str | None = None,
-                 status: int = 200) -> web.Response:
+def sign_in_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     secret = session.sign_in_secret(request)
-    response = page(request, "sign_in.html", {"error": error, "csrf": session.csrf_of(secret)},
-                    status)
+    response = page(request, "sign_in.html", {"error": error, "csrf": session.csrf_of(secret)}, status)
     session.keep_sign_in_secret(request, response, secret)
     return response
 
@@ -74,8 +71,7 @@ async def sign_in_form(request: web.Request) -> web.Response:
 
 async def _overview(request: web.Request) -> dict[str, Any]:
     async with _pool(request).acquire() as conn:
-        seen = await overview.read(conn, request.config_dict[TIMEZONE],
-                                   request.app[REMEMBERED])
+        seen = await overview.read(conn, request.config_dict[TIMEZONE], request.app[REMEMBERED])
     return {"o": seen, "chain": _chain(request)}
 
 
@@ -108,8 +104,11 @@ async def store_of(request: web.Request) -> dict[str, Any]:
 
 
 async def store_confirm(request: web.Request) -> web.Response:
-    return page(request, "store_confirm.html",
-                {"store": await store_of(request), "action": request.match_info["action"]})
+    return page(
+        request,
+        "store_confirm.html",
+        {"store": await store_of(request), "action": request.match_info["action"]},
+    )
 
 
 async def _warnings(request: web.Request) -> dict[str, Any]:
@@ -120,9 +119,15 @@ async def _warnings(request: web.Request) -> dict[str, Any]:
     async with _pool(request).acquire() as conn:
         rows = await queries.recent_warnings(conn, state, kind, store, WARNINGS_SHOWN)
         stores = await queries.peers(conn)
-    return {"warnings": rows,
-            "state": state, "kind": kind or "", "store": store or "", "stores": stores,
-            "query": request.query_string, "limit": WARNINGS_SHOWN}
+    return {
+        "warnings": rows,
+        "state": state,
+        "kind": kind or "",
+        "store": store or "",
+        "stores": stores,
+        "query": request.query_string,
+        "limit": WARNINGS_SHOWN,
+    }
 
 
 async def warnings_page(request: web.Request) -> web.Response:
@@ -144,15 +149,27 @@ async def numbers_page(request: web.Request) -> web.Response:
         stores = await queries.peers(conn)
         if q and by == "number":
             reservations = await queries.reservations_numbered(conn, q)
-            documents = [d for d in await queries.documents_numbered(conn, q)
-                         if d["imported"]]  # the others show as their reservation
+            documents = [
+                d for d in await queries.documents_numbered(conn, q) if d["imported"]
+            ]  # the others show as their reservation
         elif q and by == "document":
             documents = await queries.documents_by_id(conn, q, store)
         elif q:
             documents = await queries.documents_of_client(conn, q, store)
-    return page(request, "numbers.html", {
-        "searches": SEARCHES, "by": by, "q": q or "", "store": store or "", "stores": stores,
-        "reservations": reservations, "documents": documents, "searched": q is not None})
+    return page(
+        request,
+        "numbers.html",
+        {
+            "searches": SEARCHES,
+            "by": by,
+            "q": q or "",
+            "store": store or "",
+            "stores": stores,
+            "reservations": reservations,
+            "documents": documents,
+            "searched": q is not None,
+        },
+    )
 
 
 async def history_page(request: web.Request) -> web.Response:
@@ -163,19 +180,23 @@ async def history_page(request: web.Request) -> web.Response:
         reservations = await queries.reservations_numbered(conn, number)
         documents = await queries.documents_numbered(conn, number)
         streams = [f"reservation-{r['reservation_id']}" for r in reservations] + [
-            f"document-{d['peer_id']}-{d['doctype']}-{d['doc_id']}" for d in documents]
+            f"document-{d['peer_id']}-{d['doctype']}-{d['doc_id']}" for d in documents
+        ]
         events = await queries.stream_events(conn, streams) if streams else []
     items = [feed_item(d["store"], d["doc_id"], d["snapshot"], d["country"]) for d in documents]
     # VIES is never asked here, so the page never waits on it: the verdict the feed cached
     # last stands, whatever its age.
-    recorded = ViesLookup(None, PgVerdictCache(_pool(request)), max_age=timedelta.max,
-                          budget=0, now=lambda: datetime.now(UTC))
-    await complete(items, recorded,
-                   datetime.now(ZoneInfo(request.config_dict[TIMEZONE])).date())
+    recorded = ViesLookup(
+        None, PgVerdictCache(_pool(request)), max_age=timedelta.max, budget=0, now=lambda: datetime.now(UTC)
+    )
+    await complete(items, recorded, datetime.now(ZoneInfo(request.config_dict[TIMEZONE])).date())
     for d, (_, feed_document, _) in zip(documents, items, strict=True):
         d["feed_json"] = orjson.dumps(feed_document, option=orjson.OPT_INDENT_2).decode()
-    return page(request, "history.html", {"number": number, "reservations": reservations,
-                                          "documents": documents, "events": events})
+    return page(
+        request,
+        "history.html",
+        {"number": number, "reservations": reservations, "documents": documents, "events": events},
+    )
 
 
 async def ledger_page(request: web.Request) -> web.Response:
@@ -186,7 +207,9 @@ async def ledger_page(request: web.Request) -> web.Response:
         head = await queries.ledger_head(conn)
         before = int(raw) if raw is not None else head["position"] + 1
         events = await queries.newest_events(conn, before, LEDGER_PAGE)
-    older = events[-1]["position"] if len(events) == LEDGER_PAGE and events[-1]["position"] > 1 \
-        else None
-    return page(request, "ledger.html", {"head": head, "events": events, "older": older,
-                                         "chain": _chain(request), "newest": raw is None})
+    older = events[-1]["position"] if len(events) == LEDGER_PAGE and events[-1]["position"] > 1 else None
+    return page(
+        request,
+        "ledger.html",
+        {"head": head, "events": events, "older": older, "chain": _chain(request), "newest": raw is None},
+    )

@@ -48,19 +48,27 @@ def csrf_matches(expected: str, sent: object) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(expected, sent)
 
 
-def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
-                max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=True,
-                        samesite="Strict", secure=request.secure)
+def _set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
 
 
-async def sign_in(conn: asyncpg.Connection, request: web.Request, response: web.StreamResponse,
-                  token: str) -> str | None:
+async def sign_in(
+    conn: asyncpg.Connection, request: web.Request, response: web.StreamResponse, token: str
+) -> str | None:
     """Open a session for an operator or reader ``token``; its role, or None when the token
     is no such token (a store's token does not sign in)."""
     digest = token_sha256(token)
-    row = await conn.fetchrow("SELECT token_sha256, role FROM api_tokens WHERE token_sha256 = $1",
-                              digest)
+    row = await conn.fetchrow("SELECT token_sha256, role FROM api_tokens WHERE token_sha256 = $1", digest)
     # The index found the row by digest; compare again in constant time all the same.
     if row is None or not hmac.compare_digest(row["token_sha256"], digest):
         return None
@@ -69,7 +77,10 @@ async def sign_in(conn: asyncpg.Connection, request: web.Request, response: web.
     await conn.execute(
         "INSERT INTO console_sessions (id_sha256, token_sha256, expires_at)"
         " VALUES ($1, $2, now() + $3::interval)",
-        _digest(secret), digest, timedelta(hours=SESSION_HOURS))
+        _digest(secret),
+        digest,
+        timedelta(hours=SESSION_HOURS),
+    )
     _set_cookie(request, response, SESSION_COOKIE, secret, SESSION_HOURS * 3600)
     response.del_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
     return str(row["role"])
@@ -81,12 +92,13 @@ async def current(conn: asyncpg.Connection, request: web.Request) -> Session | N
         return None
     role = await conn.fetchval(
         "SELECT t.role FROM console_sessions s JOIN api_tokens t USING (token_sha256)"
-        " WHERE s.id_sha256 = $1 AND s.expires_at > now()", _digest(secret))
+        " WHERE s.id_sha256 = $1 AND s.expires_at > now()",
+        _digest(secret),
+    )
     return None if role is None else Session(role=role, csrf=csrf_of(secret))
 
 
-async def sign_out(conn: asyncpg.Connection, request: web.Request,
-                   response: web.StreamResponse) -> None:
+async def sign_out(conn: asyncpg.Connection, request: web.Request, response: web.StreamResponse) -> None:
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
         await conn.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", _digest(secret))

@@ -27,10 +27,14 @@ def console_app() -> web.Application:
     console = web.Application(middlewares=[guard])
     console[pages.REMEMBERED] = Remembered()
     environment = aiohttp_jinja2.setup(
-        console, loader=jinja2.PackageLoader("coordinator.console", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined)
+        console,
+        loader=jinja2.PackageLoader("coordinator.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     environment.globals["url"] = lambda route, **parts: str(
-        console.router[route].url_for(**{k: str(v) for k, v in parts.items()}))
+        console.router[route].url_for(**{k: str(v) for k, v in parts.items()})
+    )
     r = console.router
     r.add_get("/", pages.overview_page, name="overview")
     r.add_get("/overview/live", pages.overview_live, name="overview_live")
@@ -51,8 +55,7 @@ def console_app() -> web.Application:
     r.add_get("/numbers", pages.numbers_page, name="numbers")
     r.add_get("/numbers/history", pages.history_page, name="history")
     r.add_get("/ledger", pages.ledger_page, name="ledger")
-    r.add_static("/static", Path(str(resources.files("coordinator.console") / "static")),
-                 name="static")
+    r.add_static("/static", Path(str(resources.files("coordinator.console") / "static")), name="static")
     return console
 
 

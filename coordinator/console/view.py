@@ -14,12 +14,19 @@ SESSION = web.RequestKey("console_session", Session)
 POLL_SECONDS = 5  # overview and warnings refresh this often, without a reload
 
 
-def page(request: web.Request, template: str, context: dict[str, Any],
-         status: int = 200) -> web.Response:
+def page(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     route = request.match_info.route.name
-    return aiohttp_jinja2.render_template(template, request, {
-        "session": request.get(SESSION), "nav": route, "poll_seconds": POLL_SECONDS, **context,
-    }, status=status)
+    return aiohttp_jinja2.render_template(
+        template,
+        request,
+        {
+            "session": request.get(SESSION),
+            "nav": route,
+            "poll_seconds": POLL_SECONDS,
+            **context,
+        },
+        status=status,
+    )
 
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:

@@ -45,11 +45,12 @@ def _check(value: Any, path: str, depth: int) -> None:
         return
     elif isinstance(value, int):
         if not -BIGINT <= value < BIGINT:
-            raise NotCanonical(f"{path}: integer out of range (at most 19 digits, "
-                               f"{-BIGINT} … {BIGINT - 1})")
+            raise NotCanonical(f"{path}: integer out of range (at most 19 digits, {-BIGINT} … {BIGINT - 1})")
     elif isinstance(value, float):
-        raise NotCanonical(f"{path}: numbers must be whole and at most 19 digits; decimal "
-                           "numbers must be sent as strings (e.g. \"12.50\")")
+        raise NotCanonical(
+            f"{path}: numbers must be whole and at most 19 digits; decimal "
+            'numbers must be sent as strings (e.g. "12.50")'
+        )
     elif depth >= MAX_DEPTH:
         raise NotCanonical(f"{path}: nested deeper than {MAX_DEPTH} levels")
     elif isinstance(value, Mapping):
@@ -138,15 +139,25 @@ def chain_hash(prev_hash: bytes, body: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(prev_hash + canonical_json(body)).digest()
 
 
-def canonical_event(position: int, event_id: str, type_: str, stream: str, data_json: bytes,
-                    recorded_at: str) -> bytes:
+def canonical_event(
+    position: int, event_id: str, type_: str, stream: str, data_json: bytes, recorded_at: str
+) -> bytes:
     """``canonical_json(event_body(...))`` built around data already in canonical JSON, so
     the writer serialises a large document once. Keys in sorted order."""
-    return b"".join((
-        b'{"data":', data_json,
-        b',"event_id":', orjson.dumps(event_id),
-        b',"position":', str(position).encode(),
-        b',"recorded_at":', orjson.dumps(recorded_at),
-        b',"stream":', orjson.dumps(stream),
-        b',"type":', orjson.dumps(type_), b"}",
-    ))
+    return b"".join(
+        (
+            b'{"data":',
+            data_json,
+            b',"event_id":',
+            orjson.dumps(event_id),
+            b',"position":',
+            str(position).encode(),
+            b',"recorded_at":',
+            orjson.dumps(recorded_at),
+            b',"stream":',
+            orjson.dumps(stream),
+            b',"type":',
+            orjson.dumps(type_),
+            b"}",
+        )
+    )

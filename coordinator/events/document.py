@@ -20,9 +20,16 @@ DOC_TYPES = {"invoice": "Invoice", "creditnote": "CreditNote"}
 _CENT = Decimal("0.01")
 
 _CLIENT_FIELDS = (  # contract name, WHMCS column
-    ("Firstname", "firstname"), ("Lastname", "lastname"), ("CompanyName", "companyname"),
-    ("Email", "email"), ("Address1", "address1"), ("Address2", "address2"), ("City", "city"),
-    ("State", "state"), ("PostCode", "postcode"), ("Country", "country"),
+    ("Firstname", "firstname"),
+    ("Lastname", "lastname"),
+    ("CompanyName", "companyname"),
+    ("Email", "email"),
+    ("Address1", "address1"),
+    ("Address2", "address2"),
+    ("City", "city"),
+    ("State", "state"),
+    ("PostCode", "postcode"),
+    ("Country", "country"),
     ("PhoneNumber", "phonenumber"),
 )
 
@@ -80,7 +87,9 @@ def snapshot_custom_fields(invoicedata: Mapping[str, Any] | None) -> list[dict[s
 
 
 def client_data(
-    user_id: int, live: Mapping[str, Any], invoicedata: Mapping[str, Any] | None,
+    user_id: int,
+    live: Mapping[str, Any],
+    invoicedata: Mapping[str, Any] | None,
     live_custom_fields: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     source = snapshot_client(invoicedata) or live
@@ -108,12 +117,16 @@ def client_data(
 
 def _custom_field(field: Mapping[str, Any]) -> dict[str, Any]:
     name, value = field.get("fieldname"), field.get("value")
-    return {"id": int(field.get("id") or 0), "fieldname": "" if name is None else str(name).strip(),
-            "value": "" if value is None else str(value).strip()}
+    return {
+        "id": int(field.get("id") or 0),
+        "fieldname": "" if name is None else str(name).strip(),
+        "value": "" if value is None else str(value).strip(),
+    }
 
 
-def doc_data(doctype: str, invoice: Mapping[str, Any], items: Sequence[Mapping[str, Any]],
-             number: str) -> dict[str, Any]:
+def doc_data(
+    doctype: str, invoice: Mapping[str, Any], items: Sequence[Mapping[str, Any]], number: str
+) -> dict[str, Any]:
     return {
         "Type": DOC_TYPES[doctype],
         "ID": int(invoice["id"]),
@@ -136,18 +149,26 @@ def doc_data(doctype: str, invoice: Mapping[str, Any], items: Sequence[Mapping[s
 
 def _item(item: Mapping[str, Any]) -> dict[str, Any]:
     kind, description = item.get("type"), item.get("description")
-    return {"ID": int(item["id"]), "Type": "" if kind is None else str(kind).strip(),
-            "RelID": int(item.get("relid") or 0),
-            "Description": "" if description is None else str(description).strip(),
-            "Amount": amount(item.get("amount")), "Taxed": bool(int(item.get("taxed") or 0))}
-
-
-def document(doctype: str, number: str, invoice: Mapping[str, Any],
-             items: Sequence[Mapping[str, Any]], client: Mapping[str, Any],
-             invoicedata: Mapping[str, Any] | None,
-             live_custom_fields: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
-        "ClientData": client_data(int(invoice["userid"]), client, invoicedata,
-                                  live_custom_fields),
+        "ID": int(item["id"]),
+        "Type": "" if kind is None else str(kind).strip(),
+        "RelID": int(item.get("relid") or 0),
+        "Description": "" if description is None else str(description).strip(),
+        "Amount": amount(item.get("amount")),
+        "Taxed": bool(int(item.get("taxed") or 0)),
+    }
+
+
+def document(
+    doctype: str,
+    number: str,
+    invoice: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    client: Mapping[str, Any],
+    invoicedata: Mapping[str, Any] | None,
+    live_custom_fields: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "ClientData": client_data(int(invoice["userid"]), client, invoicedata, live_custom_fields),
         "DocData": doc_data(doctype, invoice, items, number),
     }

@@ -22,17 +22,49 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-MEMBER_STATES = frozenset((
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE",
-    "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
-))
+MEMBER_STATES = frozenset(
+    (
+        "AT",
+        "BE",
+        "BG",
+        "CY",
+        "CZ",
+        "DE",
+        "DK",
+        "EE",
+        "ES",
+        "FI",
+        "FR",
+        "GR",
+        "HR",
+        "HU",
+        "IE",
+        "IT",
+        "LT",
+        "LU",
+        "LV",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SE",
+        "SI",
+        "SK",
+    )
+)
 # The day each member state adopted the euro: MonetaryUnion holds from then on.
 EURO_SINCE = {
-    **dict.fromkeys(("AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"),
-                    date(1999, 1, 1)),
-    "GR": date(2001, 1, 1), "SI": date(2007, 1, 1), "CY": date(2008, 1, 1),
-    "MT": date(2008, 1, 1), "SK": date(2009, 1, 1), "EE": date(2011, 1, 1),
-    "LV": date(2014, 1, 1), "LT": date(2015, 1, 1), "HR": date(2023, 1, 1),
+    **dict.fromkeys(("AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"), date(1999, 1, 1)),
+    "GR": date(2001, 1, 1),
+    "SI": date(2007, 1, 1),
+    "CY": date(2008, 1, 1),
+    "MT": date(2008, 1, 1),
+    "SK": date(2009, 1, 1),
+    "EE": date(2011, 1, 1),
+    "LV": date(2014, 1, 1),
+    "LT": date(2015, 1, 1),
+    "HR": date(2023, 1, 1),
     "BG": date(2026, 1, 1),
 }
 # VIES names Greece EL; Northern Ireland's traders use XI.
@@ -74,27 +106,80 @@ _MOUNT_ATHOS = Territory("Mount Athos", "GR", vat_area=False)
 # longest prefix wins). None: an overseas country or territory, outside the EU.
 _BY_POSTCODE: dict[str, dict[str, Territory | None]] = {
     "ES": {"35": _BY_CODE["IC"], "38": _BY_CODE["IC"], "51": _CEUTA, "52": _MELILLA},
-    "PT": {**dict.fromkeys(("90", "91", "92", "93"), _MADEIRA),
-           **dict.fromkeys(("95", "96", "97", "98", "99"), _AZORES)},
-    "FR": {"971": _BY_CODE["GP"], "97150": _BY_CODE["MF"], "97133": None, "972": _BY_CODE["MQ"],
-           "973": _BY_CODE["GF"], "974": _BY_CODE["RE"], "975": None, "976": _BY_CODE["YT"],
-           "98": None, "980": _BY_CODE["MC"]},
+    "PT": {
+        **dict.fromkeys(("90", "91", "92", "93"), _MADEIRA),
+        **dict.fromkeys(("95", "96", "97", "98", "99"), _AZORES),
+    },
+    "FR": {
+        "971": _BY_CODE["GP"],
+        "97150": _BY_CODE["MF"],
+        "97133": None,
+        "972": _BY_CODE["MQ"],
+        "973": _BY_CODE["GF"],
+        "974": _BY_CODE["RE"],
+        "975": None,
+        "976": _BY_CODE["YT"],
+        "98": None,
+        "980": _BY_CODE["MC"],
+    },
     "GR": {"63086": _MOUNT_ATHOS},
-    "DE": {"78266": Territory("Büsingen am Hochrhein", "DE", vat_area=False),
-           "27498": Territory("Heligoland", "DE", vat_area=False)},
-    "IT": {"23041": Territory("Livigno", "IT", vat_area=False),
-           "22061": Territory("Campione d'Italia", "IT", vat_area=False)},
+    "DE": {
+        "78266": Territory("Büsingen am Hochrhein", "DE", vat_area=False),
+        "27498": Territory("Heligoland", "DE", vat_area=False),
+    },
+    "IT": {
+        "23041": Territory("Livigno", "IT", vat_area=False),
+        "22061": Territory("Campione d'Italia", "IT", vat_area=False),
+    },
     "FI": {"22": _BY_CODE["AX"]},
 }
 # Words a state may carry around the place's name: articles and prepositions (es, pt, fr,
 # en) and "island", "autonomous region", "department" …, so that "PALMAS, LAS" is "Las
 # Palmas" and "Região Autónoma da Madeira" is "Madeira".
-_FILLER_WORDS = frozenset((
-    "la", "las", "los", "el", "le", "les", "l", "de", "del", "da", "das", "do", "dos", "du",
-    "des", "d", "of", "the", "and", "et", "e", "y", "isla", "islas", "ilha", "ilhas", "ile",
-    "iles", "island", "islands", "region", "regiao", "autonoma", "autonomous", "ra",
-    "provincia", "province", "departement", "department", "collectivite",
-))
+_FILLER_WORDS = frozenset(
+    (
+        "la",
+        "las",
+        "los",
+        "el",
+        "le",
+        "les",
+        "l",
+        "de",
+        "del",
+        "da",
+        "das",
+        "do",
+        "dos",
+        "du",
+        "des",
+        "d",
+        "of",
+        "the",
+        "and",
+        "et",
+        "e",
+        "y",
+        "isla",
+        "islas",
+        "ilha",
+        "ilhas",
+        "ile",
+        "iles",
+        "island",
+        "islands",
+        "region",
+        "regiao",
+        "autonoma",
+        "autonomous",
+        "ra",
+        "provincia",
+        "province",
+        "departement",
+        "department",
+        "collectivite",
+    )
+)
 
 
 def _place_name(state: str) -> str:
@@ -115,25 +200,60 @@ def _named(place: Territory | None, *names: str) -> dict[str, Territory | None]:
 # "Saint-Martin-d'Hères" stays in France, and "La Palma" (an island, but "Palma" is
 # Mallorca's capital) is left to the postcode.
 _BY_STATE: dict[str, dict[str, Territory | None]] = {
-    "ES": {**_named(_BY_CODE["IC"], "PALMAS, LAS", "SANTA CRUZ DE TENERIFE",
-                    "Las Palmas de Gran Canaria", "Sta. Cruz de Tenerife", "S/C de Tenerife",
-                    "Tenerife", "Gran Canaria", "Lanzarote", "Fuerteventura", "La Gomera",
-                    "El Hierro", "Canarias", "Canary Islands", "Canaries",
-                    "GC", "TF", "CN", "ES-GC", "ES-TF", "ES-CN"),
-           **_named(_CEUTA, "CEUTA", "CE", "ES-CE"),
-           **_named(_MELILLA, "MELILLA", "ML", "ES-ML")},
-    "PT": {**_named(_MADEIRA, "Madeira", "Porto Santo", "PT-30"),
-           **_named(_AZORES, "Açores", "Azores", "PT-20")},
-    "FR": {**_named(_BY_CODE["GP"], "Guadeloupe", "971"),
-           **_named(_BY_CODE["MQ"], "Martinique", "972"),
-           **_named(_BY_CODE["GF"], "Guyane", "Guyane française", "French Guiana", "973"),
-           **_named(_BY_CODE["RE"], "La Réunion", "974"),
-           **_named(_BY_CODE["YT"], "Mayotte", "976"),
-           **_named(_BY_CODE["MF"], "Saint-Martin", "St Martin"),
-           **_named(None, "Saint-Barthélemy", "St Barthélemy", "Saint-Barth", "St Barth",
-                    "Saint-Pierre-et-Miquelon", "St Pierre et Miquelon", "975",
-                    "Polynésie française", "French Polynesia", "Nouvelle-Calédonie",
-                    "New Caledonia", "Wallis-et-Futuna")},
+    "ES": {
+        **_named(
+            _BY_CODE["IC"],
+            "PALMAS, LAS",
+            "SANTA CRUZ DE TENERIFE",
+            "Las Palmas de Gran Canaria",
+            "Sta. Cruz de Tenerife",
+            "S/C de Tenerife",
+            "Tenerife",
+            "Gran Canaria",
+            "Lanzarote",
+            "Fuerteventura",
+            "La Gomera",
+            "El Hierro",
+            "Canarias",
+            "Canary Islands",
+            "Canaries",
+            "GC",
+            "TF",
+            "CN",
+            "ES-GC",
+            "ES-TF",
+            "ES-CN",
+        ),
+        **_named(_CEUTA, "CEUTA", "CE", "ES-CE"),
+        **_named(_MELILLA, "MELILLA", "ML", "ES-ML"),
+    },
+    "PT": {
+        **_named(_MADEIRA, "Madeira", "Porto Santo", "PT-30"),
+        **_named(_AZORES, "Açores", "Azores", "PT-20"),
+    },
+    "FR": {
+        **_named(_BY_CODE["GP"], "Guadeloupe", "971"),
+        **_named(_BY_CODE["MQ"], "Martinique", "972"),
+        **_named(_BY_CODE["GF"], "Guyane", "Guyane française", "French Guiana", "973"),
+        **_named(_BY_CODE["RE"], "La Réunion", "974"),
+        **_named(_BY_CODE["YT"], "Mayotte", "976"),
+        **_named(_BY_CODE["MF"], "Saint-Martin", "St Martin"),
+        **_named(
+            None,
+            "Saint-Barthélemy",
+            "St Barthélemy",
+            "Saint-Barth",
+            "St Barth",
+            "Saint-Pierre-et-Miquelon",
+            "St Pierre et Miquelon",
+            "975",
+            "Polynésie française",
+            "French Polynesia",
+            "Nouvelle-Calédonie",
+            "New Caledonia",
+            "Wallis-et-Futuna",
+        ),
+    },
     "GR": _named(_MOUNT_ATHOS, "Mount Athos", "Agion Oros", "Agio Oros", "Athos"),
     "FI": _named(_BY_CODE["AX"], "Åland", "Ahvenanmaa"),
 }
@@ -210,8 +330,7 @@ def vies_key(number: str, member_state: str) -> tuple[str, str] | None:
     return country, rest
 
 
-def europe_block(place: Territory | None, *, vies: bool, home: str, on: date
-                 ) -> dict[str, Any] | None:
+def europe_block(place: Territory | None, *, vies: bool, home: str, on: date) -> dict[str, Any] | None:
     """The contract's ``Europe`` block. MOSS: a consumer (no VIES-confirmed VAT number) in a
     member state other than the store's own, inside the EU VAT area."""
     if place is None:
@@ -226,5 +345,6 @@ def europe_block(place: Territory | None, *, vies: bool, home: str, on: date
 
 
 def client_territory(client: Mapping[str, Any]) -> Territory | None:
-    return territory(str(client.get("Country") or ""), str(client.get("State") or ""),
-                     str(client.get("PostCode") or ""))
+    return territory(
+        str(client.get("Country") or ""), str(client.get("State") or ""), str(client.get("PostCode") or "")
+    )

@@ -30,15 +30,17 @@ async def complete(page: list[FeedItem], lookup: ViesLookup, today: date) -> Non
     await add_europe([doc for _, doc, _ in page], [home for *_, home in page], lookup, today)
 
 
-async def prepend(first: list[FeedItem], rest: AsyncIterator[list[FeedItem]]
-                  ) -> AsyncIterator[list[FeedItem]]:
+async def prepend(
+    first: list[FeedItem], rest: AsyncIterator[list[FeedItem]]
+) -> AsyncIterator[list[FeedItem]]:
     yield first
     async for page in rest:
         yield page
 
 
-async def answer_chunks(pages: AsyncIterator[list[FeedItem]], lookup: ViesLookup,
-                        today: date) -> AsyncIterator[bytes]:
+async def answer_chunks(
+    pages: AsyncIterator[list[FeedItem]], lookup: ViesLookup, today: date
+) -> AsyncIterator[bytes]:
     yield b"{"
     first = True
     async for page in pages:

@@ -24,13 +24,28 @@ import orjson
 from coordinator.events.canonical import BIGINT, NotCanonical, check_text
 
 # The Billing Extension's URL path (with ws=einvoice): existing scripts only change the host.
-BILLING_EXTENSION_PATH = ("/modules/addons/BillingExtension/core/BillingExtension_Admin/resources/"
-                          "einvoice/einvoice.php")
-DOCTYPES = {"invoice": "invoice", "invoices": "invoice",
-            "creditnote": "creditnote", "creditnotes": "creditnote"}
+BILLING_EXTENSION_PATH = (
+    "/modules/addons/BillingExtension/core/BillingExtension_Admin/resources/einvoice/einvoice.php"
+)
+DOCTYPES = {
+    "invoice": "invoice",
+    "invoices": "invoice",
+    "creditnote": "creditnote",
+    "creditnotes": "creditnote",
+}
 BOTH_DOCTYPES = frozenset(("invoice", "creditnote"))
-KEYWORDS = ("Today", "Yesterday", "Last 7 days", "Last week", "Week to date", "Month to date",
-            "Previous month", "Year to date", "Last year", "All")
+KEYWORDS = (
+    "Today",
+    "Yesterday",
+    "Last 7 days",
+    "Last week",
+    "Week to date",
+    "Month to date",
+    "Previous month",
+    "Year to date",
+    "Last year",
+    "All",
+)
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DIGITS = re.compile(r"[0-9]+")
 MAX_FIELD_LENGTH = 200
@@ -106,13 +121,13 @@ def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]
         return None, None, False
     if _whole_number(raw):
         if len(raw) > _MAX_DAYS_DIGITS:
-            raise GetQueryError(f"start {raw!r} reaches before year 1: use a smaller number of "
-                                "days")
+            raise GetQueryError(f"start {raw!r} reaches before year 1: use a smaller number of days")
         try:
             return today - timedelta(days=int(raw)), today, False
         except OverflowError:
-            raise GetQueryError(f"start {raw!r} reaches before year 1: use a smaller number of "
-                                "days") from None
+            raise GetQueryError(
+                f"start {raw!r} reaches before year 1: use a smaller number of days"
+            ) from None
     keyword = keyword_range(raw, today)
     if keyword is not None:
         return keyword[0], keyword[1], False
@@ -120,7 +135,8 @@ def _start_range(raw: str, today: date) -> tuple[date | None, date | None, bool]
         return _iso_date("start", raw), today, True
     raise GetQueryError(
         f"start {raw!r} is not accepted: use a date YYYY-MM-DD, a number of days (5 = the last "
-        f"5 days up to today) or one of {', '.join(KEYWORDS)}; leave it empty for all")
+        f"5 days up to today) or one of {', '.join(KEYWORDS)}; leave it empty for all"
+    )
 
 
 def _described(value: Any) -> str:
@@ -143,8 +159,7 @@ def check_alias(fields: Mapping[str, Any], query_ws: str | None) -> None:
     """The Billing Extension path serves only ``ws=einvoice`` (a field, or in the query)."""
     ws = _text(fields, "ws") or (query_ws or "").strip()
     if ws.lower() != "einvoice":
-        raise GetQueryError(f"ws {ws[:MAX_FIELD_LENGTH]!r} is not accepted on this path: send "
-                            "ws=einvoice")
+        raise GetQueryError(f"ws {ws[:MAX_FIELD_LENGTH]!r} is not accepted on this path: send ws=einvoice")
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:
@@ -160,8 +175,9 @@ def check_fields(fields: Mapping[str, Any]) -> None:
             except NotCanonical as exc:
                 raise GetQueryError(str(exc)) from None
             if len(text) > MAX_FIELD_LENGTH:
-                raise GetQueryError(f"field {shown!r}: the {what} is longer than "
-                                    f"{MAX_FIELD_LENGTH} characters")
+                raise GetQueryError(
+                    f"field {shown!r}: the {what} is longer than {MAX_FIELD_LENGTH} characters"
+                )
 
 
 def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = False) -> GetQuery:
@@ -175,18 +191,23 @@ def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = Fals
     if raw_type:
         doctype = DOCTYPES.get(raw_type.lower())
         if doctype is None:
-            raise GetQueryError(f"doctype {raw_type!r} is not accepted: use Invoice or "
-                                "CreditNote (Invoices, CreditNotes), or leave it empty for both")
+            raise GetQueryError(
+                f"doctype {raw_type!r} is not accepted: use Invoice or "
+                "CreditNote (Invoices, CreditNotes), or leave it empty for both"
+            )
         doctypes = frozenset((doctype,))
     store = (_text(fields, "store") or None) if with_store else None
     invoicenum, raw_id = _text(fields, "invoicenum"), _text(fields, "invoiceid")
     if invoicenum and raw_id:
-        raise GetQueryError(f"invoicenum {invoicenum!r} and invoiceid {raw_id!r} exclude each "
-                            "other: send only one of them")
+        raise GetQueryError(
+            f"invoicenum {invoicenum!r} and invoiceid {raw_id!r} exclude each other: send only one of them"
+        )
     if raw_id:
         if not _whole_number(raw_id) or len(raw_id) > _MAX_ID_DIGITS or int(raw_id) >= BIGINT:
-            raise GetQueryError(f"invoiceid {raw_id!r} is not accepted: it must be a whole "
-                                "number, the document ID (tblinvoices.id)")
+            raise GetQueryError(
+                f"invoiceid {raw_id!r} is not accepted: it must be a whole "
+                "number, the document ID (tblinvoices.id)"
+            )
         return GetQuery(invoiceid=int(raw_id), doctypes=doctypes, store=store)
     if invoicenum:
         return GetQuery(invoicenum=invoicenum, doctypes=doctypes, store=store)
@@ -195,12 +216,15 @@ def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = Fals
     if raw_end:
         if not is_date:
             got = f"start {raw_start!r}" if raw_start else "no start"
-            raise GetQueryError(f"end {raw_end!r} needs a start date in YYYY-MM-DD, received "
-                                f"{got}: end only works with a date start")
+            raise GetQueryError(
+                f"end {raw_end!r} needs a start date in YYYY-MM-DD, received "
+                f"{got}: end only works with a date start"
+            )
         end = _iso_date("end", raw_end)
         if start is not None and end < start:
-            raise GetQueryError(f"end {raw_end!r} is before start {raw_start!r}: end must be "
-                                "on or after start")
+            raise GetQueryError(
+                f"end {raw_end!r} is before start {raw_start!r}: end must be on or after start"
+            )
     return GetQuery(start=start, end=end, doctypes=doctypes, store=store)
 
 
@@ -209,14 +233,15 @@ def json_fields(body: bytes) -> dict[str, Any]:
     try:
         fields = orjson.loads(body) if body.strip() else {}
     except orjson.JSONDecodeError:
-        raise GetQueryError("the request body is not valid JSON: send a JSON object or "
-                            "form fields (action=Get&token=…)") from None
+        raise GetQueryError(
+            "the request body is not valid JSON: send a JSON object or form fields (action=Get&token=…)"
+        ) from None
     if not isinstance(fields, dict):
-        raise GetQueryError("the JSON body must be an object of parameters such as "
-                            '{"action": "Get", "token": "…"}')
+        raise GetQueryError(
+            'the JSON body must be an object of parameters such as {"action": "Get", "token": "…"}'
+        )
     return fields
 
 
 def error_body(message: str) -> bytes:
     return orjson.dumps({"result": "error", "message": message})
-

@@ -82,8 +82,16 @@ class ViesLookup:
     ``ask`` None: VIES is switched off and only cached verdicts count.
     """
 
-    def __init__(self, ask: Ask | None, cache: VerdictCache, *, max_age: timedelta,
-                 budget: int, now: Callable[[], datetime], concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        ask: Ask | None,
+        cache: VerdictCache,
+        *,
+        max_age: timedelta,
+        budget: int,
+        now: Callable[[], datetime],
+        concurrency: int = 4,
+    ) -> None:
         self._ask = ask
         self._cache = cache
         self._max_age = max_age
@@ -98,8 +106,7 @@ class ViesLookup:
         if wanted:
             cached = await self._cache.load(wanted)
             now = self._now()
-            stale = sorted(k for k in wanted
-                           if k not in cached or now - cached[k].checked_at > self._max_age)
+            stale = sorted(k for k in wanted if k not in cached or now - cached[k].checked_at > self._max_age)
             answers = await self._ask_all(stale)
             fresh = {k: Verdict(v, now) for k, v in answers.items() if v is not None}
             if fresh:
@@ -112,7 +119,7 @@ class ViesLookup:
     async def _ask_all(self, keys: Sequence[VatKey]) -> dict[VatKey, bool | None]:
         if self._ask is None or self.failed or not keys:
             return {}
-        keys = keys[:self._budget]
+        keys = keys[: self._budget]
         self._budget -= len(keys)
         ask = self._ask
 
@@ -137,15 +144,19 @@ def _document_day(document: Mapping[str, Any], today: date) -> date:
         return today
 
 
-async def add_europe(documents: Sequence[dict[str, Any]], homes: Sequence[str],
-                     lookup: ViesLookup, today: date) -> None:
+async def add_europe(
+    documents: Sequence[dict[str, Any]], homes: Sequence[str], lookup: ViesLookup, today: date
+) -> None:
     """Put the ``Europe`` block into each document's ClientData (at answer time: VIES and
     the store's own country, ``homes[i]``, are today's; the euro membership the document
     date's)."""
     places = [client_territory(d["ClientData"]) for d in documents]
-    keys = [vies_key(vat_number(d["ClientData"]), place.member_state) if place else None
-            for d, place in zip(documents, places, strict=True)]
+    keys = [
+        vies_key(vat_number(d["ClientData"]), place.member_state) if place else None
+        for d, place in zip(documents, places, strict=True)
+    ]
     confirmed = await lookup.confirmed({k for k in keys if k is not None})
     for document, home, place, key in zip(documents, homes, places, keys, strict=True):
         document["ClientData"]["Europe"] = europe_block(
-            place, vies=key in confirmed, home=home, on=_document_day(document, today))
+            place, vies=key in confirmed, home=home, on=_document_day(document, today)
+        )

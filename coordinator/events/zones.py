@@ -12,8 +12,7 @@ def known_zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as "
-                         "Europe/Amsterdam") from None
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Amsterdam") from None
     return value
 
 

@@ -30,13 +30,15 @@ def check(request: web.Request) -> None:
         return
     text = sent.strip()
     if not (text.isascii() and text.isdigit() and len(text) <= 4):
-        raise ApiError(400, "invalid_header",
-                       f"{HEADER} must be the agent's protocol number, a whole number")
+        raise ApiError(400, "invalid_header", f"{HEADER} must be the agent's protocol number, a whole number")
     spoken = int(text)
     if OLDEST <= spoken <= NEWEST:
         return
     supported = f"{OLDEST}" if OLDEST == NEWEST else f"{OLDEST} to {NEWEST}"
     upgrade = "concord-agent" if spoken < OLDEST else "the coordinator"
-    raise ApiError(400, "agent_protocol_unsupported",
-                   f"this agent speaks protocol {spoken}; this coordinator (concord "
-                   f"{version('concord')}) speaks agent protocol {supported}: upgrade {upgrade}")
+    raise ApiError(
+        400,
+        "agent_protocol_unsupported",
+        f"this agent speaks protocol {spoken}; this coordinator (concord "
+        f"{version('concord')}) speaks agent protocol {supported}: upgrade {upgrade}",
+    )

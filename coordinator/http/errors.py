@@ -12,8 +12,12 @@ MAX_BODY_MIB = 8
 MAX_BODY = MAX_BODY_MIB * 1024 * 1024
 
 # How each kind of refused command is answered.
-STATUS_OF_REFUSAL = {Refusal.INVALID: 400, Refusal.FORBIDDEN: 403, Refusal.NOT_FOUND: 404,
-                     Refusal.CONFLICT: 409}
+STATUS_OF_REFUSAL = {
+    Refusal.INVALID: 400,
+    Refusal.FORBIDDEN: 403,
+    Refusal.NOT_FOUND: 404,
+    Refusal.CONFLICT: 409,
+}
 
 
 def refused_status(exc: DomainError) -> int:
@@ -28,7 +32,12 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps({"error": {"code": code, "message": message}}),
-                        status=status, content_type="application/json", headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"error": {"code": code, "message": message}}),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

@@ -21,10 +21,10 @@ from coordinator.http.errors import ApiError
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def json_response(payload: Any, *, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status,
-                        content_type="application/json", headers=headers)
+def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+    )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -24,7 +24,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUESTS = Counter("concord_http_requests", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "concord_http_request_seconds", "HTTP request duration", ["method", "route"],
+    "concord_http_request_seconds",
+    "HTTP request duration",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
@@ -62,8 +64,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         REQUESTS.labels(request.method, route, str(status)).inc()
         LATENCY.labels(request.method, route).observe(elapsed)
         if status >= 500 or route not in ("/metrics", "/healthz"):
-            log.debug("request", method=request.method, path=request.path, status=status,
-                      ms=round(elapsed * 1000, 2))
+            log.debug(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                ms=round(elapsed * 1000, 2),
+            )
         structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -73,14 +80,14 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "body_too_large",
-                              f"the request body is larger than {MAX_BODY_MIB} MiB")
+        return error_response(413, "body_too_large", f"the request body is larger than {MAX_BODY_MIB} MiB")
     except web.HTTPException as exc:
         if exc.status >= 400:
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
             allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405
-            return error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}",
-                                  headers=allow)
+            return error_response(
+                exc.status, code, f"{request.method} {request.path}: {exc.reason}", headers=allow
+            )
         raise
     except (DomainError, LedgerUnavailable, CommandFailed) as exc:
         status, code, message = ledger_failure(exc)
@@ -88,8 +95,12 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(status, code, message, headers=retry)
     except DATABASE_AWAY as exc:  # a read or a token lookup: the database is away
         log.warning("database_unavailable", error=repr(exc))
-        return error_response(503, "unavailable", "the database is unavailable; send the same "
-                              "request again", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return error_response(
+            503,
+            "unavailable",
+            "the database is unavailable; send the same request again",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error; the request id is logged")
@@ -108,16 +119,23 @@ def ledger_failure(exc: DomainError | LedgerUnavailable | CommandFailed) -> tupl
         case LedgerUnavailable(busy=True):
             return 503, "busy", f"{exc.reason}: nothing was written; send the same request again"
         case LedgerUnavailable(outcome_unknown=True):
-            return 503, "outcome_unknown", (
-                f"{exc.reason}: the request may have been written; sending the same request "
-                "again is safe (a store registration that was written is refused then: list "
-                "the stores and rotate its token)")
+            return (
+                503,
+                "outcome_unknown",
+                (
+                    f"{exc.reason}: the request may have been written; sending the same request "
+                    "again is safe (a store registration that was written is refused then: list "
+                    "the stores and rotate its token)"
+                ),
+            )
         case LedgerUnavailable():
-            return 503, "unavailable", (f"{exc.reason}: nothing was written; send the same "
-                                        "request again")
+            return 503, "unavailable", (f"{exc.reason}: nothing was written; send the same request again")
         case CommandFailed(invalid_value=True):
-            return 400, "invalid_value", ("the database refused a value of this request, which "
-                                          f"was not written: {exc.detail}")
+            return (
+                400,
+                "invalid_value",
+                (f"the database refused a value of this request, which was not written: {exc.detail}"),
+            )
     return 500, "internal", "internal error; the request was not written and its id is logged"
 
 
@@ -128,15 +146,16 @@ def guarded(handler: Handler, roles: tuple[str, ...]) -> Handler:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthenticated",
-                           "send 'Authorization: Bearer <token>' with a Concord token")
+            raise ApiError(
+                401, "unauthenticated", "send 'Authorization: Bearer <token>' with a Concord token"
+            )
         principal = await request.app[TOKENS].resolve(token.strip())
         if principal is None:
             raise ApiError(401, "unauthenticated", "the token is unknown, rotated or retired")
         if principal.role not in roles:
-            raise ApiError(403, "forbidden",
-                           f"a {principal.role} token may not do this; needs "
-                           f"{' or '.join(roles)}")
+            raise ApiError(
+                403, "forbidden", f"a {principal.role} token may not do this; needs {' or '.join(roles)}"
+            )
         agent_protocol.check(request)
         request[PRINCIPAL] = principal
         return await handler(request)

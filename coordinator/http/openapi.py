@@ -15,8 +15,13 @@ from coordinator.http.routes import FEED_PATHS, PATH_PARAMETERS, ROUTES, Route
 _ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}}}},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
 }
 # The Get feed answers in the contract's shape (docs/api.md, "WebService Get feed").
 _FEED_ERROR = {
@@ -61,12 +66,15 @@ class _Components:
     """The named schemas the document refers to, gathered while the paths are built."""
 
     def __init__(self) -> None:
-        self.schemas: dict[str, Any] = {"Error": _ERROR, "FeedError": _FEED_ERROR,
-                                        "FeedAnswer": _FEED_ANSWER, "FeedFields": _FEED_FIELDS}
+        self.schemas: dict[str, Any] = {
+            "Error": _ERROR,
+            "FeedError": _FEED_ERROR,
+            "FeedAnswer": _FEED_ANSWER,
+            "FeedFields": _FEED_FIELDS,
+        }
 
     def model(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
-                                         mode=mode)  # type: ignore[arg-type]
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
         self.schemas.update(schema.pop("$defs", {}))
         self.schemas[model.__name__] = schema
         return _ref(model.__name__)
@@ -75,18 +83,24 @@ class _Components:
 def _refused(feed: bool, writes: bool) -> dict[str, Any]:
     error = _json(_ref("Error"))
     refused = {
-        "4XX": {"description": "Refused; nothing changed",
-                "content": _json(_ref("FeedError")) if feed else error},
-        "503": {"description": "The ledger database is unavailable"
-                               + ("; the write was not made: send the same request again"
-                                  if writes else ""),
-                "headers": {"Retry-After": {"description": "Seconds to wait before retrying",
-                                            "schema": {"type": "integer"}}},
-                "content": error},
+        "4XX": {
+            "description": "Refused; nothing changed",
+            "content": _json(_ref("FeedError")) if feed else error,
+        },
+        "503": {
+            "description": "The ledger database is unavailable"
+            + ("; the write was not made: send the same request again" if writes else ""),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "schema": {"type": "integer"},
+                }
+            },
+            "content": error,
+        },
     }
     if feed:  # refused by the HTTP layer before the feed reads the request
-        refused["413"] = {"description": f"The body is larger than {MAX_BODY_MIB} MiB",
-                          "content": error}
+        refused["413"] = {"description": f"The body is larger than {MAX_BODY_MIB} MiB", "content": error}
     return refused
 
 
@@ -104,42 +118,57 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         "summary": route.summary,
         "operationId": route.handler.__name__,
         "responses": {
-            **{str(status): {"description": "OK" if status == 200 else "Created", **ok}
-               for status in route.statuses},
-            **(_refused(feed, route.writes)
-               if route.path != "/metrics" else {}),
+            **{
+                str(status): {"description": "OK" if status == 200 else "Created", **ok}
+                for status in route.statuses
+            },
+            **(_refused(feed, route.writes) if route.path != "/metrics" else {}),
         },
     }
     if route.path == "/healthz":  # unhealthy: the health answer saying why, or an error
-        op["responses"]["503"]["content"] = _json({"anyOf": [ok["content"]["application/json"][
-            "schema"], _ref("Error")]})
+        op["responses"]["503"]["content"] = _json(
+            {"anyOf": [ok["content"]["application/json"]["schema"], _ref("Error")]}
+        )
     if route.roles:
         op["security"] = [{"bearer": []}]
         op["description"] = f"Roles: {', '.join(route.roles)}."
     params = [
         {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS[name]}
         for name in re.findall(r"\{(\w+)\}", route.path)
-    ] + [{"name": name, "in": "query", "required": False, "schema": schema}
-         for name, schema in route.query.items()]
+    ] + [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in route.query.items()
+    ]
     if route.roles and "peer" in route.roles:
-        params.append({"name": agent_protocol.HEADER, "in": "header", "required": False,
-                       "description": "The agent's protocol (agents send it); outside these "
-                                      "bounds: 400 agent_protocol_unsupported",
-                       "schema": {"type": "integer", "minimum": agent_protocol.OLDEST,
-                                  "maximum": agent_protocol.NEWEST}})
+        params.append(
+            {
+                "name": agent_protocol.HEADER,
+                "in": "header",
+                "required": False,
+                "description": "The agent's protocol (agents send it); outside these "
+                "bounds: 400 agent_protocol_unsupported",
+                "schema": {
+                    "type": "integer",
+                    "minimum": agent_protocol.OLDEST,
+                    "maximum": agent_protocol.NEWEST,
+                },
+            }
+        )
     if params:
         op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": True,
-                             "content": _json(components.model(route.body, "validation"))}
+        op["requestBody"] = {"required": True, "content": _json(components.model(route.body, "validation"))}
     if feed:
         op["security"] = [{"bearer": []}, {}]  # or the token in the `token` field
         fields = _ref("FeedFields")
-        op["requestBody"] = {"required": True, "content": {
-            "application/x-www-form-urlencoded": {"schema": fields},
-            "multipart/form-data": {"schema": fields},
-            "application/json": {"schema": fields},
-        }}
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": fields},
+                "multipart/form-data": {"schema": fields},
+                "application/json": {"schema": fields},
+            },
+        }
     return op
 
 
@@ -148,14 +177,21 @@ def openapi_document(version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
-    paths["/openapi.json"] = {"get": {"summary": "This document", "operationId": "openapi",
-                                      "responses": {"200": {"description": "OK", "content":
-                                                            _json({"type": "object"})}}}}
+    paths["/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {"200": {"description": "OK", "content": _json({"type": "object"})}},
+        }
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Concord coordinator", "version": version,
-                 "description": "Gapless, hash-chained invoice numbering for several WHMCS "
-                                "stores. Input rules: docs/api.md."},
+        "info": {
+            "title": "Concord coordinator",
+            "version": version,
+            "description": "Gapless, hash-chained invoice numbering for several WHMCS "
+            "stores. Input rules: docs/api.md.",
+        },
         "paths": paths,
         "components": {
             "schemas": components.schemas,

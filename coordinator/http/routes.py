@@ -47,8 +47,7 @@ HEALTH_SECONDS = 2.0  # a health check answers within this, whatever the databas
 # nesting bounded) before these models see it; they add types, lengths and ranges.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 DOC_ID_MAX = 64
-DocId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                         max_length=DOC_ID_MAX)]
+DocId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=DOC_ID_MAX)]
 PERIOD = re.compile(r"all|[0-9]{4}")
 Period = Annotated[str, StringConstraints(pattern=f"^({PERIOD.pattern})$")]
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -72,8 +71,9 @@ class _Body(BaseModel):
 
 class _Idempotent(_Body):
     event_id: uuid.UUID | None = Field(
-        default=None, strict=False,  # a UUID arrives as text
-        description="Chosen by the client; a retry with it gets the same answer"
+        default=None,
+        strict=False,  # a UUID arrives as text
+        description="Chosen by the client; a retry with it gets the same answer",
     )
 
 
@@ -172,8 +172,9 @@ def _uuid_param(request: web.Request, name: str, what: str) -> str:
 def _series_param(request: web.Request, name: str) -> str:
     series = request.match_info[name]
     if series not in SERIES_NAMES:
-        raise ApiError(404, "series_not_found",
-                       f"no series {_shown(series)}; the series are {', '.join(SERIES_NAMES)}")
+        raise ApiError(
+            404, "series_not_found", f"no series {_shown(series)}; the series are {', '.join(SERIES_NAMES)}"
+        )
     return series
 
 
@@ -184,8 +185,7 @@ def _text_param(request: web.Request, name: str, max_length: int) -> str:
     except NotCanonical as exc:
         raise ApiError(400, "invalid_path", str(exc)) from None
     if len(raw) > max_length:
-        raise ApiError(400, "invalid_path", f"{name} {_shown(raw)} is longer than {max_length} "
-                                            "characters")
+        raise ApiError(400, "invalid_path", f"{name} {_shown(raw)} is longer than {max_length} characters")
     return raw
 
 
@@ -198,8 +198,7 @@ def _query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> 
     if value is None:
         return None
     if value not in allowed:
-        raise ApiError(400, "invalid_query",
-                       f"{name}={_shown(value)}: accepted {', '.join(allowed)}")
+        raise ApiError(400, "invalid_query", f"{name}={_shown(value)}: accepted {', '.join(allowed)}")
     return value
 
 
@@ -208,8 +207,9 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     if raw is None:
         return default
     if not _NUMBER.fullmatch(raw):
-        raise ApiError(400, "invalid_query", f"{name}={_shown(raw)} is not a whole number "
-                                             "written in the digits 0-9")
+        raise ApiError(
+            400, "invalid_query", f"{name}={_shown(raw)} is not a whole number written in the digits 0-9"
+        )
     value = int(raw)
     if not low <= value <= high:
         raise ApiError(400, "invalid_query", f"{name}={value} must be between {low} and {high}")
@@ -217,6 +217,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 # -- system ------------------------------------------------------------------------------
+
 
 async def healthz(request: web.Request) -> web.Response:
     """200 while the ledger can be written; 503 with the reason while it cannot."""
@@ -230,18 +231,23 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:  # any failure to read is the answer, not an error
         problem = problem or f"the database does not answer ({type(exc).__name__})"
     if problem is not None:
-        return json_response({"status": "unavailable", "reason": problem, "ledger": ledger,
-                              "chain": chain}, status=503,
-                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return json_response(
+            {"status": "unavailable", "reason": problem, "ledger": ledger, "chain": chain},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return json_response({"status": "ok", "ledger": ledger, "chain": chain})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=prometheus_client.generate_latest(),
-                        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=prometheus_client.generate_latest(),
+        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    )
 
 
 # -- series ------------------------------------------------------------------------------
+
 
 async def list_series(request: web.Request) -> web.Response:
     async with _pool(request).acquire() as conn:
@@ -256,21 +262,26 @@ async def set_series(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_body", "nothing to change: send at least one setting")
     today = datetime.now(ZoneInfo(request.app[TIMEZONE])).date()
     result = await _writer(request).execute(
-        c.ConfigureSeries(series=name, changes=changes, next=body.next, period=body.period,
-                          today=today)
+        c.ConfigureSeries(series=name, changes=changes, next=body.next, period=body.period, today=today)
     )
     return json_response(result)
 
 
 # -- reservations ------------------------------------------------------------------------
 
+
 async def create_reservation(request: web.Request) -> web.Response:
     body = await read_body(request, ReserveBody)
     peer = principal_of(request)
-    result = await _writer(request).execute(c.Reserve(
-        peer_id=peer.peer_id or "", doctype=body.doctype, doc_id=body.doc_id, date=body.date,
-        event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.Reserve(
+            peer_id=peer.peer_id or "",
+            doctype=body.doctype,
+            doc_id=body.doc_id,
+            date=body.date,
+            event_id=_event_id(body),
+        )
+    )
     created = result.pop("created", False)
     return json_response(result, status=201 if created else 200)
 
@@ -278,10 +289,14 @@ async def create_reservation(request: web.Request) -> web.Response:
 async def confirm_reservation(request: web.Request) -> web.Response:
     reservation_id = _uuid_param(request, "id", "reservation")
     body = await read_body(request, DocumentBody)
-    result = await _writer(request).execute(c.Confirm(
-        reservation_id=reservation_id, peer_id=principal_of(request).peer_id or "",
-        document=body.document, event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.Confirm(
+            reservation_id=reservation_id,
+            peer_id=principal_of(request).peer_id or "",
+            document=body.document,
+            event_id=_event_id(body),
+        )
+    )
     return json_response(result)
 
 
@@ -291,11 +306,19 @@ async def reserve_batch(request: web.Request) -> web.Response:
     body = await read_body(request, ReserveBatchBody)
     peer_id = principal_of(request).peer_id or ""
     docs = body.documents
-    order = sorted(range(len(docs)),
-                   key=lambda i: (docs[i].date, len(docs[i].doc_id), docs[i].doc_id))
-    answers = await _writer(request).execute_many([
-        c.Reserve(peer_id=peer_id, doctype=docs[i].doctype, doc_id=docs[i].doc_id,
-                  date=docs[i].date, event_id=_event_id(docs[i])) for i in order])
+    order = sorted(range(len(docs)), key=lambda i: (docs[i].date, len(docs[i].doc_id), docs[i].doc_id))
+    answers = await _writer(request).execute_many(
+        [
+            c.Reserve(
+                peer_id=peer_id,
+                doctype=docs[i].doctype,
+                doc_id=docs[i].doc_id,
+                date=docs[i].date,
+                event_id=_event_id(docs[i]),
+            )
+            for i in order
+        ]
+    )
     results: list[dict[str, Any]] = [{}] * len(docs)
     for i, answer in zip(order, answers, strict=True):
         results[i] = _batch_item(answer)
@@ -305,10 +328,17 @@ async def reserve_batch(request: web.Request) -> web.Response:
 async def confirm_batch(request: web.Request) -> web.Response:
     body = await read_body(request, ConfirmBatchBody)
     peer_id = principal_of(request).peer_id or ""
-    answers = await _writer(request).execute_many([
-        c.Confirm(reservation_id=str(item.reservation_id), peer_id=peer_id,
-                  document=item.document, event_id=_event_id(item))
-        for item in body.confirmations])
+    answers = await _writer(request).execute_many(
+        [
+            c.Confirm(
+                reservation_id=str(item.reservation_id),
+                peer_id=peer_id,
+                document=item.document,
+                event_id=_event_id(item),
+            )
+            for item in body.confirmations
+        ]
+    )
     return _batch_response([_batch_item(answer) for answer in answers])
 
 
@@ -325,8 +355,9 @@ def _batch_response(results: list[dict[str, Any]]) -> web.Response:
     request's own 503, so that any client retries it the usual way."""
     if all(r["status"] == 503 for r in results):
         error = results[0]["error"]
-        return error_response(503, error["code"], error["message"],
-                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return error_response(
+            503, error["code"], error["message"], headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
     return json_response({"results": results})
 
 
@@ -334,10 +365,14 @@ async def release_reservation(request: web.Request) -> web.Response:
     reservation_id = _uuid_param(request, "id", "reservation")
     body = await read_body(request, ReasonBody)
     who = principal_of(request)
-    result = await _writer(request).execute(c.Release(
-        reservation_id=reservation_id, peer_id=who.peer_id if who.role == "peer" else None,
-        reason=body.reason, event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.Release(
+            reservation_id=reservation_id,
+            peer_id=who.peer_id if who.role == "peer" else None,
+            reason=body.reason,
+            event_id=_event_id(body),
+        )
+    )
     return json_response(result)
 
 
@@ -357,33 +392,49 @@ async def list_reservations(request: web.Request) -> web.Response:
 async def void_number(request: web.Request) -> web.Response:
     series, period = _series_param(request, "series"), request.match_info["period"]
     if not PERIOD.fullmatch(period):
-        raise ApiError(400, "invalid_period",
-                       f"period {_shown(period)} is not 'all' or a year like 2026")
+        raise ApiError(400, "invalid_period", f"period {_shown(period)} is not 'all' or a year like 2026")
     raw = request.match_info["number"]
     if not _NUMBER.fullmatch(raw) or int(raw) >= BIGINT:
-        raise ApiError(400, "invalid_number", f"number {_shown(raw)} is not a whole number "
-                                              "written in the digits 0-9 (at most 19)")
+        raise ApiError(
+            400,
+            "invalid_number",
+            f"number {_shown(raw)} is not a whole number written in the digits 0-9 (at most 19)",
+        )
     body = await read_body(request, ReasonBody)
-    result = await _writer(request).execute(c.Void(
-        series=series, period=period, number=int(raw), reason=body.reason,
-        event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.Void(
+            series=series,
+            period=period,
+            number=int(raw),
+            reason=body.reason,
+            event_id=_event_id(body),
+        )
+    )
     return json_response(result)
 
 
 # -- documents ----------------------------------------------------------------------------
 
+
 async def update_document(request: web.Request) -> web.Response:
     doctype = request.match_info["doctype"]
     if doctype not in SERIES_NAMES:
-        raise ApiError(404, "doctype_not_found",
-                       f"no document type {_shown(doctype)}; accepted: {', '.join(SERIES_NAMES)}")
+        raise ApiError(
+            404,
+            "doctype_not_found",
+            f"no document type {_shown(doctype)}; accepted: {', '.join(SERIES_NAMES)}",
+        )
     doc_id = _text_param(request, "doc_id", DOC_ID_MAX)
     body = await read_body(request, DocumentBody)
-    result = await _writer(request).execute(c.UpdateDocument(
-        peer_id=principal_of(request).peer_id or "", doctype=doctype,
-        doc_id=doc_id, document=body.document, event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.UpdateDocument(
+            peer_id=principal_of(request).peer_id or "",
+            doctype=doctype,
+            doc_id=doc_id,
+            document=body.document,
+            event_id=_event_id(body),
+        )
+    )
     return json_response(result)
 
 
@@ -394,17 +445,23 @@ async def import_documents(request: web.Request) -> web.Response:
         if (d.doctype, d.doc_id) in seen:
             raise ApiError(400, "invalid_body", f"{d.doctype} {d.doc_id} appears twice")
         seen.add((d.doctype, d.doc_id))
-    result = await _writer(request).execute(c.ImportDocuments(
-        peer_id=principal_of(request).peer_id or "",
-        documents=tuple(c.ImportedDocument(doctype=d.doctype, doc_id=d.doc_id,
-                                           formatted=d.number, document=d.document)
-                        for d in body.documents),
-        event_id=_event_id(body),
-    ))
+    result = await _writer(request).execute(
+        c.ImportDocuments(
+            peer_id=principal_of(request).peer_id or "",
+            documents=tuple(
+                c.ImportedDocument(
+                    doctype=d.doctype, doc_id=d.doc_id, formatted=d.number, document=d.document
+                )
+                for d in body.documents
+            ),
+            event_id=_event_id(body),
+        )
+    )
     return json_response(result)
 
 
 # -- peers -------------------------------------------------------------------------------
+
 
 async def add_peer(request: web.Request) -> web.Response:
     body = await read_body(request, PeerBody)
@@ -442,13 +499,18 @@ async def heartbeat(request: web.Request) -> web.Response:
     peer_id = principal_of(request).peer_id or ""
     async with _pool(request).acquire() as conn:
         await record_heartbeat(conn, peer_id)
-    result = await _writer(request).execute(c.ReportPeerConfig(
-        peer_id=peer_id, agent_version=body.agent_version, settings=body.settings,
-    ))
+    result = await _writer(request).execute(
+        c.ReportPeerConfig(
+            peer_id=peer_id,
+            agent_version=body.agent_version,
+            settings=body.settings,
+        )
+    )
     return json_response(result)
 
 
 # -- warnings and events -----------------------------------------------------------------
+
 
 async def list_warnings(request: web.Request) -> web.Response:
     state = _query_choice(request, "state", ("open", "resolved"))
@@ -470,6 +532,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 # -- the WebService Get feed (its own token check: the contract sends the token in the body) --
+
 
 async def webservice(request: web.Request) -> web.StreamResponse:
     return await feed.serve(request, _pool(request), request.app[TIMEZONE])
@@ -514,62 +577,201 @@ class Route:
 ROUTES: list[Route] = [
     Route("GET", "/healthz", healthz, None, "Liveness and the ledger head", answer=answers.Health),
     Route("GET", "/metrics", metrics, None, "Prometheus metrics"),
-    Route("GET", "/v1/series", list_series, ANYONE, "Series settings and each period's next number",
-          answer=answers.SeriesList),
-    Route("PUT", "/v1/series/{name}", set_series, OPERATOR, "Change a series' settings",
-          SeriesBody, answers.SeriesChanged, writes=True),
-    Route("POST", "/v1/reservations", create_reservation, PEER,
-          "Reserve a number for a document (201; 200 when repeated)", ReserveBody,
-          answers.Reservation, (201, 200), writes=True),
-    Route("POST", "/v1/reservations/batch", reserve_batch, PEER,
-          "Reserve numbers for up to 500 documents: numbered in (date, doc_id) order, one "
-          "result per document in the request's order", ReserveBatchBody,
-          answers.ReservationResults, writes=True),
-    Route("POST", "/v1/reservations/confirm", confirm_batch, PEER,
-          "Confirm up to 500 reservations with their documents: one result per item",
-          ConfirmBatchBody, answers.ReservationResults, writes=True),
-    Route("GET", "/v1/reservations", list_reservations, OPERATOR, "List reservations",
-          answer=answers.Reservations,
-          query={"state": {"type": "string", "enum": ["reserved", "issued", "released", "void"]},
-                 "limit": _LIMIT, "after": PATH_PARAMETERS["id"]}),
-    Route("POST", "/v1/reservations/{id}/confirm", confirm_reservation, PEER,
-          "Confirm a reservation with the issued document", DocumentBody, answers.Reservation,
-          writes=True),
-    Route("POST", "/v1/reservations/{id}/release", release_reservation, ("operator", "peer"),
-          "Return an unconfirmed number to the pool", ReasonBody, answers.Reservation,
-          writes=True),
-    Route("POST", "/v1/numbers/{series}/{period}/{number}/void", void_number, OPERATOR,
-          "Void a handed-out number; it stays used", ReasonBody, answers.Reservation,
-          writes=True),
-    Route("PUT", "/v1/documents/{doctype}/{doc_id}", update_document, PEER,
-          "Report the current snapshot of an issued document", DocumentBody,
-          answers.DocumentUpdated, writes=True),
-    Route("POST", "/v1/documents/import", import_documents, PEER,
-          "Import documents numbered before Concord; a known number raises a warning instead",
-          ImportBody, answers.Imported, writes=True),
-    Route("POST", "/v1/peers", add_peer, OPERATOR, "Register a store; its token is shown once",
-          PeerBody, answers.PeerRegistered, (201,), writes=True),
+    Route(
+        "GET",
+        "/v1/series",
+        list_series,
+        ANYONE,
+        "Series settings and each period's next number",
+        answer=answers.SeriesList,
+    ),
+    Route(
+        "PUT",
+        "/v1/series/{name}",
+        set_series,
+        OPERATOR,
+        "Change a series' settings",
+        SeriesBody,
+        answers.SeriesChanged,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations",
+        create_reservation,
+        PEER,
+        "Reserve a number for a document (201; 200 when repeated)",
+        ReserveBody,
+        answers.Reservation,
+        (201, 200),
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations/batch",
+        reserve_batch,
+        PEER,
+        "Reserve numbers for up to 500 documents: numbered in (date, doc_id) order, one "
+        "result per document in the request's order",
+        ReserveBatchBody,
+        answers.ReservationResults,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations/confirm",
+        confirm_batch,
+        PEER,
+        "Confirm up to 500 reservations with their documents: one result per item",
+        ConfirmBatchBody,
+        answers.ReservationResults,
+        writes=True,
+    ),
+    Route(
+        "GET",
+        "/v1/reservations",
+        list_reservations,
+        OPERATOR,
+        "List reservations",
+        answer=answers.Reservations,
+        query={
+            "state": {"type": "string", "enum": ["reserved", "issued", "released", "void"]},
+            "limit": _LIMIT,
+            "after": PATH_PARAMETERS["id"],
+        },
+    ),
+    Route(
+        "POST",
+        "/v1/reservations/{id}/confirm",
+        confirm_reservation,
+        PEER,
+        "Confirm a reservation with the issued document",
+        DocumentBody,
+        answers.Reservation,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations/{id}/release",
+        release_reservation,
+        ("operator", "peer"),
+        "Return an unconfirmed number to the pool",
+        ReasonBody,
+        answers.Reservation,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/numbers/{series}/{period}/{number}/void",
+        void_number,
+        OPERATOR,
+        "Void a handed-out number; it stays used",
+        ReasonBody,
+        answers.Reservation,
+        writes=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/documents/{doctype}/{doc_id}",
+        update_document,
+        PEER,
+        "Report the current snapshot of an issued document",
+        DocumentBody,
+        answers.DocumentUpdated,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/documents/import",
+        import_documents,
+        PEER,
+        "Import documents numbered before Concord; a known number raises a warning instead",
+        ImportBody,
+        answers.Imported,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/peers",
+        add_peer,
+        OPERATOR,
+        "Register a store; its token is shown once",
+        PeerBody,
+        answers.PeerRegistered,
+        (201,),
+        writes=True,
+    ),
     Route("GET", "/v1/peers", list_peers, READ, "List stores", answer=answers.Peers),
-    Route("POST", "/v1/peers/{id}/rotate-token", rotate_peer_token, OPERATOR,
-          "Give a store a new token; the old one stops working", answer=answers.TokenRotated,
-          writes=True),
-    Route("DELETE", "/v1/peers/{id}", retire_peer, OPERATOR, "Retire a store",
-          answer=answers.PeerRetired, writes=True),
-    Route("POST", "/v1/heartbeat", heartbeat, PEER,
-          "Report the agent's version and WHMCS settings; returns the series settings",
-          HeartbeatBody, answers.HeartbeatAnswer, writes=True),
-    Route("GET", "/v1/warnings", list_warnings, READ, "List warnings", answer=answers.Warnings,
-          query={"state": {"type": "string", "enum": ["open", "resolved"]}}),
-    Route("POST", "/v1/warnings/{id}/resolve", resolve_warning, OPERATOR, "Resolve a warning",
-          answer=answers.WarningResolved, writes=True),
-    Route("GET", "/v1/events", list_events, READ, "The ledger in order", answer=answers.Events,
-          query={"after": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
-                 "limit": _LIMIT}),
-    Route("POST", "/v1/webservice", webservice, None,
-          "The WebService Get feed of every store (reader or operator token, in the `token` "
-          "field or as Bearer; docs/api.md)"),
-    Route("POST", BILLING_EXTENSION_PATH, webservice_alias, None,
-          "The Get feed under the Billing Extension path (ws=einvoice)"),
+    Route(
+        "POST",
+        "/v1/peers/{id}/rotate-token",
+        rotate_peer_token,
+        OPERATOR,
+        "Give a store a new token; the old one stops working",
+        answer=answers.TokenRotated,
+        writes=True,
+    ),
+    Route(
+        "DELETE",
+        "/v1/peers/{id}",
+        retire_peer,
+        OPERATOR,
+        "Retire a store",
+        answer=answers.PeerRetired,
+        writes=True,
+    ),
+    Route(
+        "POST",
+        "/v1/heartbeat",
+        heartbeat,
+        PEER,
+        "Report the agent's version and WHMCS settings; returns the series settings",
+        HeartbeatBody,
+        answers.HeartbeatAnswer,
+        writes=True,
+    ),
+    Route(
+        "GET",
+        "/v1/warnings",
+        list_warnings,
+        READ,
+        "List warnings",
+        answer=answers.Warnings,
+        query={"state": {"type": "string", "enum": ["open", "resolved"]}},
+    ),
+    Route(
+        "POST",
+        "/v1/warnings/{id}/resolve",
+        resolve_warning,
+        OPERATOR,
+        "Resolve a warning",
+        answer=answers.WarningResolved,
+        writes=True,
+    ),
+    Route(
+        "GET",
+        "/v1/events",
+        list_events,
+        READ,
+        "The ledger in order",
+        answer=answers.Events,
+        query={"after": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "limit": _LIMIT},
+    ),
+    Route(
+        "POST",
+        "/v1/webservice",
+        webservice,
+        None,
+        "The WebService Get feed of every store (reader or operator token, in the `token` "
+        "field or as Bearer; docs/api.md)",
+    ),
+    Route(
+        "POST",
+        BILLING_EXTENSION_PATH,
+        webservice_alias,
+        None,
+        "The Get feed under the Billing Extension path (ws=einvoice)",
+    ),
 ]
 FEED_PATHS = ("/v1/webservice", BILLING_EXTENSION_PATH)
 
@@ -582,8 +784,9 @@ def _query_checked(route: Route) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         unknown = [name for name in request.query if name not in route.query]
         if unknown:
-            raise ApiError(400, "invalid_query", f"unknown query parameter {_shown(unknown[0])}; "
-                                                 f"accepted: {accepted}")
+            raise ApiError(
+                400, "invalid_query", f"unknown query parameter {_shown(unknown[0])}; accepted: {accepted}"
+            )
         return await route.handler(request)
 
     return handle

@@ -89,8 +89,14 @@ class AuditResult:
     rebuilt: bool = False
 
     def summary(self) -> dict[str, Any]:
-        return {"position": self.position, "hash": self.hash.hex(), "series": self.series,
-                "rows": self.rows, "receipts": self.receipts, "rebuilt": self.rebuilt}
+        return {
+            "position": self.position,
+            "hash": self.hash.hex(),
+            "series": self.series,
+            "rows": self.rows,
+            "receipts": self.receipts,
+            "rebuilt": self.rebuilt,
+        }
 
 
 class Replay:
@@ -119,8 +125,9 @@ class Replay:
 
     async def create(self) -> None:
         s = self.schema
-        tables = "; ".join(f"CREATE UNLOGGED TABLE {s}.{t} (LIKE public.{t} INCLUDING ALL)"
-                           for t in PROJECTIONS)
+        tables = "; ".join(
+            f"CREATE UNLOGGED TABLE {s}.{t} (LIKE public.{t} INCLUDING ALL)" for t in PROJECTIONS
+        )
         # The batch functions read documents' snapshots from the ledger (by position): the
         # scratch "events" shows them the ledger itself, and refuses any write to it.
         # concord_open_batch takes the ledger lock as for a live batch; the replay writes no
@@ -148,16 +155,18 @@ class Replay:
         # (one active reservation per number, per document) that the invariants check
         # themselves, naming the event.
         for (drop,) in await self.conn.fetch(
-                "SELECT format('DROP INDEX %I.%I', $1::text, c.relname) FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = $1::regnamespace"
-                " AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
-                s):
+            "SELECT format('DROP INDEX %I.%I', $1::text, c.relname) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = $1::regnamespace"
+            " AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+            s,
+        ):
             await self.conn.execute(drop)
         # concord_open_batch / concord_write_batch name their tables unqualified: here they
         # resolve to the scratch copies. No JIT: its compile time (hundreds of ms) dwarfs
         # these small statements. A small statistics sample: ANALYZE here is for sizes.
-        await self.conn.execute(f"SET search_path = {s}, public; SET jit = off;"
-                                " SET default_statistics_target = 10")
+        await self.conn.execute(
+            f"SET search_path = {s}, public; SET jit = off; SET default_statistics_target = 10"
+        )
 
     async def drop(self) -> None:
         if self._in_flight is not None:  # the caller's checks failed while it ran
@@ -171,11 +180,13 @@ class Replay:
         """ANALYZE of the scratch tables (all by default), on their keys only: the plans need
         sizes, and sorting a sample of documents' snapshots would cost more than the rest of
         ANALYZE together."""
-        return "ANALYZE " + ", ".join(f"{self.schema}.{t} ({', '.join(PROJECTIONS[t])})"
-                                      for t in tables or PROJECTIONS)
+        return "ANALYZE " + ", ".join(
+            f"{self.schema}.{t} ({', '.join(PROJECTIONS[t])})" for t in tables or PROJECTIONS
+        )
 
-    async def step(self, rows: list[asyncpg.Record],
-                   check: Callable[[list[asyncpg.Record], list[Event]], None]) -> None:
+    async def step(
+        self, rows: list[asyncpg.Record], check: Callable[[list[asyncpg.Record], list[Event]], None]
+    ) -> None:
         """Replay one chunk of stored events, handing them to ``check`` while the database
         writes the last chunk's rows and loads this one's: all the work this process can do
         before the rows are back happens meanwhile."""
@@ -190,8 +201,9 @@ class Replay:
             self._analyze_at *= 4
             await self.conn.execute(self.analyze())
         req = _request(rows, self._head)
-        load = self._in_flight = asyncio.ensure_future(self.conn.fetchval(
-            f"SELECT {self.schema}.replay_chunk($1, $2::jsonb)", self._writes, req))
+        load = self._in_flight = asyncio.ensure_future(
+            self.conn.fetchval(f"SELECT {self.schema}.replay_chunk($1, $2::jsonb)", self._writes, req)
+        )
         await asyncio.sleep(0)  # the request goes out before this process's work
         self.state.forget_per_batch()  # the last chunk's rows are written: free them now
         events = [_event(row) for row in rows]
@@ -208,8 +220,7 @@ class Replay:
             try:
                 self.state.apply(event)
             except Exception as exc:  # a changed or forged event the live code cannot apply
-                self.failed = ReplayFailed(event.position, f"{event.type} cannot be applied: "
-                                                           f"{exc!r}")
+                self.failed = ReplayFailed(event.position, f"{event.type} cannot be applied: {exc!r}")
                 return
         self._writes_from = events[0].position
         self._writes = store.batch_writes(self.state, []).decode()
@@ -231,8 +242,9 @@ class Replay:
             self.failed = ReplayFailed(loading or 0, f"loading rows failed: {exc}")
         else:
             also = "" if loading is None else f", or loading rows for position {loading} on,"
-            self.failed = ReplayFailed(self._writes_from, "writing the projections of the "
-                                       f"events from here{also} failed: {exc}")
+            self.failed = ReplayFailed(
+                self._writes_from, f"writing the projections of the events from here{also} failed: {exc}"
+            )
         self._writes = None
 
 
@@ -259,15 +271,30 @@ def _request(rows: list[asyncpg.Record], head: int | None) -> dict[str, Any]:
             warning_ids.add(d["warning_id"])
         elif type_ == ev.DOCUMENT_UPDATED and {"peer_id", "doctype", "doc_id"} <= d.keys():
             document_keys.add((d["peer_id"], d["doctype"], d["doc_id"]))
-    return {"cached": head, "event_ids": [], "reservation_ids": list(reservation_ids),
-            "reservation_keys": [], "numbers": [], "warning_ids": list(warning_ids),
-            "warning_keys": [], "document_keys": [list(k) for k in document_keys], "formatted": []}
+    return {
+        "cached": head,
+        "event_ids": [],
+        "reservation_ids": list(reservation_ids),
+        "reservation_keys": [],
+        "numbers": [],
+        "warning_ids": list(warning_ids),
+        "warning_keys": [],
+        "document_keys": [list(k) for k in document_keys],
+        "formatted": [],
+    }
 
 
 def _event(row: asyncpg.Record) -> Event:
-    return Event(row["position"], row["event_id"], row["type"], row["stream"], row["data"],
-                 datetime.fromisoformat(row["stamp"]), bytes(row["prev_hash"]),
-                 bytes(row["hash"]))
+    return Event(
+        row["position"],
+        row["event_id"],
+        row["type"],
+        row["stream"],
+        row["data"],
+        datetime.fromisoformat(row["stamp"]),
+        bytes(row["prev_hash"]),
+        bytes(row["hash"]),
+    )
 
 
 class _Checks:
@@ -285,8 +312,9 @@ class _Checks:
             self.invariants.feed(event.position, event.type, event.data)
             self.receipts.feed(event.position, event.hash, event.type, event.data)
 
-    async def replay(self, replay: Replay, chunks: AsyncIterator[list[asyncpg.Record]],
-                     progress: Any = None) -> None:
+    async def replay(
+        self, replay: Replay, chunks: AsyncIterator[list[asyncpg.Record]], progress: Any = None
+    ) -> None:
         with _rare_collections():
             async for rows in chunks:
                 await replay.step(rows, self.check)
@@ -308,8 +336,9 @@ def _rare_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-async def audit(url: str, *, receipts: list[Receipt] | None = None, rebuild: bool = False,
-                progress: bool | None = None) -> AuditResult:
+async def audit(
+    url: str, *, receipts: list[Receipt] | None = None, rebuild: bool = False, progress: bool | None = None
+) -> AuditResult:
     findings = Findings()
     findings.ran.update(("chain", "positions", "invariants", "replay", "projections"))
     if receipts is not None:
@@ -324,19 +353,24 @@ async def audit(url: str, *, receipts: list[Receipt] | None = None, rebuild: boo
             head, head_hash = await store.head(reader)
             await scratch.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             await scratch.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            with tqdm(total=head, unit="ev", unit_scale=True, desc="audit",
-                      disable=None if progress is None else not progress) as bar:
+            with tqdm(
+                total=head,
+                unit="ev",
+                unit_scale=True,
+                desc="audit",
+                disable=None if progress is None else not progress,
+            ) as bar:
                 await checks.replay(replay, stored_events(reader, 0, head, size=CHUNK), bar)
             checks.receipts.finish(head)
-            result = AuditResult(findings, head, head_hash, checks.invariants.summary(),
-                                 receipts=checks.receipts.count)
+            result = AuditResult(
+                findings, head, head_hash, checks.invariants.summary(), receipts=checks.receipts.count
+            )
             if replay.failed is not None:
                 findings("replay", str(replay.failed), position=replay.failed.position)
                 findings.ran.discard("projections")
                 await _duplicate_event_ids(reader, findings)
             else:  # two connections, two queries at once
-                await asyncio.gather(_duplicate_event_ids(reader, findings),
-                                     _compare(replay, result))
+                await asyncio.gather(_duplicate_event_ids(reader, findings), _compare(replay, result))
         await scratch.execute("COMMIT")
         if rebuild:
             await _rebuild(url, reader, replay, checks, result)
@@ -352,13 +386,18 @@ async def audit(url: str, *, receipts: list[Receipt] | None = None, rebuild: boo
 async def _duplicate_event_ids(conn: asyncpg.Connection, findings: Findings) -> None:
     # The UNIQUE constraint guarantees it, unless someone with the rights dropped it.
     for row in await conn.fetch(
-            "SELECT event_id::text, array_agg(position ORDER BY position) AS positions"
-            " FROM events GROUP BY event_id HAVING count(*) > 1 ORDER BY min(position) LIMIT 200"):
-        findings("positions", f"event id {row['event_id']} occurs at positions "
-                 f"{', '.join(map(str, row['positions']))}", position=row["positions"][1])
+        "SELECT event_id::text, array_agg(position ORDER BY position) AS positions"
+        " FROM events GROUP BY event_id HAVING count(*) > 1 ORDER BY min(position) LIMIT 200"
+    ):
+        findings(
+            "positions",
+            f"event id {row['event_id']} occurs at positions {', '.join(map(str, row['positions']))}",
+            position=row["positions"][1],
+        )
 
 
 # -- comparison ------------------------------------------------------------------------------
+
 
 async def _compare(replay: Replay, result: AuditResult) -> None:
     """Row by row, in the replay's transaction: the live tables as of the snapshot, the
@@ -375,21 +414,26 @@ async def _compare(replay: Replay, result: AuditResult) -> None:
         [(live, replayed, matched, unequal)] = await conn.fetch(
             f"SELECT (SELECT count(*) FROM public.{table}), (SELECT count(*) FROM"
             f" {schema}.{table}), count(*), count(*) FILTER (WHERE l IS DISTINCT FROM r)"
-            f" FROM public.{table} l JOIN {schema}.{table} r ON {on}")
+            f" FROM public.{table} l JOIN {schema}.{table} r ON {on}"
+        )
         differing = (live - matched) + (replayed - matched) + unequal
         result.rows[table] = live
         result.differing += differing
         if not differing:
             continue
         for row in await conn.fetch(
-                f"SELECT to_jsonb(l) AS live, to_jsonb(r) AS replayed FROM public.{table} l"
-                f" FULL JOIN {schema}.{table} r ON {on} WHERE l IS DISTINCT FROM r ORDER BY "
-                + ", ".join(f"coalesce(l.{k}, r.{k})" for k in keys)
-                + f" LIMIT {DETAILS_PER_TABLE}"):
+            f"SELECT to_jsonb(l) AS live, to_jsonb(r) AS replayed FROM public.{table} l"
+            f" FULL JOIN {schema}.{table} r ON {on} WHERE l IS DISTINCT FROM r ORDER BY "
+            + ", ".join(f"coalesce(l.{k}, r.{k})" for k in keys)
+            + f" LIMIT {DETAILS_PER_TABLE}"
+        ):
             _name_difference(table, keys, row["live"], row["replayed"], result.findings)
         if differing > DETAILS_PER_TABLE:
-            result.findings("projections", f"… and {differing - DETAILS_PER_TABLE} more rows "
-                            "differ from the replay", table=table)
+            result.findings(
+                "projections",
+                f"… and {differing - DETAILS_PER_TABLE} more rows differ from the replay",
+                table=table,
+            )
 
 
 def _short(value: Any) -> str:
@@ -401,23 +445,36 @@ def _key_text(key: tuple[Any, ...]) -> str:
     return "(" + ", ".join(str(k) for k in key) + ")"
 
 
-def _name_difference(table: str, keys: tuple[str, ...], live: dict[str, Any] | None,
-                     rebuilt: dict[str, Any] | None, findings: Findings) -> None:
+def _name_difference(
+    table: str,
+    keys: tuple[str, ...],
+    live: dict[str, Any] | None,
+    rebuilt: dict[str, Any] | None,
+    findings: Findings,
+) -> None:
     row = live or rebuilt or {}
-    where = {"table": table, "key": _key_text(tuple(row.get(k) for k in keys)),
-             "position": row.get("position"), "series": row.get("series"),
-             "period": row.get("period"), "number": row.get("number")}
+    where = {
+        "table": table,
+        "key": _key_text(tuple(row.get(k) for k in keys)),
+        "position": row.get("position"),
+        "series": row.get("series"),
+        "period": row.get("period"),
+        "number": row.get("number"),
+    }
     if live is None:
-        findings("projections", f"row missing from the live table; the events produce "
-                 f"{_short(rebuilt)}", **where)
+        findings(
+            "projections", f"row missing from the live table; the events produce {_short(rebuilt)}", **where
+        )
     elif rebuilt is None:
-        findings("projections", f"row in the live table that no event produces: {_short(live)}",
-                 **where)
+        findings("projections", f"row in the live table that no event produces: {_short(live)}", **where)
     else:
         for column in live:
             if live[column] != rebuilt.get(column):
-                findings("projections", f"column {column}: live {_short(live[column])}, "
-                         f"replayed {_short(rebuilt.get(column))}", **where)
+                findings(
+                    "projections",
+                    f"column {column}: live {_short(live[column])}, replayed {_short(rebuilt.get(column))}",
+                    **where,
+                )
 
 
 # -- rebuild ---------------------------------------------------------------------------------
@@ -425,13 +482,17 @@ def _name_difference(table: str, keys: tuple[str, ...], live: dict[str, Any] | N
 _BLOCKING = ("chain", "positions", "invariants", "receipts", "replay")
 
 
-async def _rebuild(url: str, snapshot: asyncpg.Connection, replay: Replay, checks: _Checks,
-                   result: AuditResult) -> None:
+async def _rebuild(
+    url: str, snapshot: asyncpg.Connection, replay: Replay, checks: _Checks, result: AuditResult
+) -> None:
     findings = result.findings
     failed = [check for check in _BLOCKING if findings.counts[check]]
     if failed:
-        findings("replay", f"not rebuilt: {', '.join(failed)} failed; the projections are only "
-                 "rebuilt from a ledger that passes every check")
+        findings(
+            "replay",
+            f"not rebuilt: {', '.join(failed)} failed; the projections are only "
+            "rebuilt from a ledger that passes every check",
+        )
         return
     conn = replay.conn
     async with conn.transaction():
@@ -441,14 +502,12 @@ async def _rebuild(url: str, snapshot: asyncpg.Connection, replay: Replay, check
         latest = await snapshot.fetchval("SELECT max(position) FROM events")
         if latest is not None and latest > result.position:
             async with snapshot.transaction(readonly=True):
-                await checks.replay(replay, stored_events(snapshot, result.position, latest,
-                                                          size=CHUNK))
+                await checks.replay(replay, stored_events(snapshot, result.position, latest, size=CHUNK))
         if replay.failed is not None:
             findings("replay", str(replay.failed), position=replay.failed.position)
         failed = [check for check in _BLOCKING if findings.counts[check]]
         if failed:
-            findings("replay", f"not rebuilt: the events written during the audit failed "
-                     f"{', '.join(failed)}")
+            findings("replay", f"not rebuilt: the events written during the audit failed {', '.join(failed)}")
             return
         for table in PROJECTIONS:
             await conn.execute(f"DELETE FROM public.{table}")
@@ -467,10 +526,14 @@ async def _record_rebuild(url: str, result: AuditResult) -> None:
         writer = LedgerWriter(pool)
         await writer.start()
         try:
-            await writer.execute(c.RaiseWarning(
-                code="projections_rebuilt", subject=f"audit at position {result.position}",
-                message=f"`concord audit --rebuild` replaced the projections with the ones "
-                        f"replayed from the ledger; {result.differing} row(s) had differed"))
+            await writer.execute(
+                c.RaiseWarning(
+                    code="projections_rebuilt",
+                    subject=f"audit at position {result.position}",
+                    message=f"`concord audit --rebuild` replaced the projections with the ones "
+                    f"replayed from the ledger; {result.differing} row(s) had differed",
+                )
+            )
         finally:
             await writer.stop()
     finally:

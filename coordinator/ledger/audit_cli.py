@@ -25,9 +25,11 @@ def _series_lines(series: list[dict[str, object]]) -> list[str]:
     lines = []
     for s in series:
         released = s["released"]
-        lines.append(f"  {s['series']} {s['period']}: {s['handed_out']} handed out, highest "
-                     f"{s['highest']}, next {s['next']}, {s['pending']} pending"
-                     + (f", released in the pool: {released}" if released else ", no hole"))
+        lines.append(
+            f"  {s['series']} {s['period']}: {s['handed_out']} handed out, highest "
+            f"{s['highest']}, next {s['next']}, {s['pending']} pending"
+            + (f", released in the pool: {released}" if released else ", no hole")
+        )
     return lines
 
 
@@ -55,16 +57,20 @@ async def run_audit(url: str, receipts: list[Receipt] | None, rebuild: bool, as_
         result = await audit(url, receipts=receipts, rebuild=rebuild)
     except asyncpg.PostgresError as exc:  # e.g. no right to create the scratch schema
         raise ValueError(f"the audit could not run: {exc}") from None
-    summary = [f"ledger: {result.position} events, head hash {result.hash.hex()}",
-               *_series_lines(result.series),
-               "projections compared: " + ", ".join(f"{t} {n}" for t, n in result.rows.items())]
+    summary = [
+        f"ledger: {result.position} events, head hash {result.hash.hex()}",
+        *_series_lines(result.series),
+        "projections compared: " + ", ".join(f"{t} {n}" for t, n in result.rows.items()),
+    ]
     if receipts is not None:
         summary.append(f"receipts checked: {result.receipts}")
     if rebuild:
-        summary.append("projections rebuilt from the ledger" if result.rebuilt
-                       else "projections NOT rebuilt")
-    _emit(render_text("concord audit", result.findings, summary),
-          render_json(result.findings, result.summary()), as_json)
+        summary.append("projections rebuilt from the ledger" if result.rebuilt else "projections NOT rebuilt")
+    _emit(
+        render_text("concord audit", result.findings, summary),
+        render_json(result.findings, result.summary()),
+        as_json,
+    )
     return 0 if result.findings.ok else 1
 
 
@@ -111,13 +117,22 @@ def run_verify(path: Path, receipts: list[Receipt] | None, as_json: bool) -> int
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     verified = verify_file(path, receipts)
-    summary = [f"file: {verified.position} events, head hash {verified.hash.hex()}",
-               "compare the head hash with the live ledger's (GET /healthz) or a receipt",
-               *_series_lines(verified.series)]
+    summary = [
+        f"file: {verified.position} events, head hash {verified.hash.hex()}",
+        "compare the head hash with the live ledger's (GET /healthz) or a receipt",
+        *_series_lines(verified.series),
+    ]
     if receipts is not None:
         summary.append(f"receipts checked: {verified.receipts}")
-    payload = {"position": verified.position, "hash": verified.hash.hex(),
-               "series": verified.series, "receipts": verified.receipts}
-    _emit(render_text(f"concord verify {path}", verified.findings, summary),
-          render_json(verified.findings, payload), as_json)
+    payload = {
+        "position": verified.position,
+        "hash": verified.hash.hex(),
+        "series": verified.series,
+        "receipts": verified.receipts,
+    }
+    _emit(
+        render_text(f"concord verify {path}", verified.findings, summary),
+        render_json(verified.findings, payload),
+        as_json,
+    )
     return 0 if verified.findings.ok else 1

@@ -93,18 +93,26 @@ class TaxSettings:
         inclusive = None
         if reported and "TaxType" in reported:
             inclusive = str(reported["TaxType"] or "").strip().lower() == "inclusive"
-        return cls(enabled=flag("TaxEnabled"), inclusive=inclusive,
-                   compound=flag("TaxL2Compound"), per_line=flag("TaxPerLineItem"))
+        return cls(
+            enabled=flag("TaxEnabled"),
+            inclusive=inclusive,
+            compound=flag("TaxL2Compound"),
+            per_line=flag("TaxPerLineItem"),
+        )
 
     def ways(self) -> list[_Way]:
         """Every way of computing the known settings allow, the reported (or most common:
         exclusive, on the total, not compound) first."""
+
         def choices(value: bool | None) -> tuple[bool, ...]:
             return (value,) if value is not None else (False, True)
 
-        return [_Way(inclusive, compound, per_line) for inclusive, per_line, compound in
-                itertools.product(choices(self.inclusive), choices(self.per_line),
-                                  choices(self.compound))]
+        return [
+            _Way(inclusive, compound, per_line)
+            for inclusive, per_line, compound in itertools.product(
+                choices(self.inclusive), choices(self.per_line), choices(self.compound)
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -114,9 +122,11 @@ class _Way:
     per_line: bool
 
     def __str__(self) -> str:
-        return (f"{'inclusive' if self.inclusive else 'exclusive'} tax"
-                f"{', compound' if self.compound else ''}"
-                f", {'per line item' if self.per_line else 'on the total'}")
+        return (
+            f"{'inclusive' if self.inclusive else 'exclusive'} tax"
+            f"{', compound' if self.compound else ''}"
+            f", {'per line item' if self.per_line else 'on the total'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,7 @@ def _rate(value: Any) -> Decimal:
     return rate if 0 <= rate <= _HUNDRED else Decimal(0)
 
 
-def _taxes(base: Decimal, rate1: Decimal, rate2: Decimal, way: _Way
-           ) -> tuple[Decimal, Decimal, Decimal]:
+def _taxes(base: Decimal, rate1: Decimal, rate2: Decimal, way: _Way) -> tuple[Decimal, Decimal, Decimal]:
     """``WHMCS\\Billing\\Tax``: (total before taxes, Tax, Tax2) of one tax base."""
     m1, m2 = rate1 / _HUNDRED, rate2 / _HUNDRED
     if way.inclusive:
@@ -164,8 +173,9 @@ def _taxes(base: Decimal, rate1: Decimal, rate2: Decimal, way: _Way
     return whmcs_round(base), tax, tax2
 
 
-def _figures(taxed: Sequence[Decimal], untaxed: Decimal, rate1: Decimal, rate2: Decimal,
-             way: _Way) -> _Figures:
+def _figures(
+    taxed: Sequence[Decimal], untaxed: Decimal, rate1: Decimal, rate2: Decimal, way: _Way
+) -> _Figures:
     """``updateInvoiceTotal``: Subtotal, Tax and Tax2 from the items."""
     if way.per_line:
         parts = [_taxes(amount, rate1, rate2, way) for amount in taxed]
@@ -191,8 +201,7 @@ def _part(snapshot: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return part if isinstance(part, Mapping) else {}
 
 
-def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any],
-                      settings: TaxSettings) -> dict[str, str]:
+def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any], settings: TaxSettings) -> dict[str, str]:
     """The findings (code -> message) of the checks that need only the snapshot: items and
     Subtotal, Tax, Tax2, the sign of Total, Paid with a payment date."""
     data, client = _part(snapshot, "DocData"), _part(snapshot, "ClientData")
@@ -216,17 +225,19 @@ def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any],
         return computed[r1, r2, way]
 
     def explained(field: str, value: Decimal) -> bool:
-        return any(getattr(figures(r1, r2, way), field) == value
-                   for r1, r2 in rate_pairs for way in ways)
+        return any(getattr(figures(r1, r2, way), field) == value for r1, r2 in rate_pairs for way in ways)
 
     expected = figures(rate1, rate2, ways[0])
     if not explained("subtotal", subtotal):
         found[ITEMS_SUBTOTAL] = (
             f"{doc}: Subtotal is {subtotal:.2f} but its {len(items)} items sum to "
             f"{whmcs_round(sum(amounts, Decimal(0))):.2f} (WHMCS, {ways[0]}, gives "
-            f"{expected.subtotal:.2f})")
+            f"{expected.subtotal:.2f})"
+        )
     for code, field, value, rate, wanted in (
-            (TAX, "Tax", tax, rate1, expected.tax), (TAX2, "Tax2", tax2, rate2, expected.tax2)):
+        (TAX, "Tax", tax, rate1, expected.tax),
+        (TAX2, "Tax2", tax2, rate2, expected.tax2),
+    ):
         if explained(field.lower(), value):
             continue
         if exempt:
@@ -235,16 +246,14 @@ def snapshot_findings(doc: DocumentRef, snapshot: Mapping[str, Any],
             why = "no item is taxed"
         else:
             why = f"the taxed items sum to {sum(taxed, Decimal(0)):.2f} at {rate:.2f} %"
-        found[code] = (f"{doc}: {field} is {value:.2f}, but {why}: WHMCS ({ways[0]}) gives "
-                       f"{wanted:.2f}")
+        found[code] = f"{doc}: {field} is {value:.2f}, but {why}: WHMCS ({ways[0]}) gives {wanted:.2f}"
     total = _decimal(data.get("Total"))
     if doc.doctype == "creditnote" and total > 0:
         found[TOTAL_SIGN] = f"{doc}: a credit note with a positive Total, {total:.2f}"
     elif doc.doctype == "invoice" and total < 0:
         found[TOTAL_SIGN] = f"{doc}: an invoice with a negative Total, {total:.2f}"
     if str(data.get("Status") or "") == "Paid" and not str(data.get("DatePaid") or "").strip():
-        found[PAID_WITHOUT_DATE] = (f"{doc}: Status is Paid (Total {total:.2f}) but DatePaid is "
-                                    "empty")
+        found[PAID_WITHOUT_DATE] = f"{doc}: Status is Paid (Total {total:.2f}) but DatePaid is empty"
     return found
 
 
@@ -253,16 +262,19 @@ def document_date(snapshot: Mapping[str, Any]) -> str:
     return str(_part(snapshot, "DocData").get("Date") or "")
 
 
-def date_order_finding(doc: DocumentRef, date: str, previous: DocumentRef,
-                       previous_date: str, series: str, period: str) -> str | None:
+def date_order_finding(
+    doc: DocumentRef, date: str, previous: DocumentRef, previous_date: str, series: str, period: str
+) -> str | None:
     """A document dated before the document holding the previous number of its series in the
     same store: numbering out of date order, which several EU countries forbid. Dates are
     ``YYYY-MM-DD`` (an empty one is not compared)."""
     if not date or not previous_date or date >= previous_date:
         return None
-    return (f"{doc} is dated {date}, before {previous.label()}, dated {previous_date}, which "
-            f"holds the previous number of series {series} {period} in this store: the numbers "
-            "are out of date order")
+    return (
+        f"{doc} is dated {date}, before {previous.label()}, dated {previous_date}, which "
+        f"holds the previous number of series {series} {period} in this store: the numbers "
+        "are out of date order"
+    )
 
 
 def vat_to_check(snapshot: Mapping[str, Any]) -> tuple[str, VatKey | None] | None:
@@ -278,15 +290,14 @@ def vat_to_check(snapshot: Mapping[str, Any]) -> tuple[str, VatKey | None] | Non
     return number, vies_key(number, place.member_state)
 
 
-def vat_rejected_message(doc: DocumentRef, snapshot: Mapping[str, Any], number: str,
-                         key: VatKey | None) -> str:
+def vat_rejected_message(
+    doc: DocumentRef, snapshot: Mapping[str, Any], number: str, key: VatKey | None
+) -> str:
     client = _part(snapshot, "ClientData")
     who = str(client.get("CompanyName") or client.get("ClientName") or "").strip()
     name = f"client {client.get('UserID', '?')}" + (f" ({who})" if who else "")
-    why = ("VIES rejects it" if key is not None
-           else "it is not written as a VAT number VIES can check")
-    return (f"{doc}: {name} in {client.get('Country', '')} has the VAT number {number}, and "
-            f"{why}")
+    why = "VIES rejects it" if key is not None else "it is not written as a VAT number VIES can check"
+    return f"{doc}: {name} in {client.get('Country', '')} has the VAT number {number}, and {why}"
 
 
 def duplicate_numbers(reported: Mapping[str, Any] | None) -> dict[str, list[int]] | None:
@@ -302,6 +313,8 @@ def duplicate_numbers(reported: Mapping[str, Any] | None) -> dict[str, list[int]
 
 
 def duplicate_message(store: str, number: str, invoice_ids: Sequence[int]) -> str:
-    return (f"store {store}: the number {number} is on {len(invoice_ids)} documents in WHMCS "
-            f"(tblinvoices ids {', '.join(str(i) for i in invoice_ids)}); a number belongs to "
-            "one document only")
+    return (
+        f"store {store}: the number {number} is on {len(invoice_ids)} documents in WHMCS "
+        f"(tblinvoices ids {', '.join(str(i) for i in invoice_ids)}); a number belongs to "
+        "one document only"
+    )

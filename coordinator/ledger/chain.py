@@ -29,14 +29,20 @@ class ChainVerifier:
         """Check one event given its canonical body; False if its seal or link is broken."""
         ok = True
         if position != self.position + 1:
-            self.findings("positions", f"expected position {self.position + 1}, found {position}"
-                          + (" (events missing)" if position > self.position + 1 else ""),
-                          position=position)
+            self.findings(
+                "positions",
+                f"expected position {self.position + 1}, found {position}"
+                + (" (events missing)" if position > self.position + 1 else ""),
+                position=position,
+            )
         if prev_hash is not None and prev_hash != self.hash:
             ok = False
-            self.findings("chain", f"prev_hash {prev_hash.hex()} is not the hash of the event "
-                          f"before ({self.hash.hex()}): an event was removed or inserted",
-                          position=position)
+            self.findings(
+                "chain",
+                f"prev_hash {prev_hash.hex()} is not the hash of the event "
+                f"before ({self.hash.hex()}): an event was removed or inserted",
+                position=position,
+            )
         if hashlib.sha256(self.hash + body).digest() != hash_:
             ok = False
             self.findings("chain", SEAL_BROKEN, position=position)
@@ -48,12 +54,20 @@ class ChainVerifier:
 
 def stored_body(row: Mapping[str, Any]) -> bytes:
     """The canonical form of an event read back with ``EVENT_COLUMNS``, as it was hashed."""
-    return canonical_event(row["position"], row["event_id"], row["type"], row["stream"],
-                           canonical_json(row["data"]), row["stamp"])
+    return canonical_event(
+        row["position"],
+        row["event_id"],
+        row["type"],
+        row["stream"],
+        canonical_json(row["data"]),
+        row["stamp"],
+    )
 
 
 # The stored columns of an event; the timestamp also as its hashed text, formatted by
 # PostgreSQL (as format_recorded_at does), which is much cheaper than strftime per event.
-EVENT_COLUMNS = ("position, event_id::text AS event_id, type, stream, data,"
-                 " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                 " AS stamp, prev_hash, hash")
+EVENT_COLUMNS = (
+    "position, event_id::text AS event_id, type, stream, data,"
+    " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    " AS stamp, prev_hash, hash"
+)

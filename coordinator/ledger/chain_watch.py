@@ -52,22 +52,24 @@ class ChainWatch:
         if self.position:
             # A rewrite of what was verified already shows in its last event.
             async with self._pool.acquire() as conn:
-                stored = await conn.fetchval("SELECT hash FROM events WHERE position = $1",
-                                             self.position)
+                stored = await conn.fetchval("SELECT hash FROM events WHERE position = $1", self.position)
             if stored is None or bytes(stored) != self.hash:
-                await self._broken(self.position, "the event was changed or removed after it "
-                                   "had been verified")
+                await self._broken(
+                    self.position, "the event was changed or removed after it had been verified"
+                )
                 return 0
         verified = 0
         while True:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1"
-                                        " ORDER BY position LIMIT $2", self.position, BATCH)
+                rows = await conn.fetch(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                    self.position,
+                    BATCH,
+                )
             findings = Findings()
             chain = ChainVerifier(findings, position=self.position, hash_=self.hash)
             for row in rows:
-                chain.feed(row["position"], stored_body(row), bytes(row["hash"]),
-                           bytes(row["prev_hash"]))
+                chain.feed(row["position"], stored_body(row), bytes(row["hash"]), bytes(row["prev_hash"]))
                 if findings.counts:
                     await self._broken(row["position"], findings.kept[0].message)
                     return verified
@@ -80,9 +82,12 @@ class ChainWatch:
     async def _broken(self, position: int, message: str) -> None:
         self.broken_at = position
         log.error("ledger_chain_broken", position=position, problem=message)
-        await self._writer.execute(c.RaiseWarning(
-            code="ledger_chain_broken", subject="ledger",
-            message=f"the background chain check found position {position} broken: {message}. "
-                    f"Events up to {self.position} are verified. Run `concord audit` "
-                    "(with the stores' receipts) to see what changed."))
-
+        await self._writer.execute(
+            c.RaiseWarning(
+                code="ledger_chain_broken",
+                subject="ledger",
+                message=f"the background chain check found position {position} broken: {message}. "
+                f"Events up to {self.position} are verified. Run `concord audit` "
+                "(with the stores' receipts) to see what changed.",
+            )
+        )

@@ -114,8 +114,9 @@ class Event(msgspec.Struct, gc=False):
 def _event_decoder(type_: str) -> msgspec.json.Decoder[Any]:
     """The decoder of an event of ``type_``, its data as a record. A tagged struct: an event of
     another type fails to decode instead of passing for one."""
-    event = msgspec.defstruct(type_, [("data", DATA_OF[type_])], bases=(Event,), gc=False,
-                              tag_field="type", tag=type_)
+    event = msgspec.defstruct(
+        type_, [("data", DATA_OF[type_])], bases=(Event,), gc=False, tag_field="type", tag=type_
+    )
     return msgspec.json.Decoder(event)
 
 

@@ -28,7 +28,7 @@ HEX_AT = SUFFIX_LENGTH - len(HASH_KEY)  # a line's hash: line[-HEX_AT:-len(LINE_
 
 def stored_hash(line: bytes) -> bytes:
     """The hash an event line (or the suffix of one) carries; ValueError if it is not hex."""
-    return bytes.fromhex(line[-HEX_AT:-len(LINE_END)].decode())
+    return bytes.fromhex(line[-HEX_AT : -len(LINE_END)].decode())
 
 
 def header_line(position: int, hash_: bytes) -> bytes:

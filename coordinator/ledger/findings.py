@@ -40,12 +40,18 @@ class Finding:
         if self.position is not None:
             where.append(f"position {self.position}")
         if self.series is not None:
-            where.append(f"{self.series} {self.period} #{self.number}" if self.number is not None
-                         else f"{self.series} {self.period}")
+            where.append(
+                f"{self.series} {self.period} #{self.number}"
+                if self.number is not None
+                else f"{self.series} {self.period}"
+            )
         if self.table is not None:
             where.append(f"{self.table} {self.key}")
-        return f"[{self.check}] {', '.join(where)}: {self.message}" if where else \
-            f"[{self.check}] {self.message}"
+        return (
+            f"[{self.check}] {', '.join(where)}: {self.message}"
+            if where
+            else f"[{self.check}] {self.message}"
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -88,8 +94,9 @@ def render_text(title: str, findings: Findings, summary: list[str]) -> str:
         if check not in findings.ran:
             continue
         count = findings.counts[check]
-        lines.append(f"  {'ok  ' if not count else 'FAIL'} {what}"
-                     + (f" — {count} finding(s)" if count else ""))
+        lines.append(
+            f"  {'ok  ' if not count else 'FAIL'} {what}" + (f" — {count} finding(s)" if count else "")
+        )
     for check in CHECKS:
         mine = [f for f in findings.kept if f.check == check]
         if mine:
@@ -107,8 +114,11 @@ def render_text(title: str, findings: Findings, summary: list[str]) -> str:
 def render_json(findings: Findings, summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "ok": findings.ok,
-        "checks": {check: {"ok": not findings.counts[check], "findings": findings.counts[check]}
-                   for check in CHECKS if check in findings.ran},
+        "checks": {
+            check: {"ok": not findings.counts[check], "findings": findings.counts[check]}
+            for check in CHECKS
+            if check in findings.ran
+        },
         "findings": [f.as_json() for f in findings.kept],
         **summary,
     }

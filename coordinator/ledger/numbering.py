@@ -49,8 +49,13 @@ def check_format(fmt: str) -> None:
         raise FormatError("the format may be at most 64 characters long")
 
 
-_TOKEN_PATTERNS = {"NUMBER": "[0-9]+", "YEAR": "[0-9]{4}", "YY": "[0-9]{2}", "MONTH": "[0-9]{2}",
-                   "DAY": "[0-9]{2}"}
+_TOKEN_PATTERNS = {
+    "NUMBER": "[0-9]+",
+    "YEAR": "[0-9]{4}",
+    "YY": "[0-9]{2}",
+    "MONTH": "[0-9]{2}",
+    "DAY": "[0-9]{2}",
+}
 
 
 def parse(fmt: str, formatted: str, store: str) -> tuple[int, int | None] | None:
@@ -62,7 +67,7 @@ def parse(fmt: str, formatted: str, store: str) -> tuple[int, int | None] | None
     names: list[str] = []
     pattern, end = [], 0
     for match in _TOKEN.finditer(fmt):
-        pattern.append(re.escape(fmt[end:match.start()]))
+        pattern.append(re.escape(fmt[end : match.start()]))
         name = match.group(1)
         if name == "STORE":
             pattern.append(re.escape(store))
@@ -118,8 +123,10 @@ class SeriesSettings(BaseModel):
     def _yearly_needs_year(self) -> SeriesSettings:
         # Numbers restart every year, so without the year in the text they would repeat.
         if self.reset == "yearly" and "{YEAR}" not in self.format and "{YY}" not in self.format:
-            raise ValueError("reset 'yearly' needs {YEAR} or {YY} in the format, "
-                             "otherwise formatted numbers would repeat across years")
+            raise ValueError(
+                "reset 'yearly' needs {YEAR} or {YY} in the format, "
+                "otherwise formatted numbers would repeat across years"
+            )
         return self
 
 
@@ -134,8 +141,9 @@ def counter_series(doctype: str, settings: dict[str, SeriesSettings]) -> str:
     return doctype
 
 
-def number_of(doctype: str, formatted: str, settings: dict[str, SeriesSettings],
-              store: str) -> tuple[str, str, int] | None:
+def number_of(
+    doctype: str, formatted: str, settings: dict[str, SeriesSettings], store: str
+) -> tuple[str, str, int] | None:
     """The counter, period and number a document's text names, read with its type's format:
     None when the text does not follow it (or, in a yearly series, shows no year)."""
     parsed = parse(settings[doctype].format, formatted, store)

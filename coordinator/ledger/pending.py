@@ -17,10 +17,9 @@ log = structlog.get_logger(__name__)
 async def flag_overdue(pool: asyncpg.Pool, writer: LedgerWriter, minutes: int) -> int:
     async with pool.acquire() as conn:
         overdue = await queries.overdue_reservations(conn, minutes)
-    await asyncio.gather(*(
-        writer.execute(c.FlagPendingReservation(reservation_id=rid, minutes=minutes))
-        for rid in overdue
-    ))
+    await asyncio.gather(
+        *(writer.execute(c.FlagPendingReservation(reservation_id=rid, minutes=minutes)) for rid in overdue)
+    )
     if overdue:
         log.warning("reservations_pending", count=len(overdue), minutes=minutes)
     return len(overdue)

@@ -31,17 +31,24 @@ async def series_overview(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     for name in SERIES_NAMES:
         draws_from = counter_series(name, settings)
         periods = [
-            {"period": r["period"], "next": r["next"], "highest": r["highest"],
-             "released": list(r["released"])}
-            for r in counters if r["series"] == name
+            {
+                "period": r["period"],
+                "next": r["next"],
+                "highest": r["highest"],
+                "released": list(r["released"]),
+            }
+            for r in counters
+            if r["series"] == name
         ]
-        out.append({"name": name, "settings": settings[name].model_dump(),
-                    "counter": draws_from, "periods": periods})
+        out.append(
+            {"name": name, "settings": settings[name].model_dump(), "counter": draws_from, "periods": periods}
+        )
     return out
 
 
-async def reservations(conn: asyncpg.Connection, state: str | None, limit: int,
-                       after: str | None) -> list[dict[str, Any]]:
+async def reservations(
+    conn: asyncpg.Connection, state: str | None, limit: int, after: str | None
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT r.id::text, r.peer_id::text, p.name AS store, r.doctype, r.doc_id, r.series,"
         " r.period, r.number, r.formatted, r.doc_date, r.state, r.reserved_at, r.position,"
@@ -50,15 +57,26 @@ async def reservations(conn: asyncpg.Connection, state: str | None, limit: int,
         "   AND ($2::uuid IS NULL OR (r.reserved_at, r.id) > (SELECT reserved_at, id"
         "        FROM reservations WHERE id = $2))"
         " ORDER BY r.reserved_at, r.id LIMIT $3",
-        state, after, limit,
+        state,
+        after,
+        limit,
     )
     return [
-        {"reservation_id": r["id"], "peer_id": r["peer_id"], "store": r["store"],
-         "doctype": r["doctype"], "doc_id": r["doc_id"], "series": r["series"],
-         "period": r["period"], "number": r["number"], "formatted": r["formatted"],
-         "date": r["doc_date"].isoformat(), "state": r["state"],
-         "reserved_at": r["reserved_at"].isoformat(),
-         "receipt": {"position": r["position"], "hash": bytes(r["hash"]).hex()}}
+        {
+            "reservation_id": r["id"],
+            "peer_id": r["peer_id"],
+            "store": r["store"],
+            "doctype": r["doctype"],
+            "doc_id": r["doc_id"],
+            "series": r["series"],
+            "period": r["period"],
+            "number": r["number"],
+            "formatted": r["formatted"],
+            "date": r["doc_date"].isoformat(),
+            "state": r["state"],
+            "reserved_at": r["reserved_at"].isoformat(),
+            "receipt": {"position": r["position"], "hash": bytes(r["hash"]).hex()},
+        }
         for r in rows
     ]
 
@@ -67,13 +85,20 @@ async def events(conn: asyncpg.Connection, after: int, limit: int) -> list[dict[
     rows = await conn.fetch(
         "SELECT position, event_id::text, type, stream, data, recorded_at, prev_hash, hash"
         " FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-        after, limit,
+        after,
+        limit,
     )
     return [
-        {"position": r["position"], "event_id": r["event_id"], "type": r["type"],
-         "stream": r["stream"], "data": r["data"],
-         "recorded_at": format_recorded_at(r["recorded_at"]),
-         "prev_hash": bytes(r["prev_hash"]).hex(), "hash": bytes(r["hash"]).hex()}
+        {
+            "position": r["position"],
+            "event_id": r["event_id"],
+            "type": r["type"],
+            "stream": r["stream"],
+            "data": r["data"],
+            "recorded_at": format_recorded_at(r["recorded_at"]),
+            "prev_hash": bytes(r["prev_hash"]).hex(),
+            "hash": bytes(r["hash"]).hex(),
+        }
         for r in rows
     ]
 
@@ -85,9 +110,15 @@ async def peers(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         " ORDER BY p.name"
     )
     return [
-        {"peer_id": r["id"], "name": r["name"], "url": r["url"], "state": r["state"],
-         "agent_version": r["agent_version"], "reported_settings": r["reported"],
-         "last_heartbeat_at": r["last_heartbeat_at"] and r["last_heartbeat_at"].isoformat()}
+        {
+            "peer_id": r["id"],
+            "name": r["name"],
+            "url": r["url"],
+            "state": r["state"],
+            "agent_version": r["agent_version"],
+            "reported_settings": r["reported"],
+            "last_heartbeat_at": r["last_heartbeat_at"] and r["last_heartbeat_at"].isoformat(),
+        }
         for r in rows
     ]
 
@@ -99,9 +130,15 @@ async def warnings(conn: asyncpg.Connection, state: str | None) -> list[dict[str
         state,
     )
     return [
-        {"warning_id": r["id"], "code": r["code"], "subject": r["subject"],
-         "message": r["message"], "state": r["state"], "raised_at": r["raised_at"].isoformat(),
-         "resolved_at": r["resolved_at"] and r["resolved_at"].isoformat()}
+        {
+            "warning_id": r["id"],
+            "code": r["code"],
+            "subject": r["subject"],
+            "message": r["message"],
+            "state": r["state"],
+            "raised_at": r["raised_at"].isoformat(),
+            "resolved_at": r["resolved_at"] and r["resolved_at"].isoformat(),
+        }
         for r in rows
     ]
 
@@ -141,7 +178,9 @@ async def issued_counts(conn: asyncpg.Connection, bounds: Sequence[int]) -> list
         "         count(*) AS issued FROM reservations"
         "  WHERE state = 'issued' AND position >= $2 AND position < $3 GROUP BY 1, 2, 3) c"
         " LEFT JOIN peers p ON p.id = c.peer_id ORDER BY 1, 2, 3",
-        list(bounds), bounds[0], bounds[-1],
+        list(bounds),
+        bounds[0],
+        bounds[-1],
     )
     return [dict(r) for r in rows]
 
@@ -156,7 +195,8 @@ async def newest_events(conn: asyncpg.Connection, before: int, limit: int) -> li
     rows = await conn.fetch(
         "SELECT position, event_id::text, type, stream, recorded_at, hash FROM events"
         " WHERE position < $1 ORDER BY position DESC LIMIT $2",
-        before, limit,
+        before,
+        limit,
     )
     return [{**dict(r), "hash": bytes(r["hash"]).hex()} for r in rows]
 
@@ -174,8 +214,9 @@ async def stream_events(conn: asyncpg.Connection, streams: Sequence[str]) -> lis
 _UUID_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 
 
-async def recent_warnings(conn: asyncpg.Connection, state: str, code: str | None,
-                          peer_id: str | None, limit: int) -> list[dict[str, Any]]:
+async def recent_warnings(
+    conn: asyncpg.Connection, state: str, code: str | None, peer_id: str | None, limit: int
+) -> list[dict[str, Any]]:
     """Warnings in ``state``, newest first, optionally of one kind and one store: the store
     a warning is about (its subject) or whose reservation it is about."""
     subject_id = f"CASE WHEN w.subject ~ {_UUID_TEXT} THEN w.subject::uuid END"
@@ -187,7 +228,10 @@ async def recent_warnings(conn: asyncpg.Connection, state: str, code: str | None
         " WHERE w.state = $1 AND ($2::text IS NULL OR w.code = $2)"
         "   AND ($3::uuid IS NULL OR p.id = $3)"
         " ORDER BY w.raised_at DESC LIMIT $4",
-        state, code, peer_id, limit,
+        state,
+        code,
+        peer_id,
+        limit,
     )
     return [dict(r) for r in rows]
 
@@ -205,39 +249,39 @@ _DOCUMENTS = (
 )
 
 
-async def reservations_numbered(conn: asyncpg.Connection,
-                                formatted: str) -> list[dict[str, Any]]:
+async def reservations_numbered(conn: asyncpg.Connection, formatted: str) -> list[dict[str, Any]]:
     """Every reservation that handed out ``formatted``, released ones included."""
-    rows = await conn.fetch(f"{_FOUND} WHERE r.formatted = $1 ORDER BY r.position LIMIT 100",
-                            formatted)
+    rows = await conn.fetch(f"{_FOUND} WHERE r.formatted = $1 ORDER BY r.position LIMIT 100", formatted)
     return [dict(r) for r in rows]
 
 
 async def documents_numbered(conn: asyncpg.Connection, formatted: str) -> list[dict[str, Any]]:
     """The documents (issued or imported) that carry ``formatted``."""
-    rows = await conn.fetch(f"{_DOCUMENTS} WHERE d.formatted = $1 ORDER BY d.position LIMIT 100",
-                            formatted)
+    rows = await conn.fetch(f"{_DOCUMENTS} WHERE d.formatted = $1 ORDER BY d.position LIMIT 100", formatted)
     return [dict(r) for r in rows]
 
 
-async def documents_by_id(conn: asyncpg.Connection, doc_id: str,
-                          peer_id: str | None) -> list[dict[str, Any]]:
+async def documents_by_id(conn: asyncpg.Connection, doc_id: str, peer_id: str | None) -> list[dict[str, Any]]:
     """Documents with WHMCS id ``doc_id``, in one store or in each (by the primary key)."""
     rows = await conn.fetch(
         f"{_DOCUMENTS} WHERE d.peer_id = ANY(CASE WHEN $2::uuid IS NULL"
         "   THEN array(SELECT id FROM peers) ELSE ARRAY[$2::uuid] END)"
         " AND d.doctype = ANY($3::text[]) AND d.doc_id = $1 ORDER BY p.name, d.doctype LIMIT 100",
-        doc_id, peer_id, list(SERIES_NAMES),
+        doc_id,
+        peer_id,
+        list(SERIES_NAMES),
     )
     return [dict(r) for r in rows]
 
 
-async def documents_of_client(conn: asyncpg.Connection, user_id: str,
-                              peer_id: str | None) -> list[dict[str, Any]]:
+async def documents_of_client(
+    conn: asyncpg.Connection, user_id: str, peer_id: str | None
+) -> list[dict[str, Any]]:
     """The newest documents of WHMCS client ``user_id``, in one store or in each."""
     rows = await conn.fetch(
         f"{_DOCUMENTS} WHERE d.snapshot->'ClientData'->>'UserID' = $1"
         " AND ($2::uuid IS NULL OR d.peer_id = $2) ORDER BY d.position DESC LIMIT 100",
-        user_id, peer_id,
+        user_id,
+        peer_id,
     )
     return [dict(r) for r in rows]

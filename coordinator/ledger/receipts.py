@@ -66,12 +66,20 @@ def _parse(line: bytes, source: str) -> list[Receipt]:
                 continue
             hash_ = str(got["hash"]).lower()
             bytes.fromhex(hash_)
-            out.append(Receipt(
-                source=source, store=str(row.get("store") or ""),
-                reservation_id=str(row["reservation_id"]), series=str(row["series"]),
-                period=str(row["period"]), number=int(row["number"]),
-                formatted=str(row["formatted"]), kind=kind, position=int(got["position"]),
-                hash=hash_))
+            out.append(
+                Receipt(
+                    source=source,
+                    store=str(row.get("store") or ""),
+                    reservation_id=str(row["reservation_id"]),
+                    series=str(row["series"]),
+                    period=str(row["period"]),
+                    number=int(row["number"]),
+                    formatted=str(row["formatted"]),
+                    kind=kind,
+                    position=int(got["position"]),
+                    hash=hash_,
+                )
+            )
         return out
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ReceiptsError(f"{source}: not a receipt line ({exc})") from None
@@ -92,21 +100,28 @@ class ReceiptCheck:
             self._check(r, hash_, type_, data)
 
     def _fail(self, r: Receipt, message: str) -> None:
-        self.findings("receipts", f"{r.formatted} of store {r.store or '?'} ({r.source}, "
-                      f"{r.kind} receipt): {message}", position=r.position, series=r.series,
-                      period=r.period, number=r.number)
+        self.findings(
+            "receipts",
+            f"{r.formatted} of store {r.store or '?'} ({r.source}, {r.kind} receipt): {message}",
+            position=r.position,
+            series=r.series,
+            period=r.period,
+            number=r.number,
+        )
 
     def _check(self, r: Receipt, hash_: bytes, type_: str, data: Any) -> None:
         if hash_.hex() != r.hash:
-            self._fail(r, f"the store was given hash {r.hash}, the ledger now has {hash_.hex()} "
-                          "here: the ledger was rewritten from this position on")
+            self._fail(
+                r,
+                f"the store was given hash {r.hash}, the ledger now has {hash_.hex()} "
+                "here: the ledger was rewritten from this position on",
+            )
             return
         if type_ != _EVENT_OF[r.kind]:
             self._fail(r, f"the event here is {type_}, not {_EVENT_OF[r.kind]}")
             return
         told = (r.reservation_id, r.series, r.period, r.number, r.formatted)
-        recorded = tuple(data.get(k) for k in ("reservation_id", "series", "period", "number",
-                                                "formatted"))
+        recorded = tuple(data.get(k) for k in ("reservation_id", "series", "period", "number", "formatted"))
         if told != recorded:
             self._fail(r, f"the event records {recorded}, the store was told {told}")
 
@@ -114,6 +129,7 @@ class ReceiptCheck:
         """Receipts past the end of the ledger: events the stores were given are gone."""
         for position in sorted(self.by_position):
             for r in self.by_position[position]:
-                self._fail(r, f"the ledger ends at position {head}: the event this receipt "
-                              "proves was removed")
+                self._fail(
+                    r, f"the ledger ends at position {head}: the event this receipt proves was removed"
+                )
         self.by_position.clear()

@@ -221,10 +221,18 @@ class LedgerState:
         self.counters[key] = Counter(next=data["next"], highest=highest)
         self.changes.counters.add(key)
         r = Reservation(
-            id=data["reservation_id"], peer_id=data["peer_id"], doctype=data["doctype"],
-            doc_id=data["doc_id"], series=data["series"], period=data["period"], number=number,
-            formatted=data["formatted"], doc_date=date.fromisoformat(data["date"]),
-            state="reserved", reserved_at=event.recorded_at, position=event.position,
+            id=data["reservation_id"],
+            peer_id=data["peer_id"],
+            doctype=data["doctype"],
+            doc_id=data["doc_id"],
+            series=data["series"],
+            period=data["period"],
+            number=number,
+            formatted=data["formatted"],
+            doc_date=date.fromisoformat(data["date"]),
+            state="reserved",
+            reserved_at=event.recorded_at,
+            position=event.position,
             hash=event.hash,
         )
         self.remember_reservation(r)
@@ -232,11 +240,22 @@ class LedgerState:
 
     def _on_NumberIssued(self, event: Event, data: dict[str, Any]) -> None:
         r = self._touch(data["reservation_id"], event, "issued")
-        self.remember_document(Document(
-            peer_id=r.peer_id, doctype=r.doctype, doc_id=r.doc_id, reservation_id=r.id,
-            series=r.series, period=r.period, number=r.number, formatted=r.formatted,
-            snapshot=data["document"], voided=False, imported=False, position=event.position,
-        ))
+        self.remember_document(
+            Document(
+                peer_id=r.peer_id,
+                doctype=r.doctype,
+                doc_id=r.doc_id,
+                reservation_id=r.id,
+                series=r.series,
+                period=r.period,
+                number=r.number,
+                formatted=r.formatted,
+                snapshot=data["document"],
+                voided=False,
+                imported=False,
+                position=event.position,
+            )
+        )
         self.changes.documents.add((r.peer_id, r.doctype, r.doc_id))
 
     def _on_DocumentUpdated(self, event: Event, data: dict[str, Any]) -> None:
@@ -248,12 +267,22 @@ class LedgerState:
         self.changes.documents.add(key)
 
     def _on_DocumentImported(self, event: Event, data: dict[str, Any]) -> None:
-        self.remember_document(Document(
-            peer_id=data["peer_id"], doctype=data["doctype"], doc_id=data["doc_id"],
-            reservation_id=None, series=None, period=None, number=None,
-            formatted=data["formatted"], snapshot=data["document"], voided=False, imported=True,
-            position=event.position,
-        ))
+        self.remember_document(
+            Document(
+                peer_id=data["peer_id"],
+                doctype=data["doctype"],
+                doc_id=data["doc_id"],
+                reservation_id=None,
+                series=None,
+                period=None,
+                number=None,
+                formatted=data["formatted"],
+                snapshot=data["document"],
+                voided=False,
+                imported=True,
+                position=event.position,
+            )
+        )
         self.changes.documents.add((data["peer_id"], data["doctype"], data["doc_id"]))
         taken = data.get("number")  # absent: the text does not follow the series' format
         if taken is not None:
@@ -285,8 +314,11 @@ class LedgerState:
 
     def _on_PeerRegistered(self, event: Event, data: dict[str, Any]) -> None:
         self.peers[data["peer_id"]] = Peer(
-            id=data["peer_id"], name=data["name"], url=data["url"],
-            token_sha256=data["token_sha256"], state="active",
+            id=data["peer_id"],
+            name=data["name"],
+            url=data["url"],
+            token_sha256=data["token_sha256"],
+            state="active",
         )
         self.changes.peers.add(data["peer_id"])
 
@@ -306,8 +338,12 @@ class LedgerState:
 
     def _on_WarningRaised(self, event: Event, data: dict[str, Any]) -> None:
         w = Warning_(
-            id=data["warning_id"], code=data["code"], subject=data["subject"],
-            message=data["message"], state="open", raised_at=event.recorded_at,
+            id=data["warning_id"],
+            code=data["code"],
+            subject=data["subject"],
+            message=data["message"],
+            state="open",
+            raised_at=event.recorded_at,
         )
         self.warnings[w.id] = w
         self.open_warning_by_subject[(w.code, w.subject)] = w.id
@@ -334,11 +370,11 @@ class LedgerState:
     def _pool_change(self, key: tuple[str, str], number: int, *, added: bool) -> None:
         item = (*key, number)
         mine, other = (
-            (self.changes.pool_added, self.changes.pool_removed) if added
+            (self.changes.pool_added, self.changes.pool_removed)
+            if added
             else (self.changes.pool_removed, self.changes.pool_added)
         )
         if item in other:
             other.discard(item)  # released and reused within one batch: the table never sees it
         else:
             mine.add(item)
-

@@ -59,17 +59,24 @@ def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def batch_request(commands: Sequence[c.Command], cached: int | None,
-                  state: LedgerState) -> dict[str, Any]:
+def batch_request(commands: Sequence[c.Command], cached: int | None, state: LedgerState) -> dict[str, Any]:
     """Which rows the batch's commands will look at (pure).
 
     An import's text is read with the series formats and store names of ``state``: they
     may have changed by the time the batch is opened (``import_lookups`` tells).
     """
     req: dict[str, Any] = {
-        "cached": cached, "event_ids": [], "reservation_ids": [], "reservation_keys": [],
-        "numbers": [], "warning_ids": [], "warning_keys": [], "document_keys": [],
-        "formatted": [], "external_keys": [], "external_numbers": [],
+        "cached": cached,
+        "event_ids": [],
+        "reservation_ids": [],
+        "reservation_keys": [],
+        "numbers": [],
+        "warning_ids": [],
+        "warning_keys": [],
+        "document_keys": [],
+        "formatted": [],
+        "external_keys": [],
+        "external_numbers": [],
     }
     external_keys: set[tuple[str, str]] = set()
     for cmd in commands:
@@ -99,8 +106,7 @@ def batch_request(commands: Sequence[c.Command], cached: int | None,
                 for d in cmd.documents:
                     req["document_keys"].append([cmd.peer_id, d.doctype, d.doc_id])
                     req["formatted"].append(d.formatted)
-                    req["warning_keys"].append(
-                        ["import_collision", f"{cmd.peer_id}/{d.doctype}/{d.doc_id}"])
+                    req["warning_keys"].append(["import_collision", f"{cmd.peer_id}/{d.doctype}/{d.doc_id}"])
     req["external_keys"] = sorted(external_keys)
     numbers = import_lookups(commands, state)
     req["numbers"] += numbers
@@ -121,8 +127,9 @@ def import_lookups(commands: Sequence[c.Command], state: LedgerState) -> list[li
     return found
 
 
-async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any], *,
-                     holding: bool) -> OpenedBatch:
+async def open_batch(
+    conn: asyncpg.Connection, state: LedgerState, req: dict[str, Any], *, holding: bool
+) -> OpenedBatch:
     """Lock the ledger, read its head and load into ``state`` what ``req`` names: one round trip.
 
     ``holding``: this connection holds the lock from its previous batch, and first lets a
@@ -130,8 +137,7 @@ async def open_batch(conn: asyncpg.Connection, state: LedgerState, req: dict[str
     when the head moved since ``req["cached"]`` (another process wrote, or nothing is cached
     yet).
     """
-    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2, $3)", req, holding,
-                              LEDGER)
+    got = await conn.fetchval("SELECT concord_open_batch($1::jsonb, $2, $3)", req, holding, LEDGER)
     return load_opened(state, req, got)
 
 
@@ -154,18 +160,34 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
     for series, period, number, formatted in got["external"]:
         state.external.setdefault((series, period), {})[number] = formatted
     for row in got["reservations"]:
-        state.remember_reservation(Reservation(
-            id=row["id"], peer_id=row["peer_id"], doctype=row["doctype"], doc_id=row["doc_id"],
-            series=row["series"], period=row["period"], number=row["number"],
-            formatted=row["formatted"], doc_date=date.fromisoformat(row["doc_date"]),
-            state=row["state"], reserved_at=_moment(row["reserved_at"]),  # type: ignore[arg-type]
-            position=row["position"], hash=_bytea(row["hash"]), warning_id=row["warning_id"],
-        ))
+        state.remember_reservation(
+            Reservation(
+                id=row["id"],
+                peer_id=row["peer_id"],
+                doctype=row["doctype"],
+                doc_id=row["doc_id"],
+                series=row["series"],
+                period=row["period"],
+                number=row["number"],
+                formatted=row["formatted"],
+                doc_date=date.fromisoformat(row["doc_date"]),
+                state=row["state"],
+                reserved_at=_moment(row["reserved_at"]),  # type: ignore[arg-type]
+                position=row["position"],
+                hash=_bytea(row["hash"]),
+                warning_id=row["warning_id"],
+            )
+        )
     for row in got["warnings"]:
-        w = Warning_(id=row["id"], code=row["code"], subject=row["subject"],
-                     message=row["message"], state=row["state"],
-                     raised_at=_moment(row["raised_at"]),  # type: ignore[arg-type]
-                     resolved_at=_moment(row["resolved_at"]))
+        w = Warning_(
+            id=row["id"],
+            code=row["code"],
+            subject=row["subject"],
+            message=row["message"],
+            state=row["state"],
+            raised_at=_moment(row["raised_at"]),  # type: ignore[arg-type]
+            resolved_at=_moment(row["resolved_at"]),
+        )
         state.warnings[w.id] = w
         if w.state == "open":
             state.open_warning_by_subject[(w.code, w.subject)] = w.id
@@ -173,10 +195,15 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
         state.remember_document(Document(**row))
     known = {
         row["event_id"]: Event(
-            position=row["position"], event_id=row["event_id"], type=row["type"],
-            stream=row["stream"], data=row["data"],
+            position=row["position"],
+            event_id=row["event_id"],
+            type=row["type"],
+            stream=row["stream"],
+            data=row["data"],
             recorded_at=_moment(row["recorded_at"]),  # type: ignore[arg-type]
-            prev_hash=_bytea(row["prev_hash"]), hash=_bytea(row["hash"]))
+            prev_hash=_bytea(row["prev_hash"]),
+            hash=_bytea(row["hash"]),
+        )
         for row in got["events"]
     }
     head_hash = bytes.fromhex(got["hash"]) if got["hash"] else GENESIS_HASH
@@ -192,8 +219,15 @@ def _load_small_tables(state: LedgerState, small: dict[str, Any]) -> None:
     for series, period, number in small["pool"]:
         state.pool.setdefault((series, period), []).append(number)
     for peer_id, name, url, token, peer_state, version, reported in small["peers"]:
-        state.peers[peer_id] = Peer(id=peer_id, name=name, url=url, token_sha256=token,
-                                    state=peer_state, agent_version=version, reported=reported)
+        state.peers[peer_id] = Peer(
+            id=peer_id,
+            name=name,
+            url=url,
+            token_sha256=token,
+            state=peer_state,
+            agent_version=version,
+            reported=reported,
+        )
 
 
 def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
@@ -205,49 +239,91 @@ def batch_writes(state: LedgerState, events: Sequence[Event]) -> bytes:
     """
     ch = state.changes
     reservations = state.reservations
-    return orjson.dumps({
-        "events": [
-            {"position": e.position, "event_id": e.event_id, "type": e.type, "stream": e.stream,
-             "data": orjson.Fragment(e.data_json or canonical_json(e.data)),
-             "recorded_at": format_recorded_at(e.recorded_at), "prev_hash": e.prev_hash.hex(),
-             "hash": e.hash.hex()}
-            for e in events
-        ],
-        "series": [{"name": n, "settings": state.settings[n].model_dump()} for n in ch.series],
-        "counters": [
-            {"series": s, "period": p, "next": state.counters[(s, p)].next,
-             "highest": state.counters[(s, p)].highest} for s, p in ch.counters
-        ],
-        "pool_removed": [list(k) for k in ch.pool_removed],
-        "pool_added": [list(k) for k in ch.pool_added],
-        "reservations_updated": [
-            {"id": r.id, "state": r.state, "position": r.position, "hash": r.hash.hex(),
-             "warning_id": r.warning_id}
-            for r in (reservations[i] for i in ch.reservations - ch.new_reservations)
-        ],
-        # Every field of a new reservation is a column: orjson writes the dataclass itself.
-        "reservations_created": [reservations[i] for i in ch.new_reservations],
-        "documents": [
-            {"peer_id": d.peer_id, "doctype": d.doctype, "doc_id": d.doc_id,
-             "reservation_id": d.reservation_id, "series": d.series, "period": d.period,
-             "number": d.number, "formatted": d.formatted, "voided": d.voided,
-             "imported": d.imported, "position": d.position}  # snapshot: from the ledger
-            for d in (state.documents[k] for k in ch.documents) if d is not None
-        ],
-        "voided": list(ch.voided_documents),
-        "external_added": [list(k) for k in ch.external_added],
-        "peers": [
-            {"id": p.id, "name": p.name, "url": p.url, "token_sha256": p.token_sha256,
-             "state": p.state, "agent_version": p.agent_version, "reported": p.reported}
-            for p in (state.peers[i] for i in ch.peers)
-        ],
-        "warnings": [
-            {"id": w.id, "code": w.code, "subject": w.subject, "message": w.message,
-             "state": w.state, "raised_at": w.raised_at,
-             "resolved_at": w.resolved_at}
-            for w in (state.warnings[i] for i in ch.warnings)
-        ],
-    }, default=_hex)
+    return orjson.dumps(
+        {
+            "events": [
+                {
+                    "position": e.position,
+                    "event_id": e.event_id,
+                    "type": e.type,
+                    "stream": e.stream,
+                    "data": orjson.Fragment(e.data_json or canonical_json(e.data)),
+                    "recorded_at": format_recorded_at(e.recorded_at),
+                    "prev_hash": e.prev_hash.hex(),
+                    "hash": e.hash.hex(),
+                }
+                for e in events
+            ],
+            "series": [{"name": n, "settings": state.settings[n].model_dump()} for n in ch.series],
+            "counters": [
+                {
+                    "series": s,
+                    "period": p,
+                    "next": state.counters[(s, p)].next,
+                    "highest": state.counters[(s, p)].highest,
+                }
+                for s, p in ch.counters
+            ],
+            "pool_removed": [list(k) for k in ch.pool_removed],
+            "pool_added": [list(k) for k in ch.pool_added],
+            "reservations_updated": [
+                {
+                    "id": r.id,
+                    "state": r.state,
+                    "position": r.position,
+                    "hash": r.hash.hex(),
+                    "warning_id": r.warning_id,
+                }
+                for r in (reservations[i] for i in ch.reservations - ch.new_reservations)
+            ],
+            # Every field of a new reservation is a column: orjson writes the dataclass itself.
+            "reservations_created": [reservations[i] for i in ch.new_reservations],
+            "documents": [
+                {
+                    "peer_id": d.peer_id,
+                    "doctype": d.doctype,
+                    "doc_id": d.doc_id,
+                    "reservation_id": d.reservation_id,
+                    "series": d.series,
+                    "period": d.period,
+                    "number": d.number,
+                    "formatted": d.formatted,
+                    "voided": d.voided,
+                    "imported": d.imported,
+                    "position": d.position,
+                }  # snapshot: from the ledger
+                for d in (state.documents[k] for k in ch.documents)
+                if d is not None
+            ],
+            "voided": list(ch.voided_documents),
+            "external_added": [list(k) for k in ch.external_added],
+            "peers": [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "url": p.url,
+                    "token_sha256": p.token_sha256,
+                    "state": p.state,
+                    "agent_version": p.agent_version,
+                    "reported": p.reported,
+                }
+                for p in (state.peers[i] for i in ch.peers)
+            ],
+            "warnings": [
+                {
+                    "id": w.id,
+                    "code": w.code,
+                    "subject": w.subject,
+                    "message": w.message,
+                    "state": w.state,
+                    "raised_at": w.raised_at,
+                    "resolved_at": w.resolved_at,
+                }
+                for w in (state.warnings[i] for i in ch.warnings)
+            ],
+        },
+        default=_hex,
+    )
 
 
 def _hex(value: object) -> str:
@@ -260,8 +336,9 @@ async def write_batch(conn: asyncpg.Connection, state: LedgerState, events: Sequ
     """Append the events and flush the changed projection rows: one round trip, one statement
     outside any transaction block, so it commits (durably) before it returns."""
     if events:
-        await conn.execute("SELECT concord_write_batch($1::text::jsonb)",
-                           batch_writes(state, events).decode())
+        await conn.execute(
+            "SELECT concord_write_batch($1::text::jsonb)", batch_writes(state, events).decode()
+        )
 
 
 async def release_ledger(conn: asyncpg.Connection) -> None:

@@ -44,8 +44,13 @@ class Verified:
     receipts: int
 
 
-def verify_file(path: Path, receipts: list[Receipt] | None = None, *,
-                progress: bool | None = None, parallel: bool | None = None) -> Verified:
+def verify_file(
+    path: Path,
+    receipts: list[Receipt] | None = None,
+    *,
+    progress: bool | None = None,
+    parallel: bool | None = None,
+) -> Verified:
     if parallel is None:
         parallel = path.stat().st_size >= PARALLEL_BYTES and (os.cpu_count() or 1) > 1
     if parallel and "fork" in get_all_start_methods():
@@ -53,29 +58,31 @@ def verify_file(path: Path, receipts: list[Receipt] | None = None, *,
     else:
         with RecordsPass(path, receipts) as pass_:
             findings, hash_, header = chain_pass(
-                path, progress, lambda m, start, ends: pass_.window(start, ends,
-                                                                    line_kinds(m, ends)))
+                path, progress, lambda m, start, ends: pass_.window(start, ends, line_kinds(m, ends))
+            )
             records = pass_.finish()
     numbering, position, series, receipt_count = records
     findings.merge(numbering)
     return Verified(findings, position, hash_, header, series, receipt_count)
 
 
-def _two_processes(path: Path, receipts: list[Receipt] | None, progress: bool | None
-                   ) -> tuple[Findings, bytes, dict[str, Any] | None, Any]:
+def _two_processes(
+    path: Path, receipts: list[Receipt] | None, progress: bool | None
+) -> tuple[Findings, bytes, dict[str, Any] | None, Any]:
     """The chain pass here, the records pass in a forked child fed through a pipe (which
     holds a window or two, so the chain pass runs only a little ahead)."""
     windows_out, windows_in = _pipe()
     result_out, result_in = _pipe()
     child = get_context("fork").Process(
-        target=_records_child, args=(path, receipts, windows_out, result_in, windows_in, result_out))
+        target=_records_child, args=(path, receipts, windows_out, result_in, windows_in, result_out)
+    )
     child.start()
     windows_out.close()
     result_in.close()
     try:
         findings, hash_, header = chain_pass(
-            path, progress,
-            lambda m, start, ends: windows_in.send_bytes(_window_message(m, start, ends)))
+            path, progress, lambda m, start, ends: windows_in.send_bytes(_window_message(m, start, ends))
+        )
         windows_in.close()  # the child's end of input
         records = result_out.recv()
     finally:
@@ -99,8 +106,13 @@ def _window_message(m: Any, start: int, ends: list[int]) -> bytes:
     return array("q", [start, len(ends), *ends]).tobytes() + line_kinds(m, ends)
 
 
-def _records_child(path: Path, receipts: list[Receipt] | None, windows: Connection,
-                   result: Connection, *parents_ends: Connection) -> None:
+def _records_child(
+    path: Path,
+    receipts: list[Receipt] | None,
+    windows: Connection,
+    result: Connection,
+    *parents_ends: Connection,
+) -> None:
     for end in parents_ends:  # forked copies: the windows' writing end must be the parent's only
         end.close()
     try:
@@ -114,8 +126,8 @@ def _records_child(path: Path, receipts: list[Receipt] | None, windows: Connecti
                 numbers.frombytes(message[:16])
                 start, count = numbers
                 ends = array("q")
-                ends.frombytes(message[16:16 + 8 * count])
-                pass_.window(start, ends, message[16 + 8 * count:])
+                ends.frombytes(message[16 : 16 + 8 * count])
+                pass_.window(start, ends, message[16 + 8 * count :])
             result.send(pass_.finish())
     except BaseException as exc:  # the parent raises it
         result.send(exc)

@@ -39,7 +39,7 @@ _ISSUED_HEAD = b'{"data":{'
 def line_kinds(m: Any, ends: Sequence[int]) -> bytes:
     """The kind of each line ending at ``ends``."""
     kind_of = _KIND_OF_NAME_TAIL
-    return bytes([kind_of.get(m[end - _NAME_TAIL:end - _NAME_END], 0) for end in ends])
+    return bytes([kind_of.get(m[end - _NAME_TAIL : end - _NAME_END], 0) for end in ends])
 
 
 class RecordsPass:
@@ -55,8 +55,10 @@ class RecordsPass:
         self.last = 0  # position of the last event read
         # Per kind: how its line decodes, its check, and whether to cut its snapshot off.
         self._kinds = [(rec.ANY_EVENT.decode, None, False)]
-        self._kinds += [(rec.EVENT_DECODERS[type_].decode, self.invariants.checks[type_],
-                         type_ == ev.NUMBER_ISSUED) for type_ in _CHECKED]
+        self._kinds += [
+            (rec.EVENT_DECODERS[type_].decode, self.invariants.checks[type_], type_ == ev.NUMBER_ISSUED)
+            for type_ in _CHECKED
+        ]
         self._exit = ExitStack()
         self._m = self._exit.enter_context(mapped(path))
         self._view = self._exit.enter_context(memoryview(self._m))
@@ -77,9 +79,9 @@ class RecordsPass:
             decode, check, issued = table[kind]
             try:  # the event alone, between the line's fixed prefix and suffix
                 if issued and (cut := rfind(_ISSUED_CUT, pos, end)) > 0:
-                    event = decode(_ISSUED_HEAD + m[cut + 1:end - SUFFIX_LENGTH])
+                    event = decode(_ISSUED_HEAD + m[cut + 1 : end - SUFFIX_LENGTH])
                 else:
-                    event = decode(view[pos + _PREFIX:end - SUFFIX_LENGTH])
+                    event = decode(view[pos + _PREFIX : end - SUFFIX_LENGTH])
             except rec.DecodeError:
                 event, check = _off_path(m[pos:end], self.invariants), None
                 if event is None:  # not an event line: named by the chain pass
@@ -87,9 +89,12 @@ class RecordsPass:
                     continue
             position = event.position
             if position != last + 1:
-                findings("positions", f"expected position {last + 1}, found {position}"
-                         + (" (events missing)" if position > last + 1 else ""),
-                         position=position)
+                findings(
+                    "positions",
+                    f"expected position {last + 1}, found {position}"
+                    + (" (events missing)" if position > last + 1 else ""),
+                    position=position,
+                )
             last = position
             if check is not None:
                 check(position, event.data)
@@ -129,5 +134,3 @@ def _off_path(line: bytes, invariants: Invariants) -> rec.Event | None:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
     return found
-
-

@@ -55,18 +55,22 @@ from coordinator.migrations import migrate
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = Histogram(
-    "concord_ledger_batch_commands", "Commands written per ledger transaction",
+    "concord_ledger_batch_commands",
+    "Commands written per ledger transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 EVENTS = Counter("concord_ledger_events", "Events appended by this process", ["type"])
 BATCH_SECONDS = Histogram(
-    "concord_ledger_batch_seconds", "Duration of one ledger batch, open to commit",
+    "concord_ledger_batch_seconds",
+    "Duration of one ledger batch, open to commit",
 )
-FAULTS = Counter("concord_ledger_faults", "Ledger batches that failed, by kind",
-                 ["kind"])  # database_away | command_failed | writer_crashed
+FAULTS = Counter(
+    "concord_ledger_faults", "Ledger batches that failed, by kind", ["kind"]
+)  # database_away | command_failed | writer_crashed
 WRITABLE = Gauge("concord_ledger_writable", "1 while this process can write the ledger")
-QUEUED = Gauge("concord_ledger_queued_commands", "Commands waiting for the ledger",
-               ["lane"])  # single | batch
+QUEUED = Gauge(
+    "concord_ledger_queued_commands", "Commands waiting for the ledger", ["lane"]
+)  # single | batch
 
 # Errors that say nothing about the commands: the database is away, restarting, read-only,
 # out of resources, or did not answer in time. Everything else is a command's own failure.
@@ -101,8 +105,12 @@ LOCK_LINGER = 0.002
 BULK_BESIDE_SINGLES = 4
 SINGLES_RECENT = 0.5
 
-REFUSED_UNWRITTEN = (asyncpg.ReadOnlySQLTransactionError, asyncpg.TransactionRollbackError,
-                     asyncpg.InsufficientResourcesError, asyncpg.LockNotAvailableError)
+REFUSED_UNWRITTEN = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.LockNotAvailableError,
+)
 
 
 class LedgerUnavailable(Exception):
@@ -167,8 +175,7 @@ class _Batch:
             data_json = canonical_json(data)
             body = canonical_event(position, eid, type_, stream, data_json, self.stamp)
             digest = hashlib.sha256(self.hash + body).digest()
-            event = Event(position, eid, type_, stream, data, self.recorded_at, self.hash, digest,
-                          data_json)
+            event = Event(position, eid, type_, stream, data, self.recorded_at, self.hash, digest, data_json)
             self.state.apply(event)
             self.events.append(event)
             self.by_id[eid] = event
@@ -179,9 +186,16 @@ class _Batch:
 
 
 class LedgerWriter:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 512, queue_limit: int = 10_000,
-                 answer_timeout: float = 10.0, acquire_timeout: float = 5.0,
-                 probe_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int = 512,
+        queue_limit: int = 10_000,
+        answer_timeout: float = 10.0,
+        acquire_timeout: float = 5.0,
+        probe_seconds: float = 1.0,
+    ) -> None:
         self._pool = pool
         self._max_batch = max_batch
         self._answer_timeout = answer_timeout
@@ -211,9 +225,11 @@ class LedgerWriter:
 
     async def start(self) -> None:
         WRITABLE.set(1)
-        self._tasks = [asyncio.create_task(self._supervise(), name="ledger-writer"),
-                       asyncio.create_task(self._probe(), name="ledger-probe"),
-                       asyncio.create_task(self._expire(), name="ledger-expiry")]
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="ledger-writer"),
+            asyncio.create_task(self._probe(), name="ledger-probe"),
+            asyncio.create_task(self._expire(), name="ledger-expiry"),
+        ]
 
     def problem(self) -> str | None:
         """Why the ledger cannot be written right now, or None when it can."""
@@ -225,8 +241,12 @@ class LedgerWriter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for _, pending in self._deadlines:  # queued, or in a batch the loop held
-            self._answer(pending, LedgerUnavailable("the coordinator is stopping",
-                                                    outcome_unknown=any(p.sent for p in pending)))
+            self._answer(
+                pending,
+                LedgerUnavailable(
+                    "the coordinator is stopping", outcome_unknown=any(p.sent for p in pending)
+                ),
+            )
         await self._drop_connection()
 
     async def execute(self, command: c.Command) -> dict[str, Any]:
@@ -249,8 +269,7 @@ class LedgerWriter:
         if lane.maxsize - lane.qsize() < len(commands):
             _compact(lane)
         if lane.maxsize - lane.qsize() < len(commands):
-            raise LedgerUnavailable(
-                f"the ledger is busy: {lane.qsize()} commands are waiting", busy=True)
+            raise LedgerUnavailable(f"the ledger is busy: {lane.qsize()} commands are waiting", busy=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._answer_timeout
         pending = [_Pending(cmd, loop.create_future()) for cmd in commands]
@@ -274,14 +293,18 @@ class LedgerWriter:
         while True:
             await asyncio.sleep(EXPIRY_SECONDS)
             now = loop.time()
-            while self._deadlines and (self._deadlines[0][0] <= now or all(
-                    item.future.done() for item in self._deadlines[0][1])):
+            while self._deadlines and (
+                self._deadlines[0][0] <= now or all(item.future.done() for item in self._deadlines[0][1])
+            ):
                 _, pending = self._deadlines.popleft()  # answered calls go at once
                 for item in pending:
                     if not item.future.done():
-                        item.future.set_exception(LedgerUnavailable(
-                            f"the ledger did not answer within {self._answer_timeout:g} s",
-                            outcome_unknown=item.sent))
+                        item.future.set_exception(
+                            LedgerUnavailable(
+                                f"the ledger did not answer within {self._answer_timeout:g} s",
+                                outcome_unknown=item.sent,
+                            )
+                        )
 
     # -- the loop ---------------------------------------------------------------------------
     async def _supervise(self) -> None:
@@ -292,9 +315,13 @@ class LedgerWriter:
                 FAULTS.labels("writer_crashed").inc()
                 log.exception("ledger_writer_crashed")
                 held, self._held = self._held, []
-                self._answer(held, LedgerUnavailable(
-                    "the ledger writer failed and was started again",
-                    outcome_unknown=any(p.sent for p in held)))
+                self._answer(
+                    held,
+                    LedgerUnavailable(
+                        "the ledger writer failed and was started again",
+                        outcome_unknown=any(p.sent for p in held),
+                    ),
+                )
                 self._discard_state()
                 await self._drop_connection()
 
@@ -304,8 +331,12 @@ class LedgerWriter:
             try:
                 await self._write_isolating(batch)
             except asyncio.CancelledError:  # stopping: nobody will answer them later
-                self._answer(batch, LedgerUnavailable(
-                    "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)))
+                self._answer(
+                    batch,
+                    LedgerUnavailable(
+                        "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)
+                    ),
+                )
                 raise
             self._held = []
             if not await self._more_soon():  # let other replicas append
@@ -347,8 +378,7 @@ class LedgerWriter:
             results = await self._write_retrying(batch)
         except _DatabaseAway as away:
             FAULTS.labels("database_away").inc()
-            self._answer(batch, LedgerUnavailable(_reason(away.error),
-                                                  outcome_unknown=away.written))
+            self._answer(batch, LedgerUnavailable(_reason(away.error), outcome_unknown=away.written))
             return
         except Exception as exc:
             FAULTS.labels("command_failed").inc()
@@ -357,8 +387,7 @@ class LedgerWriter:
             self._discard_state()
             await self._release()
             if len(batch) == 1:
-                log.error("ledger_command_failed", command=type(batch[0].command).__name__,
-                          error=repr(exc))
+                log.error("ledger_command_failed", command=type(batch[0].command).__name__, error=repr(exc))
                 self._answer(batch, CommandFailed(exc))
                 return
             half = len(batch) // 2
@@ -417,8 +446,9 @@ class LedgerWriter:
         return results
 
     @staticmethod
-    def _decide(state: LedgerState, cmd: c.Command, known: dict[str, Event],
-                batch: _Batch) -> dict[str, Any] | DomainError:
+    def _decide(
+        state: LedgerState, cmd: c.Command, known: dict[str, Event], batch: _Batch
+    ) -> dict[str, Any] | DomainError:
         seen = known.get(cmd.event_id or "") or batch.by_id.get(cmd.event_id or "")
         event_id = cmd.event_id
         try:
@@ -503,7 +533,8 @@ class LedgerWriter:
                     # On in a standby, and where an operator made the database read-only.
                     read_only = await conn.fetchval(
                         "SELECT current_setting('transaction_read_only') = 'on'",
-                        timeout=self._acquire_timeout)
+                        timeout=self._acquire_timeout,
+                    )
             except Exception as exc:
                 if self._problem is not None:
                     self._problem = _reason(exc)

@@ -53,14 +53,16 @@ class SqlFile:
     def only_comments(self) -> bool:
         """Nothing to run: a migration whose work moved elsewhere keeps its place and note
         (PostgreSQL answers an empty query with a message asyncpg cannot take)."""
-        return all(not line.strip() or line.lstrip().startswith("--")
-                   for line in self.sql.splitlines())
+        return all(not line.strip() or line.lstrip().startswith("--") for line in self.sql.splitlines())
 
 
 def _sql_files(folder: Traversable, prefix: str = "") -> list[SqlFile]:
     return sorted(
-        (SqlFile(prefix + f.name, f.read_text(encoding="utf-8"))
-         for f in folder.iterdir() if f.name.endswith(".sql")),
+        (
+            SqlFile(prefix + f.name, f.read_text(encoding="utf-8"))
+            for f in folder.iterdir()
+            if f.name.endswith(".sql")
+        ),
         key=lambda f: f.name,
     )
 
@@ -88,9 +90,11 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         async with _as_login(conn):
             return await _migrate(conn)
     except asyncpg.InsufficientPrivilegeError as exc:
-        raise MigrationError(f"this database role cannot migrate the database ({exc}); run "
-                             "`concord migrate` as the ledger's owner "
-                             "(CONCORD_MIGRATION_DATABASE_URL)") from exc
+        raise MigrationError(
+            f"this database role cannot migrate the database ({exc}); run "
+            "`concord migrate` as the ledger's owner "
+            "(CONCORD_MIGRATION_DATABASE_URL)"
+        ) from exc
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS)
 
@@ -98,20 +102,21 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 async def _migrate(conn: asyncpg.Connection) -> list[str]:
     recorded = await _recorded(conn)
     numbered = migration_files()
-    changed = [f.name for f in numbered
-               if recorded.get(f.name) not in (None, "", f.sha256)]
+    changed = [f.name for f in numbered if recorded.get(f.name) not in (None, "", f.sha256)]
     if changed:
         raise MigrationError(
             f"migration {', '.join(changed)} changed after it was applied to this "
             "database (its sha256 differs from the one recorded in concord_migrations); "
-            "restore the file as it was applied and put the change in a new migration")
+            "restore the file as it was applied and put the change in a new migration"
+        )
     functions = function_files()
     ran: list[str] = []
     for f in numbered:
         if recorded.get(f.name) == "":  # applied before checksums were recorded
             await _record(conn, f.name, f.sha256)
     for f in [f for f in numbered if f.name not in recorded] + [
-            f for f in functions if recorded.get(f.name) != f.sha256]:
+        f for f in functions if recorded.get(f.name) != f.sha256
+    ]:
         async with conn.transaction():
             if not f.only_comments:
                 await conn.execute(f.sql)
@@ -125,8 +130,7 @@ async def _migrate(conn: asyncpg.Connection) -> list[str]:
 @contextlib.asynccontextmanager
 async def _as_login(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """Work as the session's login, not a role the connection SET ROLE to."""
-    entered = await conn.fetchval(
-        "SELECT CASE WHEN current_user <> session_user THEN current_user::text END")
+    entered = await conn.fetchval("SELECT CASE WHEN current_user <> session_user THEN current_user::text END")
     if entered is not None:
         await conn.execute("SET ROLE NONE")
     try:
@@ -136,8 +140,7 @@ async def _as_login(conn: asyncpg.Connection) -> AsyncIterator[None]:
             await conn.execute("SELECT set_config('role', $1, false)", entered)
 
 
-async def _grant_service(conn: asyncpg.Connection, granted_for: str | None,
-                         files: list[SqlFile]) -> None:
+async def _grant_service(conn: asyncpg.Connection, granted_for: str | None, files: list[SqlFile]) -> None:
     """Grant the service's role its rights (functions/concord_grant_service.sql) once for
     each state of the schema: recorded under GRANTS with a digest of every file's checksum,
     so that tables a migration adds are granted too, and a failed grant is tried again."""
@@ -164,16 +167,22 @@ async def _recorded(conn: asyncpg.Connection) -> dict[str, str]:
     if await conn.fetchval("SELECT to_regclass('concord_migrations') IS NULL"):
         await conn.execute(
             "CREATE TABLE concord_migrations (name text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now(), sha256 text)")
+            " applied_at timestamptz NOT NULL DEFAULT now(), sha256 text)"
+        )
     elif not await conn.fetchval(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = 'concord_migrations'::regclass"
-            " AND attname = 'sha256' AND NOT attisdropped"):
+        "SELECT 1 FROM pg_attribute WHERE attrelid = 'concord_migrations'::regclass"
+        " AND attname = 'sha256' AND NOT attisdropped"
+    ):
         await conn.execute("ALTER TABLE concord_migrations ADD COLUMN sha256 text")
-    return {r["name"]: r["sha256"] or ""
-            for r in await conn.fetch("SELECT name, sha256 FROM concord_migrations")}
+    return {
+        r["name"]: r["sha256"] or "" for r in await conn.fetch("SELECT name, sha256 FROM concord_migrations")
+    }
 
 
 async def _record(conn: asyncpg.Connection, name: str, sha256: str) -> None:
     await conn.execute(
         "INSERT INTO concord_migrations (name, sha256) VALUES ($1, $2) ON CONFLICT (name)"
-        " DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()", name, sha256)
+        " DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+        name,
+        sha256,
+    )

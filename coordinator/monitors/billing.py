@@ -76,11 +76,15 @@ class BillingMonitor:
         this run read (0 also when another replica is checking)."""
         head = await self._pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
         async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._vies.timeout_seconds)) as session:
+            timeout=aiohttp.ClientTimeout(total=self._vies.timeout_seconds)
+        ) as session:
             lookup = ViesLookup(
-                vies_asker(session, self._vies.url) if self._vies.url else None, self._cache,
+                vies_asker(session, self._vies.url) if self._vies.url else None,
+                self._cache,
                 max_age=timedelta(days=self._vies.cache_days),
-                budget=self._vies.lookups_per_answer, now=lambda: datetime.now(UTC))
+                budget=self._vies.lookups_per_answer,
+                now=lambda: datetime.now(UTC),
+            )
             read = 0
             while True:
                 count, done = await self._batch(head, lookup)
@@ -93,14 +97,17 @@ class BillingMonitor:
     async def _batch(self, head: int, lookup: ViesLookup) -> tuple[int, bool]:
         """Check the next batch after the checkpoint; (events read, whether up to ``head``)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            cursor = await conn.fetchval(
-                "SELECT position FROM billing_checkpoint FOR UPDATE SKIP LOCKED")
+            cursor = await conn.fetchval("SELECT position FROM billing_checkpoint FOR UPDATE SKIP LOCKED")
             if cursor is None or cursor >= head:  # another replica is at it, or nothing new
                 return 0, True
             rows = await conn.fetch(
                 "SELECT position, type, data FROM events WHERE position > $1 AND position <= $2"
                 " AND type = ANY($3::text[]) ORDER BY position LIMIT $4",
-                cursor, head, _EVENTS, BATCH)
+                cursor,
+                head,
+                _EVENTS,
+                BATCH,
+            )
             wanted: Wanted = {}
             docs = await self._read(conn, rows, wanted)
             await self._check_date_order(conn, docs, wanted)
@@ -111,24 +118,35 @@ class BillingMonitor:
         findings = sum(1 for message in wanted.values() if message is not None)
         if rows:  # a catch-up of a long history logs its progress at debug level
             (log.info if findings else log.debug)(
-                "billing_checked", events=len(rows), up_to=done_to, findings=findings)
+                "billing_checked", events=len(rows), up_to=done_to, findings=findings
+            )
         return len(rows), done_to >= head
 
-    async def _read(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
-                    wanted: Wanted) -> list[_Checked]:
+    async def _read(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], wanted: Wanted
+    ) -> list[_Checked]:
         """Record what the events teach (tax settings, numbers' dates), run the snapshot
         checks and the duplicate-number report; the documents as the batch leaves them."""
         names = {r["id"]: r["name"] for r in await conn.fetch("SELECT id::text, name FROM peers")}
-        settings = {r["peer_id"]: r["tax"] for r in await conn.fetch(
-            "SELECT peer_id::text, tax FROM billing_store_settings")}
-        updated = [(r["data"]["peer_id"], r["data"]["doctype"], r["data"]["doc_id"])
-                   for r in rows if r["type"] == ev.DOCUMENT_UPDATED]
-        formatted = {(r["peer_id"], r["doctype"], r["doc_id"]): r["formatted"]
-                     for r in await conn.fetch(
-                         "SELECT d.peer_id::text, d.doctype, d.doc_id, d.formatted"
-                         "  FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(p, t, i)"
-                         "  JOIN documents d ON d.peer_id = k.p AND d.doctype = k.t"
-                         "   AND d.doc_id = k.i", *_columns(updated, 3))}
+        settings = {
+            r["peer_id"]: r["tax"]
+            for r in await conn.fetch("SELECT peer_id::text, tax FROM billing_store_settings")
+        }
+        updated = [
+            (r["data"]["peer_id"], r["data"]["doctype"], r["data"]["doc_id"])
+            for r in rows
+            if r["type"] == ev.DOCUMENT_UPDATED
+        ]
+        formatted = {
+            (r["peer_id"], r["doctype"], r["doc_id"]): r["formatted"]
+            for r in await conn.fetch(
+                "SELECT d.peer_id::text, d.doctype, d.doc_id, d.formatted"
+                "  FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(p, t, i)"
+                "  JOIN documents d ON d.peer_id = k.p AND d.doctype = k.t"
+                "   AND d.doc_id = k.i",
+                *_columns(updated, 3),
+            )
+        }
         docs: dict[tuple[str, str, str], _Checked] = {}
         numbers: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
@@ -146,26 +164,40 @@ class BillingMonitor:
                 await conn.execute(
                     "INSERT INTO billing_store_settings (peer_id, tax) VALUES ($1, $2)"
                     " ON CONFLICT (peer_id) DO UPDATE SET tax = excluded.tax",
-                    peer_id, settings[peer_id])
+                    peer_id,
+                    settings[peer_id],
+                )
                 duplicates = checks.duplicate_numbers(reported)
                 if duplicates is not None:
                     reported_duplicates.append(peer_id)
                     for number, ids in duplicates.items():
-                        wanted[checks.DUPLICATE_NUMBER, f"{peer_id}/number/{number}"] = \
+                        wanted[checks.DUPLICATE_NUMBER, f"{peer_id}/number/{number}"] = (
                             checks.duplicate_message(store, number, ids)
+                        )
                 continue
             key = (peer_id, data["doctype"], data["doc_id"])
             number = data.get("formatted") or formatted.get(key, "")
             ref = checks.DocumentRef(store, data["doctype"], data["doc_id"], number)
             doc = docs[key] = _Checked(ref, peer_id, data["document"], row["position"])
-            found = checks.snapshot_findings(ref, doc.snapshot, checks.TaxSettings.from_reported(
-                settings.get(peer_id)))
+            found = checks.snapshot_findings(
+                ref, doc.snapshot, checks.TaxSettings.from_reported(settings.get(peer_id))
+            )
             for code in checks.SNAPSHOT_CODES:
                 wanted[code, doc.subject] = found.get(code)
             day = checks.document_date(doc.snapshot)
             if row["type"] == ev.NUMBER_ISSUED:
-                numbers.append((peer_id, data["series"], data["period"], data["number"],
-                                data["doctype"], data["doc_id"], number, day))
+                numbers.append(
+                    (
+                        peer_id,
+                        data["series"],
+                        data["period"],
+                        data["number"],
+                        data["doctype"],
+                        data["doc_id"],
+                        number,
+                        day,
+                    )
+                )
             elif row["type"] == ev.DOCUMENT_UPDATED:
                 dates.append((*key, day))
         # In event order, so a number issued and its date changed in one batch end up right.
@@ -175,33 +207,41 @@ class BillingMonitor:
             " ON CONFLICT (peer_id, series, period, number) DO UPDATE SET"
             " doctype = excluded.doctype, doc_id = excluded.doc_id,"
             " formatted = excluded.formatted, doc_date = excluded.doc_date",
-            numbers)
+            numbers,
+        )
         await conn.executemany(
-            "UPDATE billing_numbers SET doc_date = $4"
-            " WHERE peer_id = $1 AND doctype = $2 AND doc_id = $3", dates)
+            "UPDATE billing_numbers SET doc_date = $4 WHERE peer_id = $1 AND doctype = $2 AND doc_id = $3",
+            dates,
+        )
         await self._resolve_unreported_duplicates(conn, reported_duplicates, wanted)
         return list(docs.values())
 
-    async def _resolve_unreported_duplicates(self, conn: asyncpg.Connection,
-                                             peers: Iterable[str], wanted: Wanted) -> None:
+    async def _resolve_unreported_duplicates(
+        self, conn: asyncpg.Connection, peers: Iterable[str], wanted: Wanted
+    ) -> None:
         """A store's duplicate numbers not in its latest report are fixed."""
         for peer_id in peers:
             for r in await conn.fetch(
-                    "SELECT subject FROM warnings WHERE state = 'open' AND code = $1"
-                    " AND subject LIKE $2", checks.DUPLICATE_NUMBER, f"{peer_id}/number/%"):
+                "SELECT subject FROM warnings WHERE state = 'open' AND code = $1 AND subject LIKE $2",
+                checks.DUPLICATE_NUMBER,
+                f"{peer_id}/number/%",
+            ):
                 wanted.setdefault((checks.DUPLICATE_NUMBER, r["subject"]), None)
 
-    async def _check_date_order(self, conn: asyncpg.Connection, docs: Sequence[_Checked],
-                                wanted: Wanted) -> None:
+    async def _check_date_order(
+        self, conn: asyncpg.Connection, docs: Sequence[_Checked], wanted: Wanted
+    ) -> None:
         """Each numbered document against the previous number of its series in its store,
         and the next number against it (its date may be what changed)."""
         if not docs:
             return
         keys = [(d.peer_id, d.ref.doctype, d.ref.doc_id) for d in docs]
-        neighbour = ("SELECT x.doctype, x.doc_id, x.formatted, x.doc_date FROM billing_numbers x"
-                     " WHERE x.peer_id = b.peer_id AND x.series = b.series"
-                     " AND x.period = b.period AND x.number {} b.number ORDER BY x.number {}"
-                     " LIMIT 1")
+        neighbour = (
+            "SELECT x.doctype, x.doc_id, x.formatted, x.doc_date FROM billing_numbers x"
+            " WHERE x.peer_id = b.peer_id AND x.series = b.series"
+            " AND x.period = b.period AND x.number {} b.number ORDER BY x.number {}"
+            " LIMIT 1"
+        )
         rows = await conn.fetch(
             "SELECT b.peer_id::text, b.series, b.period, b.doctype, b.doc_id, b.formatted,"
             "       b.doc_date, p.doctype AS p_doctype, p.doc_id AS p_doc_id,"
@@ -211,7 +251,8 @@ class BillingMonitor:
             "  JOIN billing_numbers b ON b.peer_id = k.p AND b.doctype = k.t AND b.doc_id = k.i"
             f"  LEFT JOIN LATERAL ({neighbour.format('<', 'DESC')}) p ON true"
             f"  LEFT JOIN LATERAL ({neighbour.format('>', 'ASC')}) n ON true",
-            *_columns(keys, 3))
+            *_columns(keys, 3),
+        )
         stores = {d.peer_id: d.ref.store for d in docs}
         for r in rows:
             store, peer_id = stores[r["peer_id"]], r["peer_id"]
@@ -220,19 +261,21 @@ class BillingMonitor:
             if r["p_doc_id"] is None:
                 wanted[checks.DATE_ORDER, subject] = None
             else:
-                previous = checks.DocumentRef(store, r["p_doctype"], r["p_doc_id"],
-                                              r["p_formatted"])
+                previous = checks.DocumentRef(store, r["p_doctype"], r["p_doc_id"], r["p_formatted"])
                 wanted[checks.DATE_ORDER, subject] = checks.date_order_finding(
-                    doc, r["doc_date"], previous, r["p_date"], r["series"], r["period"])
+                    doc, r["doc_date"], previous, r["p_date"], r["series"], r["period"]
+                )
             if r["n_doc_id"] is not None:
-                following = checks.DocumentRef(store, r["n_doctype"], r["n_doc_id"],
-                                               r["n_formatted"])
-                wanted[checks.DATE_ORDER, f"{peer_id}/{following.doctype}/{following.doc_id}"] = \
-                    checks.date_order_finding(following, r["n_date"], doc, r["doc_date"],
-                                              r["series"], r["period"])
+                following = checks.DocumentRef(store, r["n_doctype"], r["n_doc_id"], r["n_formatted"])
+                wanted[checks.DATE_ORDER, f"{peer_id}/{following.doctype}/{following.doc_id}"] = (
+                    checks.date_order_finding(
+                        following, r["n_date"], doc, r["doc_date"], r["series"], r["period"]
+                    )
+                )
 
-    async def _check_vat(self, conn: asyncpg.Connection, docs: Sequence[_Checked],
-                         lookup: ViesLookup, wanted: Wanted) -> None:
+    async def _check_vat(
+        self, conn: asyncpg.Connection, docs: Sequence[_Checked], lookup: ViesLookup, wanted: Wanted
+    ) -> None:
         """Each EU client's VAT number against VIES; a number VIES did not judge waits."""
         if not self._vies.url:  # VIES off: nobody would ever judge them
             return
@@ -241,8 +284,9 @@ class BillingMonitor:
         for doc in docs:
             vat = checks.vat_to_check(doc.snapshot)
             if vat is None or vat[1] is None:
-                wanted[checks.VAT_REJECTED, doc.subject] = None if vat is None else \
-                    checks.vat_rejected_message(doc.ref, doc.snapshot, vat[0], None)
+                wanted[checks.VAT_REJECTED, doc.subject] = (
+                    None if vat is None else checks.vat_rejected_message(doc.ref, doc.snapshot, vat[0], None)
+                )
                 judged.append(doc)
             else:
                 asks.append((doc, vat[0], vat[1]))
@@ -253,8 +297,11 @@ class BillingMonitor:
         waiting: list[_Checked] = []
         for doc, number, key in asks:
             if key in confirmed or key in verdicts:
-                wanted[checks.VAT_REJECTED, doc.subject] = None if key in confirmed else \
-                    checks.vat_rejected_message(doc.ref, doc.snapshot, number, key)
+                wanted[checks.VAT_REJECTED, doc.subject] = (
+                    None
+                    if key in confirmed
+                    else checks.vat_rejected_message(doc.ref, doc.snapshot, number, key)
+                )
                 judged.append(doc)
             else:
                 waiting.append(doc)
@@ -262,30 +309,39 @@ class BillingMonitor:
             "INSERT INTO billing_vies_pending (peer_id, doctype, doc_id, position)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (peer_id, doctype, doc_id)"
             " DO UPDATE SET position = excluded.position",
-            [(d.peer_id, d.ref.doctype, d.ref.doc_id, d.position) for d in waiting])
+            [(d.peer_id, d.ref.doctype, d.ref.doc_id, d.position) for d in waiting],
+        )
         await conn.executemany(
-            "DELETE FROM billing_vies_pending WHERE peer_id = $1 AND doctype = $2"
-            " AND doc_id = $3", [(d.peer_id, d.ref.doctype, d.ref.doc_id) for d in judged])
+            "DELETE FROM billing_vies_pending WHERE peer_id = $1 AND doctype = $2 AND doc_id = $3",
+            [(d.peer_id, d.ref.doctype, d.ref.doc_id) for d in judged],
+        )
 
     async def _retry_vies(self, lookup: ViesLookup) -> None:
         """Ask VIES again about the oldest numbers it has not judged yet."""
         if not self._vies.url or lookup.failed:
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(
-                    "SELECT position FROM billing_checkpoint FOR UPDATE SKIP LOCKED") is None:
+            if await conn.fetchval("SELECT position FROM billing_checkpoint FOR UPDATE SKIP LOCKED") is None:
                 return
             rows = await conn.fetch(
                 "SELECT v.peer_id::text, v.doctype, v.doc_id, v.position, d.formatted,"
                 "       d.snapshot, p.name FROM billing_vies_pending v"
                 "  JOIN documents d ON d.peer_id = v.peer_id AND d.doctype = v.doctype"
                 "   AND d.doc_id = v.doc_id"
-                "  JOIN peers p ON p.id = v.peer_id ORDER BY v.position LIMIT $1", VIES_RETRIES)
+                "  JOIN peers p ON p.id = v.peer_id ORDER BY v.position LIMIT $1",
+                VIES_RETRIES,
+            )
             if not rows:
                 return
-            docs = [_Checked(checks.DocumentRef(r["name"], r["doctype"], r["doc_id"],
-                                                r["formatted"]),
-                             r["peer_id"], r["snapshot"], r["position"]) for r in rows]
+            docs = [
+                _Checked(
+                    checks.DocumentRef(r["name"], r["doctype"], r["doc_id"], r["formatted"]),
+                    r["peer_id"],
+                    r["snapshot"],
+                    r["position"],
+                )
+                for r in rows
+            ]
             wanted: Wanted = {}
             await self._check_vat(conn, docs, lookup, wanted)
             await self._apply(conn, wanted)
@@ -297,20 +353,26 @@ class BillingMonitor:
             return
         codes = sorted({code for code, _ in wanted})
         subjects = sorted({subject for _, subject in wanted})
-        open_ = {(r["code"], r["subject"]): r for r in await conn.fetch(
-            "SELECT id::text, code, subject, message FROM warnings WHERE state = 'open'"
-            " AND code = ANY($1::text[]) AND subject = ANY($2::text[])", codes, subjects)}
+        open_ = {
+            (r["code"], r["subject"]): r
+            for r in await conn.fetch(
+                "SELECT id::text, code, subject, message FROM warnings WHERE state = 'open'"
+                " AND code = ANY($1::text[]) AND subject = ANY($2::text[])",
+                codes,
+                subjects,
+            )
+        }
         commands: list[c.Command] = []
         for (code, subject), message in wanted.items():
             current = open_.get((code, subject))
             if current is not None and current["message"] != message:
-                commands.append(c.ResolveWarning(warning_id=current["id"],
-                                                 by=SUPERSEDED if message else CORRECTED))
+                commands.append(
+                    c.ResolveWarning(warning_id=current["id"], by=SUPERSEDED if message else CORRECTED)
+                )
             if message is not None and (current is None or current["message"] != message):
                 commands.append(c.RaiseWarning(code=code, subject=subject, message=message))
         for start in range(0, len(commands), COMMANDS_PER_WRITE):
-            for answer in await self._writer.execute_many(
-                    commands[start:start + COMMANDS_PER_WRITE]):
+            for answer in await self._writer.execute_many(commands[start : start + COMMANDS_PER_WRITE]):
                 if isinstance(answer, Exception):  # the batch is checked again next run
                     raise answer
 

@@ -28,8 +28,9 @@ log = structlog.get_logger(__name__)
 def configured_channels(options: NotifyOptions) -> list[Channel]:
     channels: list[Channel] = []
     if options.notify_webhook_url:
-        channels.append(WebhookChannel(options.notify_webhook_url,
-                                       options.notify_webhook_secret.get_secret_value()))
+        channels.append(
+            WebhookChannel(options.notify_webhook_url, options.notify_webhook_secret.get_secret_value())
+        )
     if options.notify_smtp_host:
         channels.append(EmailChannel(options))
     return channels
@@ -37,8 +38,11 @@ def configured_channels(options: NotifyOptions) -> list[Channel]:
 
 async def run_channel(pool: asyncpg.Pool, channel: Channel, options: NotifyOptions) -> None:
     """Until cancelled: every notify_interval_seconds, one round of the channel."""
-    await run_every(f"notify_{channel.name}", options.notify_interval_seconds,
-                    lambda: notify_round(pool, channel, options))
+    await run_every(
+        f"notify_{channel.name}",
+        options.notify_interval_seconds,
+        lambda: notify_round(pool, channel, options),
+    )
 
 
 async def notify_round(pool: asyncpg.Pool, channel: Channel, options: NotifyOptions) -> int:
@@ -54,17 +58,22 @@ async def notify_round(pool: asyncpg.Pool, channel: Channel, options: NotifyOpti
             continue
         retry_in = options.backoff_seconds(item.attempts + tries)
         await outbox.failed(pool, item, tries, error, retry_in)
-        log.warning("notification_failed", channel=channel.name, warning_id=item.warning_id,
-                    change=item.change, tries=item.attempts + tries, retry_in_seconds=retry_in,
-                    error=error)
+        log.warning(
+            "notification_failed",
+            channel=channel.name,
+            warning_id=item.warning_id,
+            change=item.change,
+            tries=item.attempts + tries,
+            retry_in_seconds=retry_in,
+            error=error,
+        )
         break
     if sent:
         log.info("notifications_delivered", channel=channel.name, count=sent)
     return sent
 
 
-async def _deliver(channel: Channel, item: outbox.Claimed,
-                   options: NotifyOptions) -> tuple[int, str | None]:
+async def _deliver(channel: Channel, item: outbox.Claimed, options: NotifyOptions) -> tuple[int, str | None]:
     """Up to notify_tries tries, each within notify_timeout_seconds: (tries made, None when
     delivered, else the last error). Only a DeliveryError is tried again at once."""
     tries = 0
@@ -74,16 +83,20 @@ async def _deliver(channel: Channel, item: outbox.Claimed,
 
     try:
         async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(options.notify_tries), wait=wait,
-                retry=retry_if_exception_type(DeliveryError), reraise=True):
+            stop=stop_after_attempt(options.notify_tries),
+            wait=wait,
+            retry=retry_if_exception_type(DeliveryError),
+            reraise=True,
+        ):
             with attempt:
                 tries += 1
                 await _try_once(channel, item, options.notify_timeout_seconds)
     except DeliveryError as exc:
         return tries, str(exc)
     except Exception as exc:  # a notification the channel cannot even form: wait like a failure
-        log.exception("notification_not_sendable", channel=channel.name,
-                      warning_id=item.warning_id, change=item.change)
+        log.exception(
+            "notification_not_sendable", channel=channel.name, warning_id=item.warning_id, change=item.change
+        )
         return tries, f"cannot be sent: {exc!r}"
     return tries, None
 

@@ -39,13 +39,21 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def warning_payload(row: asyncpg.Record, *, raised: bool, changed_at: datetime | None,
-                    by: str | None) -> dict[str, Any]:
+def warning_payload(
+    row: asyncpg.Record, *, raised: bool, changed_at: datetime | None, by: str | None
+) -> dict[str, Any]:
     """The warning as GET /v1/warnings shows it, as it was at this change, and the change."""
-    return {"change": "raised" if raised else "resolved", "warning_id": row["warning_id"],
-            "code": row["code"], "subject": row["subject"], "message": row["message"],
-            "state": "open" if raised else "resolved", "raised_at": _iso(row["raised_at"]),
-            "resolved_at": None if raised else _iso(changed_at), "resolved_by": by}
+    return {
+        "change": "raised" if raised else "resolved",
+        "warning_id": row["warning_id"],
+        "code": row["code"],
+        "subject": row["subject"],
+        "message": row["message"],
+        "state": "open" if raised else "resolved",
+        "raised_at": _iso(row["raised_at"]),
+        "resolved_at": None if raised else _iso(changed_at),
+        "resolved_by": by,
+    }
 
 
 async def catch_up(pool: asyncpg.Pool, channel: str) -> int:
@@ -58,18 +66,29 @@ async def catch_up(pool: asyncpg.Pool, channel: str) -> int:
             if await _begin(conn, channel, head):
                 return 0
             cursor = await conn.fetchval(
-                "SELECT position FROM notification_checkpoints WHERE channel = $1"
-                " FOR UPDATE SKIP LOCKED", channel)
+                "SELECT position FROM notification_checkpoints WHERE channel = $1 FOR UPDATE SKIP LOCKED",
+                channel,
+            )
             if cursor is None or cursor >= head:
                 return read
             rows = await conn.fetch(_CHANGES_AFTER, cursor, head, READ_BATCH)
-            await conn.executemany(_QUEUE, [
-                (r["warning_id"], "raised" if r["raised"] else "resolved", channel, r["position"],
-                 warning_payload(r, raised=r["raised"], changed_at=r["recorded_at"], by=r["by"]))
-                for r in rows])
+            await conn.executemany(
+                _QUEUE,
+                [
+                    (
+                        r["warning_id"],
+                        "raised" if r["raised"] else "resolved",
+                        channel,
+                        r["position"],
+                        warning_payload(r, raised=r["raised"], changed_at=r["recorded_at"], by=r["by"]),
+                    )
+                    for r in rows
+                ],
+            )
             done_to = rows[-1]["position"] if len(rows) == READ_BATCH else head
-            await conn.execute("UPDATE notification_checkpoints SET position = $2"
-                               " WHERE channel = $1", channel, done_to)
+            await conn.execute(
+                "UPDATE notification_checkpoints SET position = $2 WHERE channel = $1", channel, done_to
+            )
             read += len(rows)
 
 
@@ -78,15 +97,29 @@ async def _begin(conn: asyncpg.Connection, channel: str, head: int) -> bool:
     queued; True. A change committed between reading ``head`` and the open warnings is
     queued once either way (the primary key)."""
     if not await conn.fetchval(
-            "INSERT INTO notification_checkpoints (channel, position) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING RETURNING true", channel, head):
+        "INSERT INTO notification_checkpoints (channel, position) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        channel,
+        head,
+    ):
         return False
     rows = await conn.fetch(
         "SELECT id::text AS warning_id, code, subject, message, raised_at FROM warnings"
-        " WHERE state = 'open' ORDER BY raised_at, id")
-    await conn.executemany(_QUEUE, [
-        (r["warning_id"], "raised", channel, head,
-         warning_payload(r, raised=True, changed_at=None, by=None)) for r in rows])
+        " WHERE state = 'open' ORDER BY raised_at, id"
+    )
+    await conn.executemany(
+        _QUEUE,
+        [
+            (
+                r["warning_id"],
+                "raised",
+                channel,
+                head,
+                warning_payload(r, raised=True, changed_at=None, by=None),
+            )
+            for r in rows
+        ],
+    )
     return True
 
 
@@ -120,7 +153,9 @@ async def claim(pool: asyncpg.Pool, channel: str, claim_seconds: float) -> Claim
         "         ORDER BY d.position, d.change LIMIT 1 FOR UPDATE SKIP LOCKED) due"
         " WHERE n.warning_id = due.warning_id AND n.change = due.change AND n.channel = $1"
         " RETURNING n.warning_id::text, n.change, n.payload, n.attempts",
-        channel, claim_seconds + CLAIM_MARGIN_SECONDS)
+        channel,
+        claim_seconds + CLAIM_MARGIN_SECONDS,
+    )
     if row is None:
         return None
     return Claimed(row["warning_id"], row["change"], channel, row["payload"], row["attempts"])
@@ -130,13 +165,22 @@ async def delivered(pool: asyncpg.Pool, item: Claimed, tries: int) -> None:
     await pool.execute(
         "UPDATE notifications SET delivered_at = now(), claimed_until = NULL, last_error = NULL,"
         "       attempts = attempts + $4 WHERE warning_id = $1 AND change = $2 AND channel = $3",
-        item.warning_id, item.change, item.channel, tries)
+        item.warning_id,
+        item.change,
+        item.channel,
+        tries,
+    )
 
 
-async def failed(pool: asyncpg.Pool, item: Claimed, tries: int, error: str,
-                 retry_in_seconds: float) -> None:
+async def failed(pool: asyncpg.Pool, item: Claimed, tries: int, error: str, retry_in_seconds: float) -> None:
     await pool.execute(
         "UPDATE notifications SET claimed_until = NULL, last_error = $5, attempts = attempts + $4,"
         "       due_at = now() + make_interval(secs => $6)"
         " WHERE warning_id = $1 AND change = $2 AND channel = $3",
-        item.warning_id, item.change, item.channel, tries, error, retry_in_seconds)
+        item.warning_id,
+        item.change,
+        item.channel,
+        tries,
+        error,
+        retry_in_seconds,
+    )

@@ -22,8 +22,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-def compose(payload: dict[str, Any], delivery_id: str, sender: str,
-            recipients: list[str]) -> EmailMessage:
+def compose(payload: dict[str, Any], delivery_id: str, sender: str, recipients: list[str]) -> EmailMessage:
     """The e-mail of one warning change. Its Message-ID is the same on every try, so a mail
     system that sees it twice may keep one."""
     message = EmailMessage()
@@ -33,15 +32,21 @@ def compose(payload: dict[str, Any], delivery_id: str, sender: str,
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = f"<{delivery_id.replace('/', '.')}@concord>"
-    lines = [f"A Concord warning was {payload['change']}.", "",
-             f"code:        {payload['code']}",
-             f"subject:     {payload['subject']}",
-             f"message:     {payload['message']}",
-             f"raised at:   {payload['raised_at']}"]
+    lines = [
+        f"A Concord warning was {payload['change']}.",
+        "",
+        f"code:        {payload['code']}",
+        f"subject:     {payload['subject']}",
+        f"message:     {payload['message']}",
+        f"raised at:   {payload['raised_at']}",
+    ]
     if payload["change"] == "resolved":
         lines.append(f"resolved at: {payload['resolved_at']} ({payload['resolved_by']})")
-    lines += [f"warning id:  {payload['warning_id']}", "",
-              "Open warnings: `concord warnings`, GET /v1/warnings or the console."]
+    lines += [
+        f"warning id:  {payload['warning_id']}",
+        "",
+        "Open warnings: `concord warnings`, GET /v1/warnings or the console.",
+    ]
     message.set_content("\n".join(lines) + "\n")
     return message
 
@@ -93,9 +98,11 @@ class EmailChannel:
         o = self._options
         context = ssl.create_default_context()
         timeout = o.notify_timeout_seconds  # per socket operation; the notifier bounds the whole
-        smtp = (smtplib.SMTP_SSL(o.notify_smtp_host, o.smtp_port, timeout=timeout, context=context)
-                if o.notify_smtp_tls == "tls"
-                else smtplib.SMTP(o.notify_smtp_host, o.smtp_port, timeout=timeout))
+        smtp = (
+            smtplib.SMTP_SSL(o.notify_smtp_host, o.smtp_port, timeout=timeout, context=context)
+            if o.notify_smtp_tls == "tls"
+            else smtplib.SMTP(o.notify_smtp_host, o.smtp_port, timeout=timeout)
+        )
         with smtp:
             if o.notify_smtp_tls == "starttls":
                 smtp.starttls(context=context)

@@ -34,12 +34,17 @@ class WebhookChannel:
 
     async def send(self, payload: dict[str, Any], delivery_id: str) -> None:
         body = orjson.dumps(payload)
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id,
-                   SIGNATURE_HEADER: signature(self._secret, body)}
+        headers = {
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: delivery_id,
+            SIGNATURE_HEADER: signature(self._secret, body),
+        }
         try:
             # The notifier bounds each try (notify_timeout_seconds).
-            async with aiohttp.ClientSession() as session, \
-                    session.post(self._url, data=body, headers=headers) as answer:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(self._url, data=body, headers=headers) as answer,
+            ):
                 if not 200 <= answer.status < 300:
                     raise DeliveryError(f"the receiver answered HTTP {answer.status}")
         except (aiohttp.ClientError, OSError) as exc:

@@ -18,8 +18,7 @@ async def record_heartbeat(conn: asyncpg.Connection, peer_id: str) -> None:
     )
 
 
-async def flag_silent(pool: asyncpg.Pool, writer: LedgerWriter, interval: float,
-                      missed: int) -> int:
+async def flag_silent(pool: asyncpg.Pool, writer: LedgerWriter, interval: float, missed: int) -> int:
     """Warn about active stores whose last heartbeat is more than ``missed`` intervals old.
 
     The warning resolves itself with the store's next heartbeat.
@@ -32,12 +31,17 @@ async def flag_silent(pool: asyncpg.Pool, writer: LedgerWriter, interval: float,
         "                   AND w.subject = p.id::text AND w.state = 'open')",
         interval * missed,
     )
-    await asyncio.gather(*(
-        writer.execute(c.RaiseWarning(
-            code="peer_silent", subject=row["id"],
-            message=f"store {row['name']} missed {missed} heartbeats; last one at "
+    await asyncio.gather(
+        *(
+            writer.execute(
+                c.RaiseWarning(
+                    code="peer_silent",
+                    subject=row["id"],
+                    message=f"store {row['name']} missed {missed} heartbeats; last one at "
                     f"{row['last_heartbeat_at'].isoformat(timespec='seconds')}",
-        ))
-        for row in rows
-    ))
+                )
+            )
+            for row in rows
+        )
+    )
     return len(rows)

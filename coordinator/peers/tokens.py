@@ -33,7 +33,9 @@ async def create_api_token(conn: asyncpg.Connection, role: str, label: str = "")
     token = new_token()
     await conn.execute(
         "INSERT INTO api_tokens (token_sha256, role, label) VALUES ($1, $2, $3)",
-        token_sha256(token), role, label,
+        token_sha256(token),
+        role,
+        label,
     )
     return token
 

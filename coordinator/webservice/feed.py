@@ -65,9 +65,17 @@ async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[l
     doc_id = str(query.invoiceid) if query.invoiceid is not None else None
 
     async def page(after: tuple[Any, ...]) -> list[asyncpg.Record]:
-        return await pool.fetch(_PAGE_SQL, query.store, sorted(query.doctypes),
-                                _iso(query.start), _iso(query.end), query.invoicenum, doc_id,
-                                *after, PAGE_SIZE)
+        return await pool.fetch(
+            _PAGE_SQL,
+            query.store,
+            sorted(query.doctypes),
+            _iso(query.start),
+            _iso(query.end),
+            query.invoicenum,
+            doc_id,
+            *after,
+            PAGE_SIZE,
+        )
 
     reading: asyncio.Task[list[asyncpg.Record]] | None = asyncio.create_task(page(_BEFORE_ALL))
     try:
@@ -76,9 +84,9 @@ async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[l
             reading = None
             if len(rows) == PAGE_SIZE:
                 last = rows[-1]
-                reading = asyncio.create_task(page(
-                    (last["day"], last["id_length"], last["doc_id"], last["peer_id"],
-                     last["doctype"])))
+                reading = asyncio.create_task(
+                    page((last["day"], last["id_length"], last["doc_id"], last["peer_id"], last["doctype"]))
+                )
             yield [feed_item(r["name"], r["doc_id"], r["snapshot"], r["country"]) for r in rows]
     finally:
         if reading is not None:
@@ -89,27 +97,37 @@ async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[l
 async def _authorised(request: web.Request, fields: dict[str, Any]) -> None:
     scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
     given = fields.get("token")
-    token = given.strip() if isinstance(given, str) and given.strip() else (
-        bearer.strip() if scheme.lower() == "bearer" else "")
+    token = (
+        given.strip()
+        if isinstance(given, str) and given.strip()
+        else (bearer.strip() if scheme.lower() == "bearer" else "")
+    )
     principal = await request.app[TOKENS].resolve(token) if token else None
     if principal is None:
-        raise GetQueryError("wrong or missing token: send token=<a reader or operator token> "
-                            "(or the header Authorization: Bearer <token>)", status=401)
+        raise GetQueryError(
+            "wrong or missing token: send token=<a reader or operator token> "
+            "(or the header Authorization: Bearer <token>)",
+            status=401,
+        )
     if principal.role not in FEED_ROLES:
-        raise GetQueryError(f"a {principal.role} token may not read the feed: use a reader or "
-                            "operator token", status=403)
+        raise GetQueryError(
+            f"a {principal.role} token may not read the feed: use a reader or operator token", status=403
+        )
 
 
 async def _known_store(pool: asyncpg.Pool, name: str) -> None:
     names = [r["name"] for r in await pool.fetch("SELECT name FROM peers ORDER BY name")]
     if name not in names:
-        raise GetQueryError(f"store {name!r} is not a registered store: use one of "
-                            f"{', '.join(names) or '(none registered yet)'}, or leave it empty "
-                            "for all stores")
+        raise GetQueryError(
+            f"store {name!r} is not a registered store: use one of "
+            f"{', '.join(names) or '(none registered yet)'}, or leave it empty "
+            "for all stores"
+        )
 
 
-async def serve(request: web.Request, pool: asyncpg.Pool, timezone: str, *,
-                alias: bool = False) -> web.StreamResponse:
+async def serve(
+    request: web.Request, pool: asyncpg.Pool, timezone: str, *, alias: bool = False
+) -> web.StreamResponse:
     today = datetime.now(ZoneInfo(timezone)).date()
     try:
         fields = await request_fields(request)
@@ -120,12 +138,18 @@ async def serve(request: web.Request, pool: asyncpg.Pool, timezone: str, *,
         if query.store is not None:
             await _known_store(pool, query.store)
     except GetQueryError as exc:
-        return web.Response(body=error_body(exc.message), status=exc.status,
-                            content_type="application/json")
+        return web.Response(body=error_body(exc.message), status=exc.status, content_type="application/json")
     pages = document_pages(pool, query)
     # Read the first page before the status line: a database failure is then still a 503.
     first = await anext(pages)
     # The request id middleware sets its header after the handler: too late for a stream.
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    return await stream_answer(request, first, pages, PgVerdictCache(pool),
-                               request.app[VIES_SETTINGS], today, {"X-Request-Id": request_id})
+    return await stream_answer(
+        request,
+        first,
+        pages,
+        PgVerdictCache(pool),
+        request.app[VIES_SETTINGS],
+        today,
+        {"X-Request-Id": request_id},
+    )

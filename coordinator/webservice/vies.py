@@ -18,7 +18,9 @@ class PgVerdictCache:
             "SELECT c.country, c.number, c.valid, c.checked_at FROM vies_cache c"
             " JOIN unnest($1::text[], $2::text[]) AS k(country, number)"
             " ON k.country = c.country AND k.number = c.number",
-            [k[0] for k in keys], [k[1] for k in keys])
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
         return {(r["country"], r["number"]): Verdict(r["valid"], r["checked_at"]) for r in rows}
 
     async def save(self, verdicts: Mapping[VatKey, Verdict]) -> None:
@@ -26,4 +28,5 @@ class PgVerdictCache:
             "INSERT INTO vies_cache (country, number, valid, checked_at) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (country, number) DO UPDATE SET valid = excluded.valid,"
             " checked_at = excluded.checked_at",
-            [(k[0], k[1], v.valid, v.checked_at) for k, v in verdicts.items()])
+            [(k[0], k[1], v.valid, v.checked_at) for k, v in verdicts.items()],
+        )

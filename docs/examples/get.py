@@ -45,13 +45,16 @@ def parse_arguments(arguments: list[str]) -> tuple[str, str, dict[str, str]]:
         else:
             positional.append(argument)
     if len(positional) > 2:
-        raise SystemExit(f"usage: get.py URL TOKEN [field=value ...]; unknown: {positional[2]!r}"
-                         f" (fields: {', '.join(FILTERS)})")
+        raise SystemExit(
+            f"usage: get.py URL TOKEN [field=value ...]; unknown: {positional[2]!r}"
+            f" (fields: {', '.join(FILTERS)})"
+        )
     url = positional[0] if positional else os.environ.get("CONCORD_GET_URL", "")
     token = positional[1] if len(positional) > 1 else os.environ.get("CONCORD_GET_TOKEN", "")
     if not url or not token:
-        raise SystemExit("usage: get.py URL TOKEN [field=value ...]"
-                         " (or set CONCORD_GET_URL and CONCORD_GET_TOKEN)")
+        raise SystemExit(
+            "usage: get.py URL TOKEN [field=value ...] (or set CONCORD_GET_URL and CONCORD_GET_TOKEN)"
+        )
     return url, token, fields
 
 
@@ -78,8 +81,17 @@ def row(key: str, document: dict) -> tuple[str, ...]:
     """The printed columns of one document. ClientData comes from the invoice snapshot."""
     client, doc = document["ClientData"], document["DocData"]
     name = client["CompanyName"] or client["ClientName"]
-    return (key, doc["Type"], doc["Num"], doc["Status"], doc["Date"], name,
-            doc["Subtotal"], doc["Tax"], doc["Tax2"])
+    return (
+        key,
+        doc["Type"],
+        doc["Num"],
+        doc["Status"],
+        doc["Date"],
+        name,
+        doc["Subtotal"],
+        doc["Tax"],
+        doc["Tax2"],
+    )
 
 
 def main() -> None:
