@@ -17,4 +17,4 @@ venv="$scratch/venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 "$venv/bin/pip" install --quiet "$scratch/src"
 make --quiet .venv/.installed
-.venv/bin/python -m tests.install_check "$venv"  # not exec: the trap removes the scratch
+.venv/bin/python -m tests.support.install_check "$venv"  # not exec: the trap removes the scratch

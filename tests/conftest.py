@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from coordinator.scratch_postgres import admin_url, fresh_database
 
 from coordinator.app import create_app
 from coordinator.db import connect
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
-from coordinator.scratch_postgres import admin_url, fresh_database
 from coordinator.settings import Settings
-from tests.coordinator_process import CoordinatorProcess
+from tests.support.coordinator_process import CoordinatorProcess
 
-pytest_plugins = ["tests.mysql_fixtures"]
+pytest_plugins = ["tests.support.mysql_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,120 @@
+"""The dependency rules of docs/design.md §1, read from the source: pure core ← adapters ←
+entrypoints, and the agent apart from the coordinator. A new import that breaks one fails
+here; the few the code still breaks are listed by name, to be removed, never added to."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Pure: no I/O, no event loop, no database, no HTTP.
+PURE = [
+    *sorted((ROOT / "coordinator" / "events").glob("*.py")),
+    *(
+        ROOT / "coordinator" / "ledger" / f"{name}.py"
+        for name in (
+            "numbering",
+            "decide",
+            "state",
+            "invariants",
+            "commands",
+            "event_records",
+            "billing_checks",
+            "findings",
+            "chain",
+            "series_defaults",
+        )
+    ),
+]
+IMPURE_MODULES = (
+    "asyncio",
+    "asyncpg",
+    "aiohttp",
+    "asyncmy",
+    "socket",
+    "subprocess",
+    "urllib",
+    "http",
+    "zeep",
+    "structlog",
+    "coordinator.http",
+    "coordinator.console",
+    "coordinator.db",
+)
+# Known breaks, each to go with issue 15's moves.
+KNOWN = {
+    ("agent/cli.py", "coordinator.logs"),  # logging set-up shared with the coordinator
+    ("coordinator/demo.py", "agent"),  # the demo drives simulated stores
+}
+
+
+def _imports(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def _under(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _breaks(paths: Iterator[Path], allowed: tuple[str, ...], of: tuple[str, ...]) -> set[str]:
+    """Imports of a package in ``of`` that are not under ``allowed``, as "file: module"."""
+    found = set()
+    for path in paths:
+        name = str(path.relative_to(ROOT))
+        for module in _imports(path):
+            if (
+                _under(module, *of)
+                and not _under(module, *allowed)
+                and (name, module.split(".")[0] if module.startswith("agent") else module) not in KNOWN
+            ):
+                found.add(f"{name}: {module}")
+    return found
+
+
+def test_the_pure_core_does_no_io() -> None:
+    found = {f"{p.relative_to(ROOT)}: {m}" for p in PURE for m in _imports(p) if _under(m, *IMPURE_MODULES)}
+    # asyncio in the pure core only for typing the VIES asker it is handed (events/vies.py).
+    assert found <= {"coordinator/events/vies.py: asyncio"}, sorted(found)
+
+
+def test_the_agent_uses_only_the_event_vocabulary_and_the_get_feed() -> None:
+    agent = (ROOT / "agent").rglob("*.py")
+    assert _breaks(agent, ("coordinator.events",), ("coordinator",)) == set()
+
+
+def test_getfeed_uses_only_the_event_vocabulary() -> None:
+    getfeed = (ROOT / "getfeed").rglob("*.py")
+    assert _breaks(getfeed, ("coordinator.events",), ("coordinator", "agent")) == set()
+
+
+def test_the_coordinator_does_not_import_the_agent() -> None:
+    coordinator = (ROOT / "coordinator").rglob("*.py")
+    assert _breaks(coordinator, (), ("agent",)) == set()
+
+
+def test_the_ledger_does_not_reach_out_to_its_edges() -> None:
+    ledger = (ROOT / "coordinator" / "ledger").rglob("*.py")
+    edges = (
+        "coordinator.http",
+        "coordinator.console",
+        "coordinator.webservice",
+        "coordinator.accounting",
+        "coordinator.notifications",
+        "coordinator.monitors",
+        "coordinator.app",
+        "coordinator.cli",
+    )
+    assert _breaks(ledger, (), edges) == set()
+
+
+def test_the_known_breaks_still_exist() -> None:
+    """Once one is mended, it leaves KNOWN: the list only shrinks."""
+    for name, module in KNOWN:
+        assert any(_under(m, module) for m in _imports(ROOT / name)), (name, module)
