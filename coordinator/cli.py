@@ -19,12 +19,12 @@ import asyncpg
 import orjson
 import structlog
 
-from concord_logs import configure_logging
+from coordinator.audit.cli import VERIFY_HELP, add_verify_arguments
 from coordinator.db import connect
 from coordinator.embedded import embedded_service_url, start_embedded, stop_embedded
 from coordinator.ledger import commands as c
-from coordinator.ledger.audit_cli import VERIFY_HELP, add_verify_arguments
 from coordinator.ledger.commands import DomainError
+from coordinator.logs import configure_logging
 from coordinator.migrations import MigrationError, migrate
 from coordinator.peers.tokens import create_api_token, new_token, token_sha256
 from coordinator.settings import Settings, load_settings
@@ -363,7 +363,7 @@ def warnings_table(rows: list[dict[str, Any]], zone: str, *, with_resolved: bool
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from coordinator.ledger.audit_cli import read_receipts, run_audit
+    from coordinator.audit.cli import read_receipts, run_audit
 
     try:
         receipts = read_receipts(args.receipts)
@@ -375,14 +375,14 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    from coordinator.ledger.audit_cli import run_export
+    from coordinator.audit.cli import run_export
 
     return _with_db(settings, lambda url: run_export(url, args.file))
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Offline: reads the file (and receipts) only, never a database."""
-    from coordinator.ledger.audit_cli import verify_command
+    from coordinator.audit.cli import verify_command
 
     return verify_command(args)
 
@@ -408,6 +408,21 @@ def cmd_sync_kashflow(settings: Settings, args: argparse.Namespace) -> int:
             return _with_db(settings, lambda url: sync_once(url, settings, args.limit))
         return _with_db(settings, lambda url: sync_daily(url, settings))
     except (KashFlowError, SyncBusy) as exc:
+        raise CliError(str(exc)) from None
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from coordinator.demo import DemoError, find_operator_token, run_demo
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = args.url or f"http://{host}:{settings.port}"
+    try:
+        token = find_operator_token(args.token, os.environ, settings.data_dir)
+        return asyncio.run(run_demo(url, token, args.documents, args.seed))
+    except DemoError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -530,6 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warning_list.add_argument("--json", action="store_true", help="JSON, also in a terminal")
     warning_list.set_defaults(func=cmd_warnings)
+
+    demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
+    demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
+    demo.add_argument(
+        "--token",
+        help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
+        "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)",
+    )
+    demo.add_argument("--documents", type=int, default=60, help="how many documents to issue")
+    demo.add_argument("--seed", type=int, help="seed of the generated documents")
+    demo.set_defaults(func=cmd_demo)
 
     audit = sub.add_parser(
         "audit",

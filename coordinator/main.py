@@ -9,7 +9,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["verify"]:
-        from coordinator.ledger.audit_cli import verify_main
+        from coordinator.audit.cli import verify_main
 
         return verify_main(args[1:])
     from coordinator.cli import main as cli_main

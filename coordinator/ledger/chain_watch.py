@@ -16,10 +16,10 @@ import asyncio
 import asyncpg
 import structlog
 
+from coordinator.audit.chain import EVENT_COLUMNS, ChainVerifier, stored_body
+from coordinator.audit.findings import Findings
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.ledger import commands as c
-from coordinator.ledger.chain import EVENT_COLUMNS, ChainVerifier, stored_body
-from coordinator.ledger.findings import Findings
 from coordinator.ledger.writer import LedgerWriter
 
 log = structlog.get_logger(__name__)

@@ -12,9 +12,8 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from coordinator.events.canonical import GENESIS_HASH
-from coordinator.ledger.chain import SEAL_BROKEN
-from coordinator.ledger.export_format import (
+from coordinator.audit.chain import SEAL_BROKEN
+from coordinator.audit.export_format import (
     FORMAT,
     HASH_KEY,
     HEX_AT,
@@ -24,8 +23,9 @@ from coordinator.ledger.export_format import (
     header_line,
     stored_hash,
 )
-from coordinator.ledger.findings import Findings
-from coordinator.ledger.mapped_file import WINDOW, forget, mapped, populate
+from coordinator.audit.findings import Findings
+from coordinator.audit.mapped_file import WINDOW, forget, mapped, populate
+from coordinator.events.canonical import GENESIS_HASH
 
 _PREFIX = len(LINE_PREFIX)
 _END = len(LINE_END)

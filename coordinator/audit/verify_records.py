@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 
+from coordinator.audit import event_records as rec
+from coordinator.audit.export_format import LINE_PREFIX, SUFFIX_LENGTH, stored_hash
+from coordinator.audit.findings import Findings
+from coordinator.audit.invariants import Invariants
+from coordinator.audit.mapped_file import forget, mapped, populate
+from coordinator.audit.receipts import Receipt, ReceiptCheck
 from coordinator.events import catalogue as ev
-from coordinator.ledger import event_records as rec
-from coordinator.ledger.export_format import LINE_PREFIX, SUFFIX_LENGTH, stored_hash
-from coordinator.ledger.findings import Findings
-from coordinator.ledger.invariants import Invariants
-from coordinator.ledger.mapped_file import forget, mapped, populate
-from coordinator.ledger.receipts import Receipt, ReceiptCheck
 
 # A line's kind: 0 for an event the invariants do not read, else 1 + its index in _CHECKED.
 # The last 4 letters of the type's name, which end 2 bytes before the line's fixed suffix,

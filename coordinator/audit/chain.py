@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from coordinator.audit.findings import Findings
 from coordinator.events.canonical import GENESIS_HASH, canonical_event, canonical_json
-from coordinator.ledger.findings import Findings
 
 SEAL_BROKEN = "the event does not match its hash: it was changed after it was written"
 

@@ -42,15 +42,15 @@ import orjson
 from tqdm import tqdm
 
 from coordinator.advisory_locks import LEDGER
+from coordinator.audit.chain import ChainVerifier, stored_body
+from coordinator.audit.export import stored_events
+from coordinator.audit.findings import Findings
+from coordinator.audit.invariants import Invariants
+from coordinator.audit.receipts import Receipt, ReceiptCheck
 from coordinator.db import connect, create_pool
 from coordinator.events import catalogue as ev
 from coordinator.ledger import commands as c
 from coordinator.ledger import store
-from coordinator.ledger.chain import ChainVerifier, stored_body
-from coordinator.ledger.export import stored_events
-from coordinator.ledger.findings import Findings
-from coordinator.ledger.invariants import Invariants
-from coordinator.ledger.receipts import Receipt, ReceiptCheck
 from coordinator.ledger.state import Event, LedgerState
 from coordinator.ledger.writer import LedgerWriter
 

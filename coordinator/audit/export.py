@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 from tqdm import tqdm
 
+from coordinator.audit.chain import EVENT_COLUMNS, stored_body
+from coordinator.audit.export_format import event_line, header_line
 from coordinator.ledger import store
-from coordinator.ledger.chain import EVENT_COLUMNS, stored_body
-from coordinator.ledger.export_format import event_line, header_line
 
 FETCH = 2000
 

@@ -15,10 +15,10 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
+from coordinator.audit import event_records as rec
+from coordinator.audit.findings import Findings
 from coordinator.events import catalogue as ev
-from coordinator.ledger import event_records as rec
 from coordinator.ledger import series_defaults
-from coordinator.ledger.findings import Findings
 
 FREE, RESERVED, ISSUED, RELEASED, VOID, IMPORTED = range(6)
 STATE_NAMES = (

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from coordinator.audit.findings import Findings
 from coordinator.events import catalogue as ev
-from coordinator.ledger.findings import Findings
 
 _EVENT_OF = {"reserved": ev.NUMBER_RESERVED, "issued": ev.NUMBER_ISSUED}
 

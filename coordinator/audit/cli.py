@@ -11,9 +11,9 @@ from pathlib import Path
 
 import orjson
 
-from coordinator.ledger.findings import render_json, render_text
-from coordinator.ledger.receipts import Receipt, load_receipts
-from coordinator.ledger.verify import verify_file
+from coordinator.audit.findings import render_json, render_text
+from coordinator.audit.receipts import Receipt, load_receipts
+from coordinator.audit.verify import verify_file
 
 
 def read_receipts(directory: Path | None) -> list[Receipt] | None:
@@ -44,8 +44,8 @@ async def run_audit(url: str, receipts: list[Receipt] | None, rebuild: bool, as_
     # Database modules load only in the commands that use one: verify starts fast.
     import asyncpg
 
+    from coordinator.audit.replay import audit
     from coordinator.db import connect
-    from coordinator.ledger.audit import audit
     from coordinator.migrations import migrate
 
     conn = await connect(url)
@@ -75,8 +75,8 @@ async def run_audit(url: str, receipts: list[Receipt] | None, rebuild: bool, as_
 
 
 async def run_export(url: str, path: Path) -> int:
+    from coordinator.audit.export import export_ledger
     from coordinator.db import connect
-    from coordinator.ledger.export import export_ledger
     from coordinator.migrations import migrate
 
     conn = await connect(url)

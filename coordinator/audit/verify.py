@@ -26,10 +26,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from coordinator.ledger.findings import Findings
-from coordinator.ledger.receipts import Receipt
-from coordinator.ledger.verify_chain import chain_pass
-from coordinator.ledger.verify_records import RecordsPass, line_kinds
+from coordinator.audit.findings import Findings
+from coordinator.audit.receipts import Receipt
+from coordinator.audit.verify_chain import chain_pass
+from coordinator.audit.verify_records import RecordsPass, line_kinds
 
 PARALLEL_BYTES = 32 << 20  # from this size on, the two passes run in two processes
 
