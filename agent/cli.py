@@ -28,7 +28,7 @@ from agent.whmcs.database import (
     parse_mysql_url,
     read_configuration_php,
 )
-from coordinator.logs import configure_logging
+from concord_logs import configure_logging
 
 
 def database_target(settings: AgentSettings) -> MysqlTarget:

@@ -19,12 +19,12 @@ import asyncpg
 import orjson
 import structlog
 
+from concord_logs import configure_logging
 from coordinator.audit.cli import VERIFY_HELP, add_verify_arguments
 from coordinator.db import connect
 from coordinator.embedded import embedded_service_url, start_embedded, stop_embedded
 from coordinator.ledger import commands as c
 from coordinator.ledger.commands import DomainError
-from coordinator.logs import configure_logging
 from coordinator.migrations import MigrationError, migrate
 from coordinator.peers.tokens import create_api_token, new_token, token_sha256
 from coordinator.settings import Settings, load_settings
@@ -411,21 +411,6 @@ def cmd_sync_kashflow(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
-# -- demo --------------------------------------------------------------------------------
-
-
-def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from coordinator.demo import DemoError, find_operator_token, run_demo
-
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    url = args.url or f"http://{host}:{settings.port}"
-    try:
-        token = find_operator_token(args.token, os.environ, settings.data_dir)
-        return asyncio.run(run_demo(url, token, args.documents, args.seed))
-    except DemoError as exc:
-        raise CliError(str(exc)) from None
-
-
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -545,17 +530,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warning_list.add_argument("--json", action="store_true", help="JSON, also in a terminal")
     warning_list.set_defaults(func=cmd_warnings)
-
-    demo = sub.add_parser("demo", help="three simulated stores issue documents through the API")
-    demo.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
-    demo.add_argument(
-        "--token",
-        help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
-        "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)",
-    )
-    demo.add_argument("--documents", type=int, default=60, help="how many documents to issue")
-    demo.add_argument("--seed", type=int, help="seed of the generated documents")
-    demo.set_defaults(func=cmd_demo)
 
     audit = sub.add_parser(
         "audit",

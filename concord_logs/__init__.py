@@ -1,4 +1,8 @@
-"""structlog set-up: JSON lines in production, readable lines on a terminal.
+"""structlog set-up of both programs, `concord` and `concord-agent`: JSON lines in production,
+readable lines on a terminal.
+
+A package of its own, beside ``coordinator`` and ``agent``, so that the agent need not import the
+coordinator for it (docs/design.md §1); it imports neither.
 
 Records of the standard ``logging`` module (aiohttp, database drivers) go through the same
 renderer, so every line of the process has one shape.

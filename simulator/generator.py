@@ -1,4 +1,4 @@
-"""Realistic WHMCS store data for tests, benchmarks and `concord demo`. Pure: no I/O.
+"""Realistic WHMCS store data for tests, benchmarks and the demo. Pure: no I/O.
 
 Rows are dicts keyed by column name, values as the MariaDB driver returns them (DECIMAL as
 `Decimal` with the column's scale, DATE as `date`, DATETIME as `datetime`, and a zero DATETIME as the

@@ -1,4 +1,4 @@
-"""A WHMCS database for tests, benchmarks and `concord demo`: create, load, and act like WHMCS.
+"""A WHMCS database for tests, benchmarks and the demo: create, load, and act like WHMCS.
 
 Every action runs as one transaction of its own and commits, as a WHMCS request does. Connections
 use the sql_mode WHMCS itself runs with (no strict mode, zero dates allowed): WHMCS writes zero
@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -22,8 +22,9 @@ import asyncmy.errors
 from asyncmy.cursors import DictCursor
 
 from agent.whmcs.database import in_transaction
-from agent.whmcs.generator import TABLES, InvoiceRows, Row, StoreGenerator, money
+from simulator.generator import TABLES, InvoiceRows, Row, StoreGenerator, money
 
+SCHEMA = Path(__file__).with_name("whmcs_schema.sql")  # the WHMCS tables, not the agent's own
 WHMCS_SQL_MODE = "NO_ENGINE_SUBSTITUTION"
 ON_VALUES = ("on", "1", "true", "yes")
 
@@ -137,7 +138,7 @@ async def drop_database(admin_url: str | MySQLURL, name: str) -> None:
 
 
 def schema_statements() -> list[str]:
-    text = resources.files("agent.whmcs").joinpath("schema.sql").read_text(encoding="utf-8")
+    text = SCHEMA.read_text(encoding="utf-8")
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     return [statement.strip() for statement in re.split(r";\s*$", body, flags=re.M) if statement.strip()]
 

@@ -1,4 +1,8 @@
-"""`concord demo`: three simulated stores issue documents through the real API.
+"""The demo: three simulated stores issue documents through the real API.
+
+Run from the checkout (``make demo``, or ``python -m simulator.demo --help``) against a
+running ``concord serve``; it is not part of the installed coordinator.
+
 
 The stores ``demo-blue``, ``demo-red`` and ``demo-orange`` are registered (or, when they
 exist from an earlier run, given a fresh token) and issue generated invoices and credit
@@ -14,7 +18,9 @@ newcomer sees numbers, warnings and the ledger move without a WHMCS at hand.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import random
 import sys
 import time
@@ -28,8 +34,10 @@ from typing import Any, TextIO
 import aiohttp
 
 from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
-from agent.whmcs.generator import Row, StoreGenerator
+from concord_logs import configure_logging
 from coordinator.events.document import document
+from coordinator.settings import load_settings
+from simulator.generator import Row, StoreGenerator
 
 STORE_NAMES = ("demo-blue", "demo-red", "demo-orange")
 DRIFTING_STORE = "demo-red"  # reports WHMCS's sequential numbering on, then off
@@ -255,7 +263,7 @@ async def run_demo(url: str, token: str, documents: int, seed: int | None, out: 
         series = (await api.call("GET", "/v1/series"))["series"]
         formats = ", ".join(f"{s['name']} {s['settings']['format']!r}" for s in series)
         run.say(
-            f"concord demo: {documents} documents from {', '.join(STORE_NAMES)} "
+            f"demo: {documents} documents from {', '.join(STORE_NAMES)} "
             f"(seed {seed}) at {api.url}; formats: {formats}"
         )
         run.say(f"{'store':<12} {'doctype':<10} {'document':<11} {'number':<14} ledger")
@@ -291,3 +299,40 @@ async def run_demo(url: str, token: str, documents: int, seed: int | None, out: 
         "will report it silent (peer_silent) after three missed heartbeats."
     )
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulator.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="the coordinator's TOML settings file")
+    parser.add_argument("--url", help="the coordinator (default: http://CONCORD_HOST:CONCORD_PORT)")
+    parser.add_argument(
+        "--token",
+        help="operator token (default: $CONCORD_OPERATOR_TOKEN, else "
+        "the operator.token that `concord serve` saved in CONCORD_DATA_DIR)",
+    )
+    parser.add_argument("--documents", type=int, default=60, help="how many documents to issue")
+    parser.add_argument("--seed", type=int, help="seed of the generated documents")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        # The coordinator's own settings: where it listens and where it saved the operator token.
+        settings = load_settings(args.config)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"demo: {exc}\n")
+        return 2
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = args.url or f"http://{host}:{settings.port}"
+    try:
+        token = find_operator_token(args.token, os.environ, settings.data_dir)
+        return asyncio.run(run_demo(url, token, args.documents, args.seed))
+    except DemoError as exc:
+        sys.stderr.write(f"demo: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
