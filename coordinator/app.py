@@ -17,13 +17,13 @@ from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, WRITER
 from coordinator.http.middleware import observe
 from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import add_routes
-from coordinator.ledger.chain_watch import ChainWatch
-from coordinator.ledger.pending import flag_overdue
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate
 from coordinator.monitors.billing import BillingMonitor
+from coordinator.monitors.chain_watch import ChainWatch
+from coordinator.monitors.pending_reservations import flag_overdue
+from coordinator.monitors.silent_stores import flag_silent
 from coordinator.notifications.notifier import configured_channels, run_channel
-from coordinator.peers.liveness import flag_silent
 from coordinator.peers.tokens import TokenCache
 from coordinator.periodic import run_every
 from coordinator.settings import Settings

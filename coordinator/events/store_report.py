@@ -1,6 +1,6 @@
 """Keys of what an agent reports about its WHMCS in the heartbeat's settings, beyond the
 numbering settings: written by the agent (agent/heartbeat.py), read by the coordinator's
-billing checks (coordinator/ledger/billing_checks.py)."""
+billing checks (coordinator/monitors/billing_checks.py)."""
 
 from __future__ import annotations
 

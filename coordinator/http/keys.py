@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from coordinator.ledger.chain_watch import ChainWatch
 from coordinator.ledger.writer import LedgerWriter
+from coordinator.monitors.chain_watch import ChainWatch
 from coordinator.peers.tokens import TokenCache
 
 WRITER = web.AppKey("writer", LedgerWriter)

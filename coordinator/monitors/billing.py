@@ -1,5 +1,5 @@
 """The billing-error monitor: every document snapshot the ledger records (issued, updated,
-imported) is checked for billing errors (coordinator/ledger/billing_checks.py), and each
+imported) is checked for billing errors (coordinator/monitors/billing_checks.py), and each
 error is a warning of its own, resolved once a later snapshot corrects it.
 
 It reads the ledger after its checkpoint (migration 0011) in position order, a batch per
@@ -31,9 +31,9 @@ import structlog
 from coordinator.events import catalogue as ev
 from coordinator.events.store_report import TAX_SETTINGS
 from coordinator.events.vies import VatKey, ViesLookup, ViesSettings
-from coordinator.ledger import billing_checks as checks
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
+from coordinator.monitors import billing_checks as checks
 from coordinator.webservice.vies import PgVerdictCache
 from getfeed.http import vies_asker
 
