@@ -37,7 +37,7 @@ from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.numbering import MAX_INCREMENT, MAX_START, SERIES_NAMES
 from coordinator.ledger.writer import LedgerWriter
-from coordinator.monitors.silent_stores import record_heartbeat
+from coordinator.peers.liveness import record_heartbeat
 from coordinator.peers.tokens import new_token, token_sha256
 from coordinator.webservice import feed
 

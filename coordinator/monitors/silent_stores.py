@@ -1,4 +1,4 @@
-"""Heartbeats: when they were last seen, and a warning for a store that went silent."""
+"""A warning for a store that went silent: its last heartbeat (peers/liveness.py) is too old."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ import asyncpg
 
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
-
-
-async def record_heartbeat(conn: asyncpg.Connection, peer_id: str) -> None:
-    await conn.execute(
-        "INSERT INTO peer_liveness (peer_id, last_heartbeat_at) VALUES ($1, now())"
-        " ON CONFLICT (peer_id) DO UPDATE SET last_heartbeat_at = now()",
-        peer_id,
-    )
 
 
 async def flag_silent(pool: asyncpg.Pool, writer: LedgerWriter, interval: float, missed: int) -> int:
