@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from agent.whmcs.fixture import connection, fetch_all
 from bench.agent_stores import Store
 from bench.postgres import connected
+from simulator.whmcs import connection, fetch_all
 
 
 async def event_counts(pg_url: str) -> dict[str, int]:

@@ -39,7 +39,6 @@ from typing import Any
 import asyncpg
 
 from agent.settings import AgentSettings
-from agent.whmcs.fixture import MySQLURL, connect, drop_database, parse_mysql_url
 from bench import mariadb
 from bench.agent_ledger import event_counts, function_times, ledger_span, table_scans, verify
 from bench.agent_preload import preload_ledger
@@ -60,7 +59,8 @@ from bench.cpu import CpuClock, cpu_seconds, mariadb_pids, postgres_backends, po
 from bench.postgres import admin_url, server_facts, with_database
 from bench.processes import ProcessError, clean_env, free_port, start, stopped, wait_healthy
 from bench.report import cpu_model, write_section
-from coordinator.scratch_postgres import run_sql
+from simulator.scratch_postgres import run_sql
+from simulator.whmcs import MySQLURL, connect, drop_database, parse_mysql_url
 
 PROFILED_AGENT = STORES[0]
 TITLE = "## Agent: numbering 10,000 paid invoices across three stores"

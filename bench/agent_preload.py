@@ -24,12 +24,12 @@ from datetime import UTC, date, datetime, time
 from agent.settings import AgentSettings
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
-from agent.whmcs.fixture import connection, insert_rows
 from bench.audit import rebuild_projections
 from bench.ledger_fixture import LedgerBuilder, Peer, Record, copy_events
 from bench.postgres import connected
 from coordinator.ledger.numbering import SeriesSettings
 from coordinator.migrations import migrate
+from simulator.whmcs import connection, insert_rows
 
 FIRST_DAY = date(2023, 1, 1)  # the history ends before the run's invoices (dated over 2024)
 SNAPSHOT_PAGE = 500

@@ -12,7 +12,10 @@ from typing import Any
 
 import asyncmy.errors
 
-from agent.whmcs.fixture import (
+from bench.agent_preload import Numbered, remember_numbered
+from bench.processes import Process
+from simulator.generator import StoreGenerator
+from simulator.whmcs import (
     MySQLURL,
     connection,
     create_database,
@@ -21,9 +24,6 @@ from agent.whmcs.fixture import (
     load_schema,
     load_store,
 )
-from agent.whmcs.generator import StoreGenerator
-from bench.agent_preload import Numbered, remember_numbered
-from bench.processes import Process
 
 STORES = ("alpha", "bravo", "charlie")
 POLL_SECONDS = 0.25  # how often the benchmark looks whether the stores are done

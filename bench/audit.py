@@ -43,7 +43,7 @@ from bench.postgres import admin_url, checkpoint, connected, fresh_database, ser
 from bench.report import git_head, write_section
 from coordinator.events.canonical import GENESIS_HASH
 from coordinator.migrations import migrate
-from coordinator.scratch_postgres import run_sql
+from simulator.scratch_postgres import run_sql
 
 BEGIN = "<!-- bench:audit:begin (written by `python -m bench.audit`; edit outside) -->"
 END = "<!-- bench:audit:end -->"

@@ -33,8 +33,8 @@ from bench.postgres import connected
 from coordinator.app import create_app
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
-from coordinator.scratch_postgres import admin_url, fresh_database, run_sql
 from coordinator.settings import Settings
+from simulator.scratch_postgres import admin_url, fresh_database, run_sql
 
 BUDGET_MS = 100.0
 CHAIN_WAIT_SECONDS = 900

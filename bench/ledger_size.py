@@ -47,7 +47,7 @@ from bench.ledger_fixture import LedgerBuilder, copy_events
 from bench.postgres import admin_url, checkpoint, connected, fresh_database, server_facts, url_parts
 from bench.report import cpu_ms_per_number, write_section
 from coordinator.migrations import migrate
-from coordinator.scratch_postgres import run_sql
+from simulator.scratch_postgres import run_sql
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 TITLE = "## Throughput and latency against the ledger's size"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from agent.whmcs.fixture import MySQLURL, connection, fetch_all
+from simulator.whmcs import MySQLURL, connection, fetch_all
 
 # The server the tests use too (tests/mysql_fixtures.py): root on 127.0.0.1, no password.
 ADMIN_URL = os.environ.get("CONCORD_TEST_MYSQL_URL", "").strip() or "mysql://root@127.0.0.1:3306/"

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from coordinator import scratch_postgres
-from coordinator.scratch_postgres import admin_url, run_sql, with_database
+from simulator import scratch_postgres
+from simulator.scratch_postgres import admin_url, run_sql, with_database
 
 __all__ = [
     "admin_url",

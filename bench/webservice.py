@@ -37,9 +37,6 @@ from agent.webservice import AgentFeed, add_webservice_routes
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
 from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
-from agent.whmcs.fixture import connection, create_database, drop_database, load_schema, load_store
-from agent.whmcs.fixture import parse_mysql_url as parse_admin_url
-from agent.whmcs.generator import StoreGenerator
 from bench import mariadb
 from bench.cpu import CpuMeter, cpu_seconds, mariadb_pids, wait_for_quiet
 from bench.postgres import admin_url, connected, fresh_database
@@ -55,6 +52,9 @@ from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from coordinator.settings import Settings
 from coordinator.webservice.feed import document_pages
+from simulator.generator import StoreGenerator
+from simulator.whmcs import connection, create_database, drop_database, load_schema, load_store
+from simulator.whmcs import parse_mysql_url as parse_admin_url
 
 BEGIN = "<!-- bench:webservice:begin (written by `python -m bench.webservice`; edit outside) -->"
 END = "<!-- bench:webservice:end -->"

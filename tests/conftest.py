@@ -1,7 +1,7 @@
 """Test databases: every test that needs PostgreSQL gets a fresh database of its own.
 
 PostgreSQL comes from DATABASE_URL, else 127.0.0.1:5432 when it answers, else an embedded
-server from pgserver, started once per test session (coordinator/scratch_postgres.py).
+server from pgserver, started once per test session (simulator/scratch_postgres.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from coordinator.scratch_postgres import admin_url, fresh_database
 
 from coordinator.app import create_app
 from coordinator.db import connect
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from coordinator.settings import Settings
+from simulator.scratch_postgres import admin_url, fresh_database
 from tests.support.coordinator_process import CoordinatorProcess
 
 pytest_plugins = ["tests.support.mysql_fixtures"]

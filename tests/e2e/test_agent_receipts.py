@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.whmcs.fixture import connection, create_invoice, load_store
-from agent.whmcs.generator import StoreGenerator
-
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
+from simulator.generator import StoreGenerator
+from simulator.whmcs import connection, create_invoice, load_store
 from tests.support.api_helpers import DOCUMENT, add_store, confirm, reserve
 from tests.support.ledger_tamper import rewrite_tail
 

@@ -46,7 +46,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from agent.whmcs.fixture import (
+
+from simulator.generator import StoreGenerator
+from simulator.whmcs import (
     connect,
     connection,
     create_invoice,
@@ -57,8 +59,6 @@ from agent.whmcs.fixture import (
     set_status,
     update_invoice,
 )
-from agent.whmcs.generator import StoreGenerator
-
 from tests.conftest import Tokens, bearer
 from tests.support.agent_process import AgentProcess
 from tests.support.coordinator_process import CoordinatorProcess

@@ -38,7 +38,12 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from agent.whmcs.fixture import (
+
+from agent.client import CoordinatorClient
+from agent.whmcs.database import MysqlTarget, read_configuration_php
+from coordinator.events.document import document
+from simulator.generator import StoreGenerator
+from simulator.whmcs import (
     MySQLURL,
     connection,
     create_invoice,
@@ -51,11 +56,6 @@ from agent.whmcs.fixture import (
     set_status,
     update_invoice,
 )
-from agent.whmcs.generator import StoreGenerator
-
-from agent.client import CoordinatorClient
-from agent.whmcs.database import MysqlTarget, read_configuration_php
-from coordinator.events.document import document
 from tests.conftest import Tokens, bearer
 from tests.support.agent_process import AgentProcess
 from tests.support.coordinator_process import CoordinatorProcess

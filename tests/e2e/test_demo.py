@@ -1,4 +1,5 @@
-"""`concord demo` against a real coordinator: numbers, releases, warnings, and the ledger."""
+"""The demo (``python -m simulator.demo``, ``make demo``) against a real coordinator: numbers,
+releases, warnings, and the ledger."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coordinator.demo import STORE_NAMES, shares
 
+from simulator.demo import STORE_NAMES, shares
 from tests.conftest import Tokens, bearer
 from tests.support.coordinator_process import CoordinatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,10 +33,12 @@ async def coordinator(database_url: str, tokens: Tokens, tmp_path: Path) -> Asyn
         process.stop()
 
 
-def concord_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The demo as `make demo` runs it: from the checkout, which holds simulator/."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
     return subprocess.run(
-        [sys.executable, "-m", "coordinator", "demo", *args],
+        [sys.executable, "-m", "simulator.demo", *args],
+        cwd=ROOT,
         env={**clean, "CONCORD_LOG_LEVEL": "warning", **(env or {})},
         capture_output=True,
         text=True,
@@ -83,7 +88,7 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
     coordinator: str, tokens: Tokens, tmp_path: Path
 ) -> None:
     done = await asyncio.to_thread(
-        concord_demo, "--url", coordinator, "--token", tokens.operator, "--documents", "30", "--seed", "7"
+        demo, "--url", coordinator, "--token", tokens.operator, "--documents", "30", "--seed", "7"
     )
     assert done.returncode == 0, done.stderr
 
@@ -132,7 +137,7 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
     data_dir.mkdir()
     (data_dir / "operator.token").write_text(tokens.operator + "\n")
     again = await asyncio.to_thread(
-        concord_demo, "--url", coordinator, "--documents", "6", env={"CONCORD_DATA_DIR": str(data_dir)}
+        demo, "--url", coordinator, "--documents", "6", env={"CONCORD_DATA_DIR": str(data_dir)}
     )
     assert again.returncode == 0, again.stderr
     events = await ledger(coordinator, tokens.reader)
@@ -143,10 +148,10 @@ async def test_demo_issues_numbers_from_three_stores_through_the_api(
 
 
 async def test_demo_explains_what_is_missing(coordinator: str, tmp_path: Path) -> None:
-    refused = await asyncio.to_thread(concord_demo, "--url", coordinator, "--token", "not-a-token")
+    refused = await asyncio.to_thread(demo, "--url", coordinator, "--token", "not-a-token")
     assert refused.returncode == 1 and "refused the operator token" in refused.stderr
     no_token = await asyncio.to_thread(
-        concord_demo, "--url", coordinator, env={"CONCORD_DATA_DIR": str(tmp_path / "empty")}
+        demo, "--url", coordinator, env={"CONCORD_DATA_DIR": str(tmp_path / "empty")}
     )
     assert no_token.returncode == 1 and "no operator token" in no_token.stderr
     assert "--token" in no_token.stderr

@@ -20,7 +20,6 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from coordinator.scratch_postgres import fresh_database
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -38,6 +37,7 @@ from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import FEED_PATHS
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
+from simulator.scratch_postgres import fresh_database
 from tests.conftest import bearer
 from tests.support.coordinator_process import CoordinatorProcess
 

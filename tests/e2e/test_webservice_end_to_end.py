@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from agent.whmcs.fixture import connection, fetch_all, load_store
-from agent.whmcs.generator import StoreGenerator
 
+from simulator.generator import StoreGenerator
+from simulator.whmcs import connection, fetch_all, load_store
 from tests.conftest import Tokens, bearer
 from tests.support.agent_process import AgentProcess
 from tests.support.coordinator_process import CoordinatorProcess

@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 
 import asyncmy.errors
 import pytest
-from agent.whmcs.fixture import (
+from aiohttp import web
+
+from agent.client import CoordinatorClient, CoordinatorRefused
+from agent.whmcs import queries
+from agent.whmcs.database import create_agent_tables, create_pool
+from agent.whmcs.database import parse_mysql_url as parse_agent_url
+from simulator.generator import InvoiceRows, StoreGenerator
+from simulator.whmcs import (
     connection,
     create_invoice,
     fetch_all,
@@ -30,13 +37,6 @@ from agent.whmcs.fixture import (
     load_store,
     update_invoice,
 )
-from agent.whmcs.generator import InvoiceRows, StoreGenerator
-from aiohttp import web
-
-from agent.client import CoordinatorClient, CoordinatorRefused
-from agent.whmcs import queries
-from agent.whmcs.database import create_agent_tables, create_pool
-from agent.whmcs.database import parse_mysql_url as parse_agent_url
 from tests.conftest import Tokens
 from tests.e2e.test_agent_stores import (
     Cluster,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from coordinator.http.keys import POOL, WRITER
-from coordinator.ledger.pending import flag_overdue
+from coordinator.monitors.pending_reservations import flag_overdue
 from tests.conftest import bearer
 from tests.support.api_helpers import add_store, confirm, reserve
 
@@ -94,7 +94,7 @@ async def test_metrics_and_request_ids(client, tokens) -> None:
 
 async def test_logs_carry_request_id_and_never_a_token(client, tokens, capsys) -> None:
 
-    from coordinator.logs import configure_logging
+    from concord_logs import configure_logging
 
     configure_logging(json=True, level="debug")
     store = await add_store(client, tokens.operator)

@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from agent.whmcs.fixture import connection, insert_rows, set_config
 
 from agent import heartbeat
 from agent.client import CoordinatorClient
@@ -17,6 +16,7 @@ from agent.whmcs import queries
 from agent.whmcs.database import create_pool, parse_mysql_url
 from coordinator.app import create_app
 from coordinator.settings import Settings
+from simulator.whmcs import connection, insert_rows, set_config
 from tests.conftest import Tokens, bearer
 
 

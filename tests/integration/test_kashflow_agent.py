@@ -12,15 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from agent.whmcs.fixture import (
-    add_payment,
-    connection,
-    create_invoice,
-    fetch_all,
-    insert_rows,
-    load_store,
-)
-from agent.whmcs.generator import StoreGenerator
 
 from agent.changes import ChangeReporter
 from agent.client import CoordinatorClient
@@ -34,6 +25,15 @@ from coordinator.accounting.sync import RunReport, run_sync
 from coordinator.app import create_app
 from coordinator.ledger.writer import open_ledger
 from coordinator.settings import Settings
+from simulator.generator import StoreGenerator
+from simulator.whmcs import (
+    add_payment,
+    connection,
+    create_invoice,
+    fetch_all,
+    insert_rows,
+    load_store,
+)
 from tests.conftest import Tokens, bearer
 from tests.support.fake_kashflow import FakeKashFlow
 from tests.support.kashflow_ledger import mapping, serve_fake

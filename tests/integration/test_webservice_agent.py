@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from agent.whmcs.fixture import fetch_all
-from agent.whmcs.generator import StoreGenerator
 
 from agent.client import CoordinatorClient
 from agent.numbering import Numbering
@@ -26,6 +24,8 @@ from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_u
 from agent.whmcs.queries import DueRules
 from coordinator.events.get_query import BILLING_EXTENSION_PATH
 from coordinator.events.vies import ViesSettings
+from simulator.generator import StoreGenerator
+from simulator.whmcs import fetch_all
 from tests.support.fake_vies import PATH as VIES_PATH
 from tests.support.fake_vies import FakeVies
 

@@ -10,7 +10,19 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
-from agent.whmcs.fixture import (
+
+from simulator.generator import (
+    INVOICE_STATUSES,
+    ITEM_TYPES,
+    TABLES,
+    VAT_NUMBER_FIELD,
+    ZERO_DATETIME,
+    StoreGenerator,
+    iter_documents,
+    money,
+    php_serialize,
+)
+from simulator.whmcs import (
     add_payment,
     connection,
     create_invoice,
@@ -26,18 +38,6 @@ from agent.whmcs.fixture import (
     set_status,
     update_client,
 )
-from agent.whmcs.generator import (
-    INVOICE_STATUSES,
-    ITEM_TYPES,
-    TABLES,
-    VAT_NUMBER_FIELD,
-    ZERO_DATETIME,
-    StoreGenerator,
-    iter_documents,
-    money,
-    php_serialize,
-)
-
 from tests.support.mysql_fixtures import find_mysql_admin_url, unreachable_message
 
 OUTERMOST = {"GP", "MQ", "RE", "YT", "GF", "MF"}

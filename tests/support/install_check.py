@@ -17,8 +17,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from coordinator.scratch_postgres import admin_url, fresh_database
-
+from simulator.scratch_postgres import admin_url, fresh_database
 from tests.support.fake_kashflow import FakeKashFlow
 from tests.support.kashflow_ledger import open_ledger, serve_fake
 

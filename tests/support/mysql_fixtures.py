@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
-from agent.whmcs.fixture import (
+
+from simulator.generator import StoreGenerator
+from simulator.whmcs import (
     connection,
     create_database,
     drop_database,
@@ -24,7 +26,6 @@ from agent.whmcs.fixture import (
     load_store,
     parse_mysql_url,
 )
-from agent.whmcs.generator import StoreGenerator
 
 LOCAL_MYSQL_URL = "mysql://root@127.0.0.1:3306/"
 URL_VARIABLE = "CONCORD_TEST_MYSQL_URL"

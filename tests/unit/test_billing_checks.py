@@ -6,10 +6,9 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from agent.whmcs.generator import StoreGenerator
 
 from coordinator.events.document import document
-from coordinator.ledger.billing_checks import (
+from coordinator.monitors.billing_checks import (
     ITEMS_SUBTOTAL,
     PAID_WITHOUT_DATE,
     TAX,
@@ -23,6 +22,7 @@ from coordinator.ledger.billing_checks import (
     snapshot_findings,
     vat_to_check,
 )
+from simulator.generator import StoreGenerator
 
 INVOICE = DocumentRef("eu-1", "invoice", "1042", "INV-2026-00050")
 CREDIT_NOTE = DocumentRef("eu-1", "creditnote", "1043", "CN-2026-00007")

@@ -1,10 +1,11 @@
 """The dependency rules of docs/design.md §1, read from the source: pure core ← adapters ←
-entrypoints, and the agent apart from the coordinator. A new import that breaks one fails
-here; the few the code still breaks are listed by name, to be removed, never added to."""
+entrypoints, the agent apart from the coordinator, and the simulator outside what is installed.
+A new import that breaks one fails here."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ PURE = [
         )
     ),
 ]
+INSTALLED = ("coordinator", "agent", "getfeed", "concord_logs")  # pyproject's packages.find
 IMPURE_MODULES = (
     "asyncio",
     "asyncpg",
@@ -44,11 +46,6 @@ IMPURE_MODULES = (
     "coordinator.console",
     "coordinator.db",
 )
-# Known breaks, each to go with issue 15's moves.
-KNOWN = {
-    ("agent/cli.py", "coordinator.logs"),  # logging set-up shared with the coordinator
-    ("coordinator/demo.py", "agent"),  # the demo drives simulated stores
-}
 
 
 def _imports(path: Path) -> Iterator[str]:
@@ -69,11 +66,7 @@ def _breaks(paths: Iterator[Path], allowed: tuple[str, ...], of: tuple[str, ...]
     for path in paths:
         name = str(path.relative_to(ROOT))
         for module in _imports(path):
-            if (
-                _under(module, *of)
-                and not _under(module, *allowed)
-                and (name, module.split(".")[0] if module.startswith("agent") else module) not in KNOWN
-            ):
+            if _under(module, *of) and not _under(module, *allowed):
                 found.add(f"{name}: {module}")
     return found
 
@@ -114,7 +107,20 @@ def test_the_ledger_does_not_reach_out_to_its_edges() -> None:
     assert _breaks(ledger, (), edges) == set()
 
 
-def test_the_known_breaks_still_exist() -> None:
-    """Once one is mended, it leaves KNOWN: the list only shrinks."""
-    for name, module in KNOWN:
-        assert any(_under(m, module) for m in _imports(ROOT / name)), (name, module)
+def test_the_shared_log_set_up_imports_none_of_the_programs() -> None:
+    """concord_logs is the one module besides coordinator.events and getfeed that the agent
+    shares with the coordinator: it stays a leaf."""
+    logs = (ROOT / "concord_logs").rglob("*.py")
+    assert _breaks(logs, (), ("coordinator", "agent", "getfeed", "simulator")) == set()
+
+
+def test_the_installed_packages_do_not_import_the_simulator() -> None:
+    """simulator/ (and the tests and benchmarks) are not installed: the checkout only."""
+    installed = (p for package in INSTALLED for p in (ROOT / package).rglob("*.py"))
+    assert _breaks(installed, (), ("simulator", "tests", "bench")) == set()
+
+
+def test_the_installed_packages_are_those_pyproject_installs() -> None:
+    """INSTALLED above is what pip installs, so the rule above covers all of it."""
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert sorted(name.rstrip("*") for name in found["include"]) == sorted(INSTALLED)
