@@ -4,18 +4,18 @@ Every document WHMCS holds, numbered or not (Drafts and unnumbered invoices have
 ``Num``); the coordinator's feed serves only the issued ones the ledger knows.
 
 POST ``/webservice``, or the Billing Extension path with ``ws=einvoice`` so that existing
-scripts only change their URL. The token is CONCORD_AGENT_WEBSERVICE_TOKEN.
+scripts only change their URL. The token is CONCORD_AGENT_WEBSERVICE_TOKEN. The request,
+the answer and VIES are getfeed's; this module says who may read and where the documents
+are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncmy.errors
 import structlog
@@ -23,18 +23,11 @@ from aiohttp import web
 
 from agent.whmcs.feed_queries import MysqlVerdictCache, store_documents
 from agent.whmcs.queries import DueRules
-from coordinator.events.europe import home_member_state
-from coordinator.events.feed import FeedItem
-from coordinator.events.get_query import (
-    BILLING_EXTENSION_PATH,
-    GetQuery,
-    GetQueryError,
-    check_alias,
-    error_body,
-    parse_get,
-)
-from coordinator.events.vies import ViesSettings
-from getfeed.http import request_fields, stream_answer
+from getfeed.answer import FeedItem
+from getfeed.europe import home_member_state
+from getfeed.http import serve
+from getfeed.query import BILLING_EXTENSION_PATH, GetQuery, GetQueryError
+from getfeed.vies import ViesSettings
 
 log = structlog.get_logger("concord.agent.webservice")
 
@@ -43,6 +36,8 @@ WEBSERVICE_PATH = "/webservice"
 
 @dataclass(frozen=True)
 class AgentFeed:
+    """The feed's source in the agent (getfeed.http.FeedSource): the store's WHMCS database."""
+
     pool: Any
     rules: DueRules  # only its credit-note rule matters here
     has_invoicedata: bool
@@ -50,61 +45,47 @@ class AgentFeed:
     timezone: str
     country: str
     vies: ViesSettings
+    # One answer at a time: each holds three pooled connections, and answers waiting for
+    # each other's connections could otherwise fill the pool and wait forever.
+    answering: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False)
+
+    @property
+    def verdicts(self) -> MysqlVerdictCache:
+        return MysqlVerdictCache(self.pool)
+
+    async def authorise(self, request: web.Request, fields: Mapping[str, Any]) -> None:
+        if not self.token:
+            raise GetQueryError(
+                "the WebService is switched off: set CONCORD_AGENT_WEBSERVICE_TOKEN", status=403
+            )
+        given = fields.get("token")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise GetQueryError("wrong or missing token: send token=<the WebService token>", status=401)
+
+    async def pages(self, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
+        home = home_member_state(self.country)
+        async with self.answering:
+            documents = store_documents(self.pool, query, self.rules, self.has_invoicedata)
+            try:
+                async for snaps in documents:
+                    yield [(str(s.invoice_id), s.document, home) for s in snaps]
+            except (OSError, asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError) as exc:
+                log.warning("whmcs_unavailable", error=repr(exc))
+                raise GetQueryError(
+                    "the WHMCS database is unavailable: retry the same request", status=503
+                ) from exc
+            finally:
+                await documents.aclose()
 
 
 FEED = web.AppKey("feed", AgentFeed)
-# One answer at a time: each holds three pooled connections, and answers waiting for each
-# other's connections could otherwise fill the pool and wait forever.
-ANSWERING = web.AppKey("answering", asyncio.Lock)
-
-
-def _failure(status: int, message: str) -> web.Response:
-    return web.Response(body=error_body(message), status=status, content_type="application/json")
-
-
-def _checked_request(feed: AgentFeed, request: web.Request, fields: dict[str, Any], today: date) -> GetQuery:
-    if request.path == BILLING_EXTENSION_PATH:
-        check_alias(fields, request.query.get("ws"))
-    if not feed.token:
-        raise GetQueryError("the WebService is switched off: set CONCORD_AGENT_WEBSERVICE_TOKEN", status=403)
-    given = fields.get("token")
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), feed.token.encode()):
-        raise GetQueryError("wrong or missing token: send token=<the WebService token>", status=401)
-    return parse_get(fields, today)
-
-
-async def _pages(feed: AgentFeed, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
-    home = home_member_state(feed.country)
-    async for snaps in store_documents(feed.pool, query, feed.rules, feed.has_invoicedata):
-        yield [(str(s.invoice_id), s.document, home) for s in snaps]
 
 
 async def serve_get(request: web.Request) -> web.StreamResponse:
-    feed = request.app[FEED]
-    today = datetime.now(ZoneInfo(feed.timezone)).date()
-    try:
-        fields = await request_fields(request)
-        query = _checked_request(feed, request, fields, today)
-    except GetQueryError as exc:
-        return _failure(exc.status, exc.message)
-    async with request.app[ANSWERING]:
-        return await _answer(request, feed, query, today)
-
-
-async def _answer(request: web.Request, feed: AgentFeed, query: GetQuery, today: date) -> web.StreamResponse:
-    pages = _pages(feed, query)
-    try:
-        # Read the first chunk before the status line: a failure here is still an error reply.
-        first = await anext(pages, [])
-    except (OSError, asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError) as exc:
-        await pages.aclose()
-        log.warning("whmcs_unavailable", error=repr(exc))
-        return _failure(503, "the WHMCS database is unavailable: retry the same request")
-    return await stream_answer(request, first, pages, MysqlVerdictCache(feed.pool), feed.vies, today, {})
+    return await serve(request, request.app[FEED])
 
 
 def add_webservice_routes(app: web.Application, feed: AgentFeed) -> None:
     app[FEED] = feed
-    app[ANSWERING] = asyncio.Lock()
     app.router.add_post(WEBSERVICE_PATH, serve_get)
     app.router.add_post(BILLING_EXTENSION_PATH, serve_get)

@@ -44,14 +44,15 @@ from bench.processes import free_port, start, stopped, wait_healthy
 from bench.report import cpu_model, write_section
 from coordinator.app import create_app
 from coordinator.db import connect
-from coordinator.events.europe import home_member_state
-from coordinator.events.get_query import parse_get
-from coordinator.events.vies import ViesLookup, ViesSettings, add_europe
 from coordinator.http.routes import POOL
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from coordinator.settings import Settings
 from coordinator.webservice.feed import document_pages
+from getfeed.europe import home_member_state
+from getfeed.lookup import ViesLookup
+from getfeed.query import parse_get
+from getfeed.vies import ViesSettings, add_europe
 from simulator.generator import StoreGenerator
 from simulator.whmcs import connection, create_database, drop_database, load_schema, load_store
 from simulator.whmcs import parse_mysql_url as parse_admin_url
@@ -119,7 +120,7 @@ def coordinator_app(database_url: str) -> web.Application:
 
     async def baseline(request: web.Request) -> web.Response:
         pool = request.app[POOL]
-        query = parse_get(await _fields(request), date.today(), with_store=True)
+        query = parse_get(await _fields(request), date.today())
         answer: dict[str, Any] = {}
         lookup = _lookup(_NoCache())
         async for page in document_pages(pool, query):

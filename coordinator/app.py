@@ -13,7 +13,7 @@ from coordinator.accounting.schedule import run_daily as run_kashflow_daily
 from coordinator.console import add_console
 from coordinator.db import connect, create_pool
 from coordinator.http.errors import MAX_BODY
-from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, WRITER
+from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, VIES, WRITER
 from coordinator.http.middleware import observe
 from coordinator.http.openapi import openapi_document
 from coordinator.http.routes import add_routes
@@ -27,7 +27,6 @@ from coordinator.notifications.notifier import configured_channels, run_channel
 from coordinator.peers.tokens import TokenCache
 from coordinator.periodic import run_every
 from coordinator.settings import Settings
-from coordinator.webservice.feed import VIES_SETTINGS
 
 POOL_CLOSE_SECONDS = 2.0
 
@@ -37,7 +36,7 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError("create_app needs settings.database_url (serve starts the embedded one)")
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[TIMEZONE] = settings.timezone
-    app[VIES_SETTINGS] = settings.vies()
+    app[VIES] = settings.vies()
     add_routes(app)
     add_console(app)  # HTML under /console: not part of the API's route table
     document = orjson.dumps(openapi_document(version("concord")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from coordinator.events.vies import DEFAULT_URL, ViesSettings
+from getfeed.vies import DEFAULT_URL, ViesSettings
 
 
 class ViesOptions(BaseModel):

@@ -19,8 +19,8 @@ from typing import Any
 from asyncmy.cursors import SSCursor
 
 from agent.whmcs import queries
-from coordinator.events.get_query import BOTH_DOCTYPES, GetQuery
-from coordinator.events.vies import VatKey, Verdict
+from getfeed.query import BOTH_DOCTYPES, GetQuery
+from getfeed.vies import VatKey, Verdict
 
 # The credit-note rule of DueRules.doctype, as SQL: which rows are of each document type.
 _DOCTYPE_SQL = {

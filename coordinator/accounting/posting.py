@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from coordinator.events.europe import client_territory
+from getfeed.europe import client_territory
 
 EXEMPT = Decimal(-1)  # KashFlow's VAT rate of an exempt line
 CENT = Decimal("0.01")

@@ -13,12 +13,12 @@ from aiohttp import web
 from coordinator.console import overview, session
 from coordinator.console.view import page
 from coordinator.events.canonical import NotCanonical, check_text
-from coordinator.events.feed import complete, feed_item
-from coordinator.events.vies import ViesLookup
 from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE
 from coordinator.http.routes import DOC_ID_MAX
 from coordinator.ledger import queries
 from coordinator.webservice.vies import PgVerdictCache
+from getfeed.answer import complete, feed_item
+from getfeed.lookup import ViesLookup
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POSITION = re.compile(r"[0-9]{1,18}")

@@ -8,9 +8,11 @@ from aiohttp import web
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.monitors.chain_watch import ChainWatch
 from coordinator.peers.tokens import TokenCache
+from getfeed.vies import ViesSettings
 
 WRITER = web.AppKey("writer", LedgerWriter)
 POOL = web.AppKey("pool", object)
 TIMEZONE = web.AppKey("timezone", str)
 TOKENS = web.AppKey("tokens", TokenCache)
+VIES = web.AppKey("vies", ViesSettings)
 CHAIN_WATCH = web.AppKey("chain_watch", ChainWatch)

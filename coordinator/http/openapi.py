@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from coordinator.events.get_query import MAX_FIELD_LENGTH
 from coordinator.http import agent_protocol
 from coordinator.http.errors import MAX_BODY_MIB
 from coordinator.http.routes import FEED_PATHS, PATH_PARAMETERS, ROUTES, Route
+from getfeed.query import MAX_FIELD_LENGTH
 
 _ERROR = {
     "type": "object",

@@ -22,11 +22,10 @@ from pydantic import (
 )
 
 from coordinator.events.canonical import BIGINT, NotCanonical, check_text
-from coordinator.events.get_query import BILLING_EXTENSION_PATH, ISO_DATE
 from coordinator.http import answers
 from coordinator.http.errors import ApiError, error_response
 from coordinator.http.json import json_response, read_body
-from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, WRITER
+from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, VIES, WRITER
 from coordinator.http.middleware import (
     RETRY_AFTER_SECONDS,
     guarded,
@@ -39,7 +38,9 @@ from coordinator.ledger.numbering import MAX_INCREMENT, MAX_START, SERIES_NAMES
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.peers.liveness import record_heartbeat
 from coordinator.peers.tokens import new_token, token_sha256
-from coordinator.webservice import feed
+from coordinator.webservice.feed import CoordinatorFeed
+from getfeed.http import serve as serve_feed
+from getfeed.query import BILLING_EXTENSION_PATH, ISO_DATE
 
 HEALTH_SECONDS = 2.0  # a health check answers within this, whatever the database does
 
@@ -535,11 +536,8 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def webservice(request: web.Request) -> web.StreamResponse:
-    return await feed.serve(request, _pool(request), request.app[TIMEZONE])
-
-
-async def webservice_alias(request: web.Request) -> web.StreamResponse:
-    return await feed.serve(request, _pool(request), request.app[TIMEZONE], alias=True)
+    app = request.app
+    return await serve_feed(request, CoordinatorFeed(_pool(request), app[TOKENS], app[TIMEZONE], app[VIES]))
 
 
 OPERATOR = ("operator",)
@@ -768,7 +766,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         BILLING_EXTENSION_PATH,
-        webservice_alias,
+        webservice,
         None,
         "The Get feed under the Billing Extension path (ws=einvoice)",
     ),

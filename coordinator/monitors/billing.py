@@ -30,12 +30,13 @@ import structlog
 
 from coordinator.events import catalogue as ev
 from coordinator.events.store_report import TAX_SETTINGS
-from coordinator.events.vies import VatKey, ViesLookup, ViesSettings
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.monitors import billing_checks as checks
 from coordinator.webservice.vies import PgVerdictCache
 from getfeed.http import vies_asker
+from getfeed.lookup import ViesLookup
+from getfeed.vies import VatKey, ViesSettings
 
 log = structlog.get_logger(__name__)
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from coordinator.events.europe import client_territory, vat_number, vies_key
 from coordinator.events.store_report import DUPLICATE_NUMBERS
-from coordinator.events.vies import VatKey
+from getfeed.europe import client_territory, vat_number, vies_key
+from getfeed.vies import VatKey
 
 ITEMS_SUBTOTAL = "billing_items_subtotal"
 TAX = "billing_tax"

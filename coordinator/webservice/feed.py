@@ -1,4 +1,5 @@
-"""POST /v1/webservice: the Get feed over every store's issued documents, streamed.
+"""The coordinator's side of the Get feed (getfeed.http.FeedSource): every store's issued
+documents, read by reader and operator tokens.
 
 Documents come from the documents projection (the snapshot NumberIssued, DocumentUpdated
 or DocumentImported recorded last) in keyset pages, in date, ID, store order; each answer
@@ -9,30 +10,22 @@ is the one its agent reports with every heartbeat (CONCORD_AGENT_COUNTRY).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from datetime import date, datetime
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
-import structlog
 from aiohttp import web
 
-from coordinator.events.feed import FeedItem, feed_item
-from coordinator.events.get_query import (
-    GetQuery,
-    GetQueryError,
-    check_alias,
-    error_body,
-    parse_get,
-)
-from coordinator.events.vies import ViesSettings
-from coordinator.http.keys import TOKENS
+from coordinator.peers.tokens import TokenCache
 from coordinator.webservice.vies import PgVerdictCache
-from getfeed.http import request_fields, stream_answer
+from getfeed.answer import FeedItem, feed_item
+from getfeed.query import GetQuery, GetQueryError
+from getfeed.vies import ViesSettings
 
-VIES_SETTINGS = web.AppKey("vies_settings", ViesSettings)
 FEED_ROLES = ("operator", "reader")
 PAGE_SIZE = 1000
 
@@ -94,27 +87,6 @@ async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[l
             await asyncio.gather(reading, return_exceptions=True)
 
 
-async def _authorised(request: web.Request, fields: dict[str, Any]) -> None:
-    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-    given = fields.get("token")
-    token = (
-        given.strip()
-        if isinstance(given, str) and given.strip()
-        else (bearer.strip() if scheme.lower() == "bearer" else "")
-    )
-    principal = await request.app[TOKENS].resolve(token) if token else None
-    if principal is None:
-        raise GetQueryError(
-            "wrong or missing token: send token=<a reader or operator token> "
-            "(or the header Authorization: Bearer <token>)",
-            status=401,
-        )
-    if principal.role not in FEED_ROLES:
-        raise GetQueryError(
-            f"a {principal.role} token may not read the feed: use a reader or operator token", status=403
-        )
-
-
 async def _known_store(pool: asyncpg.Pool, name: str) -> None:
     names = [r["name"] for r in await pool.fetch("SELECT name FROM peers ORDER BY name")]
     if name not in names:
@@ -125,31 +97,42 @@ async def _known_store(pool: asyncpg.Pool, name: str) -> None:
         )
 
 
-async def serve(
-    request: web.Request, pool: asyncpg.Pool, timezone: str, *, alias: bool = False
-) -> web.StreamResponse:
-    today = datetime.now(ZoneInfo(timezone)).date()
-    try:
-        fields = await request_fields(request)
-        if alias:
-            check_alias(fields, request.query.get("ws"))
-        await _authorised(request, fields)
-        query = parse_get(fields, today, with_store=True)
+@dataclass(frozen=True)
+class CoordinatorFeed:
+    pool: asyncpg.Pool
+    tokens: TokenCache
+    timezone: str
+    vies: ViesSettings
+
+    @property
+    def verdicts(self) -> PgVerdictCache:
+        return PgVerdictCache(self.pool)
+
+    async def authorise(self, request: web.Request, fields: Mapping[str, Any]) -> None:
+        """The token of the ``token`` field, else of an ``Authorization: Bearer`` header."""
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        given = fields.get("token")
+        token = (
+            given.strip()
+            if isinstance(given, str) and given.strip()
+            else (bearer.strip() if scheme.lower() == "bearer" else "")
+        )
+        principal = await self.tokens.resolve(token) if token else None
+        if principal is None:
+            raise GetQueryError(
+                "wrong or missing token: send token=<a reader or operator token> "
+                "(or the header Authorization: Bearer <token>)",
+                status=401,
+            )
+        if principal.role not in FEED_ROLES:
+            raise GetQueryError(
+                f"a {principal.role} token may not read the feed: use a reader or operator token",
+                status=403,
+            )
+
+    async def pages(self, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
         if query.store is not None:
-            await _known_store(pool, query.store)
-    except GetQueryError as exc:
-        return web.Response(body=error_body(exc.message), status=exc.status, content_type="application/json")
-    pages = document_pages(pool, query)
-    # Read the first page before the status line: a database failure is then still a 503.
-    first = await anext(pages)
-    # The request id middleware sets its header after the handler: too late for a stream.
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    return await stream_answer(
-        request,
-        first,
-        pages,
-        PgVerdictCache(pool),
-        request.app[VIES_SETTINGS],
-        today,
-        {"X-Request-Id": request_id},
-    )
+            await _known_store(self.pool, query.store)
+        async with contextlib.aclosing(document_pages(self.pool, query)) as pages:
+            async for page in pages:
+                yield page

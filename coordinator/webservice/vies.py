@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 
 import asyncpg
 
-from coordinator.events.vies import VatKey, Verdict
+from getfeed.vies import VatKey, Verdict
 
 
 class PgVerdictCache:

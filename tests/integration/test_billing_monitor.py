@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from coordinator.events.document import document
-from coordinator.events.vies import ViesSettings
 from coordinator.ledger import commands as c
 from coordinator.monitors.billing import BillingMonitor
+from getfeed.vies import ViesSettings
 from tests.support.fake_vies import PATH as VIES_PATH
 from tests.support.fake_vies import FakeVies
 from tests.support.kashflow_ledger import Ledger, open_ledger

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from coordinator.events.canonical import MAX_DEPTH, NotCanonical, ensure_canonical
-from coordinator.events.get_query import BILLING_EXTENSION_PATH
 from coordinator.ledger.numbering import MAX_START
+from getfeed.query import BILLING_EXTENSION_PATH
 from tests.conftest import bearer
 from tests.integration.test_webservice_agent import TOKEN as AGENT_TOKEN
 from tests.integration.test_webservice_agent import feed_client

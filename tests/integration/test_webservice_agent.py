@@ -22,8 +22,8 @@ from agent.server import create_agent_app
 from agent.webservice import AgentFeed
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
 from agent.whmcs.queries import DueRules
-from coordinator.events.get_query import BILLING_EXTENSION_PATH
-from coordinator.events.vies import ViesSettings
+from getfeed.query import BILLING_EXTENSION_PATH
+from getfeed.vies import ViesSettings
 from simulator.generator import StoreGenerator
 from simulator.whmcs import fetch_all
 from tests.support.fake_vies import PATH as VIES_PATH

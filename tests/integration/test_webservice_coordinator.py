@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from coordinator.app import create_app
-from coordinator.events.get_query import BILLING_EXTENSION_PATH
 from coordinator.http.keys import POOL
 from coordinator.settings import Settings
 from coordinator.webservice import feed as feed_module
+from getfeed.query import BILLING_EXTENSION_PATH
 from tests.conftest import Tokens, bearer
 from tests.support.api_helpers import add_store, reserve
 from tests.support.fake_vies import PATH as VIES_PATH

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from coordinator.events.europe import (
+from getfeed.europe import (
     EURO_SINCE,
     MEMBER_STATES,
     europe_block,
@@ -17,7 +17,8 @@ from coordinator.events.europe import (
     vat_number,
     vies_key,
 )
-from coordinator.events.vies import VatKey, Verdict, ViesLookup, parse_reply
+from getfeed.lookup import ViesLookup
+from getfeed.vies import VatKey, Verdict, parse_reply
 
 DAY = date(2026, 6, 1)
 

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from coordinator.events.get_query import (
+from getfeed.query import (
     BOTH_DOCTYPES,
     GetQuery,
     GetQueryError,
@@ -128,10 +128,10 @@ def test_doctype_values(value: str, expected: set[str]) -> None:
     assert get(doctype=value).doctypes == expected
 
 
-def test_action_is_case_insensitive_and_store_only_where_allowed() -> None:
+def test_action_is_case_insensitive_and_store_is_read() -> None:
+    # Only the coordinator's source uses the store; the agent's, one store, ignores it.
     assert parse_get({"action": "get"}, SATURDAY) == GetQuery()
-    assert parse_get({"action": "GET", "store": "alpha"}, SATURDAY).store is None
-    assert parse_get({"action": "Get", "store": "alpha"}, SATURDAY, with_store=True).store == "alpha"
+    assert parse_get({"action": "Get", "store": "alpha"}, SATURDAY).store == "alpha"
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from coordinator.events.europe import home_member_state
-from coordinator.events.vies import ViesLookup, add_europe
+from getfeed.europe import home_member_state
+from getfeed.vies import Confirmations, add_europe
 
 # (key in the answer, {"ClientData", "DocData"…}, member state of the store's own country)
 FeedItem = tuple[str, dict[str, Any], str]
@@ -25,7 +25,7 @@ def feed_item(store: str, doc_id: str, snapshot: dict[str, Any], country: str) -
     return f"{store}/{doc_id}", {"Store": store, **snapshot}, home_member_state(country)
 
 
-async def complete(page: list[FeedItem], lookup: ViesLookup, today: date) -> None:
+async def complete(page: list[FeedItem], lookup: Confirmations, today: date) -> None:
     """Put the ``Europe`` block into each document of ``page``."""
     await add_europe([doc for _, doc, _ in page], [home for *_, home in page], lookup, today)
 
@@ -39,7 +39,7 @@ async def prepend(
 
 
 async def answer_chunks(
-    pages: AsyncIterator[list[FeedItem]], lookup: ViesLookup, today: date
+    pages: AsyncIterator[list[FeedItem]], lookup: Confirmations, today: date
 ) -> AsyncIterator[bytes]:
     yield b"{"
     first = True

@@ -55,7 +55,8 @@ _MAX_ID_DIGITS = 19
 
 
 class GetQueryError(ValueError):
-    """A request the feed refuses: ``message`` says what is wrong and what is accepted."""
+    """A request the feed does not answer: ``message`` says what is wrong and what is accepted
+    (or, for a source that is down, to retry); ``status`` is the answer's HTTP status."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -180,8 +181,9 @@ def check_fields(fields: Mapping[str, Any]) -> None:
                 )
 
 
-def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = False) -> GetQuery:
-    """Validate a Get request's fields (the token is checked before, by the caller)."""
+def parse_get(fields: Mapping[str, Any], today: date) -> GetQuery:
+    """Validate a Get request's fields (the token is checked before, by the caller). ``store``
+    selects one store of the coordinator's feed; the agent, one store itself, ignores it."""
     action = _text(fields, "action")
     if action.lower() != "get":
         what = f"action {action!r} is not supported" if action else "action is missing"
@@ -196,7 +198,7 @@ def parse_get(fields: Mapping[str, Any], today: date, *, with_store: bool = Fals
                 "CreditNote (Invoices, CreditNotes), or leave it empty for both"
             )
         doctypes = frozenset((doctype,))
-    store = (_text(fields, "store") or None) if with_store else None
+    store = _text(fields, "store") or None
     invoicenum, raw_id = _text(fields, "invoicenum"), _text(fields, "invoiceid")
     if invoicenum and raw_id:
         raise GetQueryError(

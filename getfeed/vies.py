@@ -5,21 +5,21 @@ Wire protocol: the European Commission's REST API, ``POST …/check-vat-number``
 or ``false``. Failures arrive either as an HTTP error or as a 200 carrying
 ``{"actionSucceed": false, "errorWrappers": [{"error": "MS_UNAVAILABLE", …}]}``.
 
-The transport (an HTTP POST) and the cache table are the caller's: the agent keeps its
-cache in MySQL, the coordinator in PostgreSQL. This module holds no I/O of its own.
+The transport (an HTTP POST: getfeed/http.py) and the cache table are the caller's: the
+agent keeps its cache in MySQL, the coordinator in PostgreSQL; which numbers are asked, and
+when, is getfeed/lookup.py's. Pure.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from coordinator.events.europe import client_territory, europe_block, vat_number, vies_key
+from getfeed.europe import client_territory, europe_block, vat_number, vies_key
 
 DEFAULT_URL = "https://ec.europa.eu/taxation_customs/vies/rest-api/check-vat-number"
 VatKey = tuple[str, str]  # (VIES country code, number without prefix)
@@ -72,69 +72,10 @@ class VerdictCache(Protocol):
 Ask = Callable[[VatKey], Awaitable[bool | None]]
 
 
-class ViesLookup:
-    """The VIES lookups of one feed answer.
+class Confirmations(Protocol):
+    """Which VAT numbers VIES confirms (getfeed/lookup.py: cache, budget and asking)."""
 
-    Cached verdicts younger than ``max_age`` are used as they are; other numbers are asked
-    (``concurrency`` at a time, at most ``budget`` per answer). When VIES gives no verdict,
-    an older cached verdict stands in; without one the number counts as unconfirmed. After
-    the first failure the answer asks VIES no more, so an outage costs one timeout.
-    ``ask`` None: VIES is switched off and only cached verdicts count.
-    """
-
-    def __init__(
-        self,
-        ask: Ask | None,
-        cache: VerdictCache,
-        *,
-        max_age: timedelta,
-        budget: int,
-        now: Callable[[], datetime],
-        concurrency: int = 4,
-    ) -> None:
-        self._ask = ask
-        self._cache = cache
-        self._max_age = max_age
-        self._budget = budget
-        self._now = now
-        self._slots = asyncio.Semaphore(concurrency)
-        self._known: dict[VatKey, bool] = {}
-        self.failed = False
-
-    async def confirmed(self, keys: Collection[VatKey]) -> set[VatKey]:
-        wanted = {k for k in keys if k not in self._known}
-        if wanted:
-            cached = await self._cache.load(wanted)
-            now = self._now()
-            stale = sorted(k for k in wanted if k not in cached or now - cached[k].checked_at > self._max_age)
-            answers = await self._ask_all(stale)
-            fresh = {k: Verdict(v, now) for k, v in answers.items() if v is not None}
-            if fresh:
-                await self._cache.save(fresh)
-            for key in wanted:
-                verdict = fresh.get(key) or cached.get(key)
-                self._known[key] = verdict.valid if verdict else False
-        return {k for k in keys if self._known[k]}
-
-    async def _ask_all(self, keys: Sequence[VatKey]) -> dict[VatKey, bool | None]:
-        if self._ask is None or self.failed or not keys:
-            return {}
-        keys = keys[: self._budget]
-        self._budget -= len(keys)
-        ask = self._ask
-
-        async def one(key: VatKey) -> bool | None:
-            if self.failed:
-                return None
-            async with self._slots:
-                if self.failed:
-                    return None
-                verdict = await ask(key)
-            if verdict is None:
-                self.failed = True
-            return verdict
-
-        return dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
+    async def confirmed(self, keys: Collection[VatKey]) -> set[VatKey]: ...
 
 
 def _document_day(document: Mapping[str, Any], today: date) -> date:
@@ -145,7 +86,7 @@ def _document_day(document: Mapping[str, Any], today: date) -> date:
 
 
 async def add_europe(
-    documents: Sequence[dict[str, Any]], homes: Sequence[str], lookup: ViesLookup, today: date
+    documents: Sequence[dict[str, Any]], homes: Sequence[str], lookup: Confirmations, today: date
 ) -> None:
     """Put the ``Europe`` block into each document's ClientData (at answer time: VIES and
     the store's own country, ``homes[i]``, are today's; the euro membership the document
