@@ -18,7 +18,7 @@ import pytest
 
 from coordinator.app import create_app
 from coordinator.http.keys import POOL, WRITER
-from coordinator.ledger.pending import flag_overdue
+from coordinator.monitors.pending_reservations import flag_overdue
 
 playwright = pytest.importorskip("playwright.async_api")
 

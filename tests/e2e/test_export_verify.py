@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from coordinator.ledger.export import export_ledger
-from coordinator.ledger.receipts import load_receipts
-from coordinator.ledger.verify import verify_file
 
+from coordinator.audit import verify_chain
+from coordinator.audit.export import export_ledger
+from coordinator.audit.receipts import load_receipts
+from coordinator.audit.verify import verify_file
 from coordinator.db import connect
-from coordinator.ledger import verify_chain
 from tests.support.ledger_tamper import populate, rechain_export, rewrite_tail, write_receipts
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coordinator.http.keys import POOL, WRITER
-from coordinator.peers.liveness import flag_silent
+from coordinator.monitors.silent_stores import flag_silent
 from tests.conftest import bearer
 from tests.support.api_helpers import DOCUMENT, add_store, confirm, ledger_position, reserve
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from coordinator.ledger.audit import Replay, audit
-from coordinator.ledger.findings import Finding
-from coordinator.ledger.receipts import load_receipts
 
+from coordinator.audit.findings import Finding
+from coordinator.audit.receipts import load_receipts
+from coordinator.audit.replay import Replay, audit
 from coordinator.db import connect
 from tests.support.ledger_tamper import populate, rewrite_tail, superuser, write_receipts
 
@@ -172,7 +172,7 @@ async def test_a_failure_mid_replay_surfaces_and_leaves_no_scratch_schema(
 
     # The checks run while the chunk's round trip is in flight: the error must come out as
     # itself, after that statement has finished, and the scratch schema still be dropped.
-    monkeypatch.setattr("coordinator.ledger.audit._Checks.check", failing_check)
+    monkeypatch.setattr("coordinator.audit.replay._Checks.check", failing_check)
     with pytest.raises(RuntimeError, match="while the database was writing"):
         await audit(database_url, progress=False)
     async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:

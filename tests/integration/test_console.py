@@ -17,7 +17,7 @@ from coordinator.console.pages import REMEMBERED
 from coordinator.console.setup import WARM_UP
 from coordinator.http.keys import POOL, WRITER
 from coordinator.ledger import queries
-from coordinator.ledger.pending import flag_overdue
+from coordinator.monitors.pending_reservations import flag_overdue
 from tests.conftest import bearer
 from tests.support.api_helpers import add_store, confirm, ledger_position, reserve
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.ledger.audit import audit
-
+from coordinator.audit.replay import audit
 from coordinator.db import create_pool
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter

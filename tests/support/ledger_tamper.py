@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from coordinator.ledger.export_format import event_line, header_line
 
+from coordinator.audit.export_format import event_line, header_line
 from coordinator.db import connect
 from coordinator.events.canonical import (
     GENESIS_HASH,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.ledger.findings import Findings
-from coordinator.ledger.invariants import Invariants
+from coordinator.audit.findings import Findings
+from coordinator.audit.invariants import Invariants
 
 STORE = "5f0c9a3e-0000-4000-8000-000000000001"
 
