@@ -4,11 +4,18 @@ transaction.
 Every step is idempotent: reserving a document again returns its reservation, the write
 only fills an empty ``invoicenum``, the relay's confirm may repeat. A crash anywhere only
 repeats work; a failed write releases the numbers so the sequence stays gapless.
+
+Finding the due documents reads the whole ``tblinvoices`` (WHMCS has no index on
+``invoicenum``, and the agent adds none to WHMCS's tables), so one read serves up to
+``DUE_READ_BATCHES`` batches: a burst of thousands costs a read per ten batches, not one per
+batch. A document numbered meanwhile by the PHP hook is reserved again and found
+"already" written; what became due meanwhile waits for the next read.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -20,6 +27,8 @@ from agent.whmcs import queries
 from agent.whmcs.queries import DueDocument
 
 log = structlog.get_logger(__name__)
+
+DUE_READ_BATCHES = 10
 
 
 class Numbering:
@@ -39,19 +48,29 @@ class Numbering:
         # One batch at a time, in date order; the PHP hook waits for the current one.
         self._lock = asyncio.Lock()
         self._skipped: set[int] = set()
+        self._due: deque[DueDocument] = deque()  # read, not yet numbered: oldest first
 
     async def round(self) -> int:
         """Number the documents due now, oldest first, up to a batch of them in one request.
-        Returns how many got a number."""
+        Returns how many due documents it took: fewer than a batch when none are left."""
         async with self._lock:
-            async with self._pool.acquire() as conn:
-                due = await queries.due_documents(conn, self._rules.current, self._batch + len(self._skipped))
-            numbered = await self._number(
-                [doc for doc in due if doc.invoice_id not in self._skipped][: self._batch]
-            )
+            if not self._due:
+                await self._read_due()
+            batch = [self._due.popleft() for _ in range(min(self._batch, len(self._due)))]
+            try:
+                numbered = await self._number(batch)
+            except BaseException:
+                self._due.clear()  # read again: what failed goes before the later documents
+                raise
         if numbered:
             self._relay_wakeup.set()
-        return numbered
+        return len(batch)
+
+    async def _read_due(self) -> None:
+        limit = self._batch * DUE_READ_BATCHES
+        async with self._pool.acquire() as conn:
+            due = await queries.due_documents(conn, self._rules.current, limit + len(self._skipped))
+        self._due.extend([doc for doc in due if doc.invoice_id not in self._skipped][:limit])
 
     async def number_invoice(self, invoice_id: int) -> str:
         """Number one invoice now if it is due (the PHP hook); return its invoicenum."""
@@ -98,6 +117,7 @@ class Numbering:
                 reserved[doc.invoice_id] = result
         if unavailable:
             log.warning("reserve_unavailable", documents=unavailable, of=len(due))
+            self._due.clear()  # read again: those go before the later documents
         if not reserved:
             return 0
         try:

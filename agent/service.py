@@ -65,14 +65,18 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     relay_wakeup, numbering_wakeup = asyncio.Event(), asyncio.Event()
     numbering = Numbering(pool, client, rules, settings.batch_size, relay_wakeup)
     relay = Relay(pool, client, rules, has_invoicedata, settings.batch_size)
-    changes = ChangeReporter(pool, client, rules, has_invoicedata)
+    # Set while no backlog of due documents waits: the change scan and the reconciliation read
+    # every issued document, and must not share MySQL with a burst being numbered.
+    caught_up = asyncio.Event()
+    changes = ChangeReporter(pool, client, rules, has_invoicedata, caught_up)
 
     # /healthz shows it; its numbering_rounds tell how many rounds have finished.
     health: dict[str, Any] = {"store": settings.store, "numbering_rounds": 0}
 
     async def number_all() -> None:
         while await numbering.round() >= settings.batch_size:
-            pass
+            caught_up.clear()
+        caught_up.set()
         health["numbering_rounds"] += 1
 
     async def confirm_all() -> None:

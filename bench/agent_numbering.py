@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from bench.agent_ledger import event_counts, function_times, ledger_span, table_
 from bench.agent_preload import preload_ledger
 from bench.agent_profile import Profile, Spy
 from bench.agent_report import Result, render
-from bench.agent_stores import POLL_SECONDS, STORES, Store, create_store, store_progress
+from bench.agent_stores import POLL_SECONDS, STORES, Store, create_store, server_now, store_progress
 from bench.audit import RebuildFailed
 from bench.coordinator import (
     CoordinatorError,
@@ -224,6 +225,7 @@ async def run(
             undo.push("stop py-spy on the coordinator", spies[-1].stop)
         # Neighbours (other benchmarks, tests) would take cores from the run: wait for a lull.
         neighbours = await asyncio.to_thread(wait_for_quiet, limit=0.2, longest=15.0)
+        since = await server_now(watchers[0])
         meter.start()
         started = time.monotonic()
         for store in stores:
@@ -255,7 +257,7 @@ async def run(
             spies.append(await Spy.attach(f"agent {PROFILED_AGENT}", profiled.agent.pid, workdir))
             undo.push(f"stop py-spy on agent {PROFILED_AGENT}", spies[-1].stop)
 
-        first_number, numbered_at = await _until_numbered(watchers, stores, started, limit)
+        first_number, numbered_at = await _until_numbered(watchers, stores, since, started, limit)
         wall = time.monotonic() - started
         cpu = meter.stop()
         writer = writer_totals(writer_before, await asyncio.to_thread(writer_stats, [coordinator_url]))
@@ -334,7 +336,7 @@ async def _close(conn: Any) -> None:
 
 
 async def _until_numbered(
-    watchers: Sequence[Any], stores: Sequence[Store], started: float, limit: float
+    watchers: Sequence[Any], stores: Sequence[Store], since: datetime, started: float, limit: float
 ) -> tuple[float, float]:
     """Poll the stores until every invoice is numbered and confirmed (at most ``limit`` s
     after ``started``); seconds from ``started`` to the first number and to the last."""
@@ -342,10 +344,7 @@ async def _until_numbered(
     first_number = numbered_at = 0.0
     deadline = started + limit
     while True:
-        progress = [
-            tuple(n - len(s.numbered) for n in await store_progress(conn))
-            for conn, s in zip(watchers, stores, strict=True)
-        ]
+        progress = [await store_progress(conn, since) for conn in watchers]
         now = time.monotonic() - started
         written = sum(p[0] for p in progress)
         if not first_number and written:

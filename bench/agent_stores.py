@@ -7,7 +7,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncmy.errors
@@ -94,15 +94,26 @@ async def create_store(
     return url
 
 
-async def store_progress(conn: Any) -> tuple[int, int]:
-    """(outbox rows, confirmed outbox rows) of one store.
+async def server_now(conn: Any) -> datetime:
+    """MariaDB's clock, which stamps the outbox rows."""
+    rows = await fetch_all(conn, "SELECT NOW(6) AS now")
+    return rows[0]["now"]
 
-    The agent writes an invoice's number and its outbox row in one transaction, so in a store
-    that starts without any, outbox rows = numbered invoices (checked again at the end).
+
+async def store_progress(conn: Any, since: datetime) -> tuple[int, int]:
+    """(outbox rows, confirmed outbox rows) of one store since ``since`` (MariaDB's clock).
+
+    The agent writes an invoice's number and its outbox row in one transaction, so outbox
+    rows = numbered invoices (checked again at the end). Rows still unconfirmed or confirmed
+    since the start are this run's: a range of the outbox's ``pending`` index, so polling
+    reads this run's rows, not the store's history.
     """
     try:
         rows = await fetch_all(
-            conn, "SELECT COUNT(*) AS outbox, COUNT(confirmed_at) AS confirmed FROM mod_concord_outbox"
+            conn,
+            "SELECT COUNT(*) AS outbox, COUNT(confirmed_at) AS confirmed FROM mod_concord_outbox"
+            " WHERE confirmed_at IS NULL OR confirmed_at >= %s",
+            (since,),
         )
     except asyncmy.errors.ProgrammingError:  # the agent has not created its tables yet
         return 0, 0

@@ -21,7 +21,7 @@ from coordinator.settings import Settings
 from simulator.scratch_postgres import admin_url, fresh_database
 from tests.support.coordinator_process import CoordinatorProcess
 
-pytest_plugins = ["tests.support.mysql_fixtures"]
+pytest_plugins = ["tests.support.mysql_fixtures", "tests.support.agent_parts"]
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncmy.errors
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -448,3 +449,52 @@ async def test_a_burst_of_2000_invoices_created_at_once_across_three_stores(
     print(
         f"{BURST} invoices numbered and confirmed {took:.1f}s after they were created ({BURST / took:.0f}/s)"
     )
+
+
+async def test_an_agent_numbers_its_backlog_before_it_scans_for_changes(
+    database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
+) -> None:
+    """An agent starts on a store where an issued invoice changed while it was down, and 300
+    paid invoices wait for a number: it numbers the backlog first; the change scan and the
+    reconciliation, which read every issued document, run once it has caught up."""
+    rules = Rules(invoice=Series(format="INV-{NUMBER:6}"), creditnote=Series(format="CN-{NUMBER:6}"))
+    async with running_cluster(
+        database_url,
+        tokens,
+        whmcs_database_factory,
+        tmp_path,
+        rules,
+        seed=61,
+        agent_env={"CONCORD_AGENT_BATCH_SIZE": "5"},
+    ) as cluster:
+        store = cluster.stores[0]
+        [issued] = await create_at_once(store.whmcs_url, [(1, store.generator.new_invoice(status="Paid"))])
+        await wait_settled(cluster)
+        store.agent.stop()
+        async with connection(store.whmcs_url) as conn:
+            await update_invoice(conn, issued, {"status": "Refunded"})
+        backlog = [(i, store.generator.new_invoice(status="Paid")) for i in range(2, 302)]
+        await create_at_once(store.whmcs_url, backlog)
+        store.agent.spawn()
+        await store.agent.wait_healthy(60)
+        await wait_settled(cluster)
+        positions = await event_positions(cluster.database_url, store.peer_id)
+        assert_clean_logs(cluster)
+    assert len(positions["NumberReserved"]) == 301
+    assert positions["DocumentUpdated"]  # the refund reached the ledger
+    assert min(positions["DocumentUpdated"]) > max(positions["NumberReserved"])
+
+
+async def event_positions(database_url: str, peer_id: str) -> dict[str, list[int]]:
+    """Ledger positions of each type of the store's events."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT type, position FROM events WHERE data->>'peer_id' = $1 ORDER BY position", peer_id
+        )
+    finally:
+        await conn.close()
+    positions: dict[str, list[int]] = {}
+    for row in rows:
+        positions.setdefault(row["type"], []).append(row["position"])
+    return positions
