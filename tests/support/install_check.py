@@ -5,6 +5,9 @@ it). Run by the development venv, this starts the fake KashFlow and a fresh data
 paid invoice in its ledger, then, with the installed programs only: each console command's
 ``--help``, and one ``concord sync kashflow --once`` that must post the invoice and its
 payment. A dependency that only the dev extras bring in fails here, not in production.
+It also checks what is installed: none of the checkout's test and benchmark support (the
+simulator, its data generator and WHMCS database, the scratch PostgreSQL, the demo), and no
+``demo`` command in ``concord --help``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import tempfile
 import tomllib
@@ -23,6 +27,10 @@ from tests.support.kashflow_ledger import open_ledger, serve_fake
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND_TIMEOUT = 60.0
+# Test and benchmark support, by top-level package or file name: the checkout only.
+NOT_INSTALLED_PACKAGES = ("simulator", "tests", "bench")
+NOT_INSTALLED_FILES = ("generator.py", "fixture.py", "scratch_postgres.py", "demo.py", "whmcs_schema.sql")
+INSTALLED_FILES = "import importlib.metadata; print(*importlib.metadata.files('concord'), sep=chr(10))"
 CONFIG = """
 kashflow_username = "concord"
 kashflow_timeout_seconds = 10
@@ -54,11 +62,27 @@ async def run(program: Path, *args: str, env: dict[str, str] | None = None) -> s
     return out.decode()
 
 
+async def check_contents(venv: Path) -> None:
+    """The distribution's files (its RECORD) hold no test or benchmark support."""
+    files = (await run(venv / "bin" / "python", "-c", INSTALLED_FILES)).splitlines()
+    support = [
+        f
+        for f in files
+        if f.split("/")[0] in NOT_INSTALLED_PACKAGES or f.rsplit("/", 1)[-1] in NOT_INSTALLED_FILES
+    ]
+    if not files or support:
+        raise SystemExit(f"the installed package holds test or benchmark support: {support or 'no files'}")
+    print(f"ok  {len(files)} installed files, no test or benchmark support among them")
+
+
 async def check(venv: Path, url: str) -> None:
+    await check_contents(venv)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    for name in scripts:
-        await run(venv / "bin" / name, "--help")
-        print(f"ok  {name} --help")
+    helps = {name: await run(venv / "bin" / name, "--help") for name in scripts}
+    print(*(f"ok  {name} --help" for name in helps), sep="\n")
+    if re.search(r"\bdemo\b", helps["concord"]):
+        raise SystemExit(f"concord --help lists a demo; it runs from the checkout:\n{helps['concord']}")
+    print("ok  concord --help lists no demo (make demo runs it from the checkout)")
     fake = FakeKashFlow()
     async with open_ledger(url) as ledger:
         formatted = await ledger.issue(await ledger.add_store("alpha"), 1)
