@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ class AgentFeed:
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
             raise GetQueryError("wrong or missing token: send token=<the WebService token>", status=401)
 
-    async def pages(self, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
+    async def pages(self, query: GetQuery) -> AsyncGenerator[list[FeedItem], None]:
         home = home_member_state(self.country)
         async with self.answering:
             documents = store_documents(self.pool, query, self.rules, self.has_invoicedata)

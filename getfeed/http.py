@@ -4,7 +4,7 @@ read, where the documents and the VIES verdicts are kept."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -49,7 +49,7 @@ class FeedSource(Protocol):
     async def authorise(self, request: web.Request, fields: Mapping[str, Any]) -> None:
         """GetQueryError (401, 403) unless the request may read the feed."""
 
-    def pages(self, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
+    def pages(self, query: GetQuery) -> AsyncGenerator[list[FeedItem], None]:
         """The documents ``query`` selects, a page at a time; GetQueryError from the first
         page for a query this source refuses or cannot answer now."""
 
@@ -109,7 +109,7 @@ async def serve(request: web.Request, source: FeedSource) -> web.StreamResponse:
     async with aclosing(source.pages(query)) as pages:
         try:
             # Read the first page before the status line: a failure there is still an answer.
-            first = await anext(pages, [])
+            first: list[FeedItem] = await anext(pages, [])
         except GetQueryError as exc:
             return _refusal(exc)
         return await _stream_answer(request, first, pages, source, today)

@@ -144,7 +144,9 @@ def _described(value: Any) -> str:
     """A field that is not text, briefly: never all of a deeply nested JSON value."""
     if isinstance(value, bool | float):
         return json.dumps(value)
-    return {dict: "an object", list: "a list"}.get(type(value), "a file")
+    if isinstance(value, dict):
+        return "an object"
+    return "a list" if isinstance(value, list) else "a file"
 
 
 def _text(fields: Mapping[str, Any], name: str) -> str:

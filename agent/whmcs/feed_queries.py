@@ -12,7 +12,7 @@ in ``mod_concord_vies``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +53,7 @@ def _selection(query: GetQuery, credit_note_rule: str) -> tuple[str, list[Any]]:
 
 async def store_documents(
     pool: Any, query: GetQuery, rules: queries.DueRules, has_invoicedata: bool, chunk: int = 1000
-) -> AsyncIterator[list[queries.Snapshot]]:
+) -> AsyncGenerator[list[queries.Snapshot], None]:
     """The documents the query selects, ``chunk`` at a time, in date then id order.
 
     Uses three connections of ``pool``: the id stream, and two that take turns building the

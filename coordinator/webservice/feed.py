@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -52,7 +52,7 @@ def _iso(day: date | None) -> str | None:
     return day.isoformat() if day else None
 
 
-async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
+async def document_pages(pool: asyncpg.Pool, query: GetQuery) -> AsyncGenerator[list[FeedItem], None]:
     """The documents ``query`` selects, a keyset page at a time; the next page is read while
     the caller handles the current one."""
     doc_id = str(query.invoiceid) if query.invoiceid is not None else None
@@ -130,7 +130,7 @@ class CoordinatorFeed:
                 status=403,
             )
 
-    async def pages(self, query: GetQuery) -> AsyncIterator[list[FeedItem]]:
+    async def pages(self, query: GetQuery) -> AsyncGenerator[list[FeedItem], None]:
         if query.store is not None:
             await _known_store(self.pool, query.store)
         async with contextlib.aclosing(document_pages(self.pool, query)) as pages:
