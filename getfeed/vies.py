@@ -1,4 +1,5 @@
-"""VIES, the EU's VAT number check: its REST wire format and the lookup policy of the feed.
+"""VIES, the EU's VAT number check: its REST wire format, its verdicts, and the ``Europe``
+block of a feed answer's documents.
 
 Wire protocol: the European Commission's REST API, ``POST …/check-vat-number`` with
 ``{"countryCode": "IT", "vatNumber": "00950501007"}``; the reply carries ``"valid": true``

@@ -1,1 +1,2 @@
-"""The WebService Get feed of the coordinator: every store's issued documents."""
+"""The coordinator's source of the Get feed (getfeed/): every store's issued documents and
+the VIES verdict cache, in PostgreSQL."""
