@@ -97,7 +97,8 @@ def _canonical(value: Any, depth: int) -> bool:
             return False
         return all(_canonical(item, depth + 1) for item in value)
     if kind is int:
-        return -BIGINT <= value < BIGINT
+        number: int = value
+        return -BIGINT <= number < BIGINT
     # Anything else (a float, a tuple, a Mapping) is for _check to decide and explain.
     return kind is bool or value is None
 

@@ -76,7 +76,8 @@ def snapshot_client(invoicedata: Mapping[str, Any] | None) -> dict[str, Any] | N
     return details if isinstance(details, dict) else None
 
 
-def snapshot_custom_fields(invoicedata: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+def snapshot_custom_fields(invoicedata: Mapping[str, Any] | None) -> list[Any] | None:
+    """The custom fields saved with the invoice, as parsed: the caller keeps the objects."""
     if not invoicedata:
         return None
     try:

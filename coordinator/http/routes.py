@@ -28,6 +28,7 @@ from coordinator.http.json import json_response, read_body
 from coordinator.http.keys import CHAIN_WATCH, POOL, TIMEZONE, TOKENS, VIES, WRITER
 from coordinator.http.middleware import (
     RETRY_AFTER_SECONDS,
+    Handler,
     guarded,
     ledger_failure,
     principal_of,
@@ -562,7 +563,7 @@ _LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
 class Route:
     method: str
     path: str
-    handler: Any
+    handler: Handler
     roles: tuple[str, ...] | None  # None: no authentication
     summary: str
     body: type[BaseModel] | None = None
@@ -774,7 +775,7 @@ ROUTES: list[Route] = [
 FEED_PATHS = ("/v1/webservice", BILLING_EXTENSION_PATH)
 
 
-def _query_checked(route: Route) -> Any:
+def _query_checked(route: Route) -> Handler:
     """``route``'s handler, refusing query parameters it does not take: a misspelt filter
     would otherwise be ignored silently."""
     accepted = ", ".join(route.query) or "none"

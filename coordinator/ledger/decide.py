@@ -258,7 +258,7 @@ def configure_series(state: LedgerState, cmd: c.ConfigureSeries, emit: Emit) -> 
     _refuse_changes_that_repeat_numbers(state, cmd.series, current, settings)
     next_change = None
     if cmd.next is not None:
-        next_change = _next_change(state, cmd, settings)
+        next_change = _next_change(state, cmd, settings, cmd.next)
     emit(
         ev.SERIES_CONFIGURED,
         f"series-{cmd.series}",
@@ -311,7 +311,10 @@ def _refuse_changes_that_repeat_numbers(
         )
 
 
-def _next_change(state: LedgerState, cmd: c.ConfigureSeries, settings: SeriesSettings) -> dict[str, Any]:
+def _next_change(
+    state: LedgerState, cmd: c.ConfigureSeries, settings: SeriesSettings, number: int
+) -> dict[str, Any]:
+    """The counter change for ``number``, the command's 'next' (given)."""
     if cmd.series == "creditnote" and not settings.dedicated:
         raise DomainError(
             Refusal.CONFLICT,
@@ -325,17 +328,17 @@ def _next_change(state: LedgerState, cmd: c.ConfigureSeries, settings: SeriesSet
         )
     if settings.reset == "yearly" and not (period.isdigit() and len(period) == 4):
         raise DomainError(Refusal.INVALID, "invalid_period", f"period {period!r} is not a year like 2026")
-    if cmd.next < 0:
+    if number < 0:
         raise DomainError(Refusal.INVALID, "invalid_settings", "'next' must be 0 or more")
     highest = state.counter(cmd.series, period).highest
-    if highest is not None and cmd.next <= highest:
+    if highest is not None and number <= highest:
         raise DomainError(
             Refusal.CONFLICT,
             "next_below_issued",
-            f"'next' {cmd.next} is not above {highest}, the highest number "
+            f"'next' {number} is not above {highest}, the highest number "
             f"already handed out in {cmd.series} {period}",
         )
-    return {"period": period, "number": cmd.next}
+    return {"period": period, "number": number}
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -711,7 +714,8 @@ def _confirmed_by(state: LedgerState, cmd: c.Confirm, event: Event) -> bool:
         return False
     d = event.data
     if event.type == ev.NUMBER_ISSUED:
-        return d["reservation_id"] == r.id
+        issued_for: str = d["reservation_id"]
+        return issued_for == r.id
     return event.type == ev.DOCUMENT_UPDATED and (d["peer_id"], d["doctype"], d["doc_id"]) == (
         r.peer_id,
         r.doctype,
@@ -726,7 +730,8 @@ def _imported_by(cmd: c.ImportDocuments, event: Event) -> bool:
     if event.type == ev.DOCUMENT_IMPORTED or (
         event.type == ev.EXTERNAL_NUMBER_DETECTED and "reservation_id" not in event.data
     ):
-        return event.data["peer_id"] == cmd.peer_id
+        importer: str = event.data["peer_id"]
+        return importer == cmd.peer_id
     return (
         event.type == ev.WARNING_RAISED
         and event.data["code"] == "import_collision"
