@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import multiprocessing
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,26 +111,39 @@ async def _throughput(
 async def _beside(
     url: str, token: str, *, size: int, rate: float, duration: float, warmup: float
 ) -> dict[str, Any]:
-    """Single reserves at ``rate`` (open loop) while two clients send batches."""
-    async with _session(token) as session:
-        stop = time.monotonic() + warmup + duration + 60  # ends early: cancelled below
-        batches = [
-            asyncio.create_task(_batch_worker(session, url, f"b{w}", size, stop, 0.0)) for w in range(2)
-        ]
-        try:
-            single = await open_loop(
-                [url], token, rate=rate, duration=duration, warmup=warmup, prefix="single"
-            )
-        finally:
-            for task in batches:
-                task.cancel()
-            beside = await asyncio.gather(*batches, return_exceptions=True)
-    failures = [
-        b for b in beside if isinstance(b, BaseException) and not isinstance(b, asyncio.CancelledError)
-    ]
-    if failures:
-        raise BatchError(f"a batch client failed: {failures[0]!r}")
+    """Single reserves at ``rate`` (open loop) while two clients send batches.
+
+    The batch clients run in a process of their own, as they would be other stores' agents:
+    in this one, their request building and answer parsing would delay the single reserves'
+    own timing and count as the coordinator's latency."""
+    spawn = multiprocessing.get_context("spawn")
+    failures: Any = spawn.Queue()
+    clients = spawn.Process(
+        target=_batch_clients, args=(url, token, size, warmup + duration + 60, failures), daemon=True
+    )
+    clients.start()
+    try:
+        single = await open_loop([url], token, rate=rate, duration=duration, warmup=warmup, prefix="single")
+    finally:
+        clients.terminate()  # it would stop by itself a minute later
+        clients.join(10)
+    if not failures.empty():
+        raise BatchError(f"a batch client failed: {failures.get()}")
     return single
+
+
+def _batch_clients(url: str, token: str, size: int, seconds: float, failures: Any) -> None:
+    """Two closed-loop batch clients for ``seconds`` (the child process of ``_beside``)."""
+
+    async def run() -> None:
+        async with _session(token) as session:
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(_batch_worker(session, url, f"b{w}", size, until, 0.0) for w in range(2)))
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        failures.put(repr(exc))
 
 
 def _single_row(args: argparse.Namespace, single: dict[str, Any], beside: str) -> str:
