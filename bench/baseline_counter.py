@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from bench.cpu import CpuMeter
-from bench.load import DOCUMENT
+from bench.load import DOCUMENT, on_uvloop
 from bench.postgres import connected, url_parts
 
 SCHEMA = """
@@ -85,7 +85,7 @@ async def _run(
 def run(
     url: str, *, concurrency: int, duration: float, warmup: float, connections: int = CONNECTIONS
 ) -> dict[str, Any]:
-    return asyncio.run(
+    return on_uvloop(
         _run(
             url,
             concurrency=concurrency,

@@ -28,7 +28,7 @@ import orjson
 from bench import baseline_counter
 from bench.coordinator import coordinators, ledger_check
 from bench.cpu import CpuMeter, wait_for_quiet
-from bench.load import DOC_DATE, DOCUMENT, open_loop
+from bench.load import DOC_DATE, DOCUMENT, on_uvloop, open_loop
 from bench.postgres import admin_url, checkpoint, fresh_database, url_parts
 from bench.report import cpu_ms_per_number, write_section
 
@@ -141,7 +141,7 @@ def _batch_clients(url: str, token: str, size: int, seconds: float, failures: An
             await asyncio.gather(*(_batch_worker(session, url, f"b{w}", size, until, 0.0) for w in range(2)))
 
     try:
-        asyncio.run(run())
+        on_uvloop(run())
     except Exception as exc:
         failures.put(repr(exc))
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint(url)
             quiet.append(wait_for_quiet())
             meter = CpuMeter({"coordinator": cluster.pids}, database=url_parts(url).dbname)
-            thr = asyncio.run(
+            thr = on_uvloop(
                 _throughput(
                     target,
                     token,
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             checkpoint(url)
             quiet.append(wait_for_quiet())
-            alone = asyncio.run(
+            alone = on_uvloop(
                 open_loop(
                     [target],
                     token,
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                     prefix="alone",
                 )
             )
-            single = asyncio.run(
+            single = on_uvloop(
                 _beside(
                     target, token, size=args.batch, rate=args.rate, duration=args.duration, warmup=args.warmup
                 )
