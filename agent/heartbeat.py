@@ -30,14 +30,24 @@ class _Scan:
 _scans: weakref.WeakKeyDictionary[Any, _Scan] = weakref.WeakKeyDictionary()
 
 
-async def beat(pool: Any, client: CoordinatorClient, rules: RulesHolder, extra: dict[str, str]) -> None:
+async def beat(
+    pool: Any,
+    client: CoordinatorClient,
+    rules: RulesHolder,
+    extra: dict[str, str],
+    *,
+    duplicates: bool = True,
+) -> None:
+    """One heartbeat. ``duplicates=False`` leaves the duplicate numbers out (the coordinator
+    then keeps what it knows of them): the agent's first beat, which numbering waits for."""
     async with pool.acquire() as conn:
         settings: dict[str, Any] = await queries.configuration(conn, queries.NUMBERING_SETTINGS)
         # The billing checks recompute Tax and Tax2 as this store's WHMCS does.
         settings.update(await queries.configuration(conn, TAX_SETTINGS))
         # The KashFlow sync matches a document's currency id to KashFlow's by this code.
         settings["Currencies"] = await queries.currencies(conn)
-        settings[DUPLICATE_NUMBERS] = await _duplicates(pool, conn)
+        if duplicates:
+            settings[DUPLICATE_NUMBERS] = await _duplicates(pool, conn)
     reply = await client.heartbeat(AGENT_VERSION, {**settings, **extra})
     rules.update(reply["settings"])
 

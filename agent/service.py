@@ -55,10 +55,11 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     client = CoordinatorClient(settings.coordinator_url, settings.token)
     rules = RulesHolder(settings.credit_note_rule)
     extra = settings.reported()
-    # The series settings decide what is due: wait for the first heartbeat answer.
+    # The series settings decide what is due: wait for the first heartbeat answer. It leaves
+    # out the duplicate-number scan, which reads all of tblinvoices: the next beat brings it.
     while not rules.known:
         try:
-            await beat(pool, client, rules, extra)
+            await beat(pool, client, rules, extra, duplicates=False)
         except (CoordinatorUnavailable, OSError) as exc:
             log.warning("coordinator_unavailable", error=str(exc))
             await asyncio.sleep(1)
