@@ -1,15 +1,16 @@
 """The numbering decisions: given the loaded state and a command, which events happen. Pure.
 
 ``emit`` appends an event to the batch and applies it to the state at once, so a later
-command of the same batch sees its effect (a number released and reused in one batch).
+command of the same batch sees its effect (a number released and reused in one batch). New
+ids (reservations, stores, warnings) come from ``emit.new_id()`` too: random in the writer,
+counted in tests, so a decision is a function of its inputs alone.
 """
 
 from __future__ import annotations
 
 import collections
-import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -28,7 +29,11 @@ from coordinator.ledger.numbering import (
 )
 from coordinator.ledger.state import Document, Event, LedgerState, Reservation
 
-Emit = Callable[[str, str, dict[str, Any]], Event]
+
+class Emit(Protocol):
+    def __call__(self, type_: str, stream: str, data: dict[str, Any], /) -> Event: ...
+
+    def new_id(self) -> str: ...
 
 
 def receipt(position: int, hash_: bytes) -> dict[str, Any]:
@@ -49,10 +54,6 @@ def reservation_view(r: Reservation) -> dict[str, Any]:
         "state": r.state,
         "receipt": receipt(r.position, r.hash),
     }
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def _owned(state: LedgerState, reservation_id: str, peer_id: str | None) -> Reservation:
@@ -84,7 +85,7 @@ def reserve(state: LedgerState, cmd: c.Reserve, emit: Emit) -> dict[str, Any]:
     number, next_number, from_pool = allocate(
         counter.next, settings.increment, state.released(series, period)
     )
-    reservation_id = _new_id()
+    reservation_id = emit.new_id()
     if not from_pool and state.imported_number(series, period, number) is not None:
         number = _skip_imported(state, cmd, reservation_id, series, period, number, settings.increment, emit)
         next_number = number + settings.increment
@@ -356,7 +357,7 @@ def register_peer(state: LedgerState, cmd: c.RegisterPeer, emit: Emit) -> dict[s
             "(if an earlier registration of it got no answer, it was written: "
             "rotate the store's token to get one)",
         )
-    peer_id = _new_id()
+    peer_id = emit.new_id()
     emit(
         ev.PEER_REGISTERED,
         f"peer-{peer_id}",
@@ -483,7 +484,7 @@ def _keep_warning(
         emit(
             ev.WARNING_RAISED,
             f"warning-{subject}",
-            {"warning_id": _new_id(), "code": code, "subject": subject, "message": message},
+            {"warning_id": emit.new_id(), "code": code, "subject": subject, "message": message},
         )
     elif not active and open_ is not None:
         emit(ev.WARNING_RESOLVED, f"warning-{subject}", {"warning_id": open_.id, "by": "fixed"})
@@ -617,7 +618,7 @@ def flag_pending(state: LedgerState, cmd: c.FlagPendingReservation, emit: Emit) 
         ev.WARNING_RAISED,
         f"warning-{r.id}",
         {
-            "warning_id": _new_id(),
+            "warning_id": emit.new_id(),
             "code": "reservation_pending",
             "subject": r.id,
             "reservation_id": r.id,

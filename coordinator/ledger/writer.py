@@ -165,24 +165,36 @@ class _Batch:
     def __post_init__(self) -> None:
         self.stamp = format_recorded_at(self.recorded_at)
 
-    def emitter(self, event_id: str | None):
-        first = [event_id]
+    def emitter(self, event_id: str | None) -> _Emitter:
+        return _Emitter(self, event_id)
 
-        def emit(type_: str, stream: str, data: dict[str, Any]) -> Event:
-            eid = first.pop() if first and first[0] else str(uuid.uuid4())
-            first.clear()
-            position = self.position + 1
-            data_json = canonical_json(data)
-            body = canonical_event(position, eid, type_, stream, data_json, self.stamp)
-            digest = hashlib.sha256(self.hash + body).digest()
-            event = Event(position, eid, type_, stream, data, self.recorded_at, self.hash, digest, data_json)
-            self.state.apply(event)
-            self.events.append(event)
-            self.by_id[eid] = event
-            self.position, self.hash = position, digest
-            return event
+    def append(self, event_id: str, type_: str, stream: str, data: dict[str, Any]) -> Event:
+        position = self.position + 1
+        data_json = canonical_json(data)
+        body = canonical_event(position, event_id, type_, stream, data_json, self.stamp)
+        digest = hashlib.sha256(self.hash + body).digest()
+        event = Event(position, event_id, type_, stream, data, self.recorded_at, self.hash, digest, data_json)
+        self.state.apply(event)
+        self.events.append(event)
+        self.by_id[event_id] = event
+        self.position, self.hash = position, digest
+        return event
 
-        return emit
+
+class _Emitter:
+    """``decide.Emit`` for one command: its first event takes the command's event id (when
+    it has one), later ones and every new id a random UUID."""
+
+    def __init__(self, batch: _Batch, event_id: str | None) -> None:
+        self._batch = batch
+        self._event_id = event_id
+
+    def __call__(self, type_: str, stream: str, data: dict[str, Any], /) -> Event:
+        event_id, self._event_id = self._event_id or self.new_id(), None
+        return self._batch.append(event_id, type_, stream, data)
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
 
 
 class LedgerWriter:

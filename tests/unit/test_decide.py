@@ -42,18 +42,24 @@ class Ledger:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _emitter(self) -> Emit:
-        def emit(type_: str, stream: str, data: dict[str, Any]) -> Event:
-            eid = f"00000000-0000-4000-8000-{next(self._ids):012d}"
-            position = self.position + 1
-            stamp = format_recorded_at(RECORDED_AT)
-            digest = chain_hash(self.hash, event_body(position, eid, type_, stream, data, stamp))
-            event = Event(position, eid, type_, stream, data, RECORDED_AT, self.hash, digest)
-            self.state.apply(event)
-            self.events.append(event)
-            self.position, self.hash = position, digest
-            return event
+        ledger = self
 
-        return emit
+        class Emitter:
+            def __call__(self, type_: str, stream: str, data: dict[str, Any], /) -> Event:
+                eid = self.new_id()
+                position = ledger.position + 1
+                stamp = format_recorded_at(RECORDED_AT)
+                digest = chain_hash(ledger.hash, event_body(position, eid, type_, stream, data, stamp))
+                event = Event(position, eid, type_, stream, data, RECORDED_AT, ledger.hash, digest)
+                ledger.state.apply(event)
+                ledger.events.append(event)
+                ledger.position, ledger.hash = position, digest
+                return event
+
+            def new_id(self) -> str:
+                return f"00000000-0000-4000-8000-{next(ledger._ids):012d}"
+
+        return Emitter()
 
     def run(self, cmd: c.Command) -> dict[str, Any]:
         match cmd:
