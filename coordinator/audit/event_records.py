@@ -15,27 +15,29 @@ import msgspec
 from coordinator.events import catalogue as ev
 
 
+# Each record repeats frozen=True: msgspec would inherit it, but type checkers read only the
+# class's own arguments (gc=False is inherited and means nothing to them).
 class _Record(msgspec.Struct, frozen=True, gc=False):
     pass
 
 
-class Settings(_Record):
+class Settings(_Record, frozen=True):
     start: int
     increment: int
 
 
-class NextNumber(_Record):
+class NextNumber(_Record, frozen=True):
     period: str
     number: int
 
 
-class SeriesConfigured(_Record):
+class SeriesConfigured(_Record, frozen=True):
     series: str
     settings: Settings
     next: NextNumber | None = None
 
 
-class NumberReserved(_Record):
+class NumberReserved(_Record, frozen=True):
     reservation_id: str
     peer_id: str
     doctype: str
@@ -47,7 +49,7 @@ class NumberReserved(_Record):
     next: int
 
 
-class ReservationEnded(_Record):
+class ReservationEnded(_Record, frozen=True):
     """``NumberIssued`` and ``NumberReleased``: which reservation, and the number it held."""
 
     reservation_id: str
@@ -56,24 +58,24 @@ class ReservationEnded(_Record):
     number: int
 
 
-class NumberVoided(ReservationEnded, frozen=True, gc=False):
+class NumberVoided(ReservationEnded, frozen=True):
     was: str  # "reserved" or "issued"
 
 
-class ImportedNumber(_Record):
+class ImportedNumber(_Record, frozen=True):
     series: str
     period: str
     number: int
 
 
-class DocumentImported(_Record):
+class DocumentImported(_Record, frozen=True):
     peer_id: str
     doctype: str
     doc_id: str
     number: ImportedNumber | None = None  # None: the text does not follow the series' format
 
 
-class ExternalNumberDetected(_Record):
+class ExternalNumberDetected(_Record, frozen=True):
     series: str
     period: str
     first: int

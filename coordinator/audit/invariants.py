@@ -130,9 +130,10 @@ class Invariants:
         key: Key = (d.series, d.period)
         number, rid, pending, holding = d.number, d.reservation_id, self.pending, self.holding
         period = self.periods.get(key) or self._period(key)
-        doc_id = d.doc_id
-        if doc_id.isdigit() and doc_id.isascii() and doc_id[0] != "0":
-            doc_id = int(doc_id)  # a WHMCS invoice id: a third of the memory of its text
+        text = d.doc_id
+        doc_id: int | str = text
+        if text.isdigit() and text.isascii() and text[0] != "0":
+            doc_id = int(text)  # a WHMCS invoice id: a third of the memory of its text
         held = holding.get((d.peer_id, d.doctype))
         if held is None:
             held = holding[d.peer_id, d.doctype] = set()
