@@ -26,8 +26,8 @@ from coordinator.events.canonical import (
     canonical_json,
     format_recorded_at,
 )
-from coordinator.events.document import document
 from coordinator.ledger.numbering import SeriesSettings, period_of, render
+from getfeed.snapshot import document
 
 STORES = ("north", "south", "west")
 INVOICE = SeriesSettings(format="INV-{YEAR}-{NUMBER:6}", reset="yearly", assign_on="payment")

@@ -35,8 +35,8 @@ import aiohttp
 
 from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
 from concord_logs import configure_logging
-from coordinator.events.document import document
 from coordinator.settings import load_settings
+from getfeed.snapshot import document
 from simulator.generator import Row, StoreGenerator
 
 STORE_NAMES = ("demo-blue", "demo-red", "demo-orange")

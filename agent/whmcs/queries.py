@@ -13,7 +13,7 @@ from asyncmy.errors import OperationalError
 
 from agent.whmcs.database import in_transaction
 from coordinator.events.canonical import canonical_json
-from coordinator.events.document import amount, document, moment, text
+from getfeed.snapshot import amount, document, moment, text
 
 # What a change of an issued document means to us: status, payment, credit, totals and its
 # transactions (a partial payment or refund leaves the invoice's row as it was). Used in

@@ -2,7 +2,7 @@
 WHMCS transaction (a refund as a negative payment). Pure.
 
 Input is the document snapshot the ledger keeps (ClientData / DocData, see
-coordinator/events/document.py); output is the fields of KashFlow's ``Customer``,
+getfeed/snapshot.py); output is the fields of KashFlow's ``Customer``,
 ``Invoice``, ``InvoiceLine`` and ``Payment`` types, named as the WSDL names them.
 """
 

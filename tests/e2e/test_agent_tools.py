@@ -41,7 +41,7 @@ import pytest
 
 from agent.client import CoordinatorClient
 from agent.whmcs.database import MysqlTarget, read_configuration_php
-from coordinator.events.document import document
+from getfeed.snapshot import document
 from simulator.generator import StoreGenerator
 from simulator.whmcs import (
     MySQLURL,
@@ -482,6 +482,7 @@ async def issue_through_api(
     return str(reservation["formatted"])
 
 
+@pytest.mark.slow
 async def test_backfill_imports_earlier_numbers_once_and_flags_collisions(
     coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
 ) -> None:
@@ -602,6 +603,7 @@ async def test_check_passes_on_a_healthy_setup(
     assert len(tables) == 4  # outbox, receipts, documents, vies
 
 
+@pytest.mark.slow
 async def test_check_names_each_database_problem_on_one_line(
     coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory
 ) -> None:
@@ -700,6 +702,7 @@ async def test_check_names_each_coordinator_problem_on_one_line(
 # -- 4. DocumentUpdated --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_changes_of_an_issued_invoice_reach_the_ledger_within_seconds(
     coordinator: Coordinator, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -764,6 +767,7 @@ async def test_changes_of_an_issued_invoice_reach_the_ledger_within_seconds(
 # -- 5. heartbeat drift ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_heartbeats_raise_and_resolve_drift_and_silence(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.events.document import document
 from coordinator.ledger import commands as c
 from coordinator.monitors.billing import BillingMonitor
+from getfeed.snapshot import document
 from getfeed.vies import ViesSettings
 from tests.support.fake_vies import PATH as VIES_PATH
 from tests.support.fake_vies import FakeVies

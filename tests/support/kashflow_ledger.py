@@ -1,7 +1,7 @@
 """Ledger and fake-KashFlow set-up shared by the KashFlow tests.
 
 Documents are issued through the ledger writer with the real commands (reserve, confirm,
-update), and their snapshots are built by coordinator/events/document.py from WHMCS-shaped
+update), and their snapshots are built by getfeed/snapshot.py from WHMCS-shaped
 rows, exactly as the agent builds them.
 """
 
@@ -23,11 +23,11 @@ from coordinator.accounting.kashflow import KashFlowClient
 from coordinator.accounting.options import GatewayMapping, SyncMapping
 from coordinator.accounting.sync import RunReport, run_sync
 from coordinator.db import connect, create_pool
-from coordinator.events.document import document
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import new_token, token_sha256
+from getfeed.snapshot import document
 from tests.support.fake_kashflow import FakeKashFlow
 
 GATEWAYS = {"paypal": {"method": 22, "account": 12}, "stripe": {"method": 21, "account": 11}}

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from coordinator.events.document import document
 from coordinator.monitors.billing_checks import (
     ITEMS_SUBTOTAL,
     PAID_WITHOUT_DATE,
@@ -22,6 +21,7 @@ from coordinator.monitors.billing_checks import (
     snapshot_findings,
     vat_to_check,
 )
+from getfeed.snapshot import document
 from simulator.generator import StoreGenerator
 
 INVOICE = DocumentRef("eu-1", "invoice", "1042", "INV-2026-00050")

@@ -24,7 +24,10 @@ PURE = [
     ),
     ROOT / "coordinator" / "monitors" / "billing_checks.py",
     # The Get contract's core; its edges are getfeed/lookup.py (asyncio) and getfeed/http.py.
-    *(ROOT / "getfeed" / f"{name}.py" for name in ("query", "europe", "vies", "answer", "settings")),
+    *(
+        ROOT / "getfeed" / f"{name}.py"
+        for name in ("query", "snapshot", "europe", "vies", "answer", "settings")
+    ),
 ]
 INSTALLED = ("coordinator", "agent", "getfeed", "concord_logs")  # pyproject's packages.find
 IMPURE_MODULES = (
