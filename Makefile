@@ -9,7 +9,7 @@ DEV_LOCK := requirements-dev.lock
 # One lock serves every platform (markers kept), from the oldest supported Python up.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test bench lint demo typecheck lock lock-upgrade
+.PHONY: run test test-fast bench lint demo typecheck lock lock-upgrade
 
 # pip check catches a lock older than pyproject.toml (a dependency added or a floor raised there).
 $(STAMP): pyproject.toml $(DEV_LOCK)
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 run: $(STAMP)
 	$(BIN)/concord serve
 
+# All three folders of tests/ (pyproject.toml's testpaths), the quick ones first.
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The pure unit tests only: seconds, for while you edit.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/unit
 
 # Three simulated stores issue documents through the coordinator `make run` started, from
 # the checkout (simulator/ is not installed); options: make demo ARGS='--documents 30 --seed 7'.

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.whmcs import queries
 from agent.whmcs.database import create_agent_tables, create_pool, parse_mysql_url
 from simulator.generator import StoreGenerator
@@ -31,6 +33,7 @@ def run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 async def test_exported_receipts_catch_a_rewritten_ledger(
     client, tokens, database_url, whmcs_database, tmp_path: Path
 ) -> None:

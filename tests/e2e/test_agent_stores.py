@@ -46,6 +46,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from simulator.generator import StoreGenerator
 from simulator.whmcs import (
@@ -650,6 +651,7 @@ MIX_ON_PAYMENT = {
 }
 
 
+@pytest.mark.slow
 async def test_three_stores_number_concurrently(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -677,6 +679,7 @@ async def test_three_stores_number_concurrently(
     print(f"load {load:.1f}s, settled {settle:.1f}s later; issued {counts}")
 
 
+@pytest.mark.slow
 async def test_agents_survive_sigkill_at_random_points(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -764,6 +767,7 @@ async def outstanding_in(store: Store, rules: Rules) -> int:
     return sum(rules.is_due(doctype_of(r["total"]), r["status"]) for r in rows) + int(box["n"])
 
 
+@pytest.mark.slow
 async def test_coordinator_unreachable_for_30_seconds(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -833,6 +837,7 @@ async def test_coordinator_unreachable_for_30_seconds(
 YEAR_END = day_range(date(2025, 12, 30), date(2026, 1, 2))
 
 
+@pytest.mark.slow
 async def test_credit_notes_on_a_dedicated_series_reset_yearly(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -877,6 +882,7 @@ async def test_credit_notes_on_a_dedicated_series_reset_yearly(
     print(f"issued {counts}")
 
 
+@pytest.mark.slow
 async def test_credit_notes_on_the_shared_invoice_counter_reset_yearly(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -950,6 +956,7 @@ async def count_events(database_url: str, event_type: str) -> int:
         await conn.close()
 
 
+@pytest.mark.slow
 async def test_agent_log_stays_json_lines_across_a_restart(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:

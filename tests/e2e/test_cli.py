@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from coordinator.migrations import function_files, migration_files
 from tests.support.service_process import free_port
 
@@ -36,6 +38,7 @@ def test_migrate_is_repeatable(database_url: str) -> None:
     assert "up to date" in concord(database_url, "migrate").stdout
 
 
+@pytest.mark.slow
 def test_series_set_and_show(database_url: str) -> None:
     concord(
         database_url,
@@ -62,6 +65,7 @@ def test_series_set_and_show(database_url: str) -> None:
     assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
 
 
+@pytest.mark.slow
 def test_peers_lifecycle(database_url: str) -> None:
     added = json.loads(concord(database_url, "peers", "add", "eu-1", "--url", "http://10.0.0.5:8701").stdout)
     assert len(added["token"]) >= 43
@@ -147,6 +151,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_global_options_stand_before_or_after_the_command(database_url: str, tmp_path: Path) -> None:
     after = _run("series", "set", "invoice", "--format", "A-{NUMBER}", "--database-url", database_url)
     assert after.returncode == 0, after.stderr
@@ -166,6 +171,7 @@ def test_global_options_stand_before_or_after_the_command(database_url: str, tmp
     assert "--database-url: expected one argument" in missing.stderr
 
 
+@pytest.mark.slow
 def test_database_and_port_problems_are_named_as_such(database_url: str) -> None:
     absent = database_url.rsplit("/", 1)[0] + "/concord_no_such_database"
     refused = _run("series", "show", "--database-url", absent)

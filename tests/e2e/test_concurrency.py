@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from coordinator.events.canonical import event_body, format_recorded_at
 from tests.conftest import Tokens, bearer
@@ -783,6 +784,7 @@ async def _run(load: Load, extra: Callable[[], Any] | None = None) -> float:
 # -- the tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_two_replicas_twenty_clients_gapless(
     replicas: list[CoordinatorProcess],
     tokens: Tokens,
@@ -805,6 +807,7 @@ async def test_two_replicas_twenty_clients_gapless(
     print(f"\n{seconds:.1f}s seed {seed} {load.stats} {summary}")
 
 
+@pytest.mark.slow
 async def test_sigkill_replicas_mid_load_loses_nothing(
     replicas: list[CoordinatorProcess],
     tokens: Tokens,

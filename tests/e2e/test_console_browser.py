@@ -29,6 +29,9 @@ TIMEOUT_MS = 10_000
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("no /usr/bin/chromium: apt-get install chromium", allow_module_level=True)
 
+# Each test drives a chromium of its own against a live app.
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Console:

@@ -71,6 +71,7 @@ def _stop_within(proc: CoordinatorProcess, seconds: float) -> float:
     return took
 
 
+@pytest.mark.slow
 async def test_backends_terminated_five_times_mid_load(
     replicas: list[CoordinatorProcess],
     tokens: Tokens,
@@ -138,6 +139,7 @@ async def cluster_replicas(
             p.stop()
 
 
+@pytest.mark.slow
 async def test_postgresql_restarted_mid_load(
     cluster: ScratchCluster,
     cluster_replicas: tuple[str, Tokens, list[CoordinatorProcess]],

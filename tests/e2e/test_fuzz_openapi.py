@@ -100,6 +100,7 @@ def test_the_fuzzed_document_is_the_one_served(live: Live) -> None:
     assert requests.get(f"{live.url}/openapi.json", timeout=10).json() == DOCUMENT
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
 def test_every_answer_is_declared_and_never_a_server_error(case: schemathesis.Case, live: Live) -> None:

@@ -67,6 +67,7 @@ async def concord(
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow
 async def test_sync_once_with_limit_shows_progress_and_options(
     ledger: Ledger, database_url: str, tmp_path: Path
 ) -> None:
@@ -106,6 +107,7 @@ async def test_sync_once_with_limit_shows_progress_and_options(
     assert code == 1 and "CONCORD_KASHFLOW_USERNAME" in err
 
 
+@pytest.mark.slow
 async def test_replicas_run_the_daily_sync_once_at_the_scheduled_time(
     ledger: Ledger, database_url: str, tmp_path: Path, aiohttp_client
 ) -> None:

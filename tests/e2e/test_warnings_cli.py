@@ -12,6 +12,8 @@ import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from coordinator.db import connect
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import open_ledger
@@ -96,6 +98,7 @@ def test_open_warnings_as_json_when_piped_and_resolved_ones_with_all(database_ur
     ]
 
 
+@pytest.mark.slow
 def test_a_table_in_a_terminal(database_url: str) -> None:
     assert concord_on_a_terminal(database_url) == "no open warnings\n"
     ids = raise_warnings(database_url, "eu-1/invoice/7")

@@ -276,6 +276,7 @@ async def test_items_the_ledger_could_not_write_are_sent_again_as_they_were(aioh
 # -- crashes around a batch --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_sigkill_between_the_coordinators_answer_and_the_mysql_commit(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -367,6 +368,7 @@ async def test_sigkill_between_the_coordinators_answer_and_the_mysql_commit(
     print(f"issued {counts}")
 
 
+@pytest.mark.slow
 async def test_a_batch_larger_than_the_coordinators_body_limit_is_confirmed(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:
@@ -399,6 +401,7 @@ async def test_a_batch_larger_than_the_coordinators_body_limit_is_confirmed(
 BURST = 2000
 
 
+@pytest.mark.slow
 async def test_a_burst_of_2000_invoices_created_at_once_across_three_stores(
     database_url: str, tokens: Tokens, whmcs_database_factory: WhmcsDatabaseFactory, tmp_path: Path
 ) -> None:

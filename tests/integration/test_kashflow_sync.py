@@ -50,6 +50,7 @@ def assert_no_duplicates(fake: FakeKashFlow) -> None:
     assert [k for k, n in paid.items() if n > 1] == []
 
 
+@pytest.mark.slow
 async def test_back_fill_of_450_paid_invoices_takes_three_runs_in_ledger_order(
     ledger: Ledger, fake: FakeKashFlow, url: str
 ) -> None:
@@ -167,6 +168,7 @@ async def test_customer_is_looked_up_by_code_then_inserted_reused_and_updated(
     assert_no_duplicates(fake)
 
 
+@pytest.mark.slow
 async def test_customers_carry_kashflow_ec_flags_from_the_eu_table(
     ledger: Ledger, fake: FakeKashFlow, url: str
 ) -> None:
@@ -553,6 +555,7 @@ class Crash(Exception):
     """Stands for the process dying: nothing after it runs."""
 
 
+@pytest.mark.slow
 async def test_a_crash_between_any_two_calls_never_duplicates_anything(
     ledger: Ledger, url: str, fake: FakeKashFlow
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from coordinator.advisory_locks import LEDGER
 from coordinator.db import connect
@@ -264,6 +265,7 @@ def assert_by_index(batches: int, reads: dict[str, Any]) -> None:
         assert index_rows <= 10 * batches, f"{table}: {index_rows} rows for {batches} batches"
 
 
+@pytest.mark.slow
 async def test_batches_read_by_index_on_a_large_ledger(database_url: str) -> None:
     setup = await connect(database_url)
     try:
