@@ -16,20 +16,8 @@ from pathlib import Path
 import pytest
 
 from coordinator.migrations import function_files, migration_files
+from tests.support.concord_cli import concord
 from tests.support.service_process import free_port
-
-
-def concord(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "coordinator", "--database-url", database_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CONCORD_LOG_LEVEL": "warning"},
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_migrate_is_repeatable(database_url: str) -> None:

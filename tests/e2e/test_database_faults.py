@@ -26,8 +26,8 @@ from coordinator.db import connect
 from coordinator.migrations import migrate
 from coordinator.peers.tokens import create_api_token
 from tests.conftest import Tokens
-from tests.e2e.test_cli import concord
 from tests.e2e.test_concurrency import CREDIT_DEDICATED, Load, Scenario, _prepare, _report, _run, verify
+from tests.support.concord_cli import concord
 from tests.support.coordinator_process import CoordinatorProcess
 from tests.support.scratch_cluster import ScratchCluster
 

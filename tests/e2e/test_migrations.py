@@ -4,9 +4,7 @@ when its file changes, and a database migrated by an earlier version upgrades cl
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from coordinator.db import connect
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import open_ledger
 from coordinator.migrations import MigrationError, function_files, migrate, migration_files
+from tests.support.concord_cli import concord
 
 REPO = Path(__file__).resolve().parents[2]
 # main before checksums and function files, and the first version of 0006 (edited later).
@@ -29,16 +28,6 @@ OLD_FILES = (
     "0005_kashflow.sql",
     "0006_documents_snapshot_from_ledger.sql",
 )
-
-
-def concord(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coordinator", "--database-url", database_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CONCORD_LOG_LEVEL": "warning"},
-    )
 
 
 @pytest.mark.slow
@@ -66,7 +55,7 @@ async def test_an_applied_migration_that_changed_is_refused(
     finally:
         await conn.close()
     for command in (["migrate"], ["serve", "--port", "0"]):
-        result = concord(database_url, *command)
+        result = concord(database_url, *command, check=False)
         assert result.returncode == 1, result
         assert "migration 0005_kashflow.sql changed after it was applied" in result.stderr
 

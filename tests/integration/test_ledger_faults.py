@@ -21,8 +21,8 @@ from coordinator.app import create_app
 from coordinator.ledger.writer import LedgerWriter
 from coordinator.settings import Settings
 from tests.conftest import Tokens, bearer
-from tests.e2e.test_cli import concord
 from tests.support.api_helpers import DOCUMENT, add_store, confirm, ledger_held, reserve, until_writer_waits
+from tests.support.concord_cli import concord
 
 # Refuses one kind of row the way PostgreSQL refuses a bad value (SQLSTATE class 22).
 REFUSE_SQL = """
