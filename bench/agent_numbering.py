@@ -69,7 +69,7 @@ BEGIN = "<!-- bench:agent:begin (written by `python -m bench.agent_numbering`; e
 END = "<!-- bench:agent:end -->"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
-# Agent log lines that mean something went wrong (as in tests/test_agent_stores.py).
+# Agent log lines that mean something went wrong (as in tests/e2e/test_agent_stores.py).
 BAD_AGENT_LOG = re.compile(
     r'"level": ?"(error|critical)"|Traceback|job_crashed|confirm_refused|outbox_invoice_missing'
     r"|invoice_numbered_elsewhere|number_taken_back|whmcs_write_failed"

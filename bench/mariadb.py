@@ -6,7 +6,7 @@ import os
 
 from simulator.whmcs import MySQLURL, connection, fetch_all
 
-# The server the tests use too (tests/mysql_fixtures.py): root on 127.0.0.1, no password.
+# The server the tests use too (tests/support/mysql_fixtures.py): root on 127.0.0.1, no password.
 ADMIN_URL = os.environ.get("CONCORD_TEST_MYSQL_URL", "").strip() or "mysql://root@127.0.0.1:3306/"
 
 

@@ -1,7 +1,7 @@
 """The shapes of the API's success answers, for the OpenAPI document.
 
 The handlers build their answers as plain dicts (coordinator.ledger.decide and queries);
-these models only describe them, and the fuzzing test (tests/test_fuzz_openapi.py) checks
+these models only describe them, and the fuzzing test (tests/e2e/test_fuzz_openapi.py) checks
 every real answer against them.
 """
 
