@@ -47,6 +47,23 @@ async def repeat(
         wakeup.clear()
 
 
+class Backlog:
+    """Which loops have work waiting; ``caught_up`` is set while none has. The change scan
+    and the reconciliation read every issued document: they wait for it rather than share
+    MySQL and the coordinator with a burst being numbered and confirmed."""
+
+    def __init__(self) -> None:
+        self.caught_up = asyncio.Event()
+        self._waiting = {"numbering": True, "relay": True}
+
+    def mark(self, loop: str, waiting: bool) -> None:
+        self._waiting[loop] = waiting
+        if any(self._waiting.values()):
+            self.caught_up.clear()
+        else:
+            self.caught_up.set()
+
+
 async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     pool = await create_pool(target)
     await create_agent_tables(pool)
@@ -66,23 +83,27 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     relay_wakeup, numbering_wakeup = asyncio.Event(), asyncio.Event()
     numbering = Numbering(pool, client, rules, settings.batch_size, relay_wakeup)
     relay = Relay(pool, client, rules, has_invoicedata, settings.batch_size)
-    # Set while no backlog of due documents waits: the change scan and the reconciliation read
-    # every issued document, and must not share MySQL with a burst being numbered.
-    caught_up = asyncio.Event()
-    changes = ChangeReporter(pool, client, rules, has_invoicedata, caught_up)
+    backlog = Backlog()
+    changes = ChangeReporter(pool, client, rules, has_invoicedata, backlog.caught_up)
 
     # /healthz shows it; its numbering_rounds tell how many rounds have finished.
     health: dict[str, Any] = {"store": settings.store, "numbering_rounds": 0}
 
     async def number_all() -> None:
-        while await numbering.round() >= settings.batch_size:
-            caught_up.clear()
-        caught_up.set()
+        while True:
+            taken = await numbering.round()
+            if taken:
+                backlog.mark("relay", True)  # their outbox rows wait for a confirm
+            if taken < settings.batch_size:
+                break
+            backlog.mark("numbering", True)
+        backlog.mark("numbering", False)
         health["numbering_rounds"] += 1
 
     async def confirm_all() -> None:
         while await relay.round() > 0:
             pass
+        backlog.mark("relay", False)
 
     async def reconcile() -> None:
         await confirm_all()
