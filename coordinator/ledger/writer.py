@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -194,7 +195,28 @@ class _Emitter:
         return self._batch.append(event_id, type_, stream, data)
 
     def new_id(self) -> str:
-        return str(uuid.uuid4())
+        return _random_ids.next()
+
+
+class _RandomIds:
+    """Version-4 UUIDs, as ``uuid.uuid4()`` makes them, from one read of the system's random
+    source per 256 ids: a read per id (a system call) took a sixth of the writer's time."""
+
+    _READ = 16 * 256
+
+    def __init__(self) -> None:
+        self._random = b""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at == len(self._random):
+            self._random, self._at = os.urandom(self._READ), 0
+        raw = self._random[self._at : self._at + 16]
+        self._at += 16
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+_random_ids = _RandomIds()
 
 
 class LedgerWriter:
