@@ -125,10 +125,13 @@ async def _beside(
     try:
         single = await open_loop([url], token, rate=rate, duration=duration, warmup=warmup, prefix="single")
     finally:
+        ended_by_itself = clients.exitcode is not None
         clients.terminate()  # it would stop by itself a minute later
         clients.join(10)
     if not failures.empty():
         raise BatchError(f"a batch client failed: {failures.get()}")
+    if ended_by_itself:  # it died before the single reserves were done: no batches beside them
+        raise BatchError(f"the batch clients' process ended early (exit code {clients.exitcode})")
     return single
 
 
