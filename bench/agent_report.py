@@ -212,13 +212,13 @@ def bound_text(result: Result) -> str:
         text += (
             f"The coordinator's ledger writer, which appends one transaction at a time, was"
             f" busy {100 * writer_busy:.0f}% of the run: it is the bottleneck. Each of its"
-            f" transactions took {tx_ms:.1f} ms but carried only {commands:.1f} commands"
-            f" ({commands / 2:.1f} numbers, a number being a reserve and a confirm), because"
-            " each store's agent reserves one document at a time, in date order, so three"
-            " stores put at most three reserves (plus the relay's confirms) into a"
-            f" transaction. {n:,} numbers at {commands / 2:.1f} per transaction need about"
+            f" transactions took {tx_ms:.1f} ms and carried {commands:.1f} commands"
+            f" ({commands / 2:.1f} numbers, a number being a reserve and a confirm): what the"
+            " agents' batch requests had queued while the one before was written. The writer"
+            " decides in Python, then waits for PostgreSQL, one transaction after another:"
+            f" {n:,} numbers at {commands / 2:.1f} per transaction need about"
             f" {n / (commands / 2):,.0f} transactions; at {tx_ms:.1f} ms that is"
-            f" {n / (commands / 2) * tx_ms / 1000:.0f} s. "
+            f" {n / (commands / 2) * tx_ms / 1000:.1f} s. "
         )
         if result.functions:
             inside = sum(total for _, total in result.functions.values()) / tx
