@@ -116,7 +116,7 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         ok = {}
     op: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": route.handler.__name__,
+        "operationId": route.operation_id,
         "responses": {
             **{
                 str(status): {"description": "OK" if status == 200 else "Created", **ok}

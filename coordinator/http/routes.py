@@ -571,6 +571,11 @@ class Route:
     statuses: tuple[int, ...] = (200,)  # the success statuses
     query: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: JSON Schema
     writes: bool = False  # goes through the ledger writer: may be refused with 503
+    operation: str = ""  # OpenAPI's operationId where the handler's name serves two routes
+
+    @property
+    def operation_id(self) -> str:
+        return self.operation or self.handler.__name__
 
 
 ROUTES: list[Route] = [
@@ -770,6 +775,7 @@ ROUTES: list[Route] = [
         webservice,
         None,
         "The Get feed under the Billing Extension path (ws=einvoice)",
+        operation="webservice_billing_extension",
     ),
 ]
 FEED_PATHS = ("/v1/webservice", BILLING_EXTENSION_PATH)
