@@ -9,7 +9,8 @@ Finding the due documents reads the whole ``tblinvoices`` (WHMCS has no index on
 ``invoicenum``, and the agent adds none to WHMCS's tables), so one read serves up to
 ``DUE_READ_BATCHES`` batches: a burst of thousands costs a read per ten batches, not one per
 batch. A document numbered meanwhile by the PHP hook is reserved again and found
-"already" written; what became due meanwhile waits for the next read.
+"already" written; what became due meanwhile waits for the next read; a change of the
+series' ``assign_on`` drops what was read under the old rules.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import structlog
 from agent.client import CoordinatorClient, CoordinatorRefused, CoordinatorUnavailable
 from agent.rules import RulesHolder
 from agent.whmcs import queries
-from agent.whmcs.queries import DueDocument
+from agent.whmcs.queries import DueDocument, DueRules
 
 log = structlog.get_logger(__name__)
 
@@ -49,11 +50,14 @@ class Numbering:
         self._lock = asyncio.Lock()
         self._skipped: set[int] = set()
         self._due: deque[DueDocument] = deque()  # read, not yet numbered: oldest first
+        self._due_under: DueRules | None = None  # the rules they were read under
 
     async def round(self) -> int:
         """Number the documents due now, oldest first, up to a batch of them in one request.
         Returns how many due documents it took: fewer than a batch when none are left."""
         async with self._lock:
+            if self._due_under != self._rules.current:
+                self._due.clear()  # the series' assign_on changed: what is due changed too
             if not self._due:
                 await self._read_due()
             batch = [self._due.popleft() for _ in range(min(self._batch, len(self._due)))]
@@ -68,8 +72,9 @@ class Numbering:
 
     async def _read_due(self) -> None:
         limit = self._batch * DUE_READ_BATCHES
+        self._due_under = rules = self._rules.current
         async with self._pool.acquire() as conn:
-            due = await queries.due_documents(conn, self._rules.current, limit + len(self._skipped))
+            due = await queries.due_documents(conn, rules, limit + len(self._skipped))
         self._due.extend([doc for doc in due if doc.invoice_id not in self._skipped][:limit])
 
     async def number_invoice(self, invoice_id: int) -> str:

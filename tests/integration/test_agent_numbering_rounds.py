@@ -90,3 +90,28 @@ async def test_a_failed_write_gives_its_documents_back_before_the_later_ones(age
     await create_agent_tables(agent.pool)
     await number_all(numbering)
     assert await numbers_by_date(agent) == list(range(1, BACKLOG + 1))
+
+
+async def test_a_change_of_assign_on_drops_what_was_read_under_the_old_rule(agent: Agent) -> None:
+    """Numbered on creation, unpaid invoices are due; the operator switches the series to
+    numbering on payment after the first round: the rest of that read is no longer due,
+    so nothing more is numbered until the invoices are paid."""
+    agent.rules.update({"invoice": {"assign_on": "creation"}, "creditnote": {"assign_on": "creation"}})
+    rng = random.Random(7)
+    documents = [
+        (
+            i,
+            agent.generator.new_invoice(
+                status="Unpaid", date=date(2025, 3, 1) + timedelta(days=rng.randrange(60))
+            ),
+        )
+        for i in range(1, BACKLOG + 1)
+    ]
+    async with connection(agent.whmcs_url) as conn:
+        await load_store(conn, invoice_tables(documents))
+    numbering = Numbering(agent.pool, agent.client, agent.rules, BATCH, asyncio.Event())
+    assert await numbering.round() == BATCH
+    agent.rules.update({"invoice": {"assign_on": "payment"}, "creditnote": {"assign_on": "payment"}})
+    assert await numbering.round() == 0
+    rows = await agent.rows("SELECT COUNT(*) AS n FROM tblinvoices WHERE invoicenum <> ''")
+    assert rows[0]["n"] == BATCH
