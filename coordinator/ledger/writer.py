@@ -473,8 +473,9 @@ class LedgerWriter:
         await store.write_batch(conn, state, out.events)
         self._state_at = out.position
         self._writable()
-        for event in out.events:
-            EVENTS.labels(event.type).inc()
+        # Per type, not per event: a labels() lookup per event showed in the writer's profile.
+        for type_, count in collections.Counter(event.type for event in out.events).items():
+            EVENTS.labels(type_).inc(count)
         BATCH_SIZE.observe(len(live))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return results
