@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 from coordinator.http.keys import POOL, WRITER
 from coordinator.monitors.pending_reservations import flag_overdue
@@ -90,6 +91,7 @@ async def test_metrics_and_request_ids(client, tokens) -> None:
     text = await (await client.get("/metrics")).text()
     assert 'concord_http_requests_total{method="POST",route="/v1/reservations",status="201"}' in text
     assert "concord_ledger_batch_commands_bucket" in text
+    assert re.search(r'^concord_ledger_events_total\{type="NumberReserved"\} [1-9]', text, re.MULTILINE)
 
 
 async def test_logs_carry_request_id_and_never_a_token(client, tokens, capsys) -> None:
