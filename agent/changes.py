@@ -27,18 +27,18 @@ class ChangeReporter:
         client: CoordinatorClient,
         rules: RulesHolder,
         has_invoicedata: bool,
-        numbering_caught_up: asyncio.Event,
+        caught_up: asyncio.Event,
     ) -> None:
         self._pool = pool
         self._client = client
         self._rules = rules
         self._has_invoicedata = has_invoicedata
-        # Numbering goes first: both read many issued documents, so each query waits until no
-        # backlog of due documents is left.
-        self._numbering_caught_up = numbering_caught_up
+        # Numbering and confirming go first: the scan and the reconciliation read many issued
+        # documents, so each of their queries waits until neither has a backlog.
+        self._caught_up = caught_up
 
     async def scan(self, limit: int = 500) -> int:
-        await self._numbering_caught_up.wait()
+        await self._caught_up.wait()
         async with self._pool.acquire() as conn:
             changed = await queries.changed_documents(conn, limit)
         return await self._report(changed, only_if_different=False)
@@ -46,7 +46,7 @@ class ChangeReporter:
     async def reconcile(self, page: int = 500) -> int:
         reported, after = 0, 0
         while True:
-            await self._numbering_caught_up.wait()
+            await self._caught_up.wait()
             async with self._pool.acquire() as conn:
                 known = await queries.known_documents(conn, after, page)
             if not known:

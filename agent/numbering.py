@@ -54,7 +54,9 @@ class Numbering:
 
     async def round(self) -> int:
         """Number the documents due now, oldest first, up to a batch of them in one request.
-        Returns how many due documents it took: fewer than a batch when none are left."""
+        Returns how many due documents it settled (numbered, or found numbered or voided):
+        fewer than a batch when none are left, and when the coordinator refused or could not
+        answer some (they stay due; counting them would spin the loop meanwhile)."""
         async with self._lock:
             if self._due_under != self._rules.current:
                 self._due.clear()  # the series' assign_on changed: what is due changed too
@@ -62,13 +64,13 @@ class Numbering:
                 await self._read_due()
             batch = [self._due.popleft() for _ in range(min(self._batch, len(self._due)))]
             try:
-                numbered = await self._number(batch)
+                written, unsettled = await self._number(batch)
             except BaseException:
                 self._due.clear()  # read again: what failed goes before the later documents
                 raise
-        if numbered:
+        if written:
             self._relay_wakeup.set()
-        return len(batch)
+        return len(batch) - unsettled
 
     async def _read_due(self) -> None:
         limit = self._batch * DUE_READ_BATCHES
@@ -100,18 +102,20 @@ class Numbering:
                     )
             return rows[0]["invoicenum"]
 
-    async def _number(self, due: Sequence[DueDocument]) -> int:
+    async def _number(self, due: Sequence[DueDocument]) -> tuple[int, int]:
+        """Reserve and write ``due``: (numbers written, documents refused or not answered)."""
         if not due:
-            return 0
+            return 0, 0
         results = await self._client.reserve_many(
             [(doc.doctype, str(doc.invoice_id), doc.date) for doc in due]
         )
         reserved: dict[int, dict[str, Any]] = {}
-        unavailable = 0
+        unavailable = refused = 0
         for doc, result in zip(due, results, strict=True):
             if isinstance(result, CoordinatorUnavailable):
                 unavailable += 1  # reserved again in a later round, as it was
             elif isinstance(result, CoordinatorRefused):
+                refused += 1
                 log.warning(
                     "reserve_refused", invoice_id=doc.invoice_id, code=result.code, message=result.message
                 )
@@ -124,7 +128,7 @@ class Numbering:
             log.warning("reserve_unavailable", documents=unavailable, of=len(due))
             self._due.clear()  # read again: those go before the later documents
         if not reserved:
-            return 0
+            return 0, unavailable + refused
         try:
             outcomes = await queries.write_numbers(self._pool, reserved)
         except Exception as exc:
@@ -145,7 +149,7 @@ class Numbering:
             elif outcome != "already":
                 log.warning("invoice_numbered_elsewhere", invoice_id=invoice_id, invoicenum=outcome)
                 await self._release([reservation], f"invoice {invoice_id} already carries number {outcome}")
-        return written
+        return written, unavailable + refused
 
     async def _release(self, reservations: Iterable[dict[str, Any]], reason: str) -> None:
         """Give back the numbers still only reserved, so the next documents take them."""

@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import date, timedelta
+from typing import Any
 
+from aiohttp import web
+
+from agent.client import CoordinatorClient
 from agent.heartbeat import beat
 from agent.numbering import DUE_READ_BATCHES, Numbering
 from agent.whmcs.database import create_agent_tables
@@ -115,3 +119,29 @@ async def test_a_change_of_assign_on_drops_what_was_read_under_the_old_rule(agen
     assert await numbering.round() == 0
     rows = await agent.rows("SELECT COUNT(*) AS n FROM tblinvoices WHERE invoicenum <> ''")
     assert rows[0]["n"] == BATCH
+
+
+async def test_documents_refused_or_unanswered_end_the_round_rather_than_spin(
+    agent: Agent, aiohttp_server: Any
+) -> None:
+    """The coordinator refuses one document of each batch and cannot answer for the other
+    (its ledger did not answer in time; the real one does so only under a timing fault or a
+    race with retiring the store, hence this stand-in): the round settles nothing, so the
+    loop waits for its next poll instead of reading and asking again at once."""
+    await beat(agent.pool, agent.client, agent.rules, {})
+    await paid_backlog(agent, BACKLOG, seed=8)
+
+    async def reserve_batch(request: web.Request) -> web.Response:
+        items = (await request.json())["documents"]
+        refused = {"status": 403, "error": {"code": "peer_retired", "message": "retired"}}
+        busy = {"status": 503, "error": {"code": "unavailable", "message": "no answer in time"}}
+        return web.json_response({"results": [refused if n % 2 else busy for n in range(len(items))]})
+
+    app = web.Application()
+    app.router.add_post("/v1/reservations/batch", reserve_batch)
+    server = await aiohttp_server(app)
+    async with CoordinatorClient(str(server.make_url("")), "token", patience=0.2) as client:
+        numbering = Numbering(agent.pool, client, agent.rules, BATCH, asyncio.Event())
+        assert await numbering.round() == 0
+    rows = await agent.rows("SELECT COUNT(*) AS n FROM tblinvoices WHERE invoicenum <> ''")
+    assert rows[0]["n"] == 0
