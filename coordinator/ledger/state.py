@@ -191,6 +191,10 @@ class LedgerState:
         self.external.clear()
         self.warnings.clear()
         self.open_warning_by_subject.clear()
+        self.start_batch()
+
+    def start_batch(self) -> None:
+        """Count changes afresh: the batch before was handed to the database."""
         self.changes = Changes()
 
     # -- applying events --------------------------------------------------------------------

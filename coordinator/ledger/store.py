@@ -147,19 +147,35 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
     if small is not None:
         _load_small_tables(state, small)
     state.forget_per_batch()
-    for peer, doctype, doc_id in req["reservation_keys"]:
-        state.active_by_key[(peer, doctype, doc_id)] = None
-    for series, period, number in req["numbers"]:
-        state.active_by_number[(series, period, number)] = None
-    for code, subject in req["warning_keys"]:
-        state.open_warning_by_subject[(code, subject)] = None
-    for peer, doctype, doc_id in req["document_keys"]:
-        state.documents[(peer, doctype, doc_id)] = None
-    for text in req["formatted"]:
-        state.document_by_formatted[text] = None
-    for series, period, number, formatted in got["external"]:
-        state.external.setdefault((series, period), {})[number] = formatted
+    known = _load_rows(state, req, got, keep=False)
+    head_hash = bytes.fromhex(got["hash"]) if got["hash"] else GENESIS_HASH
+    return OpenedBatch(got["position"], head_hash, known, small)
+
+
+async def read_batch(conn: asyncpg.Connection, req: dict[str, Any]) -> dict[str, Any]:
+    """What ``req`` names, read without the ledger lock (``concord_read_batch``)."""
+    got: dict[str, Any] = await conn.fetchval("SELECT concord_read_batch($1::jsonb)", req)
+    return got
+
+
+def load_read_ahead(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) -> dict[str, Event]:
+    """Load into ``state`` what ``read_batch`` returned, read while this process held the
+    ledger lock and the batch before was still being written: that batch's rows may not
+    have been committed yet, so every row ``state`` holds already (``state`` is the ledger
+    as that batch leaves it) is kept over the one read. Returns the events found by the
+    batch's event ids."""
+    state.start_batch()
+    return _load_rows(state, req, got, keep=True)
+
+
+def _load_rows(
+    state: LedgerState, req: dict[str, Any], got: dict[str, Any], *, keep: bool
+) -> dict[str, Event]:
+    """Load the rows of ``concord_read_batch``'s answer, then mark the keys ``req`` names that
+    have none. ``keep``: a row ``state`` holds already stays as it is."""
     for row in got["reservations"]:
+        if keep and row["id"] in state.reservations:
+            continue
         state.remember_reservation(
             Reservation(
                 id=row["id"],
@@ -179,6 +195,8 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
             )
         )
     for row in got["warnings"]:
+        if keep and row["id"] in state.warnings:
+            continue
         w = Warning_(
             id=row["id"],
             code=row["code"],
@@ -190,10 +208,26 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
         )
         state.warnings[w.id] = w
         if w.state == "open":
-            state.open_warning_by_subject[(w.code, w.subject)] = w.id
+            state.open_warning_by_subject.setdefault((w.code, w.subject), w.id)
     for row in got["documents"]:
+        if keep and (row["peer_id"], row["doctype"], row["doc_id"]) in state.documents:
+            continue
         state.remember_document(Document(**row))
-    known = {
+    for series, period, number, formatted in got["external"]:
+        # Imported numbers are never taken back: one read earlier holds the same ones.
+        state.external.setdefault((series, period), {}).setdefault(number, formatted)
+    # The keys without a row: none found (setdefault: the rows above, or kept ones, stay).
+    for peer, doctype, doc_id in req["reservation_keys"]:
+        state.active_by_key.setdefault((peer, doctype, doc_id), None)
+    for series, period, number in req["numbers"]:
+        state.active_by_number.setdefault((series, period, number), None)
+    for code, subject in req["warning_keys"]:
+        state.open_warning_by_subject.setdefault((code, subject), None)
+    for peer, doctype, doc_id in req["document_keys"]:
+        state.documents.setdefault((peer, doctype, doc_id), None)
+    for text in req["formatted"]:
+        state.document_by_formatted.setdefault(text, None)
+    return {
         row["event_id"]: Event(
             position=row["position"],
             event_id=row["event_id"],
@@ -206,8 +240,6 @@ def load_opened(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) ->
         )
         for row in got["events"]
     }
-    head_hash = bytes.fromhex(got["hash"]) if got["hash"] else GENESIS_HASH
-    return OpenedBatch(got["position"], head_hash, known, small)
 
 
 def _load_small_tables(state: LedgerState, small: dict[str, Any]) -> None:
@@ -332,13 +364,11 @@ def _hex(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not a batch value")
 
 
-async def write_batch(conn: asyncpg.Connection, state: LedgerState, events: Sequence[Event]) -> None:
-    """Append the events and flush the changed projection rows: one round trip, one statement
-    outside any transaction block, so it commits (durably) before it returns."""
-    if events:
-        await conn.execute(
-            "SELECT concord_write_batch($1::text::jsonb)", batch_writes(state, events).decode()
-        )
+async def write_batch(conn: asyncpg.Connection, writes: bytes) -> None:
+    """Append the events and flush the changed projection rows (``batch_writes``): one round
+    trip, one statement outside any transaction block, so it commits (durably) before it
+    returns."""
+    await conn.execute("SELECT concord_write_batch($1::text::jsonb)", writes.decode())
 
 
 async def release_ledger(conn: asyncpg.Connection) -> None:

@@ -69,6 +69,9 @@ FAULTS = Counter(
     "concord_ledger_faults", "Ledger batches that failed, by kind", ["kind"]
 )  # database_away | command_failed | writer_crashed
 WRITABLE = Gauge("concord_ledger_writable", "1 while this process can write the ledger")
+READ_AHEAD = Counter(
+    "concord_ledger_read_ahead_batches", "Ledger batches decided while the batch before was being written"
+)
 QUEUED = Gauge(
     "concord_ledger_queued_commands", "Commands waiting for the ledger", ["lane"]
 )  # single | batch
@@ -105,6 +108,11 @@ LOCK_LINGER = 0.002
 # request waits for one transaction besides its own.
 BULK_BESIDE_SINGLES = 4
 SINGLES_RECENT = 0.5
+
+# While the ledger is busy, the next batch is read and decided while the one before is
+# written (_read_next), without opening it: no lock hand-over then. A batch is opened, so a
+# waiting replica gets the lock, at least this often.
+HANDOVER_SECONDS = 0.1
 
 REFUSED_UNWRITTEN = (
     asyncpg.ReadOnlySQLTransactionError,
@@ -150,6 +158,19 @@ class _Pending:
     command: c.Command
     future: asyncio.Future[dict[str, Any]]
     sent: bool = False  # in a write statement: it may have been written
+
+
+@dataclass(slots=True)
+class _ReadAhead:
+    """The next batch, decided on ``state`` as the batch being written leaves it, and its
+    writes; it holds once that batch committed at ``after``, and while its callers wait."""
+
+    state: LedgerState
+    live: list[_Pending]
+    results: list[tuple[_Pending, Any]]
+    out: _Batch
+    writes: bytes | None
+    after: int
 
 
 @dataclass
@@ -248,12 +269,16 @@ class LedgerWriter:
         QUEUED.labels("batch").set_function(self._bulk.qsize)
         self._tasks: list[asyncio.Task[None]] = []
         self._held: list[_Pending] = []  # the batch the loop works on: answered if it crashes
+        self._next: list[_Pending] = []  # taken while the batch before was written (_read_next)
+        self._ahead: _ReadAhead | None = None  # self._next, decided
         self._stopping = False
         self._state = LedgerState()
         self._state_at: int | None = None  # ledger position the cached small tables reflect
         # Kept for the writer's life: no pool hand-over and reset query per batch.
         self._conn: asyncpg.Connection | None = None
         self._holding = False  # the connection holds the ledger lock (store.open_batch)
+        self._opened_at = 0.0  # loop time of the last open, which hands the lock over
+        self._reader: asyncpg.Connection | None = None  # reads ahead while the writer is busy
         self._problem: str | None = None  # why the ledger cannot be written; None: it can
         self._down = asyncio.Event()  # set while there is a problem: the probe runs
 
@@ -348,7 +373,7 @@ class LedgerWriter:
             except Exception:
                 FAULTS.labels("writer_crashed").inc()
                 log.exception("ledger_writer_crashed")
-                held, self._held = self._held, []
+                held, self._held, self._next = self._held + self._next, [], []
                 self._answer(
                     held,
                     LedgerUnavailable(
@@ -366,7 +391,7 @@ class LedgerWriter:
                 await self._write_isolating(batch)
             except asyncio.CancelledError:  # stopping: nobody will answer them later
                 self._answer(
-                    batch,
+                    batch + self._next,
                     LedgerUnavailable(
                         "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)
                     ),
@@ -380,7 +405,7 @@ class LedgerWriter:
         """Whether a command is queued, or arrives within LOCK_LINGER: then the lock is kept
         for it, saving the release and the next batch's wait for the lock (two round trips
         per transaction while requests trickle in)."""
-        if not (self._queue.empty() and self._bulk.empty()):
+        if self._next or not (self._queue.empty() and self._bulk.empty()):
             return True
         self._arrived.clear()
         try:
@@ -392,19 +417,23 @@ class LedgerWriter:
     async def _take(self) -> list[_Pending]:
         """The next commands whose callers still wait (a caller that timed out is skipped):
         the single requests first, then batch items (few while single requests flow)."""
-        loop = asyncio.get_running_loop()
         while True:
-            batch = _drain(self._queue, self._max_batch)
-            if batch:
-                self._single_at = loop.time()
-            room = self._max_batch - len(batch)
-            if loop.time() - self._single_at < SINGLES_RECENT:
-                room = min(room, BULK_BESIDE_SINGLES)
-            batch += _drain(self._bulk, room)
+            batch, self._next = [p for p in self._next if not p.future.done()], []
+            batch = batch or self._take_now()
             if batch:
                 return batch
             self._arrived.clear()
             await self._arrived.wait()
+
+    def _take_now(self) -> list[_Pending]:
+        now = asyncio.get_running_loop().time()
+        batch = _drain(self._queue, self._max_batch)
+        if batch:
+            self._single_at = now
+        room = self._max_batch - len(batch)
+        if now - self._single_at < SINGLES_RECENT:
+            room = min(room, BULK_BESIDE_SINGLES)
+        return batch + _drain(self._bulk, room)
 
     async def _write_isolating(self, batch: list[_Pending]) -> None:
         """Write ``batch``; if a command fails it, write the rest without it (by halves)."""
@@ -448,15 +477,55 @@ class LedgerWriter:
 
     async def _write(self, batch: list[_Pending]) -> list[tuple[_Pending, Any]]:
         """Each command of ``batch`` whose caller still waits, with its answer (a result or
-        a DomainError), once written."""
+        a DomainError), once written. While it is written, the commands queued meanwhile
+        are read and decided (``_read_next``)."""
         started = time.perf_counter()
         conn = await self._connection()
-        commands = [p.command for p in batch]
         state = self._state
+        ahead = self._ahead
+        if ahead is not None and not self._ahead_holds(ahead, batch):
+            self._discard_state()  # it holds the decisions of a batch that is not written
+            state, ahead = self._state, None
+        self._ahead = None
+        if ahead is None:
+            live, results, out = await self._open_and_decide(conn, state, batch)
+            writes = store.batch_writes(state, out.events) if out.events else None
+        else:
+            live, results, out, writes = ahead.live, ahead.results, ahead.out, ahead.writes
+            READ_AHEAD.inc()
+        self._state_at = None  # until this batch commits
+        for pending in live:
+            pending.sent = True
+        if writes is not None:
+            write = asyncio.ensure_future(store.write_batch(conn, writes))
+            try:
+                read_failed = not await self._read_next(state, out, write)
+            except BaseException:
+                write.cancel()  # stopping: the caller is told the outcome is unknown
+                raise
+            await write
+            if read_failed:
+                self._discard_state()  # it may hold part of a decision: load it again
+        if state is self._state:
+            self._state_at = out.position
+        self._writable()
+        # Per type, not per event: a labels() lookup per event showed in the writer's profile.
+        for type_, count in collections.Counter(event.type for event in out.events).items():
+            EVENTS.labels(type_).inc(count)
+        BATCH_SIZE.observe(len(live))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return results
+
+    async def _open_and_decide(
+        self, conn: asyncpg.Connection, state: LedgerState, batch: list[_Pending]
+    ) -> tuple[list[_Pending], list[tuple[_Pending, Any]], _Batch]:
+        """Open the batch (the ledger lock, its head, the rows its commands name) and decide it."""
+        commands = [p.command for p in batch]
         request = store.batch_request(commands, self._state_at, state)
         self._state_at = None  # until this batch commits
         opened = await store.open_batch(conn, state, request, holding=self._holding)
         self._holding = True
+        self._opened_at = asyncio.get_running_loop().time()
         lookups = store.import_lookups(commands, state)
         if lookups != request["external_numbers"]:
             # An import read with settings that another process changed meanwhile (or with
@@ -467,18 +536,66 @@ class LedgerWriter:
         # so it is not. From here to the write statement nothing awaits, so none can give up.
         live = [p for p in batch if not p.future.done()]
         out = _Batch(state, opened.position, opened.hash)
-        results = [(p, self._decide(state, p.command, opened.known, out)) for p in live]
-        for pending in live:
-            pending.sent = True
-        await store.write_batch(conn, state, out.events)
-        self._state_at = out.position
-        self._writable()
-        # Per type, not per event: a labels() lookup per event showed in the writer's profile.
-        for type_, count in collections.Counter(event.type for event in out.events).items():
-            EVENTS.labels(type_).inc(count)
-        BATCH_SIZE.observe(len(live))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
-        return results
+        return live, [(p, self._decide(state, p.command, opened.known, out)) for p in live], out
+
+    async def _read_next(self, state: LedgerState, writing: _Batch, write: asyncio.Future[None]) -> bool:
+        """While ``writing`` is written (``write``): take the commands queued by then, or the
+        first to arrive before it is done, read their rows on the reader connection and
+        decide them on ``state`` as ``writing`` leaves it, so that they are written as soon
+        as it committed. This process holds the ledger lock throughout (nobody else
+        writes), and what ``writing`` changed is in ``state``, kept over the rows read
+        (``store.load_read_ahead``). Returns False when ``state`` may now hold part of a
+        decision (a command failed where no rule refused it): the next batch then opens as
+        usual."""
+        loop = asyncio.get_running_loop()
+        if self._next or self._stopping or loop.time() - self._opened_at > HANDOVER_SECONDS:
+            return True
+        reader = await self._reader_connection()
+        if reader is None:
+            return True
+        if self._queue.empty() and self._bulk.empty():
+            self._arrived.clear()
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait((write, arrived), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+        batch = [] if write.done() else self._take_now()
+        if not batch:
+            return True
+        self._next = batch
+        request = store.batch_request([p.command for p in batch], None, state)
+        try:
+            got = await store.read_batch(reader, request)
+        except Exception as exc:  # the batch opens as usual, and meets the fault there
+            log.warning("ledger_read_ahead_failed", error=repr(exc))
+            await self._drop_reader()
+            return True
+        # No await from here to the write statement: a caller that gave up meanwhile is
+        # found by _ahead_holds, and the batch is decided again without it.
+        live = [p for p in batch if not p.future.done()]
+        out = _Batch(state, writing.position, writing.hash)
+        try:
+            # The events being written may not have been committed when the read ran.
+            known = store.load_read_ahead(state, request, got) | writing.by_id
+            results = [(p, self._decide(state, p.command, known, out)) for p in live]
+            writes = store.batch_writes(state, out.events) if out.events else None
+        except Exception as exc:
+            log.warning("ledger_read_ahead_failed", error=repr(exc))
+            return False
+        self._ahead = _ReadAhead(state, live, results, out, writes, writing.position)
+        return True
+
+    def _ahead_holds(self, ahead: _ReadAhead, batch: list[_Pending]) -> bool:
+        """Whether ``ahead`` is ``batch`` decided on the ledger as it now is: the batch it
+        followed committed, and every caller of it still waits (``_take`` leaves out those
+        who gave up, so ``batch`` is then shorter)."""
+        return (
+            ahead.state is self._state
+            and ahead.after == self._state_at
+            and len(ahead.live) == len(batch)
+            and all(a is b for a, b in zip(ahead.live, batch, strict=True))
+        )
 
     @staticmethod
     def _decide(
@@ -519,10 +636,38 @@ class LedgerWriter:
             conn, self._conn = self._conn, None
             if not _closed(conn):
                 conn.terminate()
+        await self._drop_reader()
+
+    async def _reader_connection(self) -> asyncpg.Connection | None:
+        """The connection that reads ahead, taken from the pool while the writer is busy and
+        only when two are free (idle, or not opened yet): request handlers keep at least
+        one. None: no reading ahead for now."""
+        if self._reader is not None and not _closed(self._reader):
+            return self._reader
+        self._reader = None
+        pool = self._pool
+        if pool.get_max_size() - pool.get_size() + pool.get_idle_size() < 2:
+            return None
+        try:
+            self._reader = await self._pool.acquire(timeout=self._acquire_timeout)
+        except Exception as exc:
+            log.warning("ledger_reader_unavailable", error=repr(exc))
+        return self._reader
+
+    async def _drop_reader(self) -> None:
+        """Give the reader back to the pool (the writer is idle, or the connection failed)."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        try:
+            await self._pool.release(reader, timeout=self._acquire_timeout)
+        except Exception:
+            reader.terminate()
 
     async def _release(self) -> None:
         """Give up the ledger lock (unlock_all: after a failed statement it is unknown whether,
         and how often, the session took it); a connection that cannot is closed instead."""
+        await self._drop_reader()
         if self._conn is None or _closed(self._conn):
             await self._drop_connection()
             return
@@ -537,6 +682,7 @@ class LedgerWriter:
         """After any failed batch: the cached state may hold its undone effects."""
         self._state = LedgerState()
         self._state_at = None
+        self._ahead = None  # decided on the state discarded
 
     def _lost_database(self, exc: BaseException) -> None:
         self._discard_state()

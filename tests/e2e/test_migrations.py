@@ -140,6 +140,7 @@ async def test_a_database_migrated_before_checksums_upgrades(database_url: str, 
         }
         assert functions == {
             "concord_open_batch": ("req jsonb, holding boolean, ledger_lock bigint", ["enable_seqscan=off"]),
+            "concord_read_batch": ("req jsonb", ["enable_seqscan=off"]),
             "concord_write_batch": ("b jsonb", ["enable_seqscan=off"]),
         }
     finally:
