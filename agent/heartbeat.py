@@ -36,28 +36,31 @@ async def beat(
     rules: RulesHolder,
     extra: dict[str, str],
     *,
-    duplicates: bool = True,
+    scan_duplicates: bool = True,
 ) -> None:
-    """One heartbeat. ``duplicates=False`` leaves the duplicate numbers out (the coordinator
-    then keeps what it knows of them): the agent's first beat, which numbering waits for."""
+    """One heartbeat. ``scan_duplicates=False`` reports the duplicate numbers of the last scan
+    and leaves them out before the first (the coordinator then keeps what it knows of them):
+    the agent's first beat, which numbering waits for, and its beats while numbering or the
+    relay has a backlog, which the scan would hold back."""
     async with pool.acquire() as conn:
         settings: dict[str, Any] = await queries.configuration(conn, queries.NUMBERING_SETTINGS)
         # The billing checks recompute Tax and Tax2 as this store's WHMCS does.
         settings.update(await queries.configuration(conn, TAX_SETTINGS))
         # The KashFlow sync matches a document's currency id to KashFlow's by this code.
         settings["Currencies"] = await queries.currencies(conn)
-        if duplicates:
-            settings[DUPLICATE_NUMBERS] = await _duplicates(pool, conn)
+        duplicates = await _duplicates(pool, conn, scan_duplicates)
+        if duplicates is not None:
+            settings[DUPLICATE_NUMBERS] = duplicates
     reply = await client.heartbeat(AGENT_VERSION, {**settings, **extra})
     rules.update(reply["settings"])
 
 
-async def _duplicates(pool: Any, conn: Any) -> dict[str, list[int]]:
+async def _duplicates(pool: Any, conn: Any, scan: bool) -> dict[str, list[int]] | None:
     """The numbers more than one document carries, scanned at most every
-    ``DUPLICATE_SCAN_SECONDS``."""
+    ``DUPLICATE_SCAN_SECONDS`` and only if ``scan``; None before the first scan."""
     last = _scans.get(pool)
-    if last is None or time.monotonic() - last.at >= DUPLICATE_SCAN_SECONDS:
+    if scan and (last is None or time.monotonic() - last.at >= DUPLICATE_SCAN_SECONDS):
         last = _scans[pool] = _Scan(
             time.monotonic(), await queries.duplicate_numbers(conn, DUPLICATES_REPORTED)
         )
-    return last.duplicates
+    return None if last is None else last.duplicates

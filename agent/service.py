@@ -48,9 +48,10 @@ async def repeat(
 
 
 class Backlog:
-    """Which loops have work waiting; ``caught_up`` is set while none has. The change scan
-    and the reconciliation read every issued document: they wait for it rather than share
-    MySQL and the coordinator with a burst being numbered and confirmed."""
+    """Which loops have work waiting; ``caught_up`` is set while none has. The change scan,
+    the reconciliation and the heartbeat's duplicate-number scan read every issued document:
+    they wait for it rather than share MySQL and the coordinator with a burst being numbered
+    and confirmed."""
 
     def __init__(self) -> None:
         self.caught_up = asyncio.Event()
@@ -73,10 +74,10 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     rules = RulesHolder(settings.credit_note_rule)
     extra = settings.reported()
     # The series settings decide what is due: wait for the first heartbeat answer. It leaves
-    # out the duplicate-number scan, which reads all of tblinvoices: the next beat brings it.
+    # out the duplicate-number scan, which reads all of tblinvoices: a later beat brings it.
     while not rules.known:
         try:
-            await beat(pool, client, rules, extra, duplicates=False)
+            await beat(pool, client, rules, extra, scan_duplicates=False)
         except (CoordinatorUnavailable, OSError) as exc:
             log.warning("coordinator_unavailable", error=str(exc))
             await asyncio.sleep(1)
@@ -131,7 +132,12 @@ async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
         asyncio.create_task(repeat("relay", settings.poll_seconds, confirm_all, relay_wakeup)),
         asyncio.create_task(repeat("numbering", settings.poll_seconds, number_all, numbering_wakeup)),
         asyncio.create_task(
-            repeat("heartbeat", settings.heartbeat_seconds, lambda: beat(pool, client, rules, extra))
+            repeat(
+                "heartbeat",
+                settings.heartbeat_seconds,
+                # Like the change scan, the duplicate-number scan waits for the backlog.
+                lambda: beat(pool, client, rules, extra, scan_duplicates=backlog.caught_up.is_set()),
+            )
         ),
         asyncio.create_task(repeat("changes", settings.update_scan_seconds, changes.scan)),
         asyncio.create_task(repeat("reconcile", settings.reconcile_seconds, reconcile)),
