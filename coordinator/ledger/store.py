@@ -9,6 +9,10 @@ earlier one. The lock is session-level so that a batch needs no BEGIN and no COM
 trip: the writer releases it (``release_ledger``) when it has had nothing more to write for
 ``writer.LOCK_LINGER`` (2 ms), or hands it over to a waiting replica at its next
 ``open_batch``.
+
+``read_batch`` reads what a batch names without the lock, on another connection: the writer
+calls it only while it holds the lock (the batch before being written), and keeps its own
+state of the rows that batch changed over what the read returns (``load_read_ahead``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Concurrent requests wait in a bounded queue; the writer takes everything waiting
 ``max_batch``), decides each command against the loaded state, appends all events and
 flushes the projections in one transaction (one ``concord_write_batch`` statement), then
 answers every caller. A reply is only sent after that statement committed, and
-``synchronous_commit`` is on, so an acknowledged number is durable.
+``synchronous_commit`` is on, so an acknowledged number is durable. While that statement
+runs, the commands queued meanwhile are read (on a second connection) and decided, so that
+a busy ledger costs one round trip per transaction (``_read_next``, docs/ledger.md).
 
 Faults, and why each answer is safe:
 
