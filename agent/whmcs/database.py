@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncmy
+import asyncmy.errors
 from asyncmy.cursors import DictCursor
 
 
@@ -140,5 +142,10 @@ async def in_transaction(conn: Any) -> AsyncIterator[Any]:
             yield cursor
         await conn.commit()
     except BaseException:
-        await conn.rollback()
+        # A query cancelled midway (the agent stops) leaves asyncmy's connection closed, and
+        # its rollback raises InterfaceError: that must not stand in for the cancellation,
+        # which no job may mistake for a failed write (and retry, or release the numbers of
+        # a COMMIT that may have gone through). The pool drops the connection.
+        with contextlib.suppress(asyncmy.errors.Error):
+            await conn.rollback()
         raise
