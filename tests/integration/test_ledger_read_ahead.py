@@ -123,26 +123,16 @@ async def test_a_batch_read_ahead_sees_what_the_batch_before_did(
     read_ahead_before = _read_ahead_batches()
     retry_id = str(uuid.uuid4())
 
+    confirm = c.Confirm(reservation_id=confirmed["reservation_id"], peer_id=peer, document=DOCUMENT)
+    release = c.Release(reservation_id=released["reservation_id"], peer_id=peer, reason="test")
+    repeated = [confirm, _reserve(peer, "again"), _reserve(peer, "retried", retry_id)]
+
     await blocker.hold()
-    first = _start(
-        writer.execute(
-            c.Confirm(reservation_id=confirmed["reservation_id"], peer_id=peer, document=DOCUMENT)
-        ),
-        writer.execute(_reserve(peer, "again")),
-        writer.execute(_reserve(peer, "retried", retry_id)),
-        writer.execute(c.Release(reservation_id=released["reservation_id"], peer_id=peer, reason="test")),
-    )
+    first = _start(*map(writer.execute, [*repeated, release]))
     await blocker.until_append_waits()
     # Each of these is answered from rows the first batch changed and has not committed:
     # the read on the second connection cannot see them.
-    second = _start(
-        writer.execute(
-            c.Confirm(reservation_id=confirmed["reservation_id"], peer_id=peer, document=DOCUMENT)
-        ),
-        writer.execute(_reserve(peer, "again")),
-        writer.execute(_reserve(peer, "retried", retry_id)),
-        writer.execute(_reserve(peer, "new")),
-    )
+    second = _start(*map(writer.execute, [*repeated, _reserve(peer, "new")]))
     await blocker.until_read_ahead()
     await blocker.let_go()
     issued, again, retried, _ = await asyncio.gather(*first)
