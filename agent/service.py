@@ -67,20 +67,30 @@ class Backlog:
 
 async def run_agent(settings: AgentSettings, target: MysqlTarget) -> None:
     pool = await create_pool(target)
-    await create_agent_tables(pool)
-    async with pool.acquire() as conn:
-        has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
     client = CoordinatorClient(settings.coordinator_url, settings.token)
     rules = RulesHolder(settings.credit_note_rule)
     extra = settings.reported()
-    # The series settings decide what is due: wait for the first heartbeat answer. It leaves
-    # out the duplicate-number scan, which reads all of tblinvoices: a later beat brings it.
-    while not rules.known:
-        try:
-            await beat(pool, client, rules, extra, scan_duplicates=False)
-        except (CoordinatorUnavailable, OSError) as exc:
-            log.warning("coordinator_unavailable", error=str(exc))
-            await asyncio.sleep(1)
+
+    async def first_beat() -> None:
+        # The series settings decide what is due: wait for the first heartbeat answer. It
+        # leaves out the duplicate-number scan, which reads all of tblinvoices.
+        while not rules.known:
+            try:
+                await beat(pool, client, rules, extra, scan_duplicates=False)
+            except (CoordinatorUnavailable, OSError) as exc:
+                log.warning("coordinator_unavailable", error=str(exc))
+                await asyncio.sleep(1)
+
+    # The agent's tables are created while the first heartbeat is under way: neither waits
+    # for the other. A failure of either ends the other.
+    beating = asyncio.create_task(first_beat())
+    try:
+        await create_agent_tables(pool)
+        async with pool.acquire() as conn:
+            has_invoicedata = await queries.has_table(conn, "mod_invoicedata")
+        await beating
+    finally:
+        beating.cancel()
     relay_wakeup, numbering_wakeup = asyncio.Event(), asyncio.Event()
     numbering = Numbering(pool, client, rules, settings.batch_size, relay_wakeup)
     relay = Relay(pool, client, rules, has_invoicedata, settings.batch_size)
