@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Loading the modules allocates a few hundred thousand objects that live as long as the
-    process; the cyclic collector would walk them again and again meanwhile (a fifth of the
+    process; the cyclic collector would walk them again and again meanwhile (some 15% of the
     agent's start-up CPU). It runs again once they are loaded."""
     enabled = gc.isenabled()
     gc.disable()
