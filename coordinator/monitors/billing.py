@@ -43,9 +43,10 @@ log = structlog.get_logger(__name__)
 # The monitor runs in the requests' event loop, and a snapshot costs ~0.3 ms to parse and
 # check: a batch's events are parsed in one go when fetched, so both bounds keep a request
 # from waiting more than about a millisecond behind the monitor (it added to the p99 of
-# single reserves at 500/s; docs/benchmarks.md, "Batches").
+# single reserves at 500/s; docs/benchmarks.md, "Batches"). One snapshot between turns: a
+# request takes several turns of the loop, and waits for the monitor's step at each.
 BATCH = 25  # ledger events per transaction
-YIELD_EVERY = 4  # snapshots checked between giving the event loop to the requests
+YIELD_EVERY = 1  # snapshots checked between giving the event loop to the requests
 COMMANDS_PER_WRITE = 256  # warnings raised or resolved per call to the writer
 VIES_RETRIES = 100  # pending VIES checks taken up per run
 _EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED, ev.PEER_CONFIG_REPORTED]
