@@ -641,9 +641,11 @@ class LedgerWriter:
         await self._drop_reader()
 
     async def _reader_connection(self) -> asyncpg.Connection | None:
-        """The connection that reads ahead, taken from the pool while the writer is busy and
-        only when two are free (idle, or not opened yet): request handlers keep at least
-        one. None: no reading ahead for now."""
+        """The connection that reads ahead, taken from the pool the first time the writer is
+        busy, when two are free (idle, or not opened yet): request handlers keep at least
+        one. Kept, like the writer's own, until it fails or the writer stops (giving it back
+        whenever the writer goes idle cost a reset round trip before the lock's release).
+        None: no reading ahead for now."""
         if self._reader is not None and not _closed(self._reader):
             return self._reader
         self._reader = None
@@ -657,7 +659,7 @@ class LedgerWriter:
         return self._reader
 
     async def _drop_reader(self) -> None:
-        """Give the reader back to the pool (the writer is idle, or the connection failed)."""
+        """Give the reader back to the pool (the writer stops, or the connection failed)."""
         reader, self._reader = self._reader, None
         if reader is None:
             return
@@ -669,7 +671,6 @@ class LedgerWriter:
     async def _release(self) -> None:
         """Give up the ledger lock (unlock_all: after a failed statement it is unknown whether,
         and how often, the session took it); a connection that cannot is closed instead."""
-        await self._drop_reader()
         if self._conn is None or _closed(self._conn):
             await self._drop_connection()
             return
