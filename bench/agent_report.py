@@ -215,14 +215,16 @@ def bound_text(result: Result) -> str:
             f" transactions took {tx_ms:.1f} ms and carried {commands:.1f} commands"
             f" ({commands / 2:.1f} numbers, a number being a reserve and a confirm): what the"
             " agents' batch requests had queued while the one before was written. The writer"
-            " decides in Python, then waits for PostgreSQL, one transaction after another:"
+            " decides a transaction while the one before is written (reading its rows ahead"
+            " on a second connection), then waits for PostgreSQL to commit it, one"
+            " transaction after another:"
             f" {n:,} numbers at {commands / 2:.1f} per transaction need about"
             f" {n / (commands / 2):,.0f} transactions; at {tx_ms:.1f} ms that is"
             f" {n / (commands / 2) * tx_ms / 1000:.1f} s. "
         )
-        if result.functions:
-            inside = sum(total for _, total in result.functions.values()) / tx
-            text += f"{inside:.1f} ms of each transaction is spent inside the ledger's PostgreSQL functions. "
+        if "concord_write_batch" in result.functions:
+            writing = result.functions["concord_write_batch"][1] / tx
+            text += f"{writing:.1f} ms of each transaction is spent inside `concord_write_batch`. "
         reservations = result.scans.get("reservations", (0, 0, 0))
         if reservations[1] > 50 * n:
             text += (
