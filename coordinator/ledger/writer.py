@@ -375,14 +375,15 @@ class LedgerWriter:
             except Exception:
                 FAULTS.labels("writer_crashed").inc()
                 log.exception("ledger_writer_crashed")
-                held, self._held, self._next = self._held + self._next, [], []
-                self._answer(
-                    held,
-                    LedgerUnavailable(
-                        "the ledger writer failed and was started again",
-                        outcome_unknown=any(p.sent for p in held),
-                    ),
-                )
+                for held in (self._held, self._next):  # the batch read ahead was never sent
+                    self._answer(
+                        held,
+                        LedgerUnavailable(
+                            "the ledger writer failed and was started again",
+                            outcome_unknown=any(p.sent for p in held),
+                        ),
+                    )
+                self._held, self._next = [], []
                 self._discard_state()
                 await self._drop_connection()
 
@@ -392,12 +393,13 @@ class LedgerWriter:
             try:
                 await self._write_isolating(batch)
             except asyncio.CancelledError:  # stopping: nobody will answer them later
-                self._answer(
-                    batch + self._next,
-                    LedgerUnavailable(
-                        "the coordinator is stopping", outcome_unknown=any(p.sent for p in batch)
-                    ),
-                )
+                for held in (batch, self._next):
+                    self._answer(
+                        held,
+                        LedgerUnavailable(
+                            "the coordinator is stopping", outcome_unknown=any(p.sent for p in held)
+                        ),
+                    )
                 raise
             self._held = []
             if not await self._more_soon():  # let other replicas append
