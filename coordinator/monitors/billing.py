@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import structlog
 
 from coordinator.events import catalogue as ev
@@ -40,13 +41,12 @@ from getfeed.vies import VatKey, ViesSettings
 
 log = structlog.get_logger(__name__)
 
-# The monitor runs in the requests' event loop, and a snapshot costs ~0.3 ms to parse and
-# check: a batch's events are parsed in one go when fetched, so both bounds keep a request
-# from waiting more than about a millisecond behind the monitor (it added to the p99 of
-# single reserves at 500/s; docs/benchmarks.md, "Batches"). One snapshot between turns: a
-# request takes several turns of the loop, and waits for the monitor's step at each.
-BATCH = 25  # ledger events per transaction
-YIELD_EVERY = 1  # snapshots checked between giving the event loop to the requests
+# The monitor runs in the requests' event loop. A batch's events arrive as text and each is
+# parsed just before its checks (~0.3 ms a snapshot), one snapshot between turns of the loop,
+# so a request waits at most that long behind the monitor at each of its turns. The
+# transaction's dozen queries are per batch: at 25 events a batch they cost the loop and
+# PostgreSQL as much per event as writing the ledger did (docs/benchmarks.md, "Batches").
+BATCH = 500  # ledger events per transaction
 COMMANDS_PER_WRITE = 256  # warnings raised or resolved per call to the writer
 VIES_RETRIES = 100  # pending VIES checks taken up per run
 _EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED, ev.PEER_CONFIG_REPORTED]
@@ -107,7 +107,9 @@ class BillingMonitor:
             if cursor is None or cursor >= head:  # another replica is at it, or nothing new
                 return 0, True
             rows = await conn.fetch(
-                "SELECT position, type, data FROM events WHERE position > $1 AND position <= $2"
+                "SELECT position, type, data->>'peer_id' AS peer_id, data->>'doctype' AS doctype,"
+                " data->>'doc_id' AS doc_id, data::text AS data FROM events"
+                " WHERE position > $1 AND position <= $2"
                 " AND type = ANY($3::text[]) ORDER BY position LIMIT $4",
                 cursor,
                 head,
@@ -139,9 +141,7 @@ class BillingMonitor:
             for r in await conn.fetch("SELECT peer_id::text, tax FROM billing_store_settings")
         }
         updated = [
-            (r["data"]["peer_id"], r["data"]["doctype"], r["data"]["doc_id"])
-            for r in rows
-            if r["type"] == ev.DOCUMENT_UPDATED
+            (r["peer_id"], r["doctype"], r["doc_id"]) for r in rows if r["type"] == ev.DOCUMENT_UPDATED
         ]
         formatted = {
             (r["peer_id"], r["doctype"], r["doc_id"]): r["formatted"]
@@ -157,12 +157,10 @@ class BillingMonitor:
         numbers: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
         reported_duplicates: list[str] = []
-        for index, row in enumerate(rows):
-            if index % YIELD_EVERY == YIELD_EVERY - 1:
-                # The checks run in the requests' event loop: never hold it for long.
-                await asyncio.sleep(0)
-            data = row["data"]
-            peer_id = data["peer_id"]
+        for row in rows:
+            await asyncio.sleep(0)  # the checks run in the requests' event loop
+            data = orjson.loads(row["data"])
+            peer_id = row["peer_id"]
             store = names.get(peer_id, peer_id)
             if row["type"] == ev.PEER_CONFIG_REPORTED:
                 reported = data.get("settings") or {}
