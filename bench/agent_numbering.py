@@ -1,11 +1,14 @@
 """Agent benchmark: time to number N paid invoices across three WHMCS stores, end to end.
 
-Three MariaDB databases with the WHMCS schema each holding N/3 paid invoices without a number,
+Three MariaDB databases with the WHMCS schema each holding N/3 invoices without a number,
 and by default a history: 100,000 documents (``--preload``) numbered by Concord before the run,
 in the stores, in the agents' tables and in the ledger (bench/agent_preload.py), as stores in
-service have. One coordinator process on that PostgreSQL database; then three agent processes
-(``python -m agent serve``) are started and the clock runs until every invoice of every store
-carries an ``invoicenum`` and every outbox row is confirmed. Afterwards the ledger is checked
+service have. One coordinator process on that PostgreSQL database, and three agent processes
+(``python -m agent serve``) running beside it, as they do in service. The clock starts with a
+payment run, one statement per store marking its N/3 Unpaid invoices Paid (a burst: WHMCS's
+cron or a gateway's batch), and runs until every invoice of every store carries an
+``invoicenum`` and every outbox row is confirmed. ``--cold-start`` instead starts the agents
+with the clock, the invoices already paid: their start-up counts too. Afterwards the ledger is checked
 (history + N ``NumberIssued``, numbers 1..history + N, each store's ``invoicenum`` the
 ledger's number, numbers in date order within a store, the history reported unchanged) and
 the CPU each process used is reported, to show what bounds the throughput. ``--profile``
@@ -38,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from agent.settings import AgentSettings
@@ -46,7 +50,15 @@ from bench.agent_ledger import event_counts, function_times, ledger_span, table_
 from bench.agent_preload import preload_ledger
 from bench.agent_profile import Profile, Spy
 from bench.agent_report import Result, render
-from bench.agent_stores import POLL_SECONDS, STORES, Store, create_store, server_now, store_progress
+from bench.agent_stores import (
+    POLL_SECONDS,
+    STORES,
+    Store,
+    create_store,
+    pay_all,
+    server_now,
+    store_progress,
+)
 from bench.audit import RebuildFailed
 from bench.coordinator import (
     CoordinatorError,
@@ -139,6 +151,7 @@ async def run(
     pg_settings: list[str] | None = None,
     preload: int = 0,
     batch_size: int = AGENT_BATCH_SIZE,
+    cold_start: bool = False,
 ) -> Result:
     mysql_admin = parse_mysql_url(mariadb.ADMIN_URL).with_database("")
     tag = uuid.uuid4().hex[:8]
@@ -191,7 +204,10 @@ async def run(
             )
         # Building the stores overlaps with the coordinator's start.
         urls = await asyncio.gather(
-            *(create_store(mysql_admin, s.database, s.name, s.invoices, s.numbered) for s in stores)
+            *(
+                create_store(mysql_admin, s.database, s.name, s.invoices, s.numbered, unpaid=not cold_start)
+                for s in stores
+            )
         )
         for store, url in zip(stores, urls, strict=True):
             store.url = url
@@ -231,39 +247,22 @@ async def run(
             undo.push("stop py-spy on the coordinator", spies[-1].stop)
         for package in AGENT_PACKAGES:
             compileall.compile_dir(ROOT / package, quiet=1)
+        if not cold_start:  # the agents run, and have looked at their stores, before the clock
+            _start_agents(stores, coordinator_url, batch_size, workdir, undo)
+            await asyncio.gather(*(_wait_idle(store) for store in stores))
+            if profile:
+                await _spy_on_agent(stores, spies, workdir, undo)
         # Neighbours (other benchmarks, tests) would take cores from the run: wait for a lull.
         neighbours = await asyncio.to_thread(wait_for_quiet, limit=0.2, longest=15.0)
         since = await server_now(watchers[0])
         meter.start()
         started = time.monotonic()
-        for store in stores:
-            store.port = free_port()
-            agent_env = {
-                **clean_env(),
-                "CONCORD_AGENT_WHMCS_URL": store.url,
-                "CONCORD_AGENT_COORDINATOR_URL": coordinator_url,
-                "CONCORD_AGENT_TOKEN": store.token,
-                "CONCORD_AGENT_STORE": store.name,
-                "CONCORD_AGENT_HOST": "127.0.0.1",
-                "CONCORD_AGENT_PORT": str(store.port),
-                "CONCORD_AGENT_POLL_SECONDS": "0.2",
-                "CONCORD_AGENT_BATCH_SIZE": str(batch_size),
-                "CONCORD_AGENT_LOG_LEVEL": "warning",
-                "CONCORD_AGENT_LOG_JSON": "true",
-            }
-            store.agent = start(
-                f"agent {store.name}",
-                [sys.executable, "-m", "agent", "serve"],
-                workdir / f"agent-{store.name}.log",
-                agent_env,
-            )
-            undo.push(f"stop agent {store.name}", lambda agent=store.agent: stopped(agent))
-        if profile:
-            profiled = next(s for s in stores if s.name == PROFILED_AGENT)
-            assert profiled.agent is not None
-            await wait_healthy(profiled.agent, f"http://127.0.0.1:{profiled.port}")
-            spies.append(await Spy.attach(f"agent {PROFILED_AGENT}", profiled.agent.pid, workdir))
-            undo.push(f"stop py-spy on agent {PROFILED_AGENT}", spies[-1].stop)
+        if cold_start:
+            _start_agents(stores, coordinator_url, batch_size, workdir, undo)
+            if profile:
+                await _spy_on_agent(stores, spies, workdir, undo)
+        else:
+            await asyncio.gather(*(pay_all(conn) for conn in watchers))
 
         first_number, numbered_at = await _until_numbered(watchers, stores, since, started, limit)
         wall = time.monotonic() - started
@@ -336,11 +335,62 @@ async def run(
             preload_events=head,
             preload_seconds=history.seconds if history else 0.0,
             batch_size=batch_size,
+            cold_start=cold_start,
         )
 
 
 async def _close(conn: Any) -> None:
     conn.close()
+
+
+def _start_agents(
+    stores: Sequence[Store], coordinator_url: str, batch_size: int, workdir: Path, undo: Cleanup
+) -> None:
+    for store in stores:
+        store.port = free_port()
+        agent_env = {
+            **clean_env(),
+            "CONCORD_AGENT_WHMCS_URL": store.url,
+            "CONCORD_AGENT_COORDINATOR_URL": coordinator_url,
+            "CONCORD_AGENT_TOKEN": store.token,
+            "CONCORD_AGENT_STORE": store.name,
+            "CONCORD_AGENT_HOST": "127.0.0.1",
+            "CONCORD_AGENT_PORT": str(store.port),
+            "CONCORD_AGENT_POLL_SECONDS": "0.2",
+            "CONCORD_AGENT_BATCH_SIZE": str(batch_size),
+            "CONCORD_AGENT_LOG_LEVEL": "warning",
+            "CONCORD_AGENT_LOG_JSON": "true",
+        }
+        store.agent = start(
+            f"agent {store.name}",
+            [sys.executable, "-m", "agent", "serve"],
+            workdir / f"agent-{store.name}.log",
+            agent_env,
+        )
+        undo.push(f"stop agent {store.name}", lambda agent=store.agent: stopped(agent))
+
+
+async def _wait_idle(store: Store) -> None:
+    """Until the store's agent serves and has finished a numbering round (nothing was due)."""
+    assert store.agent is not None
+    url = f"http://127.0.0.1:{store.port}"
+    await wait_healthy(store.agent, url)
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"{url}/healthz") as resp:
+                if (await resp.json()).get("numbering_rounds", 0) >= 1:
+                    return
+            await asyncio.sleep(0.05)
+    raise BenchError(f"agent {store.name} finished no numbering round within 60 s")
+
+
+async def _spy_on_agent(stores: Sequence[Store], spies: list[Spy], workdir: Path, undo: Cleanup) -> None:
+    profiled = next(s for s in stores if s.name == PROFILED_AGENT)
+    assert profiled.agent is not None
+    await wait_healthy(profiled.agent, f"http://127.0.0.1:{profiled.port}")
+    spies.append(await Spy.attach(f"agent {PROFILED_AGENT}", profiled.agent.pid, workdir))
+    undo.push(f"stop py-spy on agent {PROFILED_AGENT}", spies[-1].stop)
 
 
 async def _until_numbered(
@@ -427,6 +477,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=AGENT_BATCH_SIZE,
         help=f"the agents' CONCORD_AGENT_BATCH_SIZE (default {AGENT_BATCH_SIZE}, the agent's own default)",
     )
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="start the agents with the clock, the invoices already paid (by default the agents"
+        " run before it, and the clock starts with the payment run that makes them due)",
+    )
     parser.add_argument("--output", type=Path, default=DOCS, help="the markdown file to rewrite")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--keep", action="store_true", help="keep the logs and profiles (printed path)")
@@ -463,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.pg_set,
                     args.preload,
                     args.batch_size,
+                    args.cold_start,
                 )
             )
     except (BenchError, CoordinatorError, ProcessError) as exc:

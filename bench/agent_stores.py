@@ -1,5 +1,6 @@
 """The agent benchmark's WHMCS stores: paid invoices without a number (after a numbered
-history), bulk-inserted into a WHMCS database each, and how far the agents have got."""
+history), bulk-inserted into a WHMCS database each (or unpaid, and then a payment run), and
+how far the agents have got."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from simulator.whmcs import (
 )
 
 STORES = ("alpha", "bravo", "charlie")
-POLL_SECONDS = 0.25  # how often the benchmark looks whether the stores are done
+POLL_SECONDS = 0.05  # how often the benchmark looks whether the stores are done
 INSERT_CHUNK = 500
 SEED = 20251122
 
@@ -48,10 +49,16 @@ INVOICE_TABLES = ("tblinvoices", "tblinvoiceitems", "tblaccounts", "mod_invoiced
 
 
 def paid_invoices(
-    generator: StoreGenerator, count: int, rng: random.Random, numbered: Sequence[Numbered] = ()
+    generator: StoreGenerator,
+    count: int,
+    rng: random.Random,
+    numbered: Sequence[Numbered] = (),
+    *,
+    unpaid: bool = False,
 ) -> dict[str, list[Any]]:
     """The store's ``numbered`` history (invoice ids 1..k, with their numbers and dates), then
-    ``count`` Paid invoices without a number, dated over 2024 in random order of id."""
+    ``count`` Paid invoices without a number, dated over 2024 in random order of id; with
+    ``unpaid``, still Unpaid (with their payments: ``pay_all`` is the payment run)."""
     tables: dict[str, list[Any]] = {table: [] for table in INVOICE_TABLES}
     first = date(2024, 1, 1)
     if [n.invoice_id for n in numbered] != list(range(1, len(numbered) + 1)):
@@ -61,7 +68,10 @@ def paid_invoices(
     ]
     for invoice_id, (day, invoicenum) in enumerate(wanted, 1):
         rows = generator.new_invoice(status="Paid", date=day, invoicenum=invoicenum)
-        tables["tblinvoices"].append({"id": invoice_id, **rows.invoice})
+        invoice = {"id": invoice_id, **rows.invoice}
+        if unpaid and invoicenum is None:
+            invoice["status"] = "Unpaid"
+        tables["tblinvoices"].append(invoice)
         tables["tblinvoiceitems"] += [{**item, "invoiceid": invoice_id} for item in rows.items]
         tables["tblaccounts"] += [{**pay, "invoiceid": invoice_id} for pay in rows.payments]
         if rows.snapshot is not None:
@@ -70,17 +80,23 @@ def paid_invoices(
 
 
 async def create_store(
-    admin: MySQLURL, database: str, store: str, count: int, numbered: Sequence[Numbered] = ()
+    admin: MySQLURL,
+    database: str,
+    store: str,
+    count: int,
+    numbered: Sequence[Numbered] = (),
+    *,
+    unpaid: bool = False,
 ) -> str:
     """A WHMCS database with the store's clients and settings, its ``numbered`` history (and
     the agent's tables as they are once it is confirmed) and ``count`` unnumbered paid
-    invoices; returns its URL."""
+    invoices (Unpaid until ``pay_all`` with ``unpaid``); returns its URL."""
     generator = StoreGenerator(SEED, store, clients=60, invoices=40)
     base = {table: ([] if table in INVOICE_TABLES else rows) for table, rows in generator.base().items()}
     # In a thread: building a large history takes seconds of CPU, during which the event loop
     # must go on serving the other stores' MariaDB connections.
     invoices = await asyncio.to_thread(
-        paid_invoices, generator, count, random.Random(f"{SEED}:{store}"), numbered
+        paid_invoices, generator, count, random.Random(f"{SEED}:{store}"), numbered, unpaid=unpaid
     )
     url = await create_database(admin, database)
     async with connection(url) as conn:
@@ -92,6 +108,13 @@ async def create_store(
                 await insert_rows(conn, table, rows[start : start + INSERT_CHUNK])
     await remember_numbered(url, numbered)
     return url
+
+
+async def pay_all(conn: Any) -> None:
+    """The payment run: every Unpaid invoice becomes Paid in one statement, as a gateway's
+    batch of captures or an accountant's bulk action does."""
+    async with conn.cursor() as cur:
+        await cur.execute("UPDATE tblinvoices SET status = 'Paid' WHERE status = 'Unpaid'")
 
 
 async def server_now(conn: Any) -> datetime:
