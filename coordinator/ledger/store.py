@@ -169,6 +169,11 @@ def load_read_ahead(state: LedgerState, req: dict[str, Any], got: dict[str, Any]
     as that batch leaves it) is kept over the one read. Returns the events found by the
     batch's event ids."""
     state.start_batch()
+    return load_rows_read_ahead(state, req, got)
+
+
+def load_rows_read_ahead(state: LedgerState, req: dict[str, Any], got: dict[str, Any]) -> dict[str, Event]:
+    """``load_read_ahead`` for more commands of the same batch (its changes so far stay counted)."""
     return _load_rows(state, req, got, keep=True)
 
 

@@ -588,6 +588,46 @@ class LedgerWriter:
             log.warning("ledger_read_ahead_failed", error=repr(exc))
             return False
         self._ahead = _ReadAhead(state, live, results, out, writes, writing.position)
+        return await self._join_late(state, writing, write, reader)
+
+    async def _join_late(
+        self, state: LedgerState, writing: _Batch, write: asyncio.Future[None], reader: asyncpg.Connection
+    ) -> bool:
+        """While ``writing`` is still being written: single requests that arrived since the
+        batch read ahead was taken join it, read and decided the same way, so that each
+        waits for one transaction besides its own rather than two. Returns False when
+        ``state`` may hold part of a decision not in the batch read ahead."""
+        ahead = self._ahead
+        assert ahead is not None
+        while not write.done() and len(self._next) < self._max_batch:
+            if self._queue.empty():
+                self._arrived.clear()
+                arrived = asyncio.ensure_future(self._arrived.wait())
+                try:
+                    await asyncio.wait((write, arrived), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    arrived.cancel()
+                continue
+            late = _drain(self._queue, self._max_batch - len(self._next))
+            self._next += late
+            request = store.batch_request([p.command for p in late], None, state)
+            try:
+                got = await store.read_batch(reader, request)
+            except Exception as exc:
+                log.warning("ledger_read_ahead_failed", error=repr(exc))
+                await self._drop_reader()
+                return False
+            live = [p for p in late if not p.future.done()]
+            try:
+                known = store.load_rows_read_ahead(state, request, got) | writing.by_id
+                results = [(p, self._decide(state, p.command, known, ahead.out)) for p in live]
+                writes = store.batch_writes(state, ahead.out.events) if ahead.out.events else None
+            except Exception as exc:
+                log.warning("ledger_read_ahead_failed", error=repr(exc))
+                return False
+            self._ahead = ahead = _ReadAhead(
+                state, ahead.live + live, ahead.results + results, ahead.out, writes, ahead.after
+            )
         return True
 
     def _ahead_holds(self, ahead: _ReadAhead, batch: list[_Pending]) -> bool:

@@ -204,3 +204,44 @@ async def test_a_batch_read_ahead_of_one_the_database_lost_is_written_on_its_own
     assert (await kept)["number"] == 1
     assert (await writer.execute(_reserve(peer, "lost")))["number"] == 2
     await asyncio.to_thread(concord, database_url, "audit")
+
+
+async def test_single_requests_arriving_after_the_read_ahead_join_it(
+    ledger: tuple[LedgerWriter, str], blocker: Blocker, database_url: str
+) -> None:
+    """They wait for the batch being written and their own, not for a third."""
+    writer, peer = ledger
+    released = await writer.execute(_reserve(peer, "released"))
+    await blocker.hold()
+    [release] = _start(
+        writer.execute(c.Release(reservation_id=released["reservation_id"], peer_id=peer, reason="test"))
+    )
+    await blocker.until_append_waits()
+    [first] = _start(writer.execute(_reserve(peer, "first")))
+    await blocker.until_read_ahead()
+    mark = await blocker.conn.fetchval("SELECT clock_timestamp()")
+    later = _start(writer.execute(_reserve(peer, "later")), writer.execute(_reserve(peer, "first")))
+    await blocker.until(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT concord_read_batch%'"
+        f" AND state = 'idle' AND query_start > '{mark.isoformat()}'::timestamptz",
+        "read the later requests ahead",
+    )
+    await blocker.let_go()
+    await release
+    first_answer = await first
+    later_answer, first_again = await asyncio.gather(*later)
+
+    # Decided on what the unwritten batch and the read-ahead part did.
+    assert first_answer["number"] == released["number"]  # the released number goes first
+    assert later_answer["number"] == released["number"] + 1
+    assert first_again["reservation_id"] == first_answer["reservation_id"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        transactions = await conn.fetchval(
+            "SELECT count(DISTINCT recorded_at) FROM events"
+            " WHERE type = 'NumberReserved' AND data->>'doc_id' IN ('first', 'later')"
+        )
+    finally:
+        await conn.close()
+    assert transactions == 1  # written together, in the batch read ahead
+    await asyncio.to_thread(concord, database_url, "audit")
