@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -196,6 +197,21 @@ async def closed_loop(
     }
 
 
+@contextlib.asynccontextmanager
+async def collector_paused() -> AsyncIterator[None]:
+    """No garbage collection in this process while it times requests: a collection (up to
+    30 ms measured in ``bench.batches``, after the baseline's 256 clients) would count as
+    the server's latency for every request in flight. What earlier runs left is frozen, so
+    later collections do not scan it either."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     """Run a load on uvloop, as the coordinator runs: the clients' own event loop then adds
     least to what they time (and the same for the baselines)."""
@@ -217,7 +233,7 @@ async def open_loop(
     """Start ``rate`` numbers per second for ``warmup + duration``; latencies after warmup."""
     tally = Tally()
     total = round(rate * (warmup + duration))
-    async with poster(http, targets, token, max(int(rate), 64)) as post:
+    async with poster(http, targets, token, max(int(rate), 64)) as post, collector_paused():
         issuer = Issuer(post, prefix)
         await gate()
         begin = time.monotonic()
