@@ -546,89 +546,64 @@ class LedgerWriter:
         """While ``writing`` is written (``write``): take the commands queued by then, or the
         first to arrive before it is done, read their rows on the reader connection and
         decide them on ``state`` as ``writing`` leaves it, so that they are written as soon
-        as it committed. This process holds the ledger lock throughout (nobody else
-        writes), and what ``writing`` changed is in ``state``, kept over the rows read
+        as it committed. Single requests arriving while it is still being written join that
+        batch the same way, so that each waits for one transaction besides its own rather
+        than two. This process holds the ledger lock throughout (nobody else writes), and
+        what ``writing`` changed is in ``state``, kept over the rows read
         (``store.load_read_ahead``). Returns False when ``state`` may now hold part of a
-        decision (a command failed where no rule refused it): the next batch then opens as
-        usual."""
+        decision that is not in ``self._ahead`` (a command failed where no rule refused it,
+        or a later read failed): the next batch then opens as usual."""
         loop = asyncio.get_running_loop()
         if self._next or self._stopping or loop.time() - self._opened_at > HANDOVER_SECONDS:
             return True
         reader = await self._reader_connection()
         if reader is None:
             return True
-        if self._queue.empty() and self._bulk.empty():
-            self._arrived.clear()
-            arrived = asyncio.ensure_future(self._arrived.wait())
-            try:
-                await asyncio.wait((write, arrived), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                arrived.cancel()
-        batch = [] if write.done() else self._take_now()
-        if not batch:
-            return True
-        self._next = batch
-        request = store.batch_request([p.command for p in batch], None, state)
-        try:
-            got = await store.read_batch(reader, request)
-        except Exception as exc:  # the batch opens as usual, and meets the fault there
-            log.warning("ledger_read_ahead_failed", error=repr(exc))
-            await self._drop_reader()
-            return True
-        # No await from here to the write statement: a caller that gave up meanwhile is
-        # found by _ahead_holds, and the batch is decided again without it.
-        live = [p for p in batch if not p.future.done()]
         out = _Batch(state, writing.position, writing.hash)
-        try:
-            # The events being written may not have been committed when the read ran.
-            known = store.load_read_ahead(state, request, got) | writing.by_id
-            results = [(p, self._decide(state, p.command, known, out)) for p in live]
-            writes = store.batch_writes(state, out.events) if out.events else None
-        except Exception as exc:
-            log.warning("ledger_read_ahead_failed", error=repr(exc))
-            return False
-        self._ahead = _ReadAhead(state, live, results, out, writes, writing.position)
-        return await self._join_late(state, writing, write, reader)
-
-    async def _join_late(
-        self, state: LedgerState, writing: _Batch, write: asyncio.Future[None], reader: asyncpg.Connection
-    ) -> bool:
-        """While ``writing`` is still being written: single requests that arrived since the
-        batch read ahead was taken join it, read and decided the same way, so that each
-        waits for one transaction besides its own rather than two. Returns False when
-        ``state`` may hold part of a decision not in the batch read ahead."""
-        ahead = self._ahead
-        assert ahead is not None
+        live: list[_Pending] = []
+        results: list[tuple[_Pending, Any]] = []
         while not write.done() and len(self._next) < self._max_batch:
-            if self._queue.empty():
-                self._arrived.clear()
-                arrived = asyncio.ensure_future(self._arrived.wait())
-                try:
-                    await asyncio.wait((write, arrived), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    arrived.cancel()
+            first = not self._next
+            if self._queue.empty() and (not first or self._bulk.empty()):
+                await self._arrival_or(write)
                 continue
-            late = _drain(self._queue, self._max_batch - len(self._next))
-            self._next += late
-            request = store.batch_request([p.command for p in late], None, state)
+            if first:
+                taken = self._take_now()
+            else:
+                taken = _drain(self._queue, self._max_batch - len(self._next))
+                self._single_at = loop.time()
+            self._next += taken
+            request = store.batch_request([p.command for p in taken], None, state)
             try:
                 got = await store.read_batch(reader, request)
-            except Exception as exc:
+            except Exception as exc:  # the batch opens as usual, and meets the fault there
                 log.warning("ledger_read_ahead_failed", error=repr(exc))
                 await self._drop_reader()
-                return False
-            live = [p for p in late if not p.future.done()]
+                return first  # after the first read, ``state`` holds decisions
+            # No await from here to the write statement: a caller that gave up meanwhile is
+            # found by _ahead_holds, and the batch is decided again without it.
+            more = [p for p in taken if not p.future.done()]
             try:
-                known = store.load_rows_read_ahead(state, request, got) | writing.by_id
-                results = [(p, self._decide(state, p.command, known, ahead.out)) for p in live]
-                writes = store.batch_writes(state, ahead.out.events) if ahead.out.events else None
+                # The events being written may not have been committed when the read ran.
+                load = store.load_read_ahead if first else store.load_rows_read_ahead
+                known = load(state, request, got) | writing.by_id
+                results += [(p, self._decide(state, p.command, known, out)) for p in more]
+                writes = store.batch_writes(state, out.events) if out.events else None
             except Exception as exc:
                 log.warning("ledger_read_ahead_failed", error=repr(exc))
                 return False
-            self._ahead = ahead = _ReadAhead(
-                state, ahead.live + live, ahead.results + results, ahead.out, writes, ahead.after
-            )
+            live += more
+            self._ahead = _ReadAhead(state, live, results, out, writes, writing.position)
         return True
+
+    async def _arrival_or(self, write: asyncio.Future[None]) -> None:
+        """Until a command is queued or ``write`` is done."""
+        self._arrived.clear()
+        arrived = asyncio.ensure_future(self._arrived.wait())
+        try:
+            await asyncio.wait((write, arrived), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrived.cancel()
 
     def _ahead_holds(self, ahead: _ReadAhead, batch: list[_Pending]) -> bool:
         """Whether ``ahead`` is ``batch`` decided on the ledger as it now is: the batch it
