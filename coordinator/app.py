@@ -73,7 +73,13 @@ def create_app(settings: Settings) -> web.Application:
         app[TOKENS] = TokenCache(pool)
         app[CHAIN_WATCH] = watch = ChainWatch(pool, writer)
         monitors = [
-            asyncio.create_task(run_every("chain_check", ChainWatch.CHECK_SECONDS, watch.check)),
+            # The chain watch and the billing checks re-read every event the ledger appends:
+            # during a burst they wait until it has been numbered (a minute at most).
+            asyncio.create_task(
+                run_every(
+                    "chain_check", ChainWatch.CHECK_SECONDS, watch.check, defer_while=writer.numbering_burst
+                )
+            ),
             asyncio.create_task(
                 run_every(
                     "pending_reservations",
@@ -93,6 +99,7 @@ def create_app(settings: Settings) -> web.Application:
                     "billing_checks",
                     settings.billing_check_seconds,
                     BillingMonitor(pool, writer, settings.vies()).check,
+                    defer_while=writer.numbering_burst,
                 )
             ),
         ]

@@ -265,6 +265,7 @@ class LedgerWriter:
         self._bulk: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_limit)
         self._arrived = asyncio.Event()
         self._single_at = -SINGLES_RECENT  # loop time a single request was last taken
+        self._bulk_at = -float("inf")  # loop time items of batch requests were last taken
         # (deadline, commands of one call) in the order of the calls, for _expire.
         self._deadlines: collections.deque[tuple[float, list[_Pending]]] = collections.deque()
         QUEUED.labels("single").set_function(self._queue.qsize)
@@ -291,6 +292,11 @@ class LedgerWriter:
             asyncio.create_task(self._probe(), name="ledger-probe"),
             asyncio.create_task(self._expire(), name="ledger-expiry"),
         ]
+
+    def numbering_burst(self, seconds: float = 1.0) -> bool:
+        """Whether items of batch requests were written within ``seconds`` (or wait): agents
+        are numbering a burst, which background checks let go first."""
+        return not self._bulk.empty() or asyncio.get_running_loop().time() - self._bulk_at < seconds
 
     def problem(self) -> str | None:
         """Why the ledger cannot be written right now, or None when it can."""
@@ -437,7 +443,10 @@ class LedgerWriter:
         room = self._max_batch - len(batch)
         if now - self._single_at < SINGLES_RECENT:
             room = min(room, BULK_BESIDE_SINGLES)
-        return batch + _drain(self._bulk, room)
+        bulk = _drain(self._bulk, room)
+        if bulk:
+            self._bulk_at = now
+        return batch + bulk
 
     async def _write_isolating(self, batch: list[_Pending]) -> None:
         """Write ``batch``; if a command fails it, write the rest without it (by halves)."""

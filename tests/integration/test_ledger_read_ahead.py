@@ -4,8 +4,9 @@ Each test holds the batch being written inside PostgreSQL (another session holds
 table in EXCLUSIVE mode: reads go on, the append waits), queues the next batch meanwhile,
 and waits until the writer has read that batch's rows on its second connection. The next
 batch must then see everything the unwritten one did, whatever the read returned; a caller
-who gave up meanwhile is not written; and a batch read ahead of one the database lost is
-written on its own, not lost.
+who gave up meanwhile is not written; a batch read ahead of one the database lost is
+written on its own, not lost; and single requests arriving later join it. Last, the writer
+tells when items of batch requests are being written (the background checks wait then).
 """
 
 from __future__ import annotations
@@ -245,3 +246,13 @@ async def test_single_requests_arriving_after_the_read_ahead_join_it(
         await conn.close()
     assert transactions == 1  # written together, in the batch read ahead
     await asyncio.to_thread(concord, database_url, "audit")
+
+
+async def test_the_writer_tells_when_agents_number_a_burst(ledger: tuple[LedgerWriter, str]) -> None:
+    """The background checks wait while items of batch requests are being written."""
+    writer, peer = ledger
+    await writer.execute(_reserve(peer, "single"))
+    assert not writer.numbering_burst(60)  # single requests are no burst
+    await writer.execute_many([_reserve(peer, "batch-1"), _reserve(peer, "batch-2")])
+    assert writer.numbering_burst(60)
+    assert not writer.numbering_burst(0)  # and it is over once nothing more came within the window
