@@ -248,6 +248,43 @@ async def test_single_requests_arriving_after_the_read_ahead_join_it(
     await asyncio.to_thread(concord, database_url, "audit")
 
 
+async def test_callers_who_joined_the_read_ahead_late_and_gave_up_are_not_written(
+    database_url: str, blocker: Blocker
+) -> None:
+    pool, writer = await _writer(database_url, answer_timeout=1.0)
+    try:
+        peer = (
+            await writer.execute(
+                c.RegisterPeer(name="north", url="http://127.0.0.1:1", token_sha256="0" * 64)
+            )
+        )["peer_id"]
+        await blocker.hold()
+        [written] = _start(writer.execute(_reserve(peer, "written")))
+        await blocker.until_append_waits()
+        [first] = _start(writer.execute(_reserve(peer, "first")))
+        await blocker.until_read_ahead()
+        mark = await blocker.conn.fetchval("SELECT clock_timestamp()")
+        [late] = _start(writer.execute(_reserve(peer, "late")))
+        await blocker.until(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT concord_read_batch%'"
+            f" AND state = 'idle' AND query_start > '{mark.isoformat()}'::timestamptz",
+            "read the late request ahead",
+        )
+        for gave_up in (first, late):
+            with pytest.raises(LedgerUnavailable) as unwritten:
+                await gave_up
+            assert not unwritten.value.outcome_unknown  # told: not written
+        with pytest.raises(LedgerUnavailable):
+            await written
+        await blocker.let_go()
+        after = await writer.execute(_reserve(peer, "after"))
+        assert after["number"] == 2, "a command whose caller was told 'not written' was written"
+        assert (await writer.execute(_reserve(peer, "late")))["number"] == 3
+    finally:
+        await writer.stop()
+        await pool.close()
+
+
 async def test_the_writer_tells_when_agents_number_a_burst(ledger: tuple[LedgerWriter, str]) -> None:
     """The background checks wait while items of batch requests are being written."""
     writer, peer = ledger
