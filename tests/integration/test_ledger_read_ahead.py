@@ -12,9 +12,10 @@ tells when items of batch requests are being written (the background checks wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -43,15 +44,31 @@ async def _writer(database_url: str, *, answer_timeout: float = 10.0) -> tuple[a
     return pool, writer
 
 
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[tuple[LedgerWriter, str]]:
-    pool, writer = await _writer(database_url)
-    peer = await writer.execute(c.RegisterPeer(name="north", url="http://127.0.0.1:1", token_sha256="0" * 64))
+@contextlib.asynccontextmanager
+async def _ledger(database_url: str, answer_timeout: float) -> AsyncIterator[tuple[LedgerWriter, str]]:
+    """A running writer and a registered store's peer id."""
+    pool, writer = await _writer(database_url, answer_timeout=answer_timeout)
     try:
+        peer = await writer.execute(
+            c.RegisterPeer(name="north", url="http://127.0.0.1:1", token_sha256="0" * 64)
+        )
         yield writer, peer["peer_id"]
     finally:
         await writer.stop()
         await pool.close()
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[tuple[LedgerWriter, str]]:
+    async with _ledger(database_url, 10.0) as running:
+        yield running
+
+
+@pytest.fixture
+async def impatient_ledger(database_url: str) -> AsyncIterator[tuple[LedgerWriter, str]]:
+    """Callers give up after a second."""
+    async with _ledger(database_url, 1.0) as running:
+        yield running
 
 
 class Blocker:
@@ -86,10 +103,16 @@ class Blocker:
             "waited to append",
         )
 
-    async def until_read_ahead(self) -> None:
+    async def now(self) -> datetime:
+        moment: datetime = await self.conn.fetchval("SELECT clock_timestamp()")
+        return moment
+
+    async def until_read_ahead(self, since: datetime | None = None) -> None:
+        """Until the writer's second connection has read a batch (one begun after ``since``)."""
+        later = f" AND query_start > '{since.isoformat()}'::timestamptz" if since else ""
         await self.until(
             "SELECT count(*) > 0 FROM pg_stat_activity"
-            " WHERE query LIKE 'SELECT concord_read_batch%' AND state = 'idle'",
+            f" WHERE query LIKE 'SELECT concord_read_batch%' AND state = 'idle'{later}",
             "read the next batch ahead",
         )
 
@@ -155,34 +178,31 @@ async def test_a_batch_read_ahead_sees_what_the_batch_before_did(
     await asyncio.to_thread(concord, database_url, "audit")  # replayed, the same projections
 
 
-async def test_a_caller_who_gives_up_while_the_batch_before_is_written_is_not_written(
-    database_url: str, blocker: Blocker
+async def test_callers_who_give_up_while_the_batch_before_is_written_are_not_written(
+    impatient_ledger: tuple[LedgerWriter, str], blocker: Blocker
 ) -> None:
-    pool, writer = await _writer(database_url, answer_timeout=1.0)
-    try:
-        peer = (
-            await writer.execute(
-                c.RegisterPeer(name="north", url="http://127.0.0.1:1", token_sha256="0" * 64)
-            )
-        )["peer_id"]
-        await blocker.hold()
-        [written] = _start(writer.execute(_reserve(peer, "written")))
-        await blocker.until_append_waits()
-        [gave_up] = _start(writer.execute(_reserve(peer, "gave-up")))
-        await blocker.until_read_ahead()
+    """Whether they were in the batch read ahead from the start or joined it later."""
+    writer, peer = impatient_ledger
+    await blocker.hold()
+    [written] = _start(writer.execute(_reserve(peer, "written")))
+    await blocker.until_append_waits()
+    [gave_up] = _start(writer.execute(_reserve(peer, "gave-up")))
+    await blocker.until_read_ahead()
+    mark = await blocker.now()
+    [late] = _start(writer.execute(_reserve(peer, "late")))
+    await blocker.until_read_ahead(since=mark)
+    for unanswered in (gave_up, late):
         with pytest.raises(LedgerUnavailable) as unwritten:
-            await gave_up
+            await unanswered
         assert not unwritten.value.outcome_unknown  # told: not written
-        with pytest.raises(LedgerUnavailable) as unknown:
-            await written
-        assert unknown.value.outcome_unknown  # its write was under way
-        await blocker.let_go()
-        after = await writer.execute(_reserve(peer, "after"))
-        assert after["number"] == 2, "a command whose caller was told 'not written' was written"
-        assert (await writer.execute(_reserve(peer, "written")))["number"] == 1
-    finally:
-        await writer.stop()
-        await pool.close()
+    with pytest.raises(LedgerUnavailable) as unknown:
+        await written
+    assert unknown.value.outcome_unknown  # its write was under way
+    await blocker.let_go()
+    after = await writer.execute(_reserve(peer, "after"))
+    assert after["number"] == 2, "a command whose caller was told 'not written' was written"
+    assert (await writer.execute(_reserve(peer, "written")))["number"] == 1
+    assert (await writer.execute(_reserve(peer, "late")))["number"] == 3
 
 
 async def test_a_batch_read_ahead_of_one_the_database_lost_is_written_on_its_own(
@@ -220,13 +240,9 @@ async def test_single_requests_arriving_after_the_read_ahead_join_it(
     await blocker.until_append_waits()
     [first] = _start(writer.execute(_reserve(peer, "first")))
     await blocker.until_read_ahead()
-    mark = await blocker.conn.fetchval("SELECT clock_timestamp()")
+    mark = await blocker.now()
     later = _start(writer.execute(_reserve(peer, "later")), writer.execute(_reserve(peer, "first")))
-    await blocker.until(
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT concord_read_batch%'"
-        f" AND state = 'idle' AND query_start > '{mark.isoformat()}'::timestamptz",
-        "read the later requests ahead",
-    )
+    await blocker.until_read_ahead(since=mark)
     await blocker.let_go()
     await release
     first_answer = await first
@@ -246,43 +262,6 @@ async def test_single_requests_arriving_after_the_read_ahead_join_it(
         await conn.close()
     assert transactions == 1  # written together, in the batch read ahead
     await asyncio.to_thread(concord, database_url, "audit")
-
-
-async def test_callers_who_joined_the_read_ahead_late_and_gave_up_are_not_written(
-    database_url: str, blocker: Blocker
-) -> None:
-    pool, writer = await _writer(database_url, answer_timeout=1.0)
-    try:
-        peer = (
-            await writer.execute(
-                c.RegisterPeer(name="north", url="http://127.0.0.1:1", token_sha256="0" * 64)
-            )
-        )["peer_id"]
-        await blocker.hold()
-        [written] = _start(writer.execute(_reserve(peer, "written")))
-        await blocker.until_append_waits()
-        [first] = _start(writer.execute(_reserve(peer, "first")))
-        await blocker.until_read_ahead()
-        mark = await blocker.conn.fetchval("SELECT clock_timestamp()")
-        [late] = _start(writer.execute(_reserve(peer, "late")))
-        await blocker.until(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT concord_read_batch%'"
-            f" AND state = 'idle' AND query_start > '{mark.isoformat()}'::timestamptz",
-            "read the late request ahead",
-        )
-        for gave_up in (first, late):
-            with pytest.raises(LedgerUnavailable) as unwritten:
-                await gave_up
-            assert not unwritten.value.outcome_unknown  # told: not written
-        with pytest.raises(LedgerUnavailable):
-            await written
-        await blocker.let_go()
-        after = await writer.execute(_reserve(peer, "after"))
-        assert after["number"] == 2, "a command whose caller was told 'not written' was written"
-        assert (await writer.execute(_reserve(peer, "late")))["number"] == 3
-    finally:
-        await writer.stop()
-        await pool.close()
 
 
 async def test_the_writer_tells_when_agents_number_a_burst(ledger: tuple[LedgerWriter, str]) -> None:
