@@ -24,6 +24,10 @@ from coordinator.accounting.posting import Movement, store_prefix
 from coordinator.events import catalogue as ev
 
 READ_BATCH = 2000  # ledger events per subscriber transaction
+# Ledger positions a transaction looks at, at most: bounded by the head alone, the range
+# would let PostgreSQL (with the statistics of a younger ledger) fetch and sort every event
+# up to the head for each transaction, which makes a long catch-up quadratic.
+WINDOW = 4 * READ_BATCH
 DUE_PAGE = 100
 _DOCUMENT_EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED]
 TAKEN_UP = ("Paid", "Refunded")  # statuses that bring an invoice to KashFlow (Refunded: paid first)
@@ -38,13 +42,14 @@ async def catch_up(pool: asyncpg.Pool) -> int:
             cursor = await conn.fetchval("SELECT position FROM kashflow_checkpoint FOR UPDATE")
             if cursor >= head:
                 return read
+            upper = min(head, cursor + WINDOW)
             rows = await conn.fetch(
                 "SELECT position, data->>'peer_id' AS peer_id, data->>'doc_id' AS doc_id,"
                 "       data #>> '{document,DocData,Status}' AS status"
                 "  FROM events WHERE position > $1 AND position <= $2 AND type = ANY($3)"
                 "   AND data->>'doctype' = 'invoice' ORDER BY position LIMIT $4",
                 cursor,
-                head,
+                upper,
                 _DOCUMENT_EVENTS,
                 READ_BATCH,
             )
@@ -68,7 +73,7 @@ async def catch_up(pool: asyncpg.Pool) -> int:
                 " WHERE peer_id = $1 AND doc_id = $2 AND invoice_number IS NOT NULL",
                 [(r["peer_id"], r["doc_id"], r["status"]) for r in rows],
             )
-            done_to = rows[-1]["position"] if len(rows) == READ_BATCH else head
+            done_to = rows[-1]["position"] if len(rows) == READ_BATCH else upper
             await conn.execute("UPDATE kashflow_checkpoint SET position = $1", done_to)
             read += len(rows)
 

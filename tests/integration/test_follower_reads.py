@@ -1,0 +1,99 @@
+"""The ledger's followers, the billing checks and the KashFlow subscriber, catch up on a long
+history reading each event about once, on a ledger PostgreSQL has no statistics of yet: a
+new installation's first burst or import, before autovacuum's first ANALYZE (a minute at
+the soonest). With a range bounded by the head alone, PostgreSQL then fetched and sorted
+every event up to the head for each transaction (its default estimate is 0.5 % of the
+table), so that a catch-up cost grew with the square of its length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+import asyncpg
+import pytest
+
+from coordinator.accounting.queue import catch_up
+from coordinator.db import connect
+from coordinator.ledger import commands as c
+from coordinator.ledger.writer import LedgerWriter, open_ledger
+from coordinator.migrations import migrate
+from coordinator.monitors.billing import BillingMonitor
+from getfeed.vies import ViesSettings
+from tests.support.ledger_preload import backends_gone, preload, table_reads
+
+PRELOADED = 20_000  # issued invoices: 40,000 events
+VIES_OFF = ViesSettings(url="", timeout_seconds=1.0, cache_days=1, lookups_per_answer=0)
+
+Follower = Callable[[asyncpg.Pool, LedgerWriter], Awaitable[int]]
+
+
+async def young_ledger_with_a_long_history(url: str) -> int:
+    """A ledger never analysed, of ``PRELOADED`` invoices and a few events more; its events."""
+    setup = await connect(url)
+    try:
+        await migrate(setup)
+        await setup.execute("ALTER TABLE events SET (autovacuum_enabled = false)")
+        async with open_ledger(url, pool_size=2) as (_, writer):
+            peers = [
+                (
+                    await writer.execute(
+                        c.RegisterPeer(
+                            name=name,
+                            url="http://127.0.0.1:1",
+                            token_sha256=hashlib.sha256(name.encode()).hexdigest(),
+                        )
+                    )
+                )["peer_id"]
+                for name in ("north", "south")
+            ]
+            young = await writer.execute(
+                c.Reserve(peer_id=peers[0], doctype="invoice", doc_id="young", date=date(2026, 3, 1))
+            )
+        raw = await asyncpg.connect(url)  # binary COPY: the driver's own codecs
+        try:
+            await preload(raw, peers, young["receipt"], PRELOADED)
+        finally:
+            await raw.close()
+        return int(await setup.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await setup.close()
+
+
+async def events_read(url: str, conn: asyncpg.Connection, follow: Follower) -> tuple[int, int]:
+    """What ``follow`` says it read, and the rows of ``events`` PostgreSQL read for it."""
+    before = (await table_reads(conn, ["events"]))["events"]
+    async with open_ledger(url, pool_size=3) as (pool, writer):
+        told = await follow(pool, writer)
+    await backends_gone(conn)
+    after = (await table_reads(conn, ["events"]))["events"]
+    seq_rows, index_rows = after[1] - before[1], after[2] - before[2]
+    return told, seq_rows + index_rows
+
+
+@pytest.mark.slow
+async def test_followers_catch_up_reading_each_event_about_once(database_url: str) -> None:
+    events = await young_ledger_with_a_long_history(database_url)
+    conn = await connect(database_url)
+    try:
+        await backends_gone(conn)
+
+        async def billing(pool: asyncpg.Pool, writer: LedgerWriter) -> int:
+            return await BillingMonitor(pool, writer, VIES_OFF).check()
+
+        async def kashflow(pool: asyncpg.Pool, writer: LedgerWriter) -> int:
+            return await catch_up(pool)
+
+        for follow in (billing, kashflow):
+            told, rows = await events_read(database_url, conn, follow)
+            assert told >= PRELOADED, f"{follow.__name__} read {told} events"
+            # Each transaction looks at a bounded window of positions: consecutive windows
+            # overlap, so an event may be fetched twice, never once per transaction.
+            assert rows <= 3 * events, f"{follow.__name__}: {rows} rows read for {events} events"
+        # Both got to the head: nothing left for their next run.
+        assert await conn.fetchval("SELECT position FROM billing_checkpoint") == events
+        assert await conn.fetchval("SELECT position FROM kashflow_checkpoint") == events
+    finally:
+        await conn.close()
