@@ -29,6 +29,7 @@ READ_BATCH = 2000  # ledger events per subscriber transaction
 # up to the head for each transaction, which makes a long catch-up quadratic.
 WINDOW = 4 * READ_BATCH
 DUE_PAGE = 100
+DUE_WINDOW = 4 * DUE_PAGE  # ledger positions a page of due invoices is read from, at most
 _DOCUMENT_EVENTS = [ev.NUMBER_ISSUED, ev.DOCUMENT_UPDATED, ev.DOCUMENT_IMPORTED]
 TAKEN_UP = ("Paid", "Refunded")  # statuses that bring an invoice to KashFlow (Refunded: paid first)
 
@@ -135,19 +136,34 @@ async def due(pool: asyncpg.Pool) -> AsyncIterator[Due]:
     their latest snapshot."""
     after = 0
     while True:
+        # A page is read from a window of positions that starts at the first due invoice
+        # (found by the due index whatever the statistics), each invoice's document by its
+        # whole key. Without statistics of these tables (a first sync after a backfill),
+        # PostgreSQL read every due invoice for each page ordered by position alone, and
+        # joined before the LIMIT, every document of the store for each invoice.
+        start = await pool.fetchval(
+            "SELECT min(position) FROM kashflow_invoices WHERE settled_at IS NULL AND position > $1", after
+        )
+        if start is None:
+            return
         rows = await pool.fetch(
             "SELECT k.peer_id::text, k.doc_id, k.position, p.name, d.formatted, d.snapshot,"
             "       d.voided, k.invoice_intent_at IS NOT NULL AS invoice_intent,"
             "       k.invoice_number, k.last_error IS NOT NULL AS failed_before"
-            "  FROM kashflow_invoices k"
-            "  JOIN documents d ON d.peer_id = k.peer_id AND d.doctype = 'invoice'"
-            "                  AND d.doc_id = k.doc_id"
+            "  FROM (SELECT * FROM kashflow_invoices WHERE settled_at IS NULL"
+            "           AND position >= $1 AND position < $1 + $2 ORDER BY position LIMIT $3) k"
+            "  LEFT JOIN LATERAL (SELECT formatted, snapshot, voided FROM documents"
+            "         WHERE peer_id = k.peer_id AND doctype = 'invoice' AND doc_id = k.doc_id"
+            "         LIMIT 1) d ON true"
             "  JOIN peers p ON p.id = k.peer_id"
-            " WHERE k.settled_at IS NULL AND k.position > $1 ORDER BY k.position LIMIT $2",
-            after,
+            " ORDER BY k.position",
+            start,
+            DUE_WINDOW,
             DUE_PAGE,
         )
         for r in rows:
+            if r["formatted"] is None:  # no document (none is expected): nothing to post
+                continue
             yield Due(
                 r["peer_id"],
                 r["doc_id"],
@@ -160,9 +176,7 @@ async def due(pool: asyncpg.Pool) -> AsyncIterator[Due]:
                 r["invoice_number"],
                 r["failed_before"],
             )
-        if len(rows) < DUE_PAGE:
-            return
-        after = rows[-1]["position"]
+        after = rows[-1]["position"] if len(rows) == DUE_PAGE else start + DUE_WINDOW - 1
 
 
 async def prefix_of(pool: asyncpg.Pool, peer_id: str, store: str) -> str:

@@ -1,4 +1,4 @@
-"""The ledger's followers, the billing checks and the KashFlow subscriber, catch up on a long
+"""The ledger's followers, the billing checks and the KashFlow sync, catch up on a long
 history reading each event about once, on a ledger PostgreSQL has no statistics of yet: a
 new installation's first burst or import, before autovacuum's first ANALYZE (a minute at
 the soonest). With a range bounded by the head alone, PostgreSQL then fetched and sorted
@@ -8,6 +8,7 @@ table), so that a catch-up cost grew with the square of its length.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -15,8 +16,8 @@ from datetime import date
 import asyncpg
 import pytest
 
-from coordinator.accounting.queue import catch_up
-from coordinator.db import connect
+from coordinator.accounting.queue import catch_up, due
+from coordinator.db import connect, create_pool
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter, open_ledger
 from coordinator.migrations import migrate
@@ -95,5 +96,39 @@ async def test_followers_catch_up_reading_each_event_about_once(database_url: st
         # Both got to the head: nothing left for their next run.
         assert await conn.fetchval("SELECT position FROM billing_checkpoint") == events
         assert await conn.fetchval("SELECT position FROM kashflow_checkpoint") == events
+        # The sync then walks the invoices due for KashFlow, a page at a time.
+        tables = ["kashflow_invoices", "documents"]
+        before = await table_reads(conn, tables)
+        pool = await create_pool(database_url, size=1)
+        try:
+            async with asyncio.timeout(60):  # a quadratic walk would take hours: fail instead
+                walked = [invoice async for invoice in due(pool)]
+        finally:
+            await pool.close()
+        await backends_gone(conn)
+        after = await table_reads(conn, tables)
+        assert len(walked) == PRELOADED
+        for table in tables:
+            rows = after[table][1] + after[table][2] - before[table][1] - before[table][2]
+            assert rows <= 3 * PRELOADED, f"{table}: {rows} rows read for {PRELOADED} invoices due"
+        # Few left due, far apart (most posted): each is still walked, in ledger order.
+        await conn.execute(
+            "UPDATE kashflow_invoices SET settled_at = now() WHERE position NOT IN"
+            " (SELECT position FROM kashflow_invoices ORDER BY position OFFSET 7 LIMIT 60)"
+            " AND position % 997 <> 0"
+        )
+        left = [
+            r["position"]
+            for r in await conn.fetch(
+                "SELECT position FROM kashflow_invoices WHERE settled_at IS NULL ORDER BY position"
+            )
+        ]
+        assert 60 < len(left) < 100
+        pool = await create_pool(database_url, size=1)
+        try:
+            async with asyncio.timeout(60):
+                assert [invoice.position async for invoice in due(pool)] == left
+        finally:
+            await pool.close()
     finally:
         await conn.close()

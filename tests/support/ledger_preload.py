@@ -72,6 +72,8 @@ async def preload(conn: asyncpg.Connection, peers: list[str], head: dict[str, An
                     "Num": str(number),
                     "Date": day.isoformat(),
                     "Total": f"{rng.randrange(100, 99_999) / 100:.2f}",
+                    "Status": "Paid",
+                    "DatePaid": f"{day.isoformat()} 10:00:00",
                 },
             }
             emit("NumberIssued", f"reservation-{rid}", {**r, "document": snapshot})
