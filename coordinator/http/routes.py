@@ -379,7 +379,7 @@ async def release_reservation(request: web.Request) -> web.Response:
 
 
 async def list_reservations(request: web.Request) -> web.Response:
-    state = _query_choice(request, "state", ("reserved", "issued", "released", "void"))
+    state = _query_choice(request, "state", queries.RESERVATION_STATES)
     limit = _query_int(request, "limit", 100, 1, 1000)
     after = request.query.get("after")
     if after is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -46,19 +47,32 @@ async def series_overview(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return out
 
 
+RESERVATION_STATES = ("reserved", "issued", "released", "void")
+_BEFORE_ALL = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))  # (reserved_at, id) below any
+
+
 async def reservations(
     conn: asyncpg.Connection, state: str | None, limit: int, after: str | None
 ) -> list[dict[str, Any]]:
+    """A page of reservations oldest first (by reserved_at, then id), after the reservation
+    ``after`` (none when it does not exist): each state's range of ``reservations_listed``
+    from there, merged, so a page reads at most ``limit`` rows per state."""
+    cursor = _BEFORE_ALL
+    if after is not None:
+        found = await conn.fetchrow("SELECT reserved_at, id FROM reservations WHERE id = $1", after)
+        if found is None:
+            return []
+        cursor = (found["reserved_at"], found["id"])
     rows = await conn.fetch(
         "SELECT r.id::text, r.peer_id::text, p.name AS store, r.doctype, r.doc_id, r.series,"
         " r.period, r.number, r.formatted, r.doc_date, r.state, r.reserved_at, r.position,"
-        " r.hash FROM reservations r LEFT JOIN peers p ON p.id = r.peer_id"
-        " WHERE ($1::text IS NULL OR r.state = $1)"
-        "   AND ($2::uuid IS NULL OR (r.reserved_at, r.id) > (SELECT reserved_at, id"
-        "        FROM reservations WHERE id = $2))"
-        " ORDER BY r.reserved_at, r.id LIMIT $3",
-        state,
-        after,
+        " r.hash FROM unnest($1::text[]) AS s(state)"
+        " CROSS JOIN LATERAL (SELECT * FROM reservations x WHERE x.state = s.state"
+        "     AND (x.reserved_at, x.id) > ($2, $3) ORDER BY x.reserved_at, x.id LIMIT $4) r"
+        " LEFT JOIN peers p ON p.id = r.peer_id"
+        " ORDER BY r.reserved_at, r.id LIMIT $4",
+        [state] if state is not None else list(RESERVATION_STATES),
+        *cursor,
         limit,
     )
     return [

@@ -207,3 +207,47 @@ async def test_list_pending_reservations(client, tokens) -> None:
     rows = (await resp.json())["reservations"]
     assert [r["reservation_id"] for r in rows] == [a["reservation_id"]]
     assert rows[0]["store"] == "alpha"
+
+
+async def test_reservations_listed_page_by_page_in_every_state(client, tokens) -> None:
+    store = await add_store(client, tokens.operator)
+    token = store["token"]
+    made = [await reserve(client, token, str(i)) for i in range(1, 10)]
+    for issued in made[::2]:
+        await confirm(client, token, issued["reservation_id"])
+    release = await client.post(
+        f"/v1/reservations/{made[1]['reservation_id']}/release",
+        headers=bearer(token),
+        json={"reason": "gone"},
+    )
+    assert release.status == 200
+    void = await client.post(
+        f"/v1/numbers/invoice/all/{made[0]['number']}/void",
+        headers=bearer(tokens.operator),
+        json={"reason": "x"},
+    )
+    assert void.status == 200
+    operator = bearer(tokens.operator)
+
+    async def listed(query: str) -> list[dict]:
+        resp = await client.get(f"/v1/reservations?{query}", headers=operator)
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["reservations"]
+
+    everything = await listed("limit=1000")
+    assert sorted(r["reservation_id"] for r in everything) == sorted(r["reservation_id"] for r in made)
+    assert [(r["reserved_at"], r["reservation_id"]) for r in everything] == sorted(
+        (r["reserved_at"], r["reservation_id"]) for r in everything
+    )
+    assert {r["state"] for r in everything} == {"reserved", "issued", "released", "void"}
+    # Two at a time, each page after the last of the one before: the same list, once each.
+    paged: list[dict] = []
+    while page := await listed("limit=2" + (f"&after={paged[-1]['reservation_id']}" if paged else "")):
+        assert len(page) <= 2
+        paged += page
+    assert paged == everything
+    for state in ("reserved", "issued", "released", "void"):
+        assert await listed(f"state={state}&limit=1000") == [r for r in everything if r["state"] == state]
+    issued = [r for r in everything if r["state"] == "issued"]
+    assert await listed(f"state=issued&after={issued[1]['reservation_id']}") == issued[2:]
+    assert await listed(f"after={uuid.uuid4()}") == []  # an id that is no reservation
