@@ -162,6 +162,7 @@ class BillingMonitor:
         numbers: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
         reported_duplicates: list[str] = []
+        taxes: dict[str, checks.TaxSettings] = {}  # each store's, as the batch leaves them
         for row in rows:
             await asyncio.sleep(0)  # the checks run in the requests' event loop
             data = orjson.loads(row["data"])
@@ -170,6 +171,7 @@ class BillingMonitor:
             if row["type"] == ev.PEER_CONFIG_REPORTED:
                 reported = data.get("settings") or {}
                 settings[peer_id] = {k: reported[k] for k in TAX_SETTINGS if k in reported}
+                taxes.pop(peer_id, None)
                 await conn.execute(
                     "INSERT INTO billing_store_settings (peer_id, tax) VALUES ($1, $2)"
                     " ON CONFLICT (peer_id) DO UPDATE SET tax = excluded.tax",
@@ -188,9 +190,9 @@ class BillingMonitor:
             number = data.get("formatted") or formatted.get(key, "")
             ref = checks.DocumentRef(store, data["doctype"], data["doc_id"], number)
             doc = docs[key] = _Checked(ref, peer_id, data["document"], row["position"])
-            found = checks.snapshot_findings(
-                ref, doc.snapshot, checks.TaxSettings.from_reported(settings.get(peer_id))
-            )
+            if peer_id not in taxes:
+                taxes[peer_id] = checks.TaxSettings.from_reported(settings.get(peer_id))
+            found = checks.snapshot_findings(ref, doc.snapshot, taxes[peer_id])
             for code in checks.SNAPSHOT_CODES:
                 wanted[code, doc.subject] = found.get(code)
             day = checks.document_date(doc.snapshot)

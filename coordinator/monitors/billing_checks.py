@@ -29,6 +29,7 @@ rate ending in 5 that rounds to it (Québec's 9.975 % shows as 9.98, New York's 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,19 +101,19 @@ class TaxSettings:
             per_line=flag("TaxPerLineItem"),
         )
 
-    def ways(self) -> list[_Way]:
+    def ways(self) -> tuple[_Way, ...]:
         """Every way of computing the known settings allow, the reported (or most common:
         exclusive, on the total, not compound) first."""
+        return _ways(self.inclusive, self.per_line, self.compound)
 
-        def choices(value: bool | None) -> tuple[bool, ...]:
-            return (value,) if value is not None else (False, True)
 
-        return [
-            _Way(inclusive, compound, per_line)
-            for inclusive, per_line, compound in itertools.product(
-                choices(self.inclusive), choices(self.per_line), choices(self.compound)
-            )
-        ]
+@functools.cache  # 27 combinations at most; asked once per snapshot checked
+def _ways(inclusive: bool | None, per_line: bool | None, compound: bool | None) -> tuple[_Way, ...]:
+    def choices(value: bool | None) -> tuple[bool, ...]:
+        return (value,) if value is not None else (False, True)
+
+    combinations = itertools.product(choices(inclusive), choices(per_line), choices(compound))
+    return tuple(_Way(i, c, p) for i, p, c in combinations)
 
 
 @dataclass(frozen=True)
