@@ -12,7 +12,6 @@ reads about its own rows (it read and sorted the whole table).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import date
 
@@ -27,7 +26,7 @@ from coordinator.ledger.writer import LedgerWriter, open_ledger
 from coordinator.migrations import migrate
 from coordinator.monitors.billing import BillingMonitor
 from getfeed.vies import ViesSettings
-from tests.support.ledger_preload import backends_gone, preload, table_reads
+from tests.support.ledger_preload import backends_gone, preload, register_peers, table_reads
 
 PRELOADED = 20_000  # issued invoices: 40,000 events
 VIES_OFF = ViesSettings(url="", timeout_seconds=1.0, cache_days=1, lookups_per_answer=0)
@@ -42,18 +41,7 @@ async def young_ledger_with_a_long_history(url: str) -> int:
         await migrate(setup)
         await setup.execute("ALTER TABLE events SET (autovacuum_enabled = false)")
         async with open_ledger(url, pool_size=2) as (_, writer):
-            peers = [
-                (
-                    await writer.execute(
-                        c.RegisterPeer(
-                            name=name,
-                            url="http://127.0.0.1:1",
-                            token_sha256=hashlib.sha256(name.encode()).hexdigest(),
-                        )
-                    )
-                )["peer_id"]
-                for name in ("north", "south")
-            ]
+            peers = await register_peers(writer)
             young = await writer.execute(
                 c.Reserve(peer_id=peers[0], doctype="invoice", doc_id="young", date=date(2026, 3, 1))
             )

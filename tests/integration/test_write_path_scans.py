@@ -21,7 +21,7 @@ from coordinator.db import connect
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter, open_ledger
 from coordinator.migrations import migrate
-from tests.support.ledger_preload import backends_gone, preload, table_reads
+from tests.support.ledger_preload import backends_gone, preload, register_peers, table_reads
 
 PRELOADED = 100_000
 WATCHED = ("reservations", "documents", "events")
@@ -158,18 +158,7 @@ async def test_batches_read_by_index_on_a_large_ledger(database_url: str) -> Non
             the ledger is tiny (PL/pgSQL settles on a generic plan after five calls, costed
             with those sizes, and keeps it until the next ANALYZE), then 100,000 invoices with
             no ANALYZE after them, and every kind again on the same connection."""
-            for name in ("north", "south"):
-                peers.append(
-                    (
-                        await writer.execute(
-                            c.RegisterPeer(
-                                name=name,
-                                url="http://127.0.0.1:1",
-                                token_sha256=hashlib.sha256(name.encode()).hexdigest(),
-                            )
-                        )
-                    )["peer_id"]
-                )
+            peers.extend(await register_peers(writer))
             batches = 2
             for round_ in range(7):
                 done, head = await one_of_each(writer, conn, peers, f"young{round_}", None, None)

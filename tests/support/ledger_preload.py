@@ -18,6 +18,24 @@ import orjson
 
 from coordinator.advisory_locks import LEDGER
 from coordinator.events.canonical import canonical_event, canonical_json, format_recorded_at
+from coordinator.ledger import commands as c
+from coordinator.ledger.writer import LedgerWriter
+
+
+async def register_peers(writer: LedgerWriter, names: Sequence[str] = ("north", "south")) -> list[str]:
+    """A store per name, registered through ``writer``; their peer ids."""
+    return [
+        (
+            await writer.execute(
+                c.RegisterPeer(
+                    name=name,
+                    url="http://127.0.0.1:1",
+                    token_sha256=hashlib.sha256(name.encode()).hexdigest(),
+                )
+            )
+        )["peer_id"]
+        for name in names
+    ]
 
 
 async def preload(conn: asyncpg.Connection, peers: list[str], head: dict[str, Any], count: int) -> int:
