@@ -13,46 +13,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import date
 
 import asyncpg
 import pytest
 
 from coordinator.accounting.queue import catch_up, due
 from coordinator.db import connect, create_pool
-from coordinator.ledger import commands as c
 from coordinator.ledger import queries
 from coordinator.ledger.writer import LedgerWriter, open_ledger
-from coordinator.migrations import migrate
 from coordinator.monitors.billing import BillingMonitor
 from getfeed.vies import ViesSettings
-from tests.support.ledger_preload import backends_gone, preload, register_peers, table_reads
+from tests.support.ledger_preload import backends_gone, never_analysed_ledger, table_reads
 
 PRELOADED = 20_000  # issued invoices: 40,000 events
 VIES_OFF = ViesSettings(url="", timeout_seconds=1.0, cache_days=1, lookups_per_answer=0)
 
 Follower = Callable[[asyncpg.Pool, LedgerWriter], Awaitable[int]]
-
-
-async def young_ledger_with_a_long_history(url: str) -> int:
-    """A ledger never analysed, of ``PRELOADED`` invoices and a few events more; its events."""
-    setup = await connect(url)
-    try:
-        await migrate(setup)
-        await setup.execute("ALTER TABLE events SET (autovacuum_enabled = false)")
-        async with open_ledger(url, pool_size=2) as (_, writer):
-            peers = await register_peers(writer)
-            young = await writer.execute(
-                c.Reserve(peer_id=peers[0], doctype="invoice", doc_id="young", date=date(2026, 3, 1))
-            )
-        raw = await asyncpg.connect(url)  # binary COPY: the driver's own codecs
-        try:
-            await preload(raw, peers, young["receipt"], PRELOADED)
-        finally:
-            await raw.close()
-        return int(await setup.fetchval("SELECT count(*) FROM events"))
-    finally:
-        await setup.close()
 
 
 async def events_read(url: str, conn: asyncpg.Connection, follow: Follower) -> tuple[int, int]:
@@ -68,7 +44,7 @@ async def events_read(url: str, conn: asyncpg.Connection, follow: Follower) -> t
 
 @pytest.mark.slow
 async def test_followers_catch_up_reading_each_event_about_once(database_url: str) -> None:
-    events = await young_ledger_with_a_long_history(database_url)
+    events = await never_analysed_ledger(database_url, PRELOADED)
     conn = await connect(database_url)
     try:
         await backends_gone(conn)
@@ -128,7 +104,7 @@ async def test_followers_catch_up_reading_each_event_about_once(database_url: st
 
 @pytest.mark.slow
 async def test_a_page_of_reservations_reads_about_its_own_rows(database_url: str) -> None:
-    await young_ledger_with_a_long_history(database_url)
+    await never_analysed_ledger(database_url, PRELOADED)
     conn = await connect(database_url)
     try:
         await conn.execute("ANALYZE")  # as autovacuum leaves it

@@ -1,6 +1,7 @@
 """The write path reads rows by index only, on a ledger of 100,000 issued invoices: no batch
 scans reservations, documents or events, whatever the plans cached on the writer's
-connection and with no ANALYZE after the ledger grew (issue 11, "constant cost per number").
+connection and with no ANALYZE after the ledger grew, or none ever (issue 11, "constant
+cost per number").
 
 Counted from pg_stat_user_tables, which a backend flushes when it exits: each measurement
 closes the writer's connection and waits for its backend to end before reading.
@@ -21,7 +22,13 @@ from coordinator.db import connect
 from coordinator.ledger import commands as c
 from coordinator.ledger.writer import LedgerWriter, open_ledger
 from coordinator.migrations import migrate
-from tests.support.ledger_preload import backends_gone, preload, register_peers, table_reads
+from tests.support.ledger_preload import (
+    backends_gone,
+    never_analysed_ledger,
+    preload,
+    register_peers,
+    table_reads,
+)
 
 PRELOADED = 100_000
 WATCHED = ("reservations", "documents", "events")
@@ -188,3 +195,22 @@ async def test_batches_read_by_index_on_a_large_ledger(database_url: str) -> Non
 
 async def _count(batches: Awaitable[tuple[int, dict[str, Any]]]) -> int:
     return (await batches)[0]
+
+
+@pytest.mark.slow
+async def test_batches_read_by_index_on_a_ledger_never_analysed(database_url: str) -> None:
+    """The same, on a ledger of 20,000 invoices PostgreSQL has no statistics of at all."""
+    await never_analysed_ledger(database_url, 20_000)
+    conn = await connect(database_url)
+    try:
+        await backends_gone(conn)
+        peers = [r["id"] for r in await conn.fetch("SELECT id::text FROM peers ORDER BY name")]
+        first = await conn.fetchval("SELECT min(number) FROM reservations WHERE doc_id LIKE 'pre-%'")
+        batches, reads = await measured(
+            conn,
+            database_url,
+            lambda writer: _count(one_of_each(writer, conn, peers, "cold", "pre-702", first + 7001)),
+        )
+        assert_by_index(batches, reads)
+    finally:
+        await conn.close()

@@ -17,9 +17,11 @@ import asyncpg
 import orjson
 
 from coordinator.advisory_locks import LEDGER
+from coordinator.db import connect
 from coordinator.events.canonical import canonical_event, canonical_json, format_recorded_at
 from coordinator.ledger import commands as c
-from coordinator.ledger.writer import LedgerWriter
+from coordinator.ledger.writer import LedgerWriter, open_ledger
+from coordinator.migrations import migrate
 
 
 async def register_peers(writer: LedgerWriter, names: Sequence[str] = ("north", "south")) -> list[str]:
@@ -162,3 +164,27 @@ async def backends_gone(conn: asyncpg.Connection) -> None:
     ):
         assert time.monotonic() < deadline, "the other backends did not exit"
         await asyncio.sleep(0.02)
+
+
+async def never_analysed_ledger(url: str, invoices: int) -> int:
+    """A migrated ledger of ``invoices`` issued invoices and a few events more (two stores,
+    a reservation), which PostgreSQL has never analysed: as after a new installation's first
+    burst or import, before autovacuum's first ANALYZE. Returns its events."""
+    setup = await connect(url)
+    try:
+        await migrate(setup)
+        for table in ("events", "reservations", "documents"):
+            await setup.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        async with open_ledger(url, pool_size=2) as (_, writer):
+            peers = await register_peers(writer)
+            young = await writer.execute(
+                c.Reserve(peer_id=peers[0], doctype="invoice", doc_id="young", date=date(2026, 3, 1))
+            )
+        raw = await asyncpg.connect(url)  # binary COPY: the driver's own codecs
+        try:
+            await preload(raw, peers, young["receipt"], invoices)
+        finally:
+            await raw.close()
+        return int(await setup.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await setup.close()
