@@ -25,8 +25,8 @@ from coordinator.events import catalogue as ev
 
 READ_BATCH = 2000  # ledger events per subscriber transaction
 # Ledger positions a transaction looks at, at most: bounded by the head alone, the range
-# would let PostgreSQL (with the statistics of a younger ledger) fetch and sort every event
-# up to the head for each transaction, which makes a long catch-up quadratic.
+# let PostgreSQL, with no statistics of the ledger yet, fetch and sort every event up to
+# the head for each transaction: a long catch-up was quadratic.
 WINDOW = 4 * READ_BATCH
 DUE_PAGE = 100
 DUE_WINDOW = 4 * DUE_PAGE  # ledger positions a page of due invoices is read from, at most

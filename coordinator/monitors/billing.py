@@ -47,9 +47,9 @@ log = structlog.get_logger(__name__)
 # transaction's dozen queries are per batch: at 25 events a batch they cost the loop and
 # PostgreSQL as much per event as writing the ledger did (docs/benchmarks.md, "Batches").
 BATCH = 500  # ledger events per transaction
-# Ledger positions a transaction looks at, at most: a range bounded by the head alone would
-# let PostgreSQL, whose statistics may still be those of a young ledger, fetch and sort
-# every event up to the head for each batch, which makes a catch-up quadratic.
+# Ledger positions a transaction looks at, at most: a range bounded by the head alone let
+# PostgreSQL, with no statistics of the ledger yet (a new installation's first burst),
+# fetch and sort every event up to the head for each batch: a catch-up was quadratic.
 WINDOW = 4 * BATCH
 COMMANDS_PER_WRITE = 256  # warnings raised or resolved per call to the writer
 VIES_RETRIES = 100  # pending VIES checks taken up per run
@@ -211,9 +211,9 @@ class BillingMonitor:
                 )
             elif row["type"] == ev.DOCUMENT_UPDATED:
                 dates.append((*key, day))
-        # One statement for the batch's numbers (500 single-row INSERTs cost PostgreSQL
-        # three times as much); the last of a number's rows counts, as in event order.
-        # Then the dates changed, so a number issued and its date changed in one batch end up right.
+        # One statement for the batch's numbers rather than one per number; the last of a
+        # number's rows counts, as in event order. Then the dates changed, so a number
+        # issued and its date changed in one batch end up right.
         await conn.execute(
             "INSERT INTO billing_numbers (peer_id, series, period, number, doctype, doc_id,"
             " formatted, doc_date)"
